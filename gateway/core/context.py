@@ -1,0 +1,78 @@
+"""The per-request context: made once when a request's headers are parsed, passed to every stage.
+
+Routers, balancers, filters and experiment splits are shared objects that hold no per-request state;
+whatever they learn about one request lives here. `__slots__` (via `slots=True`) keeps attribute
+access fast and makes a typo an error instead of a silent new attribute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as established by an authentication filter."""
+
+    id: str
+    tenant: str | None = None
+    scopes: frozenset[str] = frozenset()
+    tier: str | None = None
+    roles: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True, eq=False)
+class RequestContext:
+    """Everything known about one request, from its headers to its access-log line."""
+
+    method: str
+    path: str
+    """The path without the query string, as sent by the client (percent-encoding kept)."""
+    query: str
+    """The raw query string without the '?' ("" when there is none)."""
+    headers: dict[str, str]
+    """Request headers by lower-case name; repeated headers joined with ", "."""
+    client_ip: str
+    started: float
+    """time.monotonic() when the request's headers were complete."""
+    request_id: str = ""
+    host: str = ""
+    route: str = ""
+    cluster: str = ""
+    endpoint: str = ""
+    model: str | None = None
+    model_version: str | None = None
+    principal: Principal | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    unit_id: str | None = None
+    status: int = 0
+    retries: int = 0
+    upstream_latency: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    error: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    """Per-filter slots, keyed by filter name, for state a filter carries between its phases."""
+
+    def cookie(self, name: str) -> str | None:
+        """The value of one cookie from the Cookie header, or None."""
+        raw = self.headers.get("cookie")
+        if not raw:
+            return None
+        for part in raw.split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value
+        return None
+
+    def query_param(self, name: str) -> str | None:
+        """The first value of one query parameter (not percent-decoded), or None."""
+        if not self.query:
+            return None
+        for part in self.query.split("&"):
+            key, _, value = part.partition("=")
+            if key == name:
+                return value
+        return None

@@ -1,0 +1,4 @@
+"""Traffic logic: route matching, endpoint sets, balancers, health, resilience and discovery.
+
+Nothing here handles HTTP itself; it imports only `gateway.core` of the gateway package.
+"""
