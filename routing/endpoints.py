@@ -51,6 +51,9 @@ class Endpoint:
 
     @property
     def address(self) -> str:
+        """host:port, with an IPv6 host in brackets so the port stays unambiguous."""
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
 
     def is_available(self, now: float) -> bool:
@@ -67,3 +70,16 @@ class Endpoint:
             w = math.exp(-elapsed / decay)
             self.ewma_latency = self.ewma_latency * w + seconds * (1.0 - w)
         self._ewma_stamp = now
+
+    def decayed_latency(self, now: float, decay: float = DEFAULT_EWMA_DECAY_S) -> float | None:
+        """The latency estimate aged to `now`, or None before the first observation.
+
+        With no new observations the estimate decays towards zero, so an endpoint that was slow once
+        and then avoided is eventually tried again instead of being starved forever.
+        """
+        if self._ewma_stamp == 0.0:
+            return None
+        elapsed = now - self._ewma_stamp
+        if elapsed <= 0.0:
+            return self.ewma_latency
+        return self.ewma_latency * math.exp(-elapsed / decay)

@@ -48,13 +48,26 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": ["string", "number"], "pattern": r"^\d+(\.\d+)?(us|ms|s|m|h)$",
-                    "description": "a duration: 250ms, 2s, 1m (a bare number is seconds)"}),
+    WithJsonSchema(
+        {
+            "type": ["string", "number"],
+            "pattern": r"^\d+(\.\d+)?(us|ms|s|m|h)$",
+            "description": "a duration: 250ms, 2s, 1m (a bare number is seconds)",
+        }
+    ),
 ]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2,
-               "GB": 1000**3, "GiB": 1024**3}
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
 
 
 def parse_size(value: Any) -> int:
@@ -73,8 +86,13 @@ def parse_size(value: Any) -> int:
 ByteSize = Annotated[
     int,
     BeforeValidator(parse_size),
-    WithJsonSchema({"type": ["string", "integer"], "pattern": r"^\d+(B|KB|KiB|MB|MiB|GB|GiB)?$",
-                    "description": "a size in bytes, or with a unit: 64KiB, 10MiB"}),
+    WithJsonSchema(
+        {
+            "type": ["string", "integer"],
+            "pattern": r"^\d+(B|KB|KiB|MB|MiB|GB|GiB)?$",
+            "description": "a size in bytes, or with a unit: 64KiB, 10MiB",
+        }
+    ),
 ]
 
 
@@ -96,8 +114,18 @@ class Rate:
 
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$")
-_RATE_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
-                 "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
+_RATE_PERIODS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+}
 
 
 def parse_rate(value: Any) -> Rate:
@@ -118,6 +146,11 @@ RateValue = Annotated[
     Rate,
     BeforeValidator(parse_rate),
     PlainSerializer(str, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?/(s|sec|second|m|min|minute|h|hour|d|day)$",
-                    "description": "a rate: 100/s, 5000/min"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d+(\.\d+)?/(s|sec|second|m|min|minute|h|hour|d|day)$",
+            "description": "a rate: 100/s, 5000/min",
+        }
+    ),
 ]

@@ -1,0 +1,1 @@
+"""Endpoint health: passive outlier detection (`outlier`) and active HTTP checks (`active`)."""

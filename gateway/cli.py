@@ -1,0 +1,106 @@
+"""The `turnout` command: run the gateway, validate a config, print the schema, run workers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.server import Gateway
+
+    path = Path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    _install_uvloop()
+    gateway = Gateway(config, path, watch=not args.no_watch)
+    try:
+        asyncio.run(gateway.serve_forever())
+    except OSError as exc:
+        print(f"turnout: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional on platforms without it; asyncio's loop still works
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config, summarize
+
+    failed = False
+    for name in args.files:
+        try:
+            config = load_config(Path(name))
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            failed = True
+            continue
+        print(f"{name}: {summarize(config)}")
+    return 1 if failed else 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from gateway.config import json_schema
+
+    sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    sys.stdout.write("\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turnout", description="An async gateway for ML inference traffic.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the gateway in the foreground")
+    run.add_argument("--config", required=True, help="the YAML config file")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--no-watch", action="store_true", help="do not reload when the config file changes")
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser("validate", help="check config files; exit 1 when one is invalid")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(handler=_validate)
+
+    schema = commands.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(handler=_schema)
+
+    for name, help_text in (("worker", "run one inference worker"), ("workers", "run a pool of workers")):
+        sub = commands.add_parser(name, help=help_text, add_help=False)
+        sub.set_defaults(handler=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Worker commands own their arguments: hand them everything after the command name.
+    if argv and argv[0] in ("worker", "workers"):
+        from inference_workers.cli import pool_main, worker_main
+
+        return (worker_main if argv[0] == "worker" else pool_main)(argv[1:])
+    args = build_parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

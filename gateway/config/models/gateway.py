@@ -1,0 +1,98 @@
+"""The whole configuration file, and the rules that tie its sections together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from gateway.config.models.cluster import ClusterConfig
+from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenConfig
+from gateway.config.models.located import errors_at
+from gateway.config.models.route import RouteConfig
+from gateway.config.models.types import Name
+from gateway.config.paths import Path
+from gateway.config.suggest import closest
+from gateway.core.config_types import StrictModel
+
+# Binding these addresses takes the port on every interface, so they clash with any other host.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+
+
+class GatewayConfig(StrictModel):
+    """turnout's configuration: listeners, upstream clusters, and the routes between them."""
+
+    listen: ListenConfig = Field(default_factory=ListenConfig, description="The public listener.")
+    admin: AdminConfig = Field(
+        default_factory=AdminConfig,
+        validate_default=True,  # so the port clash check below also sees the default admin port
+        description="The admin listener (health, metrics, operator actions).",
+    )
+    access_log: AccessLogConfig = Field(default_factory=AccessLogConfig, description="The access log.")
+    clusters: dict[Name, ClusterConfig] = Field(min_length=1, description="Upstream clusters by name.")
+    routes: tuple[RouteConfig, ...] = Field(
+        min_length=1, description="Routes, tried in order; the first that matches takes the request."
+    )
+
+    @field_validator("admin")
+    @classmethod
+    def _ports_differ(cls, admin: AdminConfig, info: ValidationInfo) -> AdminConfig:
+        listen = info.data.get("listen")
+        if (
+            isinstance(listen, ListenConfig)
+            and listen.port == admin.port
+            and _same_interface(listen.host, admin.host)
+        ):
+            message = (
+                f"{admin.port} is also listen.port on the same address: give the admin listener its own port"
+            )
+            raise errors_at(cls.__name__, [(("port",), message, admin.port)])
+        return admin
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _default_names(cls, routes: Any) -> Any:
+        """A route without a name is called route-<index>."""
+        if not isinstance(routes, list | tuple):
+            return routes
+        return [
+            {**route, "name": f"route-{index}"}
+            if isinstance(route, dict) and route.get("name") is None
+            else route
+            for index, route in enumerate(routes)
+        ]
+
+    @field_validator("routes")
+    @classmethod
+    def _names_and_clusters(
+        cls, routes: tuple[RouteConfig, ...], info: ValidationInfo
+    ) -> tuple[RouteConfig, ...]:
+        problems: list[tuple[Path, str, Any]] = []
+        first_index: dict[str, int] = {}
+        for index, route in enumerate(routes):
+            earlier = first_index.setdefault(route.name, index)
+            if earlier != index:
+                message = f"duplicate route name {route.name!r} (also routes[{earlier}])"
+                problems.append(((index, "name"), message, route.name))
+        clusters = info.data.get("clusters")
+        if isinstance(clusters, dict):  # absent when the clusters section itself is invalid
+            for index, route in enumerate(routes):
+                if route.backend.cluster not in clusters:
+                    message = unknown_cluster_message(route.backend.cluster, list(clusters))
+                    problems.append(((index, "backend", "cluster"), message, route.backend.cluster))
+        if problems:
+            raise errors_at(cls.__name__, problems)
+        return routes
+
+
+def unknown_cluster_message(name: str, known: list[str]) -> str:
+    """``unknown cluster 'fraud-v3' (known: fraud-v1, fraud-v2)``, with a suggestion when one is clear."""
+    suggestion = closest(name, known)
+    known_list = ", ".join(sorted(known))
+    if suggestion is not None:
+        return f"unknown cluster {name!r} (did you mean {suggestion!r}? known: {known_list})"
+    return f"unknown cluster {name!r} (known: {known_list})"
+
+
+def _same_interface(a: str, b: str) -> bool:
+    return a == b or a in _WILDCARD_HOSTS or b in _WILDCARD_HOSTS

@@ -1,0 +1,100 @@
+"""The gateway's own sockets and log: the public listener, the admin listener, the access log."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from gateway.config.models.located import errors_at
+from gateway.config.models.types import Host, Integer, PositiveDuration, is_loopback
+from gateway.core.config_types import ByteSize, Duration, StrictModel
+
+# Envoy's default limit on a request head is 60 KiB and nginx allows 4 x 8 KiB buffers; 64 KiB fits
+# long JWTs and cookies while keeping a slow or hostile client's head small.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+# Envoy's default header count limit; real clients send a few dozen at most.
+DEFAULT_MAX_HEADERS = 100
+# Big enough for batched tabular or small image tensors as JSON; larger payloads should use the
+# binary tensor extension or raise this deliberately.
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class ListenConfig(StrictModel):
+    """The public listener that clients connect to."""
+
+    host: Host = Field(
+        default="127.0.0.1",
+        description="Address to bind. The default keeps the gateway private; use 0.0.0.0 or :: to serve "
+        "other machines.",
+    )
+    port: Integer = Field(default=8080, ge=1, le=65535, description="TCP port to listen on.")
+    max_header_bytes: ByteSize = Field(
+        default=DEFAULT_MAX_HEADER_BYTES,
+        gt=0,
+        description="Largest request head (request line and headers) accepted; larger heads get 431.",
+    )
+    max_headers: Integer = Field(
+        default=DEFAULT_MAX_HEADERS,
+        ge=1,
+        description="Most request headers accepted; more get 431.",
+    )
+    max_body_bytes: ByteSize = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        gt=0,
+        description="Largest request body accepted; larger bodies get 413.",
+    )
+    header_timeout: PositiveDuration = Field(
+        default=10.0,
+        description="Time a client has to send a complete request head, so slow clients (slowloris) "
+        "cannot hold connections open.",
+    )
+    idle_timeout: PositiveDuration = Field(
+        default=60.0,
+        description="How long an idle keep-alive connection stays open.",
+    )
+    drain_timeout: Duration = Field(
+        default=30.0,
+        description="On SIGTERM, how long to wait for in-flight requests before closing; 0 does not wait.",
+    )
+    backlog: Integer = Field(
+        default=1024,
+        ge=1,
+        description="Listen backlog: connections the kernel queues before the gateway accepts them.",
+    )
+
+
+class AdminConfig(StrictModel):
+    """The admin listener: health, readiness, metrics, and operator actions such as draining."""
+
+    host: Host = Field(
+        default="127.0.0.1",
+        description="Address to bind. Anything but a loopback address requires a token.",
+    )
+    port: Integer = Field(default=9901, ge=1, le=65535, description="TCP port of the admin listener.")
+    token: str = Field(
+        default="",
+        description="Bearer token required by the admin API. Required when host is not a loopback "
+        "address; keep it out of the file with ${TURNOUT_ADMIN_TOKEN}.",
+    )
+
+    @model_validator(mode="after")
+    def _token_when_exposed(self) -> Self:
+        if not self.token and not is_loopback(self.host):
+            message = (
+                f"required when the admin listener binds {self.host}, which other machines can reach: "
+                "set a bearer token, e.g. token: ${TURNOUT_ADMIN_TOKEN}"
+            )
+            raise errors_at(type(self).__name__, [(("token",), message, self.token)])
+        return self
+
+
+class AccessLogConfig(StrictModel):
+    """One line per request: method, path, status, latency, route, cluster, endpoint."""
+
+    enabled: bool = Field(default=True, description="Write the access log.")
+    path: str = Field(
+        default="stdout",
+        min_length=1,
+        description='Where to write: "stdout", "stderr", or a file path.',
+    )

@@ -1,0 +1,103 @@
+"""Which requests a route takes: path, method, host, headers and inference model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self, get_args
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from gateway.config.models.located import errors_at
+from gateway.config.models.types import HeaderName, Regex, Text, UrlPath, is_dns_name
+from gateway.config.paths import Path
+from gateway.core.config_types import StrictModel
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+HTTP_METHODS: frozenset[str] = frozenset(get_args(HttpMethod))
+
+
+def upper_case(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def header_match_from_text(value: Any) -> Any:
+    """``x-tenant: acme`` is short for ``x-tenant: {exact: acme}``."""
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return {"exact": value}
+    return value
+
+
+class HeaderMatch(StrictModel):
+    """A condition on one request header: exactly one of exact, regex or present."""
+
+    exact: Text | None = Field(default=None, description="The header's whole value equals this.")
+    regex: Regex | None = Field(default=None, description="The header's value matches this (re.search).")
+    present: bool | None = Field(
+        default=None, description="true: the header is present; false: it is absent."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [name for name in ("exact", "regex", "present") if getattr(self, name) is not None]
+        if len(given) != 1:
+            found = f" (found {', '.join(given)})" if given else ""
+            raise ValueError(f"give exactly one of exact, regex or present{found}")
+        return self
+
+
+def match_host(value: str) -> str:
+    """An exact host name or a ``*.example.com`` wildcard, lower-cased (host names ignore case)."""
+    host = value.strip().lower()
+    name = host[2:] if host.startswith("*.") else host
+    if not is_dns_name(name):
+        raise ValueError(
+            f"invalid host {value!r}: use a name like example.com or *.example.com, without a port"
+        )
+    return host
+
+
+class MatchConfig(StrictModel):
+    """Conditions a request must meet, all of them; an empty match takes every request."""
+
+    path: UrlPath | None = Field(default=None, description="The request path equals this.")
+    prefix: UrlPath | None = Field(default=None, description="The request path starts with this.")
+    regex: Regex | None = Field(default=None, description="The request path matches this (re.search).")
+    methods: tuple[Annotated[HttpMethod, BeforeValidator(upper_case)], ...] | None = Field(
+        default=None, min_length=1, description="Request methods taken (any case); absent means all."
+    )
+    host: str | None = Field(
+        default=None, description='The Host header, without port: "example.com" or "*.example.com".'
+    )
+    headers: dict[
+        HeaderName,
+        Annotated[
+            HeaderMatch, BeforeValidator(header_match_from_text, json_schema_input_type=str | HeaderMatch)
+        ],
+    ] = Field(
+        default_factory=dict,
+        description="Header conditions by name: a value to equal, or {exact: ...}, {regex: ...}, "
+        "{present: true|false}.",
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Inference model name, read from an Open Inference Protocol v2 or KServe v1 path.",
+    )
+    version: Text | None = Field(
+        default=None, min_length=1, description="Model version, read from the path along with model."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        return None if value is None else match_host(value)
+
+    @model_validator(mode="after")
+    def _one_path_condition(self) -> Self:
+        given = [name for name in ("path", "prefix", "regex") if getattr(self, name) is not None]
+        if len(given) > 1:
+            message = f"use only one of path, prefix and regex (this match also has {given[0]})"
+            problems: list[tuple[Path, str, Any]] = [
+                ((name,), message, getattr(self, name)) for name in given[1:]
+            ]
+            raise errors_at(type(self).__name__, problems)
+        return self

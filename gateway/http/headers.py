@@ -1,0 +1,152 @@
+"""Header rewriting between client and upstream: hop-by-hop stripping, forwarding headers, tracing.
+
+Everything that can be decided from the config is decided when a route is compiled (`HeaderRules`);
+per request this is one pass over the client's headers and one over the upstream's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+# RFC 9110 7.6.1 hop-by-hop headers, never forwarded. Framing headers are rewritten by the sender.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+# Request headers the gateway sets itself (from the client's values where it keeps them).
+_SET_BY_GATEWAY = frozenset(
+    {
+        b"content-length",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-request-id",
+        b"traceparent",
+    }
+)
+_REQUEST_SKIP = HOP_BY_HOP | _SET_BY_GATEWAY
+_RESPONSE_SKIP = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+
+# Longest client-sent request id that is kept; longer ones are replaced (they end up in logs).
+MAX_REQUEST_ID_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRules:
+    """Header edits of one route, compiled once: names lower-cased bytes, added headers pre-encoded."""
+
+    remove: frozenset[bytes] = frozenset()
+    add: bytes = b""
+    """Pre-encoded `name: value\\r\\n` lines."""
+    add_pairs: tuple[tuple[bytes, bytes], ...] = ()
+
+    @classmethod
+    def build(cls, add: Mapping[str, str], remove: Iterable[str]) -> HeaderRules:
+        pairs = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in add.items())
+        removed = frozenset(r.lower().encode("latin-1") for r in remove) | frozenset(n for n, _ in pairs)
+        return cls(removed, b"".join(n + b": " + v + b"\r\n" for n, v in pairs), pairs)
+
+
+def new_request_id() -> str:
+    return os.urandom(16).hex()
+
+
+def request_id_of(headers: Mapping[str, str]) -> str:
+    """The client's x-request-id when it is sane, else a new one."""
+    given = headers.get("x-request-id")
+    if given and len(given) <= MAX_REQUEST_ID_LENGTH and given.isprintable():
+        return given
+    return new_request_id()
+
+
+def next_traceparent(incoming: str | None) -> str:
+    """W3C trace context: keep the trace id and flags, make the gateway's hop a new parent span;
+    start a new (unsampled) trace when the client sent none or an invalid one."""
+    span = os.urandom(8).hex()
+    if incoming is not None and len(incoming) == 55 and incoming[2] == "-" and incoming[35] == "-":
+        version, trace_id, _, flags = incoming.split("-")
+        if version != "ff" and trace_id != "0" * 32:
+            return f"{version}-{trace_id}-{span}-{flags}"
+    return f"00-{os.urandom(16).hex()}-{span}-00"
+
+
+def build_request_head(
+    method: str,
+    target: str,
+    raw_headers: list[tuple[bytes, bytes]],
+    headers: Mapping[str, str],
+    rules: HeaderRules,
+    client_ip: str,
+    request_id: str,
+    scheme: bytes,
+    body_length: int | None,
+    default_host: str,
+) -> bytes:
+    """The request line and headers sent upstream. `body_length` None means a chunked body."""
+    lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
+    remove = rules.remove
+    connection_named: frozenset[bytes] = frozenset()
+    if "connection" in headers:
+        # Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1).
+        connection_named = frozenset(
+            t.strip().lower().encode("latin-1") for t in headers["connection"].split(",")
+        )
+    for name, value in raw_headers:
+        lname = name.lower()
+        if lname in _REQUEST_SKIP or lname in remove or lname in connection_named:
+            continue
+        lines.append(name + b": " + value + b"\r\n")
+    if "host" not in headers:
+        lines.append(b"host: " + default_host.encode("latin-1") + b"\r\n")
+    forwarded = headers.get("x-forwarded-for")
+    xff = f"{forwarded}, {client_ip}" if forwarded else client_ip
+    lines.append(
+        b"x-forwarded-for: "
+        + xff.encode("latin-1")
+        + b"\r\nx-forwarded-proto: "
+        + scheme
+        + b"\r\nx-request-id: "
+        + request_id.encode("latin-1")
+        + b"\r\ntraceparent: "
+        + next_traceparent(headers.get("traceparent")).encode("latin-1")
+        + b"\r\n"
+    )
+    if rules.add:
+        lines.append(rules.add)
+    if body_length is None:
+        lines.append(b"transfer-encoding: chunked\r\n\r\n")
+    elif body_length or method in ("POST", "PUT", "PATCH"):
+        lines.append(b"content-length: %d\r\n\r\n" % body_length)
+    else:
+        lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def response_headers(
+    upstream: list[tuple[bytes, bytes]],
+    rules: HeaderRules,
+    request_id: bytes,
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers as relayed to the client."""
+    out = []
+    remove = rules.remove
+    for name, value in upstream:
+        lname = name.lower()
+        if lname in _RESPONSE_SKIP or lname in remove:
+            continue
+        out.append((name, value))
+    out.append((b"x-request-id", request_id))
+    if rules.add_pairs:
+        out.extend(rules.add_pairs)
+    return out

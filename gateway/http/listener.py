@@ -1,0 +1,419 @@
+"""The HTTP/1.1 listener: a lean asyncio protocol over llhttp (httptools) for the data path.
+
+Why not aiohttp here: its per-request machinery costs ~10x what a proxy may spend. This listener does
+only what a reverse proxy needs, and does it strictly:
+- keep-alive and `Connection: close`, HTTP/1.0 clients, pipelined requests answered in order;
+- `Expect: 100-continue` (the 100 goes out when the body is first read);
+- request smuggling refused by llhttp (Content-Length with Transfer-Encoding, duplicate lengths);
+- limits on header count, head size (431) and body size (413);
+- a head-read timeout against slowloris and an idle timeout for keep-alive connections, both enforced
+  by one sweeper per server instead of a timer per request;
+- half-closed connections: a client that shuts its write side still gets its answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httptools
+
+from gateway.core.errors import error_body
+from gateway.http.exchange import REASONS, HttpExchange
+
+log = logging.getLogger("turnout.listener")
+
+Handler = Callable[[HttpExchange], Coroutine[Any, Any, None]]
+
+# Pipelined requests queued behind the active one before reading pauses: enough for clients that
+# pipeline, small enough that one connection cannot make the gateway buffer without bound.
+MAX_PIPELINED = 16
+# Request body buffered ahead of the reader before reading from the client pauses.
+BODY_HIGH_WATER = 256 * 1024
+# How often the sweeper looks for connections past their head-read or idle deadline.
+SWEEP_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 10 * 1024 * 1024
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing and answer with an error."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection."""
+
+    __slots__ = (
+        "_active",
+        "_head_bytes",
+        "_header_count",
+        "_headers",
+        "_parser",
+        "_parsing",
+        "_peer_eof",
+        "_producer_pause",
+        "_producer_resume",
+        "_queue",
+        "_raw_headers",
+        "_reading_paused",
+        "_url",
+        "_write_paused",
+        "accepting",
+        "client_ip",
+        "closed",
+        "deadline",
+        "server",
+        "transport",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._header_count = 0
+        self._head_bytes = 0
+        self._parsing: HttpExchange | None = None
+        self._active: HttpExchange | None = None
+        self._queue: deque[HttpExchange] = deque()
+        self._reading_paused = False
+        self._write_paused = False
+        self._producer_pause: Callable[[], None] | None = None
+        self._producer_resume: Callable[[], None] | None = None
+        self._peer_eof = False
+        self.closed = False
+        self.accepting = True
+        # Monotonic deadline for the sweeper: the head-read timeout while a head is awaited,
+        # the idle timeout between requests, 0 while a request is being handled.
+        self.deadline = 0.0
+
+    # ----- asyncio.Protocol -----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else ""
+        self.server.connections.add(self)
+        self.deadline = self.server.now() + self.server.limits.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for exchange in (self._parsing, self._active, *self._queue):
+            if exchange is not None:
+                exchange.fail_body(ConnectionResetError("client closed the connection"))
+        self._queue.clear()
+        if self._producer_resume is not None:
+            # Let a paused upstream read again so the data path notices and cleans up.
+            self._producer_resume()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Protocol upgrades (WebSocket) are not proxied; the request itself was dispatched.
+            self.accepting = False
+        except httptools.HttpParserError as exc:
+            # llhttp wraps exceptions raised in callbacks; ours carry the answer to give.
+            reject = exc.__context__
+            if isinstance(reject, _Reject):
+                self._reject(reject.status, reject.message, reject.code)
+            else:
+                self._reject(400, f"malformed HTTP request: {exc}", "bad_request")
+
+    def eof_received(self) -> bool:
+        self._peer_eof = True
+        # Keep the write side open while there is something to answer; else let asyncio close.
+        return self._active is not None or bool(self._queue)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._producer_pause is not None:
+            self._producer_pause()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._producer_resume is not None:
+            self._producer_resume()
+
+    # ----- llhttp callbacks -----
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._raw_headers = []
+        self._header_count = 0
+        self._head_bytes = 0
+        if self._active is None:
+            self.deadline = self.server.now() + self.server.limits.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self.server.limits.max_header_bytes:
+            raise _Reject(
+                414 if len(self._url) > self.server.limits.max_header_bytes else 431,
+                "request line too long",
+                "headers_too_large",
+            )
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self.server.limits
+        self._header_count += 1
+        self._head_bytes += len(name) + len(value) + 4
+        if self._header_count > limits.max_headers:
+            raise _Reject(431, f"too many request headers (limit {limits.max_headers})", "headers_too_large")
+        if self._head_bytes > limits.max_header_bytes:
+            raise _Reject(431, f"request headers exceed {limits.max_header_bytes} bytes", "headers_too_large")
+        self._raw_headers.append((name, value))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = self._headers.get(key)
+        if previous is None:
+            self._headers[key] = text
+        else:
+            self._headers[key] = previous + ("; " if key == "cookie" else ", ") + text
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        url = self._url
+        path_bytes, _, query_bytes = url.partition(b"?")
+        headers = self._headers
+        length_text = headers.get("content-length")
+        content_length = int(length_text) if length_text is not None else None
+        limits = self.server.limits
+        if content_length is not None and content_length > limits.max_body_bytes:
+            raise _Reject(
+                413,
+                f"request body of {content_length} bytes exceeds the limit of {limits.max_body_bytes} bytes",
+                "payload_too_large",
+            )
+        exchange = HttpExchange(
+            self,
+            parser.get_method().decode("ascii"),
+            path_bytes.decode("latin-1"),
+            query_bytes.decode("latin-1"),
+            parser.get_http_version(),
+            headers,
+            self._raw_headers,
+            parser.should_keep_alive(),
+            content_length,
+            self.client_ip,
+            limits.max_body_bytes,
+        )
+        self._parsing = exchange
+        if self._active is None:
+            self._start(exchange)
+        else:
+            self._queue.append(exchange)
+            if len(self._queue) >= MAX_PIPELINED:
+                self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self._parsing
+        if exchange is not None:
+            exchange.feed_body(body)
+            if exchange.buffered_body_size > BODY_HIGH_WATER:
+                self._pause_reading()
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = 0
+        exchange = self._parsing
+        if exchange is not None:
+            exchange.feed_body_end()
+            self._parsing = None
+
+    # ----- exchange lifecycle -----
+
+    def _start(self, exchange: HttpExchange) -> None:
+        self._active = exchange
+        self.deadline = 0.0
+        self.server.start_handler(exchange)
+
+    def exchange_finished(self, exchange: HttpExchange) -> None:
+        if exchange is not self._active:
+            return
+        self._active = None
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        # A body the handler did not read leaves the stream unsynchronised: close rather than guess.
+        if not exchange.keep_alive or (not exchange.body_complete and self._parsing is exchange):
+            self._close()
+            return
+        if self._queue:
+            self._start(self._queue.popleft())
+            self._resume_reading()
+            return
+        if self._peer_eof or not self.accepting:
+            self._close()
+            return
+        self.deadline = self.server.now() + self.server.limits.idle_timeout
+        self._resume_reading()
+
+    def exchange_aborted(self, exchange: HttpExchange) -> None:
+        self._active = None
+        self._close()
+
+    def body_consumed(self) -> None:
+        if self._reading_paused and len(self._queue) < MAX_PIPELINED:
+            self._resume_reading()
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.write(data)
+
+    def set_producer(self, pause: Callable[[], None] | None, resume: Callable[[], None] | None) -> None:
+        self._producer_pause = pause
+        self._producer_resume = resume
+        if pause is not None and self._write_paused:
+            pause()
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._write_paused
+
+    def _reject(self, status: int, message: str, code: str) -> None:
+        """Answer a request that could not be parsed, then close: the byte stream cannot be trusted."""
+        self.accepting = False
+        if self._active is not None:
+            # A pipelined request behind the active one is malformed: finish the active one, then close.
+            self._pause_reading()
+            return
+        body = error_body(status, message, code)
+        head = (
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, REASONS.get(status, b"Error"), len(body))
+        )
+        self.write(head + body)
+        self.server.count_rejection(status)
+        self._close()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    # ----- called by the server -----
+
+    def expire(self, now: float) -> None:
+        """Close the connection if it is past its head-read or idle deadline."""
+        if self.deadline and now > self.deadline and self._active is None:
+            if self._parsing is not None or self._head_bytes:
+                self._reject(408, "timed out reading the request", "request_timeout")
+            else:
+                self._close()
+
+    def stop_accepting(self) -> None:
+        """Draining: finish what is in progress, take no new request."""
+        self.accepting = False
+        if self._active is None and not self._queue:
+            self._close()
+
+
+class HttpServer:
+    """Owns the listening socket, its connections and the timeout sweeper."""
+
+    def __init__(self, handler: Handler, limits: ListenerLimits) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.connections: set[HttpConnection] = set()
+        self.handler_tasks: set[asyncio.Task[None]] = set()
+        self.rejections: dict[int, int] = {}
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def start(self, host: str, port: int, backlog: int = 1024) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(
+            lambda: HttpConnection(self), host, port, backlog=backlog, reuse_address=True
+        )
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def start_handler(self, exchange: HttpExchange) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self.handler(exchange))
+        self.handler_tasks.add(task)
+        task.add_done_callback(self.handler_tasks.discard)
+
+    def count_rejection(self, status: int) -> None:
+        self.rejections[status] = self.rejections.get(status, 0) + 1
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = self.now()
+            for conn in list(self.connections):
+                conn.expire(now)
+
+    async def stop_listening(self) -> None:
+        """Close the listening socket: new connections are refused, existing ones carry on."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop accepting requests and wait up to `timeout` for in-flight ones. True when all finished."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.stop_accepting()
+        deadline = self.now() + timeout
+        while self.handler_tasks and self.now() < deadline:
+            await asyncio.wait(set(self.handler_tasks), timeout=max(deadline - self.now(), 0.0))
+        return not self.handler_tasks
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for task in list(self.handler_tasks):
+            task.cancel()
+        for conn in list(self.connections):
+            conn._close()
+        if self._server is not None:
+            self._server.close()

@@ -1,0 +1,202 @@
+"""Metrics (a Prometheus registry per gateway, never the global one) and the JSON access log.
+
+Per request the data path touches only pre-resolved metric children (`RouteMetrics`): label lookups
+happen when a route is compiled. Gauges that describe state (endpoint health, in-flight requests,
+ejections) are read from the live runtime at scrape time, so they cost nothing per request.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.core.context import RequestContext
+
+if TYPE_CHECKING:
+    from gateway.cluster import ClusterRuntime
+
+# Latency buckets (seconds): dense between 1 ms and 1 s where inference requests live, with a tail
+# to 30 s for LLM-style streams.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMetrics:
+    """Metric children of one route, resolved once; indexed by status // 100."""
+
+    requests: tuple[Counter, ...]
+    duration: Histogram
+    upstream_duration: Histogram
+    retries: Counter
+
+    def record(self, ctx: RequestContext, total: float) -> None:
+        klass = ctx.status // 100
+        self.requests[klass - 1 if 1 <= klass <= 5 else 4].inc()
+        self.duration.observe(total)
+        if ctx.upstream_latency:
+            self.upstream_duration.observe(ctx.upstream_latency)
+        if ctx.retries:
+            self.retries.inc(ctx.retries)
+
+
+class GatewayMetrics:
+    """The gateway's metric families, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "turnout_requests",
+            "Requests answered, by route, cluster and status class",
+            ["route", "cluster", "status_class"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "turnout_request_duration_seconds",
+            "Total request latency",
+            ["route", "cluster"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "turnout_upstream_duration_seconds",
+            "Upstream latency (until the response head)",
+            ["route", "cluster"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "turnout_retries", "Retries, by route and cluster", ["route", "cluster"], registry=registry
+        )
+        self.unrouted = Counter(
+            "turnout_unrouted_requests", "Requests that matched no route", registry=registry
+        )
+        self.reloads = Counter(
+            "turnout_config_reloads", "Config reloads by result", ["result"], registry=registry
+        )
+
+    def for_route(self, route: str, cluster: str) -> RouteMetrics:
+        return RouteMetrics(
+            requests=tuple(self.requests.labels(route, cluster, c) for c in STATUS_CLASSES),
+            duration=self.duration.labels(route, cluster),
+            upstream_duration=self.upstream_duration.labels(route, cluster),
+            retries=self.retries.labels(route, cluster),
+        )
+
+
+class ClusterStateCollector(Collector):
+    """Reads endpoint health, in-flight counts, ejections and breaker rejections at scrape time."""
+
+    def __init__(self, clusters: Callable[[], dict[str, ClusterRuntime]]) -> None:
+        self._clusters = clusters
+
+    def collect(self) -> Iterator[Any]:
+        healthy = GaugeMetricFamily(
+            "turnout_endpoint_healthy", "1 when the endpoint takes traffic", labels=["cluster", "endpoint"]
+        )
+        inflight = GaugeMetricFamily(
+            "turnout_endpoint_inflight", "Requests in flight to the endpoint", labels=["cluster", "endpoint"]
+        )
+        ejections = CounterMetricFamily(
+            "turnout_endpoint_ejections", "Outlier ejections of the endpoint", labels=["cluster", "endpoint"]
+        )
+        rejected = CounterMetricFamily(
+            "turnout_circuit_breaker_rejections",
+            "Requests refused by the cluster's circuit breaker",
+            labels=["cluster"],
+        )
+        now = time.monotonic()
+        for name, cluster in self._clusters().items():
+            for ep in cluster.endpoints.endpoints:
+                labels = [name, ep.address]
+                healthy.add_metric(labels, 1.0 if ep.is_available(now) else 0.0)
+                inflight.add_metric(labels, float(ep.inflight))
+                ejections.add_metric(labels, float(ep.ejection_count))
+            rejected.add_metric([name], float(cluster.breaker_rejections))
+        yield from (healthy, inflight, ejections, rejected)
+
+
+class _LineWriter:
+    """structlog's output stage: buffered writes of whole lines, flushed by the owner's timer."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._buffer: list[bytes] = []
+        self._size = 0
+
+    def msg(self, message: bytes) -> None:
+        self._buffer.append(message)
+        self._size += len(message) + 1
+        # 64 KiB: flush before the buffer grows past what one write() moves cheaply.
+        if self._size > 65536:
+            self.flush()
+
+    # structlog calls the method named like the log level.
+    info = msg
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._buffer.append(b"")
+            self._stream.write(b"\n".join(self._buffer))
+            self._stream.flush()
+            self._buffer.clear()
+            self._size = 0
+
+
+def _add_timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event["ts"] = round(time.time(), 6)
+    return event
+
+
+class AccessLog:
+    """One JSON line per request through a structlog pipeline with only two processors."""
+
+    def __init__(self, destination: str) -> None:
+        self._file: IO[bytes] | None = None
+        if destination == "stdout":
+            stream: IO[bytes] = sys.stdout.buffer
+        elif destination == "stderr":
+            stream = sys.stderr.buffer
+        else:
+            self._file = stream = open(destination, "ab")  # noqa: SIM115 - closed by close()
+        self._writer = _LineWriter(stream)
+        self._log = structlog.wrap_logger(
+            self._writer,
+            processors=[_add_timestamp, structlog.processors.JSONRenderer(serializer=orjson.dumps)],
+        )
+
+    def log(self, ctx: RequestContext, total: float) -> None:
+        self._log.info(
+            "request",
+            request_id=ctx.request_id,
+            method=ctx.method,
+            path=ctx.path,
+            route=ctx.route,
+            cluster=ctx.cluster,
+            endpoint=ctx.endpoint,
+            status=ctx.status,
+            duration_ms=round(total * 1000, 3),
+            upstream_ms=round(ctx.upstream_latency * 1000, 3),
+            bytes_in=ctx.bytes_in,
+            bytes_out=ctx.bytes_out,
+            retries=ctx.retries,
+            client=ctx.client_ip,
+            error=ctx.error,
+        )
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,31 @@
+"""A route compiled from the config: everything the data path needs, decided once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.cluster import ClusterRuntime
+from gateway.http.headers import HeaderRules
+from gateway.observability import RouteMetrics
+from routing.resilience.retry import RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixRewrite:
+    prefix: str
+    replacement: str
+
+    def apply(self, path: str) -> str:
+        return self.replacement + path[len(self.prefix) :] if path.startswith(self.prefix) else path
+
+
+@dataclass(eq=False, slots=True)
+class CompiledRoute:
+    name: str
+    cluster: ClusterRuntime
+    retry: RetryPolicy
+    timeout: float
+    request_headers: HeaderRules
+    response_headers: HeaderRules
+    rewrite: PrefixRewrite | None
+    metrics: RouteMetrics

@@ -1,0 +1,236 @@
+"""Compiles a validated config into the objects the data path uses, and owns their lifecycle.
+
+A reload builds a new `Runtime` beside the running one. Clusters whose config did not change are
+carried over as the same objects (their endpoint health, in-flight counts, pools and health checks
+continue untouched); changed clusters are rebuilt and adopt the state of endpoints they keep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.cluster import BackgroundTask, ClusterRuntime, PoolSettings
+from gateway.config import (
+    AnyBalancer,
+    ClusterConfig,
+    ConsistentHashBalancer,
+    GatewayConfig,
+    LeastRequestBalancer,
+    PeakEwmaBalancer,
+    RetryConfig,
+    RouteConfig,
+)
+from gateway.config import HeaderMatch as HeaderMatchConfig
+from gateway.core.context import RequestContext
+from gateway.http.headers import HeaderRules
+from gateway.observability import AccessLog, GatewayMetrics
+from gateway.route import CompiledRoute, PrefixRewrite
+from routing.balancers import BalancerFactory, make_balancer_factory
+from routing.discovery.dns import DnsDiscovery
+from routing.discovery.static import parse_address
+from routing.endpoint_set import EndpointSet
+from routing.endpoints import Endpoint
+from routing.health.active import HttpHealthChecker
+from routing.health.outlier import OutlierDetector
+from routing.resilience.circuit_breaker import CircuitBreaker
+from routing.resilience.retry import RetryPolicy
+from routing.router import HeaderMatch, Router, RouteRule
+
+
+@dataclass(eq=False)
+class Runtime:
+    config: GatewayConfig
+    router: Router[CompiledRoute]
+    clusters: dict[str, ClusterRuntime]
+    routes: list[CompiledRoute]
+    metrics: GatewayMetrics
+    access_log: AccessLog | None
+    _carried_over: set[str] = field(default_factory=set)
+
+    def log_request(self, ctx: RequestContext, route: CompiledRoute | None, total: float) -> None:
+        if self.access_log is not None:
+            self.access_log.log(ctx, total)
+
+    async def start(self) -> None:
+        for name, cluster in self.clusters.items():
+            if name not in self._carried_over:
+                await cluster.start()
+
+    async def stop(self) -> None:
+        for cluster in self.clusters.values():
+            await cluster.stop()
+
+    async def stop_replaced(self, successor: Runtime) -> None:
+        """Stop the clusters the successor did not carry over. Requests still in flight on them finish
+        normally: closing a pool closes only its idle connections, and busy ones close when released."""
+        for name, cluster in self.clusters.items():
+            if successor.clusters.get(name) is not cluster:
+                await cluster.stop()
+
+
+def _fingerprint(cluster: ClusterConfig) -> str:
+    return hashlib.sha256(
+        orjson.dumps(cluster.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
+
+
+# The config's retry condition names -> the retry policy's (Envoy's) names.
+_RETRY_CONDITION_NAMES = {"connect_failure": "connect-failure", "reset": "reset", "timeout": "timeout"}
+
+
+def build_retry_policy(retry: RetryConfig) -> RetryPolicy:
+    return RetryPolicy(
+        attempts=retry.attempts + 1,  # the config counts retries, the policy counts every try
+        retry_on=frozenset(_RETRY_CONDITION_NAMES.get(str(kind), str(kind)) for kind in retry.on),
+        budget_percent=retry.budget_percent,
+        min_retry_concurrency=retry.min_retry_concurrency,
+        backoff_base=retry.backoff_base,
+        backoff_max=retry.backoff_max,
+    )
+
+
+def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | None) -> ClusterRuntime:
+    static: list[Endpoint] = []
+    dns_names: list[tuple[str, int, int]] = []
+    for entry in config.endpoints:
+        host, port = parse_address(entry.address)
+        if _is_ip(host):
+            static.append(Endpoint(host, port, entry.weight))
+        else:
+            dns_names.append((host, port, entry.weight))
+    outlier = config.outlier
+    detector = OutlierDetector(
+        consecutive_failures=outlier.consecutive_failures,
+        base_ejection_time=outlier.base_ejection_time,
+        max_ejection_time=outlier.max_ejection_time,
+        max_ejection_percent=outlier.max_ejection_percent,
+    )
+    endpoint_set = EndpointSet(
+        name,
+        static,
+        balancer_factory(config.balancer, sum(e.weight for e in config.endpoints)),
+        panic_threshold_percent=config.panic_threshold,
+        slow_start=config.slow_start,
+        outlier=detector,
+    )
+    if previous is not None:
+        endpoint_set.adopt_state_from(previous.endpoints)
+    background: list[BackgroundTask] = []
+    if dns_names:
+        background.append(DnsDiscovery(endpoint_set, dns_names, config.dns_refresh))
+    if config.health is not None:
+        health = config.health
+        background.append(
+            HttpHealthChecker(
+                endpoint_set,
+                path=health.path,
+                interval=health.interval,
+                jitter=health.jitter,
+                timeout=health.timeout,
+                unhealthy_threshold=health.unhealthy_threshold,
+                healthy_threshold=health.healthy_threshold,
+                expected_statuses=tuple(health.expected_statuses),
+            )
+        )
+    retry = build_retry_policy(config.retry)
+    return ClusterRuntime(
+        name=name,
+        protocol=config.protocol,
+        endpoints=endpoint_set,
+        breaker=CircuitBreaker(config.circuit_breaker.max_concurrent, config.circuit_breaker.max_pending),
+        retry=retry,
+        request_timeout=config.timeouts.request,
+        pool_settings=PoolSettings(
+            config.max_connections_per_endpoint, config.timeouts.connect, config.timeouts.idle
+        ),
+        fingerprint=_fingerprint(config),
+        background=background,
+    )
+
+
+def balancer_factory(config: AnyBalancer, total_weight: int) -> BalancerFactory:
+    """The balancer factory for a balancer config section (`total_weight`: of the configured
+    endpoints, to spread a ring's points over them)."""
+    options: dict[str, Any] = {}
+    if isinstance(config, LeastRequestBalancer):
+        options["choice_count"] = config.choice_count
+    elif isinstance(config, PeakEwmaBalancer):
+        options["decay"] = config.decay
+    elif isinstance(config, ConsistentHashBalancer):
+        options["key"] = config.hash_on
+        options["algorithm"] = config.method
+        if config.method == "ring":
+            options["vnodes_per_weight"] = max(1, -(-config.ring_size // max(total_weight, 1)))
+    return make_balancer_factory(config.type, **options)
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _route_rule(route: RouteConfig, compiled: CompiledRoute) -> RouteRule[CompiledRoute]:
+    match = route.match
+    headers = tuple(_header_match(name, spec) for name, spec in match.headers.items())
+    return RouteRule(
+        name=route.name,
+        path=match.path,
+        prefix=match.prefix,
+        regex=match.regex.pattern if match.regex is not None else None,
+        methods=frozenset(match.methods) if match.methods else None,
+        host=match.host,
+        headers=headers,
+        model=match.model,
+        version=match.version,
+        payload=compiled,
+    )
+
+
+def _header_match(name: str, spec: HeaderMatchConfig) -> HeaderMatch:
+    if spec.exact is not None:
+        return HeaderMatch(name, "exact", spec.exact)
+    if spec.regex is not None:
+        return HeaderMatch(name, "regex", spec.regex.pattern)
+    return HeaderMatch(name, "present" if spec.present else "absent")
+
+
+def build_runtime(
+    config: GatewayConfig, metrics: GatewayMetrics, access_log: AccessLog | None, previous: Runtime | None
+) -> Runtime:
+    clusters: dict[str, ClusterRuntime] = {}
+    carried: set[str] = set()
+    for name, cluster_config in config.clusters.items():
+        old = previous.clusters.get(name) if previous else None
+        if old is not None and old.fingerprint == _fingerprint(cluster_config):
+            clusters[name] = old
+            carried.add(name)
+        else:
+            clusters[name] = build_cluster(name, cluster_config, old)
+    routes: list[CompiledRoute] = []
+    rules: list[RouteRule[CompiledRoute]] = []
+    for route in config.routes:
+        cluster = clusters[route.backend.cluster]
+        compiled = CompiledRoute(
+            name=route.name,
+            cluster=cluster,
+            retry=build_retry_policy(route.retry) if route.retry is not None else cluster.retry,
+            timeout=route.timeout if route.timeout is not None else cluster.request_timeout,
+            request_headers=HeaderRules.build(route.request_headers.add, route.request_headers.remove),
+            response_headers=HeaderRules.build(route.response_headers.add, route.response_headers.remove),
+            rewrite=PrefixRewrite(route.match.prefix, route.rewrite.prefix)
+            if route.rewrite is not None and route.match.prefix is not None
+            else None,
+            metrics=metrics.for_route(route.name, cluster.name),
+        )
+        routes.append(compiled)
+        rules.append(_route_rule(route, compiled))
+    return Runtime(config, Router(rules), clusters, routes, metrics, access_log, carried)

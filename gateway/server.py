@@ -1,0 +1,212 @@
+"""The gateway process: data listener, admin listener, reloads, draining and signals.
+
+Resources open in order and close in reverse: runtime (clusters with their health checks), data
+listener, admin listener, housekeeping (access-log flush, idle upstream connections), file watcher.
+A reload builds a whole new runtime beside the running one and swaps one reference; requests in
+flight keep the runtime they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway.admin import build_admin_app
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.http.listener import HttpServer, ListenerLimits
+from gateway.observability import AccessLog, ClusterStateCollector, GatewayMetrics
+from gateway.proxy import Proxy
+from gateway.runtime import Runtime, build_runtime
+from routing.endpoints import Endpoint
+
+log = logging.getLogger("turnout")
+
+# Housekeeping cadence: flushes the access-log buffer and closes idle upstream connections.
+HOUSEKEEPING_INTERVAL_S = 0.5
+
+
+class Gateway:
+    def __init__(
+        self, config: GatewayConfig, config_path: Path | None = None, *, watch: bool = False
+    ) -> None:
+        self.config_path = config_path
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.metrics = GatewayMetrics(self.registry)
+        self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
+        self._initial_config = config
+        self._watch = watch
+        self._runtime: Runtime | None = None
+        self.registry.register(ClusterStateCollector(lambda: self._runtime.clusters if self._runtime else {}))
+        self.listener: HttpServer | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
+        self._registered: dict[str, dict[str, int]] = {}
+        """Endpoints added through the admin API, re-applied to a cluster rebuilt by a reload."""
+        self.draining = False
+        self.ready = False
+        self.stopped = asyncio.Event()
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime serving new requests (swapped whole by a reload)."""
+        assert self._runtime is not None, "the gateway has not started"
+        return self._runtime
+
+    @property
+    def data_port(self) -> int:
+        assert self.listener is not None
+        return self.listener.port
+
+    @property
+    def admin_port(self) -> int:
+        assert self._admin_runner is not None
+        return int(self._admin_runner.addresses[0][1])
+
+    async def start(self) -> None:
+        config = self._initial_config
+        self._runtime = build_runtime(config, self.metrics, self.access_log, previous=None)
+        await self._runtime.start()
+        listen = config.listen
+        limits = ListenerLimits(
+            listen.max_header_bytes,
+            listen.max_headers,
+            listen.max_body_bytes,
+            listen.header_timeout,
+            listen.idle_timeout,
+        )
+        proxy = Proxy(lambda: self.runtime)
+        self.listener = HttpServer(proxy.handle, limits)
+        await self.listener.start(listen.host, listen.port, listen.backlog)
+        admin = config.admin
+        self._admin_runner = web.AppRunner(build_admin_app(self, admin.token), access_log=None)
+        await self._admin_runner.setup()
+        await web.TCPSite(self._admin_runner, admin.host, admin.port).start()
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        if self._watch and self.config_path is not None:
+            self._tasks.append(asyncio.create_task(self._watch_config()))
+        self.ready = True
+        log.info(
+            "turnout listening on %s:%d, admin on %s:%d",
+            listen.host,
+            self.data_port,
+            admin.host,
+            self.admin_port,
+        )
+
+    async def reload(self, source: str) -> list[str]:
+        """Load the config file again and swap it in; returns the errors when it is refused."""
+        if self.config_path is None:
+            return ["the gateway was started without a config file"]
+        async with self._reload_lock:
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as err:
+                self.metrics.reloads.labels("refused").inc()
+                log.error("config reload (%s) refused, keeping the running config:\n%s", source, err)
+                return err.errors
+            old = self.runtime
+            if (
+                config.listen != old.config.listen
+                or config.admin != old.config.admin
+                or config.access_log != old.config.access_log
+            ):
+                log.warning("config reload (%s): listen/admin/access_log changes need a restart", source)
+            new = build_runtime(config, self.metrics, self.access_log, previous=old)
+            await new.start()
+            for cluster, endpoints in self._registered.items():
+                if cluster in new.clusters:
+                    for address, weight in endpoints.items():
+                        _add_endpoint(new, cluster, address, weight)
+            self._runtime = new
+            await old.stop_replaced(new)
+            self.metrics.reloads.labels("ok").inc()
+            log.info("config reloaded (%s)", source)
+            return []
+
+    def set_drained(self, cluster: str, address: str, drained: bool) -> bool:
+        endpoints = self.runtime.clusters[cluster].endpoints
+        return endpoints.drain(address) if drained else endpoints.undrain(address)
+
+    def register_endpoint(self, cluster: str, address: str, weight: int) -> str | None:
+        problem = _add_endpoint(self.runtime, cluster, address, weight)
+        if problem is None:
+            self._registered.setdefault(cluster, {})[address] = weight
+        return problem
+
+    def deregister_endpoint(self, cluster: str, address: str) -> bool:
+        self._registered.get(cluster, {}).pop(address, None)
+        return self.runtime.clusters[cluster].endpoints.remove(address) is not None
+
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            if self.access_log is not None:
+                self.access_log.flush()
+            runtime = self._runtime
+            if runtime is not None:
+                now = loop.time()
+                for cluster in runtime.clusters.values():
+                    cluster.close_idle(now)
+
+    async def _watch_config(self) -> None:
+        from watchfiles import awatch
+
+        assert self.config_path is not None
+        async for _ in awatch(self.config_path, stop_event=None):
+            await self.reload("file change")
+
+    async def shutdown(self, drain_timeout: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (up to the drain timeout), then close."""
+        if self.draining:
+            return
+        self.draining = True
+        self.ready = False
+        timeout = drain_timeout if drain_timeout is not None else self._initial_config.listen.drain_timeout
+        if self.listener is not None:
+            finished = await self.listener.drain(timeout)
+            if not finished:
+                log.warning("drain timeout reached with requests still in flight; closing them")
+            await self.listener.close()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        if self._runtime is not None:
+            await self._runtime.stop()
+        if self.access_log is not None:
+            self.access_log.close()
+        self.stopped.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT (drain, then stop); SIGHUP reloads the config."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(self.shutdown()))
+        loop.add_signal_handler(signal.SIGINT, lambda: asyncio.ensure_future(self.shutdown()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP")))
+        await self.start()
+        await self.stopped.wait()
+
+
+def _add_endpoint(runtime: Runtime, cluster: str, address: str, weight: int) -> str | None:
+    from routing.discovery.static import parse_address
+
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        return str(exc)
+    if weight < 1:
+        return "weight must be at least 1"
+    endpoints = runtime.clusters[cluster].endpoints
+    if endpoints.get(address) is None:
+        endpoints.add(Endpoint(host, port, weight))
+    return None

@@ -1,0 +1,46 @@
+"""The model name and version in an inference path, found with string operations (no regex).
+
+OIP v2 (KServe v2, Triton):  /v2/models/{name}[/versions/{v}][/infer|/ready|...]
+KServe v1 (TF Serving):      /v1/models/{name}[/versions/{v}][:predict|:explain]
+"""
+
+from __future__ import annotations
+
+# Both layouts share "/models/" after a three-character version segment; testing that first costs one
+# call for the paths that are neither.
+_MODELS = "/models/"
+_NAME_START = len("/v2/models/")
+_NOTHING: tuple[str | None, str | None] = (None, None)
+# KServe v1's verbs; a colon elsewhere is left in the name rather than guessed at.
+_V1_VERBS = (":predict", ":explain")
+
+
+def _strip_verb(segment: str) -> str:
+    for verb in _V1_VERBS:
+        if segment.endswith(verb):
+            return segment[: -len(verb)]
+    return segment
+
+
+def model_from_path(path: str) -> tuple[str | None, str | None]:
+    """(model, version) for an OIP v2 or KServe v1 path; (None, None) for any other path."""
+    if not path.startswith(_MODELS, 3):
+        return _NOTHING
+    layout = path[:3]
+    if layout == "/v2":
+        v1 = False
+    elif layout == "/v1":
+        v1 = True
+    else:
+        return _NOTHING
+    name, _, tail = path[_NAME_START:].partition("/")
+    if v1:
+        name = _strip_verb(name)
+    if not name:
+        return _NOTHING
+    if not tail.startswith("versions/"):
+        return name, None
+    version = tail[len("versions/") :].partition("/")[0]
+    if v1:
+        version = _strip_verb(version)
+    return name, version or None
