@@ -16,6 +16,11 @@ from routing.resilience.circuit_breaker import CircuitBreaker
 from routing.resilience.retry import RetryPolicy
 
 
+# How often overdue upstream responses are looked for: the precision of request timeouts. One sweep
+# per cluster every 10 ms costs far less than arming and cancelling a timer for every request.
+DEADLINE_TICK_S = 0.01
+
+
 class BackgroundTask(Protocol):
     async def start(self) -> None: ...
 
@@ -44,6 +49,7 @@ class ClusterRuntime:
     pools: dict[str, EndpointPool] = field(default_factory=dict)
     breaker_rejections: int = 0
     retries: int = 0
+    _sweeper: asyncio.Task[None] | None = None
 
     def pool_for(self, endpoint: Endpoint) -> EndpointPool:
         address = endpoint.address
@@ -64,13 +70,27 @@ class ClusterRuntime:
     async def start(self) -> None:
         for task in self.background:
             await task.start()
+        self._sweeper = asyncio.create_task(self._sweep_deadlines())
+
+    async def _sweep_deadlines(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(DEADLINE_TICK_S)
+            now = loop.time()
+            for pool in list(self.pools.values()):
+                pool.check_deadlines(now)
 
     async def stop(self) -> None:
+        """Stop health checks and discovery and close idle connections. Requests still in flight keep
+        their connections (closed when released) and their timeouts until they finish."""
         for task in reversed(self.background):
             with contextlib.suppress(Exception):
                 await task.stop()
         for pool in self.pools.values():
             pool.close()
+        if self._sweeper is not None:
+            sweeper, self._sweeper = self._sweeper, None
+            asyncio.get_running_loop().call_later(self.request_timeout + 1.0, sweeper.cancel)
 
     def close_idle(self, now: float) -> None:
         """Close pooled connections past their idle timeout, and pools of endpoints that left."""

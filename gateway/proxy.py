@@ -99,8 +99,19 @@ class Proxy:
         ctx.cluster = route.cluster.name
         ctx.model = match.model
         ctx.model_version = match.version
+        cluster = route.cluster
+        breaker = cluster.breaker
+        budget = cluster.retry.budget
         try:
-            await self._forward(route, ctx, exchange)
+            if not breaker.try_acquire():
+                cluster.breaker_rejections += 1
+                raise Overloaded(f"cluster '{cluster.name}' is at its limit of concurrent requests")
+            budget.request_started()
+            try:
+                await self._forward_with_retries(route, ctx, exchange)
+            finally:
+                budget.request_finished()
+                breaker.release()
         except GatewayError as error:
             ctx.status = error.status
             ctx.error = error.message
@@ -119,20 +130,6 @@ class Proxy:
             total = monotonic() - ctx.started
             route.metrics.record(ctx, total)
             runtime.log_request(ctx, route, total)
-
-    async def _forward(self, route: CompiledRoute, ctx: RequestContext, exchange: HttpExchange) -> None:
-        cluster = route.cluster
-        breaker = cluster.breaker
-        if not breaker.try_acquire():
-            cluster.breaker_rejections += 1
-            raise Overloaded(f"cluster '{cluster.name}' is at its limit of concurrent requests")
-        budget = cluster.retry.budget
-        budget.request_started()
-        try:
-            await self._forward_with_retries(route, ctx, exchange)
-        finally:
-            budget.request_finished()
-            breaker.release()
 
     async def _forward_with_retries(
         self, route: CompiledRoute, ctx: RequestContext, exchange: HttpExchange
@@ -174,11 +171,12 @@ class Proxy:
             started = monotonic()
             conn: UpstreamConnection | None = None
             try:
-                conn = await cluster.pool_for(endpoint).acquire()
-                conn.send_request(head_bytes, body, exchange.method == "HEAD")
+                pool = cluster.pool_for(endpoint)
+                conn = pool.take_idle() or await pool.acquire()
+                conn.send_request(head_bytes, body, exchange.method == "HEAD", route.timeout)
                 if body is None:
                     await self._pump_request_body(exchange, conn, ctx)
-                head = await conn.read_head(route.timeout)
+                head = await conn.head_waiter
             except UpstreamFailure as failure:
                 endpoints.on_finish(endpoint)
                 endpoints.on_failure(endpoint, monotonic())
@@ -211,7 +209,8 @@ class Proxy:
             else:
                 endpoints.on_success(endpoint, ctx.upstream_latency, monotonic())
             try:
-                await self._relay(route, ctx, exchange, conn, head, endpoint)
+                if self._relay_head(route, ctx, exchange, conn, head, endpoint):
+                    await self._relay_stream(ctx, exchange, conn)
             finally:
                 endpoints.on_finish(endpoint)
             return
@@ -256,15 +255,17 @@ class Proxy:
             raise ClientGone("client closed the connection while sending the body") from None
         conn.send_body_chunk(b"")
 
-    async def _relay(
-        self,
+    @staticmethod
+    def _relay_head(
         route: CompiledRoute,
         ctx: RequestContext,
         exchange: HttpExchange,
         conn: UpstreamConnection,
         head: ResponseHead,
         endpoint: Endpoint,
-    ) -> None:
+    ) -> bool:
+        """Send the response head, and the whole answer when it is already here (the common case,
+        done without another await). True when a body is still to be streamed."""
         ctx.status = head.status
         if route.cluster.protocol != "http":
             _note_load_report(head, endpoint)
@@ -278,7 +279,13 @@ class Proxy:
             conn.stream_body(_ClientSink(exchange, conn, ctx))
             exchange.end()
             conn.release()
-            return
+            return False
+        return True
+
+    @staticmethod
+    async def _relay_stream(ctx: RequestContext, exchange: HttpExchange, conn: UpstreamConnection) -> None:
+        """Relay a body as it arrives, pausing the upstream while the client is slower."""
+        exchange.flush()
         exchange.set_flow_control(conn.pause_reading, conn.resume_reading)
         try:
             await conn.stream_body(_ClientSink(exchange, conn, ctx))

@@ -48,13 +48,12 @@ class Endpoint:
     ewma_latency: float = 0.0
     """Peak-EWMA latency estimate in seconds (0 until the first observation)."""
     _ewma_stamp: float = 0.0
+    address: str = field(init=False)
+    """host:port, with an IPv6 host in brackets so the port stays unambiguous (computed once: the
+    data path reads it for every request)."""
 
-    @property
-    def address(self) -> str:
-        """host:port, with an IPv6 host in brackets so the port stays unambiguous."""
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        self.address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def is_available(self, now: float) -> bool:
         """Healthy, not ejected and not drained: eligible for new requests."""

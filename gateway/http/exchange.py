@@ -66,6 +66,7 @@ class HttpExchange:
         "_body_size",
         "_body_waiter",
         "_continue_sent",
+        "_pending",
         "_response_chunked",
         "_response_close_delimited",
         "client_ip",
@@ -120,6 +121,7 @@ class HttpExchange:
         self._body_waiter: asyncio.Future[None] | None = None
         self._body_error: Exception | None = None
         self.head_sent = False
+        self._pending = b""
         self.finished = False
         self.response_status = 0
         self.response_bytes = 0
@@ -238,23 +240,34 @@ class HttpExchange:
             lines.append(b"connection: keep-alive\r\n")
         lines.append(b"\r\n")
         self.head_sent = True
-        self.conn.write(b"".join(lines))
+        # Held back so that the head and the first body bytes leave in one write (one syscall).
+        self._pending = b"".join(lines)
+
+    def flush(self) -> None:
+        """Write the head now (for streams, whose first body bytes may be far off)."""
+        if self._pending:
+            self.conn.write(self._pending)
+            self._pending = b""
 
     def send_body(self, data: bytes) -> None:
         if not data or self.method == "HEAD":
             return
         self.response_bytes += len(data)
         if self._response_chunked:
-            self.conn.write(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self.conn.write(data)
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        self.conn.write(data)
 
     def end(self) -> None:
         """The response is complete: the connection moves on to the next request or closes."""
         if self.finished:
             return
-        if self._response_chunked and self.method != "HEAD":
-            self.conn.write(b"0\r\n\r\n")
+        tail = b"0\r\n\r\n" if self._response_chunked and self.method != "HEAD" else b""
+        if self._pending or tail:
+            self.conn.write(self._pending + tail)
+            self._pending = b""
         self.finished = True
         self.conn.exchange_finished(self)
 
@@ -278,6 +291,7 @@ class HttpExchange:
 
     def abort(self) -> None:
         """Give up on a response already started: the client sees the connection close."""
+        self._pending = b""
         self.keep_alive = False
         self.finished = True
         self.conn.exchange_aborted(self)

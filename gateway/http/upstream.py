@@ -70,6 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_body_buffer",
         "_complete",
         "_done",
+        "_failure",
         "_head",
         "_head_waiter",
         "_headers",
@@ -79,6 +80,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_sink",
         "closed",
         "counted",
+        "deadline",
         "idle_since",
         "parser",
         "pool",
@@ -102,6 +104,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._head: ResponseHead | None = None
         self._head_waiter: asyncio.Future[ResponseHead] | None = None
         self._done: asyncio.Future[None] | None = None
+        self._failure: UpstreamFailure | None = None
+        self.deadline = 0.0
         self._sink: BodySink | None = None
         self._body_buffer: list[bytes] = []
         self._received = False
@@ -187,39 +191,42 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ----- the exchange -----
 
-    def send_request(self, head: bytes, body: bytes | None, is_head_request: bool = False) -> None:
+    def send_request(self, head: bytes, body: bytes | None, is_head_request: bool, timeout: float) -> None:
+        """Start an exchange; the response head must arrive within `timeout` seconds (enforced by
+        the pool's sweeper, which is far cheaper than a timer per request)."""
         assert self.transport is not None
         self._reset_exchange()
         self._is_head_request = is_head_request
         loop = self.pool.loop
         self._head_waiter = loop.create_future()
-        self._done = loop.create_future()
+        self.deadline = loop.time() + timeout
         if body:
             self.transport.write(head + body)
         else:
             self.transport.write(head)
+
+    @property
+    def head_waiter(self) -> asyncio.Future[ResponseHead]:
+        """Resolves with the response head, or fails with an UpstreamFailure."""
+        assert self._head_waiter is not None
+        return self._head_waiter
 
     def send_body_chunk(self, data: bytes) -> None:
         """Part of a chunked request body (streamed request)."""
         if self.transport is not None and not self.closed:
             self.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
 
-    async def read_head(self, timeout: float) -> ResponseHead:
-        waiter = self._head_waiter
-        assert waiter is not None
-        if not waiter.done():
-            handle = self.pool.loop.call_later(timeout, self._timeout)
-            try:
-                return await waiter
-            finally:
-                handle.cancel()
-        return waiter.result()
+    def check_deadline(self, now: float) -> None:
+        if self.deadline and now > self.deadline:
+            self._timeout()
 
     def _timeout(self) -> None:
         self._fail(UpstreamFailure("timeout", "upstream did not answer in time"))
         self.close()
 
     def _fail(self, failure: UpstreamFailure) -> None:
+        self.deadline = 0.0
+        self._failure = failure
         for fut in (self._head_waiter, self._done):
             if fut is not None and not fut.done():
                 fut.set_exception(failure)
@@ -236,7 +243,13 @@ class UpstreamConnection(asyncio.Protocol):
         if self._complete:
             sink.on_end()
         done = self._done
-        assert done is not None
+        if done is None:
+            # Created only for bodies still on their way: most answers are complete with their head.
+            done = self._done = self.pool.loop.create_future()
+            if self._complete:
+                done.set_result(None)
+            elif self._failure is not None:
+                done.set_exception(self._failure)
         return done
 
     @property
@@ -288,6 +301,7 @@ class EndpointPool:
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self._idle: list[UpstreamConnection] = []
+        self._all: set[UpstreamConnection] = set()
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
@@ -299,6 +313,16 @@ class EndpointPool:
     @property
     def idle_connections(self) -> int:
         return len(self._idle)
+
+    def take_idle(self) -> UpstreamConnection | None:
+        """An idle keep-alive connection (the most recently used: its socket is warmest), or None."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
 
     async def acquire(self, on_pending: Callable[[bool], None] | None = None) -> UpstreamConnection:
         """A connection ready for one exchange: an idle one (most recently used first), or a new one."""
@@ -340,6 +364,7 @@ class EndpointPool:
                 "connect-failure", f"cannot connect to {self.host}:{self.port}: {reason}"
             ) from None
         assert isinstance(protocol, UpstreamConnection)
+        self._all.add(protocol)
         return protocol
 
     def put_idle(self, conn: UpstreamConnection) -> None:
@@ -355,6 +380,7 @@ class EndpointPool:
         if not conn.counted:
             return
         conn.counted = False
+        self._all.discard(conn)
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
         self._open -= 1
@@ -371,6 +397,16 @@ class EndpointPool:
         """Close connections idle for longer than the idle timeout."""
         for conn in [c for c in self._idle if now - c.idle_since > self.idle_timeout]:
             conn.close()
+
+    def check_deadlines(self, now: float) -> None:
+        """Fail exchanges whose response head is overdue."""
+        for conn in list(self._all):
+            if conn.deadline and now > conn.deadline:
+                conn.check_deadline(now)
+
+    @property
+    def busy_connections(self) -> int:
+        return len(self._all) - len(self._idle)
 
     def close(self) -> None:
         self.closed = True
