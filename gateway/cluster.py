@@ -15,7 +15,6 @@ from routing.endpoints import Endpoint
 from routing.resilience.circuit_breaker import CircuitBreaker
 from routing.resilience.retry import RetryPolicy
 
-
 # How often overdue upstream responses are looked for: the precision of request timeouts. One sweep
 # per cluster every 10 ms costs far less than arming and cancelling a timer for every request.
 DEADLINE_TICK_S = 0.01
