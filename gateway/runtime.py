@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ from gateway.observability import AccessLog, GatewayMetrics
 from gateway.route import CompiledRoute, PrefixRewrite
 from routing.balancers import BalancerFactory, make_balancer_factory
 from routing.discovery.dns import DnsDiscovery
+from routing.discovery.pool_file import PoolFileDiscovery
 from routing.discovery.static import parse_address
 from routing.endpoint_set import EndpointSet
 from routing.endpoints import Endpoint
@@ -122,6 +124,10 @@ def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | N
     background: list[BackgroundTask] = []
     if dns_names:
         background.append(DnsDiscovery(endpoint_set, dns_names, config.dns_refresh))
+    if config.discovery is not None:
+        background.append(
+            PoolFileDiscovery(endpoint_set, Path(config.discovery.file), config.discovery.poll_interval)
+        )
     if config.health is not None:
         health = config.health
         background.append(

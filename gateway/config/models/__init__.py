@@ -12,7 +12,7 @@ from gateway.config.models.balancer import (
     RoundRobinBalancer,
     WeightedRoundRobinBalancer,
 )
-from gateway.config.models.cluster import ClusterConfig
+from gateway.config.models.cluster import ClusterConfig, PoolDiscoveryConfig
 from gateway.config.models.endpoint import EndpointConfig, join_address, split_address
 from gateway.config.models.filters import FilterSpec
 from gateway.config.models.gateway import GatewayConfig
@@ -45,6 +45,7 @@ __all__ = [
     "MatchConfig",
     "OutlierConfig",
     "PeakEwmaBalancer",
+    "PoolDiscoveryConfig",
     "RandomBalancer",
     "RetryConfig",
     "RetryOn",

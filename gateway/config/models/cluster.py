@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from gateway.config.models.balancer import BalancerConfig, RoundRobinBalancer
 from gateway.config.models.endpoint import EndpointConfig, endpoint_from_text
@@ -29,6 +29,18 @@ EndpointEntry = Annotated[
 ]
 
 
+class PoolDiscoveryConfig(StrictModel):
+    """Endpoints announced by a worker pool (`turnout workers --announce FILE`)."""
+
+    type: Literal["pool"] = Field(default="pool", description="The discovery kind.")
+    file: str = Field(
+        min_length=1, description="The pool's announce file (relative to the working directory)."
+    )
+    poll_interval: PositiveDuration = Field(
+        default=0.5, description="How often the file is checked for changes."
+    )
+
+
 class ClusterConfig(StrictModel):
     """Endpoints that serve the same thing, with balancing, health and resilience settings."""
 
@@ -38,8 +50,12 @@ class ClusterConfig(StrictModel):
         "Protocol v2), kserve_v1, or openai.",
     )
     endpoints: tuple[EndpointEntry, ...] = Field(
-        min_length=1,
-        description='Upstream addresses: "host:port" strings, or {address: "host:port", weight: N}.',
+        default=(),
+        description='Upstream addresses: "host:port" strings, or {address: "host:port", weight: N}. '
+        "Needed unless discovery supplies them.",
+    )
+    discovery: PoolDiscoveryConfig | None = Field(
+        default=None, description="Where else endpoints come from: {type: pool, file: FILE}."
     )
     dns_refresh: PositiveDuration = Field(
         default=DEFAULT_DNS_REFRESH_S, description="How often DNS-name endpoints are re-resolved."
@@ -72,6 +88,15 @@ class ClusterConfig(StrictModel):
     circuit_breaker: CircuitBreakerConfig = Field(
         default_factory=CircuitBreakerConfig, description="Caps on the load sent to this cluster."
     )
+
+    @model_validator(mode="after")
+    def _has_endpoints(self) -> Self:
+        if not self.endpoints and self.discovery is None:
+            raise errors_at(
+                type(self).__name__,
+                [(("endpoints",), "give at least one endpoint, or a discovery source", self.endpoints)],
+            )
+        return self
 
     @field_validator("endpoints")
     @classmethod

@@ -1,0 +1,168 @@
+"""`make demo`: build the demo models, start two inference workers and the gateway, print examples.
+
+Everything runs in the foreground; Ctrl-C (or SIGTERM) stops the gateway first, then the workers,
+each given time to finish what it is doing, so no process is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+CONFIG = ROOT / "config" / "examples" / "demo.yaml"
+ACCESS_LOG = ROOT / "var" / "demo-access.log"
+GATEWAY = "http://127.0.0.1:8080"
+ADMIN = "http://127.0.0.1:9901"
+# (REST port, gRPC port, models) of each demo worker; the ports are those in demo.yaml.
+WORKERS = ((8001, 8011, "risk:1,diabetes"), (8002, 8012, "risk:2,diabetes"))
+# Startup budget: model loading and the first health checks take a few seconds on a small machine.
+READY_TIMEOUT_S = 60.0
+# How long each process may take to stop gracefully before it is killed.
+STOP_TIMEOUT_S = 15.0
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait(url: str, what: str, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if _ok(url):
+            return
+        for proc in processes:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what}: a process exited early (status {proc.returncode})")
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} was not ready within {READY_TIMEOUT_S:.0f}s")
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    # Own process group, so that the terminal's Ctrl-C reaches us first and we stop children in order.
+    env = dict(os.environ)
+    # The access log goes to a file so that it does not bury the examples printed here.
+    env.setdefault("TURNOUT_ACCESS_LOG", str(ACCESS_LOG))
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, start_new_session=True)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(processes):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for proc in reversed(processes):
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def build_models() -> None:
+    print("building the demo models (once) ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "inference_workers.examples.build_models", "--out", str(MODELS)],
+        cwd=ROOT,
+        check=True,
+    )
+
+
+EXAMPLES = f"""
+turnout demo is ready.
+
+  gateway   {GATEWAY}          admin {ADMIN}  (/metrics, /admin/clusters, /readyz)
+  workers   127.0.0.1:8001 (risk v1, diabetes)   127.0.0.1:8002 (risk v2, diabetes)
+
+An OIP v2 inference through the gateway (the first 30 breast-cancer features of one patient):
+
+  curl -s {GATEWAY}/v2/models/risk/versions/1/infer -H 'content-type: application/json' -d '{{
+    "inputs": [{{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": [
+      17.99, 10.38, 122.8, 1001.0, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871,
+      1.095, 0.9053, 8.589, 153.4, 0.006399, 0.04904, 0.05373, 0.01587, 0.03003, 0.006193,
+      25.38, 17.33, 184.6, 2019.0, 0.1622, 0.6656, 0.7119, 0.2654, 0.4601, 0.1189]}}]}}'
+
+The same with tritonclient (pip install 'tritonclient[http]'):
+
+  python - <<'PY'
+  import numpy as np, tritonclient.http as http
+  client = http.InferenceServerClient("127.0.0.1:8080")
+  features = http.InferInput("features", [1, 30], "FP32")
+  features.set_data_from_numpy(np.random.default_rng(0).random((1, 30), dtype=np.float32) * 100)
+  result = client.infer("risk", [features], model_version="2")
+  print(result.as_numpy("probabilities"), result.as_numpy("label"))
+  PY
+
+Model metadata:   curl -s {GATEWAY}/v2/models/diabetes
+Access log:       tail -f {ACCESS_LOG.relative_to(ROOT)}
+Metrics:          curl -s {ADMIN}/metrics | grep turnout_requests
+Endpoints:        curl -s {ADMIN}/admin/clusters
+
+Ctrl-C stops everything.
+"""
+
+
+def main() -> int:
+    if not (MODELS / "risk").is_dir():
+        build_models()
+    ACCESS_LOG.parent.mkdir(exist_ok=True)
+    processes: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        for http_port, grpc_port, models in WORKERS:
+            processes.append(
+                _spawn(
+                    [
+                        "-m",
+                        "gateway.cli",
+                        "workers",
+                        "--model-repository",
+                        str(MODELS),
+                        "--replicas",
+                        "1",
+                        "--base-port",
+                        str(http_port),
+                        "--grpc-base-port",
+                        str(grpc_port),
+                        "--models",
+                        models,
+                    ]
+                )
+            )
+        for http_port, _, _ in WORKERS:
+            _wait(f"http://127.0.0.1:{http_port}/v2/health/ready", f"worker on {http_port}", processes)
+        processes.append(_spawn(["-m", "gateway.cli", "run", "--config", str(CONFIG)]))
+        _wait(f"{ADMIN}/readyz", "gateway", processes)
+        print(EXAMPLES, flush=True)
+        while not stopping and all(p.poll() is None for p in processes):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        print(f"turnout demo: {exc}", file=sys.stderr)
+        _stop(processes)
+        return 1
+    print("\nstopping ...", flush=True)
+    _stop(processes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
