@@ -64,6 +64,8 @@ class _ClientSink(BodySink):
 
 
 def _failure_error(failure: UpstreamFailure, cluster: str) -> GatewayError:
+    if failure.kind == "overloaded":
+        return Overloaded(f"cluster '{cluster}': {failure.message}")
     if failure.kind == "timeout":
         return GatewayTimeout(f"cluster '{cluster}': {failure.message}")
     if failure.kind == "connect-failure":
@@ -172,13 +174,15 @@ class Proxy:
             conn: UpstreamConnection | None = None
             try:
                 pool = cluster.pool_for(endpoint)
-                conn = pool.take_idle() or await pool.acquire()
+                conn = pool.take_idle() or await pool.acquire(cluster.breaker)
                 conn.send_request(head_bytes, body, exchange.method == "HEAD", route.timeout)
                 if body is None:
                     await self._pump_request_body(exchange, conn, ctx)
                 head = await conn.head_waiter
             except UpstreamFailure as failure:
                 endpoints.on_finish(endpoint)
+                if failure.kind == "overloaded":  # our own limit, not the endpoint's fault
+                    raise _failure_error(failure, cluster.name) from None
                 endpoints.on_failure(endpoint, monotonic())
                 if conn is not None:
                     conn.close()

@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import httptools
 
+from routing.resilience.circuit_breaker import CircuitBreaker
+
 
 class UpstreamFailure(Exception):
-    """An upstream exchange failed; `kind` is one of connect-failure, reset, timeout, protocol."""
+    """An upstream exchange failed; `kind` is one of connect-failure, reset, timeout, protocol,
+    overloaded (the request could not even wait for a connection)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -324,29 +326,26 @@ class EndpointPool:
                 return conn
         return None
 
-    async def acquire(self, on_pending: Callable[[bool], None] | None = None) -> UpstreamConnection:
-        """A connection ready for one exchange: an idle one (most recently used first), or a new one."""
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                conn.reused = True
-                return conn
+    async def acquire(self, breaker: CircuitBreaker | None = None) -> UpstreamConnection:
+        """A connection ready for one exchange: an idle one (most recently used first), or a new one.
+        When the pool is at its connection cap the request waits for one, as a pending request of
+        `breaker`, which refuses it (UpstreamFailure "overloaded") when too many already wait."""
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         while self._open >= self.max_connections:
+            if breaker is not None and not breaker.try_acquire_pending():
+                raise UpstreamFailure("overloaded", "too many requests are waiting for a connection")
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
-            if on_pending is not None:
-                on_pending(True)
             try:
                 await waiter
             finally:
-                if on_pending is not None:
-                    on_pending(False)
-            while idle:
-                conn = idle.pop()
-                if not conn.closed:
-                    conn.reused = True
-                    return conn
+                if breaker is not None:
+                    breaker.release_pending()
+            conn = self.take_idle()
+            if conn is not None:
+                return conn
         return await self._connect()
 
     async def _connect(self) -> UpstreamConnection:

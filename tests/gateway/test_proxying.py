@@ -237,3 +237,19 @@ async def test_consistent_hash_keeps_a_user_on_one_upstream(
                 seen.setdefault(f"user-{user}", set()).add(body["name"])
         assert all(len(names) == 1 for names in seen.values())
         assert {next(iter(n)) for n in seen.values()} == {"a", "b"}
+
+
+async def test_requests_waiting_for_a_connection_are_capped(make_gateway: Any, upstream_a: Process) -> None:
+    config = gateway_config(
+        [f"127.0.0.1:{upstream_a.port}"],
+        cluster={"max_connections_per_endpoint": 1, "circuit_breaker": {"max_pending": 1}},
+    )
+    async with make_gateway(config) as gw, aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{gw.data_port}"
+        # One request holds the only connection, one waits for it; a third may not wait.
+        held = [asyncio.create_task(_get(session, f"{url}/slow?ms=400")) for _ in range(2)]
+        await asyncio.sleep(0.15)
+        status, headers, body = await _get(session, f"{url}/echo")
+        assert status == 503 and headers["x-turnout-overloaded"] == "1"
+        assert "waiting for a connection" in body["error"]
+        assert [r[0] for r in await asyncio.gather(*held)] == [200, 200]

@@ -207,3 +207,29 @@ async def test_sigterm_drains_in_flight_requests(
         with pytest.raises(aiohttp.ClientConnectionError):
             async with session.get(f"{gateway.url}/echo") as response:
                 await response.read()
+
+
+async def test_a_changed_config_file_is_reloaded(
+    tmp_path: Path, two_upstreams: tuple[Process, Process], session_logs: Path
+) -> None:
+    a, b = two_upstreams
+    config = gateway_config([f"127.0.0.1:{a.port}"])
+    path = tmp_path / "gw.yaml"
+    _write(path, config)
+    gateway = start_gateway(path, config["listen"]["port"], config["admin"]["port"], session_logs)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def served_by() -> str:
+                async with session.get(f"{gateway.url}/echo") as response:
+                    return str((await response.json())["name"])
+
+            assert await served_by() == "a"
+            config["clusters"]["up"]["endpoints"] = [f"127.0.0.1:{b.port}"]
+            _write(path, config)
+            deadline = time.monotonic() + 10
+            while await served_by() != "b":
+                assert time.monotonic() < deadline, "the file change was not picked up"
+                await asyncio.sleep(0.05)
+    finally:
+        gateway.stop()

@@ -45,6 +45,30 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memo
     return view[:size], view[size:]
 
 
+class BinaryParts:
+    """Hands out the raw tensor parts that follow the JSON header, in order."""
+
+    __slots__ = ("_offset", "_view")
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._offset = 0
+
+    def take(self, size: int, where: str) -> memoryview:
+        end = self._offset + size
+        if end > len(self._view):
+            left = len(self._view) - self._offset
+            raise BadRequest(f"{where}: {BINARY_DATA_SIZE} is {size} but only {left} binary bytes remain")
+        part = self._view[self._offset : end]
+        self._offset = end
+        return part
+
+    def finish(self) -> None:
+        left = len(self._view) - self._offset
+        if left:
+            raise BadRequest(f"binary data: {left} bytes after the last tensor's {BINARY_DATA_SIZE}")
+
+
 def decode_tensor(raw: bytes | memoryview, datatype: str, shape: Sequence[int], where: str) -> np.ndarray:
     """Raw bytes of one tensor -> a numpy array of `shape`."""
     dtype = numpy_dtype(datatype, where)

@@ -20,6 +20,7 @@ from gateway.core.protocols.binary import (
     BINARY_DATA,
     BINARY_DATA_OUTPUT,
     BINARY_DATA_SIZE,
+    BinaryParts,
     decode_tensor,
     encode_tensor,
     split_body,
@@ -97,30 +98,6 @@ class EncodedBody:
         return JSON_CONTENT_TYPE if self.header_length is None else BINARY_CONTENT_TYPE
 
 
-class _BinaryParts:
-    """Hands out the raw tensor parts that follow the JSON header, in order."""
-
-    __slots__ = ("_offset", "_view")
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-        self._offset = 0
-
-    def take(self, size: int, where: str) -> memoryview:
-        end = self._offset + size
-        if end > len(self._view):
-            left = len(self._view) - self._offset
-            raise BadRequest(f"{where}: {BINARY_DATA_SIZE} is {size} but only {left} binary bytes remain")
-        part = self._view[self._offset : end]
-        self._offset = end
-        return part
-
-    def finish(self) -> None:
-        left = len(self._view) - self._offset
-        if left:
-            raise BadRequest(f"binary data: {left} bytes after the last tensor's {BINARY_DATA_SIZE}")
-
-
 def decode_request(body: bytes, header_length: str | None = None) -> InferRequest:
     """An inference request body (JSON, or JSON + binary tensors) -> an `InferRequest`."""
     document, parts = _load(body, header_length, "request")
@@ -185,7 +162,7 @@ def encode_response(response: InferResponse, binary_outputs: Iterable[str] = ())
     return _dump(document, parts)
 
 
-def _load(body: bytes, header_length: str | None, what: str) -> tuple[dict[str, Any], _BinaryParts]:
+def _load(body: bytes, header_length: str | None, what: str) -> tuple[dict[str, Any], BinaryParts]:
     head, tail = split_body(body, header_length)
     try:
         document = orjson.loads(head)
@@ -193,10 +170,10 @@ def _load(body: bytes, header_length: str | None, what: str) -> tuple[dict[str, 
         raise BadRequest(f"{what} body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise BadRequest(f"{what} body must be a JSON object, got {type(document).__name__}")
-    return document, _BinaryParts(tail)
+    return document, BinaryParts(tail)
 
 
-def _decode_tensors(entries: list[Any], kind: str, parts: _BinaryParts) -> list[Tensor]:
+def _decode_tensors(entries: list[Any], kind: str, parts: BinaryParts) -> list[Tensor]:
     tensors: list[Tensor] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
@@ -208,7 +185,7 @@ def _decode_tensors(entries: list[Any], kind: str, parts: _BinaryParts) -> list[
     return tensors
 
 
-def _decode_tensor(entry: Any, position: str, kind: str, parts: _BinaryParts) -> Tensor:
+def _decode_tensor(entry: Any, position: str, kind: str, parts: BinaryParts) -> Tensor:
     if not isinstance(entry, dict):
         raise BadRequest(f"{position}: a tensor must be a JSON object")
     name = entry.get("name")
