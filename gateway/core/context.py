@@ -53,6 +53,10 @@ class RequestContext:
     bytes_in: int = 0
     bytes_out: int = 0
     error: str | None = None
+    body: bytes | None = None
+    """The whole request body, read before the request phase when a filter of the route needs it."""
+    tls_subject: str | None = None
+    """The verified client-certificate subject on a TLS listener that asks for client certificates."""
     state: dict[str, Any] = field(default_factory=dict)
     """Per-filter slots, keyed by filter name, for state a filter carries between its phases."""
 
