@@ -80,7 +80,7 @@ class Filter:
     def on_request(self, ctx: RequestContext) -> Decision | Awaitable[Decision]:
         return None
 
-    def on_response(self, ctx: RequestContext, response: Response) -> None | Awaitable[None]:
+    def on_response(self, ctx: RequestContext, response: Response) -> Awaitable[None] | None:
         return None
 
     def on_log(self, ctx: RequestContext) -> None:
