@@ -33,15 +33,16 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return _json({"error": message, **extra}, status)
 
 
+def _is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
+
+
 def redact(value: Any) -> Any:
     """A copy of a config tree with secret values replaced."""
     if isinstance(value, dict):
         return {
-            k: (
-                "***"
-                if v and any(p in k.lower() for p in SECRET_KEY_PARTS) and isinstance(v, str)
-                else redact(v)
-            )
+            k: "***" if v not in (None, "", [], {}) and _is_secret_key(k) else redact(v)
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -69,7 +70,8 @@ def _auth_middleware(token: str) -> Any:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if request.path.startswith(("/admin", "/metrics")):
-            given = request.headers.get("Authorization", "").encode()
+            # aiohttp keeps undecodable header bytes as surrogates: encode them back, never fail.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 return web.Response(
                     body=orjson.dumps({"error": "admin token required"}),
