@@ -12,12 +12,13 @@ import orjson
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
+    from gateway.config import ConfigError
+    from gateway.loading import load_gateway_config
     from gateway.server import Gateway
 
     path = Path(args.config)
     try:
-        config = load_config(path)
+        config = load_gateway_config(path)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 1
@@ -45,12 +46,13 @@ def _install_uvloop() -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config, summarize
+    from gateway.config import ConfigError, summarize
+    from gateway.loading import load_gateway_config
 
     failed = False
     for name in args.files:
         try:
-            config = load_config(Path(name))
+            config = load_gateway_config(Path(name))
         except ConfigError as err:
             print(err, file=sys.stderr)
             failed = True

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.http.upstream import EndpointPool
+from gateway.http.pool import EndpointPool
 from routing.endpoint_set import EndpointSet
 from routing.endpoints import Endpoint
 from routing.resilience.circuit_breaker import CircuitBreaker

@@ -1,22 +1,26 @@
-"""The data path: one coroutine per request, from parsed head to the access-log line.
+"""The data path: each request is a small state machine driven by the listener's and the upstream
+connection's callbacks, like nginx's, rather than a coroutine per request.
 
-exchange (parsed by the listener)
-  -> RequestContext
-  -> router.match                      404 when nothing matches
-  -> circuit breaker, retry budget     503 + x-turnout-overloaded when full
-  -> pick endpoint -> pooled connection -> request head + body
-  -> response head: retry on 502/503/504 or connect failure/reset (policy + budget), never after
-     a response byte reached the client
-  -> head and body relayed as they arrive, with backpressure both ways
-  -> metrics and access log (always)
+    head parsed -> RequestContext -> router.match (404) -> request filters (may answer)
+      -> circuit breaker and retry budget (503 + x-turnout-overloaded)
+      -> pick endpoint -> idle pooled connection -> request head + body written
+      -> on_head: retry on 5xx by policy and budget, never after a byte reached the client;
+         response filters; head relayed
+      -> on_body: relayed as it arrives (the client's pace pauses the upstream)
+      -> on_end: answer complete -> metrics, access log, filter logging phase (always)
+
+A request that needs to wait for something other than the upstream's answer (a body still arriving,
+an async filter, a new connection, a backoff) continues in a task and rejoins the same machine;
+everything else runs inside the callbacks, so a typical proxied request costs no task switch.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Coroutine
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.context import RequestContext
 from gateway.core.errors import (
@@ -24,289 +28,525 @@ from gateway.core.errors import (
     GatewayError,
     GatewayTimeout,
     Overloaded,
-    PayloadTooLarge,
     ServiceUnavailable,
     error_body,
 )
-from gateway.http.exchange import ClientGone, HttpExchange
-from gateway.http.headers import build_request_head, request_id_of, response_headers
-from gateway.http.upstream import BodySink, ResponseHead, UpstreamConnection, UpstreamFailure
-from routing.endpoints import Endpoint
+from gateway.core.filters import Response
+from gateway.http.exchange import HttpExchange
+from gateway.http.headers import build_request_head, relayable_headers, request_id_of, response_headers
+from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFailure
 
 if TYPE_CHECKING:
+    from gateway.cluster import ClusterRuntime
     from gateway.route import CompiledRoute
     from gateway.runtime import Runtime
+    from routing.endpoints import Endpoint
+
+log = logging.getLogger("turnout.proxy")
 
 _NOT_FOUND_BODY = error_body(404, "no route matches this request", "not_found")
 _QUEUE_DEPTH = b"x-turnout-queue-depth"
 _INFLIGHT = b"x-turnout-inflight"
+# A connection the upstream closed while it sat idle in the pool: the request never reached the
+# upstream, so idempotent requests get one fresh try whatever the retry policy says.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
-class _ClientSink(BodySink):
-    """Relays upstream body chunks straight to the client; closes the upstream if the client left."""
-
-    __slots__ = ("conn", "ctx", "exchange")
-
-    def __init__(self, exchange: HttpExchange, conn: UpstreamConnection, ctx: RequestContext) -> None:
-        self.exchange = exchange
-        self.conn = conn
-        self.ctx = ctx
-
-    def on_body(self, data: bytes) -> None:
-        if self.exchange.conn.closed:
-            self.conn.close()
-            return
-        self.exchange.send_body(data)
-
-    def on_end(self) -> None:
-        pass
-
-
-def _failure_error(failure: UpstreamFailure, cluster: str) -> GatewayError:
-    if failure.kind == "overloaded":
-        return Overloaded(f"cluster '{cluster}': {failure.message}")
-    if failure.kind == "timeout":
-        return GatewayTimeout(f"cluster '{cluster}': {failure.message}")
-    if failure.kind == "connect-failure":
-        return ServiceUnavailable(f"cluster '{cluster}': {failure.message}")
-    return BadGateway(f"cluster '{cluster}': {failure.message}")
-
-
 class Proxy:
-    """The request handler given to the listener. `runtime` is read once per request, so a reload that
-    swaps it never changes a request in flight."""
+    """The listener's handler. `runtime` is read once per request, so a reload that swaps it never
+    changes a request in flight."""
 
     def __init__(self, runtime: Callable[[], Runtime], scheme: bytes = b"http") -> None:
         self._runtime = runtime
-        self._scheme = scheme
+        self.scheme = scheme
+        self.tasks: set[asyncio.Task[None]] = set()
 
-    async def handle(self, exchange: HttpExchange) -> None:
-        runtime = self._runtime()
+    def handle(self, exchange: HttpExchange) -> None:
+        ProxyRequest(self, self._runtime(), exchange).start()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+def _failure_error(failure: UpstreamFailure, cluster: str) -> GatewayError:
+    message = f"cluster '{cluster}': {failure.message}"
+    if failure.kind == "overloaded":
+        return Overloaded(message)
+    if failure.kind == "timeout":
+        return GatewayTimeout(message)
+    if failure.kind == "connect-failure":
+        return ServiceUnavailable(message)
+    return BadGateway(message)
+
+
+class ProxyRequest:
+    """One request's way through the gateway."""
+
+    __slots__ = (
+        "admitted",
+        "attempt",
+        "body",
+        "buffer",
+        "cluster",
+        "conn",
+        "ctx",
+        "done",
+        "endpoint",
+        "exchange",
+        "head_bytes",
+        "proxy",
+        "relaying",
+        "route",
+        "runtime",
+        "sent_at",
+        "streaming_body",
+        "upstream_head",
+    )
+
+    def __init__(self, proxy: Proxy, runtime: Runtime, exchange: HttpExchange) -> None:
+        self.proxy = proxy
+        self.runtime = runtime
+        self.exchange = exchange
         headers = exchange.headers
-        ctx = RequestContext(
+        self.ctx = ctx = RequestContext(
             exchange.method, exchange.path, exchange.query, headers, exchange.client_ip, monotonic()
         )
         ctx.request_id = request_id_of(headers)
         ctx.host = headers.get("host", "")
-        match = runtime.router.match(exchange.method, exchange.path, ctx.host, headers)
+        self.route: CompiledRoute | None = None
+        self.cluster: ClusterRuntime | None = None
+        self.endpoint: Endpoint | None = None
+        self.conn: UpstreamConnection | None = None
+        self.body: bytes | None = None
+        self.streaming_body = False
+        self.head_bytes: bytes | None = None
+        self.buffer: list[bytes] | None = None
+        self.upstream_head: ResponseHead | None = None
+        self.attempt = 0
+        self.sent_at = 0.0
+        self.admitted = False
+        self.relaying = False
+        self.done = False
+
+    # ----- request phase -----
+
+    def start(self) -> None:
+        ctx = self.ctx
+        exchange = self.exchange
+        match = self.runtime.router.match(exchange.method, exchange.path, ctx.host, exchange.headers)
         if match is None:
             ctx.status = 404
             exchange.respond(404, _NOT_FOUND_BODY, headers=((b"x-request-id", ctx.request_id.encode()),))
-            runtime.metrics.unrouted.inc()
-            runtime.log_request(ctx, None, monotonic() - ctx.started)
+            self.runtime.metrics.unrouted.inc()
+            self.done = True
+            self.runtime.log_request(ctx, None, monotonic() - ctx.started)
             return
         route: CompiledRoute = match.payload
+        self.route = route
         ctx.route = route.name
-        ctx.cluster = route.cluster.name
         ctx.model = match.model
         ctx.model_version = match.version
-        cluster = route.cluster
-        breaker = cluster.breaker
-        budget = cluster.retry.budget
+        chain = route.filters
+        if chain.empty:
+            self.dispatch()
+            return
+        if chain.needs_request_body:
+            if not exchange.body_complete:
+                self.proxy.spawn(self._request_phase_async(0))
+                return
+            ctx.body = self.body = exchange.take_complete_body()
         try:
-            if not breaker.try_acquire():
-                cluster.breaker_rejections += 1
-                raise Overloaded(f"cluster '{cluster.name}' is at its limit of concurrent requests")
-            budget.request_started()
-            try:
-                await self._forward_with_retries(route, ctx, exchange)
-            finally:
-                budget.request_finished()
-                breaker.release()
+            answer, index = chain.run_request_sync(ctx)
         except GatewayError as error:
-            ctx.status = error.status
-            ctx.error = error.message
-            extra = [(b"x-request-id", ctx.request_id.encode())]
-            extra.extend((k.encode(), v.encode()) for k, v in error.headers.items())
-            exchange.respond(error.status, error.body(), headers=extra)
-        except (ClientGone, ConnectionResetError):
-            ctx.status = 499
-            ctx.error = "client closed the connection"
-            exchange.abort()
-        except asyncio.CancelledError:
-            exchange.abort()
-            raise
-        finally:
-            ctx.bytes_out = exchange.response_bytes
-            total = monotonic() - ctx.started
-            route.metrics.record(ctx, total)
-            runtime.log_request(ctx, route, total)
-
-    async def _forward_with_retries(
-        self, route: CompiledRoute, ctx: RequestContext, exchange: HttpExchange
-    ) -> None:
-        cluster = route.cluster
-        endpoints = cluster.endpoints
-        body: bytes | None
-        if exchange.body_complete:
-            body = exchange.take_complete_body()
-        elif exchange.content_length is not None:
-            body = await exchange.read_body()
+            self.fail(error)
+            return
+        if answer is not None:
+            self.answer(answer)
+        elif index < len(chain.on_request):
+            self.proxy.spawn(self._request_phase_async(index))
         else:
-            body = None  # chunked: streamed, so a retry is possible only before the upstream saw it
-        ctx.bytes_in = len(body) if body is not None else 0
+            self.dispatch()
+
+    async def _request_phase_async(self, index: int) -> None:
+        route = self.route
+        assert route is not None
+        ctx = self.ctx
+        try:
+            if route.filters.needs_request_body and ctx.body is None:
+                ctx.body = self.body = await self.exchange.read_body()
+            answer = await route.filters.run_request(ctx, index)
+        except GatewayError as error:
+            self.fail(error)
+            return
+        except ConnectionResetError:
+            self.client_gone()
+            return
+        if answer is not None:
+            self.answer(answer)
+        else:
+            self.dispatch()
+
+    # ----- choosing and calling the upstream -----
+
+    def dispatch(self) -> None:
+        route = self.route
+        assert route is not None
+        self.cluster = cluster = route.cluster
+        self.ctx.cluster = cluster.name
+        if not cluster.breaker.try_acquire():
+            cluster.breaker_rejections += 1
+            self.fail(Overloaded(f"cluster '{cluster.name}' is at its limit of concurrent requests"))
+            return
+        cluster.retry.budget.request_started()
+        self.admitted = True
+        ctx = self.ctx
+        if ctx.body is not None:
+            self.body = ctx.body  # a filter read (and may have rewritten) the body
+        elif self.exchange.body_complete:
+            self.body = self.exchange.take_complete_body()
+        elif self.exchange.content_length is not None:
+            self.proxy.spawn(self._read_body_then_send())
+            return
+        else:
+            self.streaming_body = True  # chunked: streamed, retried only before the upstream saw it
+        ctx.bytes_in = len(self.body) if self.body is not None else 0
+        self.send()
+
+    async def _read_body_then_send(self) -> None:
+        try:
+            self.body = await self.exchange.read_body()
+        except GatewayError as error:
+            self.fail(error)
+            return
+        except ConnectionResetError:
+            self.client_gone()
+            return
+        self.ctx.bytes_in = len(self.body)
+        self.send()
+
+    def send(self) -> None:
+        """One attempt: pick an endpoint and send the request on an idle connection (or a new one)."""
+        cluster = self.cluster
+        route = self.route
+        assert cluster is not None and route is not None
+        endpoint = cluster.endpoints.pick(self.ctx)
+        if endpoint is None:
+            self.fail(ServiceUnavailable(f"cluster '{cluster.name}' has no healthy endpoint"))
+            return
+        self.endpoint = endpoint
+        self.ctx.endpoint = endpoint.address
+        if self.head_bytes is None:
+            self.head_bytes = self._request_head(route, endpoint)
+        cluster.endpoints.on_start(endpoint)
+        pool = cluster.pool_for(endpoint)
+        conn = pool.take_idle()
+        if conn is None:
+            self.proxy.spawn(self._connect_then_send(pool))
+        else:
+            self._send_on(conn)
+
+    def _request_head(self, route: CompiledRoute, endpoint: Endpoint) -> bytes:
+        exchange = self.exchange
         target = exchange.path if route.rewrite is None else route.rewrite.apply(exchange.path)
         if exchange.query:
             target = f"{target}?{exchange.query}"
-        head_bytes: bytes | None = None
-        attempt = 0
-        while True:
-            endpoint = endpoints.pick(ctx)
-            if endpoint is None:
-                raise ServiceUnavailable(f"cluster '{cluster.name}' has no healthy endpoint")
-            ctx.endpoint = endpoint.address
-            if head_bytes is None:
-                head_bytes = build_request_head(
-                    exchange.method,
-                    target,
-                    exchange.raw_headers,
-                    exchange.headers,
-                    route.request_headers,
-                    ctx.client_ip,
-                    ctx.request_id,
-                    self._scheme,
-                    len(body) if body is not None else None,
-                    endpoint.address,
-                )
-            endpoints.on_start(endpoint)
-            started = monotonic()
-            conn: UpstreamConnection | None = None
-            try:
-                pool = cluster.pool_for(endpoint)
-                conn = pool.take_idle() or await pool.acquire(cluster.breaker)
-                conn.send_request(head_bytes, body, exchange.method == "HEAD", route.timeout)
-                if body is None:
-                    await self._pump_request_body(exchange, conn, ctx)
-                head = await conn.head_waiter
-            except UpstreamFailure as failure:
-                endpoints.on_finish(endpoint)
-                if failure.kind == "overloaded":  # our own limit, not the endpoint's fault
-                    raise _failure_error(failure, cluster.name) from None
-                endpoints.on_failure(endpoint, monotonic())
-                if conn is not None:
-                    conn.close()
-                if self._may_retry(route, attempt, failure.kind, None, body):
-                    attempt = await self._before_retry(route, ctx, attempt, budgeted=True)
-                    continue
-                # A pooled connection the upstream closed while idle: one fresh try for idempotent
-                # requests, whatever the policy (the upstream never saw the request).
-                if (
-                    failure.kind == "reset"
-                    and conn is not None
-                    and conn.reused
-                    and attempt == 0
-                    and body is not None
-                    and exchange.method in _IDEMPOTENT
-                ):
-                    attempt = await self._before_retry(route, ctx, attempt, budgeted=False)
-                    continue
-                raise _failure_error(failure, cluster.name) from None
-            ctx.upstream_latency = monotonic() - started
-            if head.status >= 500:
-                endpoints.on_failure(endpoint, monotonic())
-                if self._may_retry(route, attempt, "", head.status, body):
-                    endpoints.on_finish(endpoint)
-                    conn.close()
-                    attempt = await self._before_retry(route, ctx, attempt, budgeted=True)
-                    continue
-            else:
-                endpoints.on_success(endpoint, ctx.upstream_latency, monotonic())
-            try:
-                if self._relay_head(route, ctx, exchange, conn, head, endpoint):
-                    await self._relay_stream(ctx, exchange, conn)
-            finally:
-                endpoints.on_finish(endpoint)
-            return
+        state = self.ctx.state
+        return build_request_head(
+            exchange.method,
+            target,
+            exchange.raw_headers,
+            exchange.headers,
+            route.request_headers,
+            self.ctx.client_ip,
+            self.ctx.request_id,
+            self.proxy.scheme,
+            len(self.body) if self.body is not None else None,
+            endpoint.address,
+            state.get("strip_request_headers"),
+            state.get("add_request_headers"),
+        )
 
-    def _may_retry(
-        self, route: CompiledRoute, attempt: int, kind: str, status: int | None, body: bytes | None
-    ) -> bool:
+    async def _connect_then_send(self, pool: Any) -> None:
+        try:
+            conn = await pool.acquire(self.cluster.breaker if self.cluster else None)
+        except UpstreamFailure as failure:
+            self.on_error(failure)
+            return
+        self._send_on(conn)
+
+    def _send_on(self, conn: UpstreamConnection) -> None:
+        route = self.route
+        assert route is not None and self.head_bytes is not None
+        self.conn = conn
+        self.sent_at = monotonic()
+        conn.send_request(self.head_bytes, self.body, self.exchange.method == "HEAD", route.timeout, self)
+        if self.streaming_body:
+            self.proxy.spawn(self._pump_body(conn))
+
+    async def _pump_body(self, conn: UpstreamConnection) -> None:
+        """Stream a chunked request body upstream as it arrives."""
+        try:
+            while chunk := await self.exchange.read_chunk():
+                self.ctx.bytes_in += len(chunk)
+                conn.send_body_chunk(chunk)
+        except GatewayError as error:
+            conn.close()
+            self.fail(error)
+            return
+        except ConnectionResetError:
+            conn.close()
+            return
+        conn.send_body_chunk(b"")
+
+    # ----- the upstream's answer (ExchangeObserver) -----
+
+    def on_head(self, head: ResponseHead) -> None:
+        ctx = self.ctx
+        cluster = self.cluster
+        endpoint = self.endpoint
+        assert cluster is not None and endpoint is not None and self.route is not None
+        ctx.upstream_latency = monotonic() - self.sent_at
+        if head.status >= 500:
+            cluster.endpoints.on_failure(endpoint, monotonic())
+            if self._may_retry("", head.status):
+                self._abandon_attempt()
+                self._retry(budgeted=True)
+                return
+        else:
+            cluster.endpoints.on_success(endpoint, ctx.upstream_latency, monotonic())
+        if cluster.protocol != "http":
+            _note_load_report(head, endpoint)
+        ctx.status = head.status
+        chain = self.route.filters
+        if chain.on_response:
+            if chain.needs_response_body or not chain.response_is_sync:
+                self.buffer = []  # the filters see the whole answer before the client does
+                self.upstream_head = head
+                return
+            response = Response(head.status, _decode_headers(relayable_headers(head.headers)), None)
+            chain.run_response_sync(ctx, response)
+            self._send_response_head(response.status, self._final_headers(response), head)
+        else:
+            self._send_response_head(
+                head.status,
+                response_headers(head.headers, self.route.response_headers, ctx.request_id.encode()),
+                head,
+            )
+
+    def _send_response_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], head: ResponseHead
+    ) -> None:
+        self.ctx.status = status
+        self.relaying = True
+        self.exchange.send_head(status, headers, head.content_length, head.reason or None)
+        conn = self.conn
+        if conn is not None and not conn.response_complete:
+            self.exchange.set_flow_control(conn.pause_reading, conn.resume_reading)
+
+    def on_body(self, data: bytes) -> None:
+        buffer = self.buffer
+        if buffer is not None:
+            buffer.append(data)
+        elif self.exchange.conn.closed:
+            conn = self.conn
+            if conn is not None:  # the client left: stop reading an answer nobody will see
+                conn.close()
+        else:
+            self.exchange.send_body(data)
+
+    def on_data_processed(self) -> None:
+        if self.relaying:
+            self.exchange.flush()  # a stream's first bytes must not wait for the next packet
+
+    def on_end(self) -> None:
+        conn = self.conn
+        self.conn = None
+        if self.buffer is not None:
+            body = b"".join(self.buffer)
+            self.buffer = None
+            if conn is not None:
+                conn.release()
+            self._finish_attempt()
+            self._respond_through_filters(body)
+            return
+        self.exchange.set_flow_control(None, None)
+        self.exchange.end()
+        if conn is not None:
+            conn.release()
+        self._finish_attempt()
+        self.finish()
+
+    def on_error(self, failure: UpstreamFailure) -> None:
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.close()
+        endpoint = self.endpoint
+        self._finish_attempt()
+        cluster = self.cluster
+        assert cluster is not None
+        if self.relaying:  # bytes reached the client: nothing to do but cut the connection
+            self.ctx.error = failure.message
+            self.exchange.abort()
+            self.finish()
+            return
+        if failure.kind == "overloaded":  # our own limit, not the endpoint's fault
+            self.fail(_failure_error(failure, cluster.name))
+            return
+        if endpoint is not None:
+            cluster.endpoints.on_failure(endpoint, monotonic())
+        if self._may_retry(failure.kind, None):
+            self._retry(budgeted=True)
+        elif (
+            failure.kind == "reset"
+            and conn is not None
+            and conn.reused
+            and self.attempt == 0
+            and self.body is not None
+            and self.exchange.method in _IDEMPOTENT
+        ):
+            self._retry(budgeted=False)
+        else:
+            self.fail(_failure_error(failure, cluster.name))
+
+    # ----- retries -----
+
+    def _may_retry(self, kind: str, status: int | None) -> bool:
+        route = self.route
+        assert route is not None
         retry = route.retry
-        if attempt >= retry.max_retries or body is None or not retry.should_retry(kind, status):
+        if self.attempt >= retry.max_retries or self.body is None or not retry.should_retry(kind, status):
             return False
         return route.cluster.retry.budget.try_acquire_retry()
 
-    async def _before_retry(
-        self, route: CompiledRoute, ctx: RequestContext, attempt: int, budgeted: bool
-    ) -> int:
-        """Wait out the backoff for the next attempt; returns the new attempt number."""
-        cluster = route.cluster
-        ctx.retries = attempt + 1
-        cluster.retries += 1
-        try:
-            delay = route.retry.backoff(attempt)
-            if delay > 0:
-                await asyncio.sleep(delay)
-        finally:
+    def _abandon_attempt(self) -> None:
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.detach()
+            conn.close()
+        self._finish_attempt()
+
+    def _finish_attempt(self) -> None:
+        endpoint = self.endpoint
+        if endpoint is not None and self.cluster is not None:
+            self.cluster.endpoints.on_finish(endpoint)
+        self.endpoint = None
+
+    def _retry(self, budgeted: bool) -> None:
+        route = self.route
+        assert route is not None and self.cluster is not None
+        delay = route.retry.backoff(self.attempt)
+        self.attempt += 1
+        self.ctx.retries = self.attempt
+        self.cluster.retries += 1
+        budget = route.cluster.retry.budget
+
+        def again() -> None:
             if budgeted:
-                cluster.retry.budget.release_retry()
-        return attempt + 1
+                budget.release_retry()
+            if self.exchange.client_connected:
+                self.send()
+            else:
+                self.client_gone()
 
-    async def _pump_request_body(
-        self, exchange: HttpExchange, conn: UpstreamConnection, ctx: RequestContext
-    ) -> None:
-        """Stream a chunked request body upstream as it arrives."""
+        asyncio.get_running_loop().call_later(delay, again)
+
+    # ----- answers and the end -----
+
+    def _respond_through_filters(self, body: bytes) -> None:
+        route = self.route
+        assert route is not None
+        head = self.upstream_head
+        assert head is not None
+        response = Response(head.status, _decode_headers(relayable_headers(head.headers)), body)
+        if route.filters.response_is_sync:
+            route.filters.run_response_sync(self.ctx, response)
+            self._write_response(response)
+        else:
+            self.proxy.spawn(self._respond_async(response))
+
+    async def _respond_async(self, response: Response) -> None:
+        route = self.route
+        assert route is not None
         try:
-            while chunk := await exchange.read_chunk():
-                ctx.bytes_in += len(chunk)
-                conn.send_body_chunk(chunk)
-        except PayloadTooLarge:
-            conn.close()
-            raise
-        except ConnectionResetError:
-            conn.close()
-            raise ClientGone("client closed the connection while sending the body") from None
-        conn.send_body_chunk(b"")
-
-    @staticmethod
-    def _relay_head(
-        route: CompiledRoute,
-        ctx: RequestContext,
-        exchange: HttpExchange,
-        conn: UpstreamConnection,
-        head: ResponseHead,
-        endpoint: Endpoint,
-    ) -> bool:
-        """Send the response head, and the whole answer when it is already here (the common case,
-        done without another await). True when a body is still to be streamed."""
-        ctx.status = head.status
-        if route.cluster.protocol != "http":
-            _note_load_report(head, endpoint)
-        exchange.send_head(
-            head.status,
-            response_headers(head.headers, route.response_headers, ctx.request_id.encode()),
-            head.content_length,
-            head.reason or None,
-        )
-        if conn.response_complete and not conn.closed:
-            conn.stream_body(_ClientSink(exchange, conn, ctx))
-            exchange.end()
-            conn.release()
-            return False
-        return True
-
-    @staticmethod
-    async def _relay_stream(ctx: RequestContext, exchange: HttpExchange, conn: UpstreamConnection) -> None:
-        """Relay a body as it arrives, pausing the upstream while the client is slower."""
-        exchange.flush()
-        exchange.set_flow_control(conn.pause_reading, conn.resume_reading)
-        try:
-            await conn.stream_body(_ClientSink(exchange, conn, ctx))
-        except UpstreamFailure as failure:
-            ctx.error = failure.message
-            exchange.abort()
-            conn.close()
+            await route.filters.run_response(self.ctx, response)
+        except GatewayError as error:
+            self.fail(error)
             return
-        finally:
-            exchange.set_flow_control(None, None)
-        if exchange.conn.closed:
-            ctx.error = "client closed the connection"
-            conn.close()
-            exchange.abort()
+        self._write_response(response)
+
+    def answer(self, response: Response) -> None:
+        """A filter answered: the answer passes the response filters like any other."""
+        route = self.route
+        assert route is not None
+        self.ctx.status = response.status
+        if route.filters.response_is_sync:
+            route.filters.run_response_sync(self.ctx, response)
+            self._write_response(response)
+        else:
+            self.proxy.spawn(self._respond_async(response))
+
+    def _final_headers(self, response: Response) -> list[tuple[bytes, bytes]]:
+        """A response's headers as the client gets them: the route's header rules applied."""
+        route = self.route
+        assert route is not None
+        rules = route.response_headers
+        headers = [
+            (n.encode("latin-1"), v.encode("latin-1"))
+            for n, v in response.headers
+            if n.encode("latin-1") not in rules.remove
+        ]
+        headers.extend(rules.add_pairs)
+        headers.append((b"x-request-id", self.ctx.request_id.encode()))
+        return headers
+
+    def _write_response(self, response: Response) -> None:
+        self.ctx.status = response.status
+        body = response.body or b""
+        self.exchange.send_head(response.status, self._final_headers(response), len(body))
+        self.exchange.send_body(body)
+        self.exchange.end()
+        self.finish()
+
+    def fail(self, error: GatewayError) -> None:
+        ctx = self.ctx
+        ctx.status = error.status
+        ctx.error = error.message
+        extra = [(b"x-request-id", ctx.request_id.encode())]
+        extra.extend((k.encode(), v.encode()) for k, v in error.headers.items())
+        self.exchange.respond(error.status, error.body(), headers=extra)
+        self.finish()
+
+    def client_gone(self) -> None:
+        self.ctx.status = 499
+        self.ctx.error = "client closed the connection"
+        self.exchange.abort()
+        self.finish()
+
+    def finish(self) -> None:
+        """The logging phase: runs once, whatever happened."""
+        if self.done:
             return
-        exchange.end()
-        conn.release()
+        self.done = True
+        ctx = self.ctx
+        route = self.route
+        if self.admitted and self.cluster is not None:
+            self.cluster.retry.budget.request_finished()
+            self.cluster.breaker.release()
+        ctx.bytes_out = self.exchange.response_bytes
+        total = monotonic() - ctx.started
+        if route is not None:
+            route.metrics.record(ctx, total)
+            if route.filters.on_log:
+                route.filters.run_log(ctx)
+        self.runtime.log_request(ctx, route, total)
+
+
+def _decode_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in headers]
 
 
 def _note_load_report(head: ResponseHead, endpoint: Endpoint) -> None:

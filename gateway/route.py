@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.cluster import ClusterRuntime
+from gateway.filter_chain import FilterChain
 from gateway.http.headers import HeaderRules
 from gateway.observability import RouteMetrics
 from routing.resilience.retry import RetryPolicy
@@ -29,3 +30,4 @@ class CompiledRoute:
     response_headers: HeaderRules
     rewrite: PrefixRewrite | None
     metrics: RouteMetrics
+    filters: FilterChain

@@ -27,6 +27,8 @@ from gateway.config import (
 )
 from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.core.context import RequestContext
+from gateway.filter_chain import FilterTimer
+from gateway.filters_config import build_filters
 from gateway.http.headers import HeaderRules
 from gateway.observability import AccessLog, GatewayMetrics
 from gateway.route import CompiledRoute, PrefixRewrite
@@ -61,14 +63,20 @@ class Runtime:
         for name, cluster in self.clusters.items():
             if name not in self._carried_over:
                 await cluster.start()
+        for route in self.routes:
+            await route.filters.start()
 
     async def stop(self) -> None:
+        for route in self.routes:
+            await route.filters.stop()
         for cluster in self.clusters.values():
             await cluster.stop()
 
     async def stop_replaced(self, successor: Runtime) -> None:
         """Stop the clusters the successor did not carry over. Requests still in flight on them finish
         normally: closing a pool closes only its idle connections, and busy ones close when released."""
+        for route in self.routes:
+            await route.filters.stop()
         for name, cluster in self.clusters.items():
             if successor.clusters.get(name) is not cluster:
                 await cluster.stop()
@@ -210,7 +218,11 @@ def _header_match(name: str, spec: HeaderMatchConfig) -> HeaderMatch:
 
 
 def build_runtime(
-    config: GatewayConfig, metrics: GatewayMetrics, access_log: AccessLog | None, previous: Runtime | None
+    config: GatewayConfig,
+    metrics: GatewayMetrics,
+    access_log: AccessLog | None,
+    previous: Runtime | None,
+    base_dir: Path = Path(),
 ) -> Runtime:
     clusters: dict[str, ClusterRuntime] = {}
     carried: set[str] = set()
@@ -223,6 +235,7 @@ def build_runtime(
             clusters[name] = build_cluster(name, cluster_config, old)
     routes: list[CompiledRoute] = []
     rules: list[RouteRule[CompiledRoute]] = []
+    timer = FilterTimer(metrics.registry)
     for route in config.routes:
         cluster = clusters[route.backend.cluster]
         compiled = CompiledRoute(
@@ -236,6 +249,9 @@ def build_runtime(
             if route.rewrite is not None and route.match.prefix is not None
             else None,
             metrics=metrics.for_route(route.name, cluster.name),
+            filters=build_filters(
+                route, cluster.name, metrics.registry, base_dir, config.state.redis_url, timer
+            ),
         )
         routes.append(compiled)
         rules.append(_route_rule(route, compiled))

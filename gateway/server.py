@@ -18,8 +18,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.admin import build_admin_app
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig
 from gateway.http.listener import HttpServer, ListenerLimits
+from gateway.loading import load_gateway_config
 from gateway.observability import AccessLog, ClusterStateCollector, GatewayMetrics
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime, build_runtime
@@ -36,6 +37,7 @@ class Gateway:
         self, config: GatewayConfig, config_path: Path | None = None, *, watch: bool = False
     ) -> None:
         self.config_path = config_path
+        self.base_dir = config_path.parent if config_path is not None else Path.cwd()
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = GatewayMetrics(self.registry)
         self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
@@ -71,7 +73,9 @@ class Gateway:
 
     async def start(self) -> None:
         config = self._initial_config
-        self._runtime = build_runtime(config, self.metrics, self.access_log, previous=None)
+        self._runtime = build_runtime(
+            config, self.metrics, self.access_log, previous=None, base_dir=self.base_dir
+        )
         await self._runtime.start()
         listen = config.listen
         limits = ListenerLimits(
@@ -106,7 +110,7 @@ class Gateway:
             return ["the gateway was started without a config file"]
         async with self._reload_lock:
             try:
-                config = load_config(self.config_path)
+                config = load_gateway_config(self.config_path)
             except ConfigError as err:
                 self.metrics.reloads.labels("refused").inc()
                 log.error("config reload (%s) refused, keeping the running config:\n%s", source, err)
@@ -118,7 +122,7 @@ class Gateway:
                 or config.access_log != old.config.access_log
             ):
                 log.warning("config reload (%s): listen/admin/access_log changes need a restart", source)
-            new = build_runtime(config, self.metrics, self.access_log, previous=old)
+            new = build_runtime(config, self.metrics, self.access_log, previous=old, base_dir=self.base_dir)
             await new.start()
             for cluster, endpoints in self._registered.items():
                 if cluster in new.clusters:

@@ -1,0 +1,14 @@
+"""Filters chosen per route by name: the explicit map from a name to its factory.
+
+Each built-in filter is a folder (`plugins/<name>/`) exporting `FACTORY`; adding one means adding
+a line here, never registering by import side effect. Third-party filters are named in the config by
+import path (`plugin: mypkg.filters:TenantHeader`) and built through the same factory shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.core.filters import FilterFactory
+
+FACTORIES: Mapping[str, FilterFactory] = {}

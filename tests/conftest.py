@@ -54,14 +54,14 @@ def gateway_config(
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Callable[[dict[str, Any]], Any]:
     """Start an in-process gateway (a real listener on loopback) from a config dict."""
-    from gateway.config import load_config
+    from gateway.loading import load_gateway_config
     from gateway.server import Gateway
 
     @asynccontextmanager
     async def start(config: dict[str, Any]) -> AsyncIterator[Gateway]:
         path = tmp_path / f"gateway-{config['listen']['port']}.yaml"
         path.write_text(yaml.safe_dump(config))
-        gateway = Gateway(load_config(path), path)
+        gateway = Gateway(load_gateway_config(path), path)
         await gateway.start()
         try:
             yield gateway

@@ -291,6 +291,8 @@ class HttpExchange:
 
     def abort(self) -> None:
         """Give up on a response already started: the client sees the connection close."""
+        if self.finished:
+            return
         self._pending = b""
         self.keep_alive = False
         self.finished = True

@@ -94,11 +94,16 @@ def build_request_head(
     scheme: bytes,
     body_length: int | None,
     default_host: str,
+    strip: set[str] | None = None,
+    add: list[tuple[str, str]] | None = None,
 ) -> bytes:
-    """The request line and headers sent upstream. `body_length` None means a chunked body."""
+    """The request line and headers sent upstream. `body_length` None means a chunked body.
+    `strip` and `add` are per-request edits by filters (credentials removed, claims forwarded)."""
     lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
     remove = rules.remove
     connection_named: frozenset[bytes] = frozenset()
+    if strip:
+        remove = remove | {name.encode("latin-1") for name in strip}
     if "connection" in headers:
         # Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1).
         connection_named = frozenset(
@@ -127,6 +132,8 @@ def build_request_head(
     )
     if rules.add:
         lines.append(rules.add)
+    if add:
+        lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in add)
     if body_length is None:
         lines.append(b"transfer-encoding: chunked\r\n\r\n")
     elif body_length or method in ("POST", "PUT", "PATCH"):
@@ -134,6 +141,11 @@ def build_request_head(
     else:
         lines.append(b"\r\n")
     return b"".join(lines)
+
+
+def relayable_headers(upstream: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers without hop-by-hop and framing headers."""
+    return [(n, v) for n, v in upstream if n.lower() not in _RESPONSE_SKIP]
 
 
 def response_headers(

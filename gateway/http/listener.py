@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import httptools
 
@@ -28,7 +28,8 @@ from gateway.http.exchange import REASONS, HttpExchange
 
 log = logging.getLogger("turnout.listener")
 
-Handler = Callable[[HttpExchange], Coroutine[Any, Any, None]]
+Handler = Callable[[HttpExchange], None]
+"""Called once per request when its head is parsed; answers through the exchange, now or later."""
 
 # Pipelined requests queued behind the active one before reading pauses: enough for clients that
 # pipeline, small enough that one connection cannot make the gateway buffer without bound.
@@ -74,6 +75,7 @@ class HttpConnection(asyncio.Protocol):
         "_queue",
         "_raw_headers",
         "_reading_paused",
+        "_ready",
         "_url",
         "_write_paused",
         "accepting",
@@ -95,6 +97,7 @@ class HttpConnection(asyncio.Protocol):
         self._header_count = 0
         self._head_bytes = 0
         self._parsing: HttpExchange | None = None
+        self._ready: HttpExchange | None = None
         self._active: HttpExchange | None = None
         self._queue: deque[HttpExchange] = deque()
         self._reading_paused = False
@@ -142,6 +145,12 @@ class HttpConnection(asyncio.Protocol):
                 self._reject(reject.status, reject.message, reject.code)
             else:
                 self._reject(400, f"malformed HTTP request: {exc}", "bad_request")
+        ready = self._ready
+        if ready is not None:
+            # Started after the whole packet was parsed, so a body that came with the head is
+            # already complete when the handler looks at it.
+            self._ready = None
+            self._start(ready)
 
     def eof_received(self) -> bool:
         self._peer_eof = True
@@ -224,8 +233,8 @@ class HttpConnection(asyncio.Protocol):
             limits.max_body_bytes,
         )
         self._parsing = exchange
-        if self._active is None:
-            self._start(exchange)
+        if self._active is None and self._ready is None:
+            self._ready = exchange
         else:
             self._queue.append(exchange)
             if len(self._queue) >= MAX_PIPELINED:
@@ -250,9 +259,15 @@ class HttpConnection(asyncio.Protocol):
     def _start(self, exchange: HttpExchange) -> None:
         self._active = exchange
         self.deadline = 0.0
-        self.server.start_handler(exchange)
+        self.server.start_exchange(exchange)
+
+    def _start_next(self) -> None:
+        if self._active is None and self._queue and not self.closed:
+            self._start(self._queue.popleft())
+            self._resume_reading()
 
     def exchange_finished(self, exchange: HttpExchange) -> None:
+        self.server.exchange_done()
         if exchange is not self._active:
             return
         self._active = None
@@ -264,8 +279,8 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         if self._queue:
-            self._start(self._queue.popleft())
-            self._resume_reading()
+            # Not started from here: this may run inside the previous answer's callbacks.
+            self.server.loop.call_soon(self._start_next)
             return
         if self._peer_eof or not self.accepting:
             self._close()
@@ -274,6 +289,7 @@ class HttpConnection(asyncio.Protocol):
         self._resume_reading()
 
     def exchange_aborted(self, exchange: HttpExchange) -> None:
+        self.server.exchange_done()
         self._active = None
         self._close()
 
@@ -351,11 +367,17 @@ class HttpServer:
         self.handler = handler
         self.limits = limits
         self.connections: set[HttpConnection] = set()
-        self.handler_tasks: set[asyncio.Task[None]] = set()
+        self.active_exchanges = 0
+        self._drained: asyncio.Event | None = None  # set by drain() while it waits
         self.rejections: dict[int, int] = {}
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
 
     def now(self) -> float:
         assert self._loop is not None
@@ -373,11 +395,18 @@ class HttpServer:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    def start_handler(self, exchange: HttpExchange) -> None:
-        assert self._loop is not None
-        task = self._loop.create_task(self.handler(exchange))
-        self.handler_tasks.add(task)
-        task.add_done_callback(self.handler_tasks.discard)
+    def start_exchange(self, exchange: HttpExchange) -> None:
+        self.active_exchanges += 1
+        try:
+            self.handler(exchange)
+        except Exception:  # a bug must cost one request, not the connection's event loop
+            log.exception("request handler failed")
+            exchange.respond(500, error_body(500, "internal error", "internal"))
+
+    def exchange_done(self) -> None:
+        self.active_exchanges -= 1
+        if self.active_exchanges <= 0 and self._drained is not None:
+            self._drained.set()
 
     def count_rejection(self, status: int) -> None:
         self.rejections[status] = self.rejections.get(status, 0) + 1
@@ -401,18 +430,19 @@ class HttpServer:
             self._server.close()
         for conn in list(self.connections):
             conn.stop_accepting()
-        deadline = self.now() + timeout
-        while self.handler_tasks and self.now() < deadline:
-            await asyncio.wait(set(self.handler_tasks), timeout=max(deadline - self.now(), 0.0))
-        return not self.handler_tasks
+        if self.active_exchanges > 0:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                return False
+        return True
 
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for task in list(self.handler_tasks):
-            task.cancel()
         for conn in list(self.connections):
             conn._close()
         if self._server is not None:

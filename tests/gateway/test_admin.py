@@ -106,12 +106,13 @@ async def test_config_shows_the_effective_config_with_secrets_hidden(
                 "backend": {"cluster": "up"},
                 "filters": [
                     {
-                        "upstream_auth": {
+                        "plugin": "tests.support.plugins:UPSTREAM_AUTH",
+                        "config": {
                             "api_token": "tok-visible-if-leaked",
                             "client_secret": "secret-visible-if-leaked",
                             "nested": {"db_password": "password-visible-if-leaked"},
                             "audience": "fraud",
-                        }
+                        },
                     }
                 ],
             }
@@ -154,7 +155,7 @@ async def test_config_hides_secret_values_that_are_not_strings(
                 "name": "all",
                 "match": {"prefix": "/"},
                 "backend": {"cluster": "up"},
-                "filters": [{"upstream_auth": options}],
+                "filters": [{"plugin": "tests.support.plugins:UPSTREAM_AUTH", "config": options}],
             }
         ],
     )

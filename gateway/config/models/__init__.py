@@ -15,7 +15,7 @@ from gateway.config.models.balancer import (
 from gateway.config.models.cluster import ClusterConfig, PoolDiscoveryConfig
 from gateway.config.models.endpoint import EndpointConfig, join_address, split_address
 from gateway.config.models.filters import FilterSpec
-from gateway.config.models.gateway import GatewayConfig
+from gateway.config.models.gateway import GatewayConfig, StateConfig
 from gateway.config.models.health import HealthCheckConfig, OutlierConfig
 from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenConfig
 from gateway.config.models.match import HeaderMatch, HttpMethod, MatchConfig
@@ -52,6 +52,7 @@ __all__ = [
     "RewriteConfig",
     "RoundRobinBalancer",
     "RouteConfig",
+    "StateConfig",
     "TimeoutsConfig",
     "WeightedRoundRobinBalancer",
     "join_address",

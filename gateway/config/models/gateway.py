@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from gateway.config.models.cluster import ClusterConfig
 from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenConfig
@@ -19,6 +19,27 @@ from gateway.core.config_types import StrictModel
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 
 
+class StateConfig(StrictModel):
+    """Where shared state lives: in this process, or in Redis for several gateway replicas."""
+
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory: each gateway keeps its own; redis: replicas share it."
+    )
+    url: str | None = Field(
+        default=None, description="The Redis URL (redis://host:port/db) when backend is redis."
+    )
+
+    @model_validator(mode="after")
+    def _url_for_redis(self) -> Self:
+        if self.backend == "redis" and not self.url:
+            raise errors_at(type(self).__name__, [(("url",), "backend redis needs a url", self.url)])
+        return self
+
+    @property
+    def redis_url(self) -> str | None:
+        return self.url if self.backend == "redis" else None
+
+
 class GatewayConfig(StrictModel):
     """turnout's configuration: listeners, upstream clusters, and the routes between them."""
 
@@ -29,6 +50,9 @@ class GatewayConfig(StrictModel):
         description="The admin listener (health, metrics, operator actions).",
     )
     access_log: AccessLogConfig = Field(default_factory=AccessLogConfig, description="The access log.")
+    state: StateConfig = Field(
+        default_factory=StateConfig, description="Shared state for rate limits, caches and experiments."
+    )
     clusters: dict[Name, ClusterConfig] = Field(min_length=1, description="Upstream clusters by name.")
     routes: tuple[RouteConfig, ...] = Field(
         min_length=1, description="Routes, tried in order; the first that matches takes the request."

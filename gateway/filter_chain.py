@@ -1,0 +1,176 @@
+"""A route's filters folded into per-phase lists once, when the route is compiled.
+
+A hook is awaited when it is a coroutine function (`async def`); a plain hook returns its result
+directly. The data path asks the chain for each phase only what exists: no empty hook is called,
+and each hook is known in advance to be plain or a coroutine, so a chain of plain filters never
+leaves the synchronous fast path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from gateway.core.context import RequestContext
+from gateway.core.filters import Decision, Filter, Response
+
+log = logging.getLogger("turnout.filters")
+
+RequestHook = Callable[[RequestContext], Any]
+ResponseHook = Callable[[RequestContext, Response], Any]
+LogHook = Callable[[RequestContext], None]
+
+
+def _overrides(filter_: Filter, method: str) -> bool:
+    return getattr(type(filter_), method) is not getattr(Filter, method)
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One filter's hook in one phase."""
+
+    filter: Filter
+    hook: Callable[..., Any]
+    is_async: bool
+
+
+class FilterTimer:
+    """Time spent per filter and phase, observed into one histogram (labels resolved once)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self._histogram: Histogram | None = None
+        if registry is not None:
+            existing = getattr(registry, "_names_to_collectors", {}).get("turnout_filter_seconds")
+            self._histogram = existing or Histogram(
+                "turnout_filter_seconds",
+                "Time spent in each filter phase",
+                ["route", "filter", "phase"],
+                buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
+                registry=registry,
+            )
+
+    def child(self, route: str, name: str, phase: str) -> Histogram | None:
+        return None if self._histogram is None else self._histogram.labels(route, name, phase)
+
+
+class FilterChain:
+    """The compiled filters of one route."""
+
+    __slots__ = (
+        "_timers",
+        "filters",
+        "needs_request_body",
+        "needs_response_body",
+        "on_log",
+        "on_request",
+        "on_response",
+    )
+
+    def __init__(self, filters: Sequence[Filter], route: str = "", timer: FilterTimer | None = None) -> None:
+        self.filters = tuple(filters)
+        self.on_request = tuple(
+            Phase(f, f.on_request, inspect.iscoroutinefunction(f.on_request))
+            for f in self.filters
+            if _overrides(f, "on_request")
+        )
+        # Response phases run in reverse order, like unwinding a stack (Envoy's encoder filters).
+        self.on_response = tuple(
+            Phase(f, f.on_response, inspect.iscoroutinefunction(f.on_response))
+            for f in reversed(self.filters)
+            if _overrides(f, "on_response")
+        )
+        self.on_log = tuple(f.on_log for f in self.filters if _overrides(f, "on_log"))
+        self.needs_request_body = any(f.needs_request_body for f in self.filters)
+        self.needs_response_body = any(f.needs_response_body for f in self.filters)
+        self._timers: dict[tuple[str, str], Histogram] = {}
+        if timer is not None:
+            for f in self.filters:
+                for phase in ("request", "response"):
+                    child = timer.child(route, f.name, phase)
+                    if child is not None:
+                        self._timers[(f.name, phase)] = child
+
+    @property
+    def empty(self) -> bool:
+        return not self.filters
+
+    def run_request_sync(self, ctx: RequestContext, start: int = 0) -> tuple[Decision, int]:
+        """Run request hooks from `start` until one answers or one must be awaited.
+        Returns (answer or None, index of the first hook not run: len(on_request) when all ran)."""
+        hooks = self.on_request
+        for index in range(start, len(hooks)):
+            phase = hooks[index]
+            if phase.is_async:
+                return None, index
+            began = time.perf_counter()
+            decision = phase.hook(ctx)
+            self._observe(phase.filter.name, "request", began)
+            if decision is not None:
+                return cast(Decision, decision), index + 1
+        return None, len(hooks)
+
+    async def run_request(self, ctx: RequestContext, start: int) -> Decision:
+        """Run the remaining request hooks, awaiting where needed."""
+        hooks = self.on_request
+        index = start
+        while index < len(hooks):
+            phase = hooks[index]
+            began = time.perf_counter()
+            decision = phase.hook(ctx)
+            if phase.is_async:
+                decision = await cast(Awaitable[Decision], decision)
+            self._observe(phase.filter.name, "request", began)
+            if decision is not None:
+                return cast(Decision, decision)
+            index += 1
+            decision, index = self.run_request_sync(ctx, index)
+            if decision is not None:
+                return decision
+        return None
+
+    @property
+    def response_is_sync(self) -> bool:
+        return not any(p.is_async for p in self.on_response)
+
+    def run_response_sync(self, ctx: RequestContext, response: Response) -> None:
+        for phase in self.on_response:
+            began = time.perf_counter()
+            phase.hook(ctx, response)
+            self._observe(phase.filter.name, "response", began)
+
+    async def run_response(self, ctx: RequestContext, response: Response) -> None:
+        for phase in self.on_response:
+            began = time.perf_counter()
+            result = phase.hook(ctx, response)
+            if phase.is_async:
+                await result
+            self._observe(phase.filter.name, "response", began)
+
+    def run_log(self, ctx: RequestContext) -> None:
+        for hook in self.on_log:
+            try:
+                hook(ctx)
+            except Exception:  # a logging hook must never break the request it describes
+                log.exception("filter logging phase failed")
+
+    def _observe(self, name: str, phase: str, began: float) -> None:
+        timer = self._timers.get((name, phase))
+        if timer is not None:
+            timer.observe(time.perf_counter() - began)
+
+    async def start(self) -> None:
+        for f in self.filters:
+            await f.start()
+
+    async def stop(self) -> None:
+        for f in reversed(self.filters):
+            try:
+                await f.stop()
+            except Exception:
+                log.exception("filter %s failed to stop", f.name)
