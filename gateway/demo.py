@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +71,17 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
+def _taken_ports() -> list[int]:
+    """The demo's ports that something else already listens on."""
+    ports = [8080, 9901, *(p for worker in WORKERS for p in worker[:2])]
+    taken = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                taken.append(port)
+    return taken
+
+
 def build_models() -> None:
     print("building the demo models (once) ...", flush=True)
     subprocess.run(
@@ -114,6 +126,14 @@ Ctrl-C stops everything.
 
 
 def main() -> int:
+    taken = _taken_ports()
+    if taken:
+        print(
+            f"turnout demo: ports already in use: {', '.join(map(str, taken))} "
+            "(another demo or gateway is running? stop it first)",
+            file=sys.stderr,
+        )
+        return 1
     if not (MODELS / "risk").is_dir():
         build_models()
     ACCESS_LOG.parent.mkdir(exist_ok=True)

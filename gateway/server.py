@@ -77,6 +77,29 @@ class Gateway:
             config, self.metrics, self.access_log, previous=None, base_dir=self.base_dir
         )
         await self._runtime.start()
+        try:
+            await self._open_listeners(config)
+        except BaseException:
+            # A port already taken: close what started (health checks, pools) before failing.
+            if self.listener is not None:
+                await self.listener.close()
+            if self._admin_runner is not None:
+                await self._admin_runner.cleanup()
+            await self._runtime.stop()
+            raise
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        if self._watch and self.config_path is not None:
+            self._tasks.append(asyncio.create_task(self._watch_config()))
+        self.ready = True
+        log.info(
+            "turnout listening on %s:%d, admin on %s:%d",
+            config.listen.host,
+            self.data_port,
+            config.admin.host,
+            self.admin_port,
+        )
+
+    async def _open_listeners(self, config: GatewayConfig) -> None:
         listen = config.listen
         limits = ListenerLimits(
             listen.max_header_bytes,
@@ -92,17 +115,6 @@ class Gateway:
         self._admin_runner = web.AppRunner(build_admin_app(self, admin.token), access_log=None)
         await self._admin_runner.setup()
         await web.TCPSite(self._admin_runner, admin.host, admin.port).start()
-        self._tasks.append(asyncio.create_task(self._housekeeping()))
-        if self._watch and self.config_path is not None:
-            self._tasks.append(asyncio.create_task(self._watch_config()))
-        self.ready = True
-        log.info(
-            "turnout listening on %s:%d, admin on %s:%d",
-            listen.host,
-            self.data_port,
-            admin.host,
-            self.admin_port,
-        )
 
     async def reload(self, source: str) -> list[str]:
         """Load the config file again and swap it in; returns the errors when it is refused."""
