@@ -17,11 +17,14 @@ from routing.endpoints import Endpoint
 
 
 def reported_load(endpoint: Endpoint) -> int:
-    """Queue depth if reported, else reported in-flight, else the gateway's own in-flight count."""
+    """The backlog the endpoint last reported (queue depth, else in-flight count) plus what this
+    gateway has in flight to it now. A report is only as fresh as the endpoint's last answer: a
+    saturated endpoint answers late, so without our own in-flight count its last "idle" report
+    would keep attracting traffic."""
     if endpoint.queue_depth is not None:
-        return endpoint.queue_depth
+        return endpoint.queue_depth + endpoint.inflight
     if endpoint.reported_inflight is not None:
-        return endpoint.reported_inflight
+        return endpoint.reported_inflight + endpoint.inflight
     return endpoint.inflight
 
 

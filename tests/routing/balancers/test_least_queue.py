@@ -29,14 +29,14 @@ def test_shares_follow_reported_depth_across_many_endpoints() -> None:
     assert 0.47 < seen[id(eps[0])] / 8000 < 0.53
 
 
-def test_load_falls_back_to_reported_inflight_then_own_inflight() -> None:
+def test_load_is_the_reported_backlog_plus_own_inflight() -> None:
     ep = members(1)[0]
     ep.inflight = 7
     assert reported_load(ep) == 7
     ep.reported_inflight = 2
-    assert reported_load(ep) == 2
+    assert reported_load(ep) == 2 + 7
     ep.queue_depth = 5
-    assert reported_load(ep) == 5
+    assert reported_load(ep) == 5 + 7  # the queue depth wins over the reported in-flight count
 
 
 def test_endpoints_without_reports_are_judged_by_own_inflight() -> None:
