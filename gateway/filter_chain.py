@@ -13,12 +13,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
-
-from prometheus_client import CollectorRegistry, Histogram
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from gateway.core.context import RequestContext
 from gateway.core.filters import Decision, Filter, Response
+
+if TYPE_CHECKING:
+    from gateway.observability import FastHistogram
 
 log = logging.getLogger("turnout.filters")
 
@@ -40,23 +41,10 @@ class Phase:
     is_async: bool
 
 
-class FilterTimer:
-    """Time spent per filter and phase, observed into one histogram (labels resolved once)."""
+class FilterTimer(Protocol):
+    """Where filter phases report their duration (the gateway's metrics, lock-free histograms)."""
 
-    def __init__(self, registry: CollectorRegistry | None) -> None:
-        self._histogram: Histogram | None = None
-        if registry is not None:
-            existing = getattr(registry, "_names_to_collectors", {}).get("turnout_filter_seconds")
-            self._histogram = existing or Histogram(
-                "turnout_filter_seconds",
-                "Time spent in each filter phase",
-                ["route", "filter", "phase"],
-                buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
-                registry=registry,
-            )
-
-    def child(self, route: str, name: str, phase: str) -> Histogram | None:
-        return None if self._histogram is None else self._histogram.labels(route, name, phase)
+    def filter_histogram(self, route: str, name: str, phase: str) -> FastHistogram: ...
 
 
 class FilterChain:
@@ -88,13 +76,11 @@ class FilterChain:
         self.on_log = tuple(f.on_log for f in self.filters if _overrides(f, "on_log"))
         self.needs_request_body = any(f.needs_request_body for f in self.filters)
         self.needs_response_body = any(f.needs_response_body for f in self.filters)
-        self._timers: dict[tuple[str, str], Histogram] = {}
+        self._timers: dict[tuple[str, str], FastHistogram] = {}
         if timer is not None:
             for f in self.filters:
                 for phase in ("request", "response"):
-                    child = timer.child(route, f.name, phase)
-                    if child is not None:
-                        self._timers[(f.name, phase)] = child
+                    self._timers[(f.name, phase)] = timer.filter_histogram(route, f.name, phase)
 
     @property
     def empty(self) -> bool:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 # to 30 s for LLM-style streams.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# Filter phases run in microseconds; a slow one (a remote key fetch) in milliseconds.
+FILTER_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5)
 
 
 class FastHistogram:
@@ -89,6 +91,8 @@ class GatewayMetrics(Collector):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._routes: dict[tuple[str, str], RouteMetrics] = {}
+        self._filters: dict[tuple[str, str, str], FastHistogram] = {}
+        self.listener_rejections: Callable[[], dict[int, int]] = dict
         self.unrouted = Counter(
             "turnout_unrouted_requests", "Requests that matched no route", registry=registry
         )
@@ -103,6 +107,14 @@ class GatewayMetrics(Collector):
         if metrics is None:
             metrics = self._routes[key] = RouteMetrics(route, cluster)
         return metrics
+
+    def filter_histogram(self, route: str, name: str, phase: str) -> FastHistogram:
+        """Time spent in one filter's phase on one route (kept across reloads)."""
+        key = (route, name, phase)
+        histogram = self._filters.get(key)
+        if histogram is None:
+            histogram = self._filters[key] = FastHistogram(FILTER_BUCKETS)
+        return histogram
 
     def collect(self) -> Iterator[Any]:
         requests = CounterMetricFamily(
@@ -127,7 +139,19 @@ class GatewayMetrics(Collector):
             duration.add_metric([route, cluster], m.duration.cumulative(), m.duration.sum)
             upstream.add_metric([route, cluster], m.upstream_duration.cumulative(), m.upstream_duration.sum)
             retries.add_metric([route, cluster], float(m.retries))
-        yield from (requests, duration, upstream, retries)
+        filters = HistogramMetricFamily(
+            "turnout_filter_seconds", "Time spent in each filter phase", labels=["route", "filter", "phase"]
+        )
+        for (route, name, phase), histogram in list(self._filters.items()):
+            filters.add_metric([route, name, phase], histogram.cumulative(), histogram.sum)
+        rejections = CounterMetricFamily(
+            "turnout_listener_rejections",
+            "Requests refused by the listener before routing (malformed, too large, too slow)",
+            labels=["status"],
+        )
+        for status, count in sorted(self.listener_rejections().items()):
+            rejections.add_metric([str(status)], float(count))
+        yield from (requests, duration, upstream, retries, filters, rejections)
 
 
 class ClusterStateCollector(Collector):
@@ -138,7 +162,9 @@ class ClusterStateCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         healthy = GaugeMetricFamily(
-            "turnout_endpoint_healthy", "1 when the endpoint takes traffic", labels=["cluster", "endpoint"]
+            "turnout_endpoint_healthy",
+            "1 when available: healthy, not ejected, not drained",
+            labels=["cluster", "endpoint"],
         )
         inflight = GaugeMetricFamily(
             "turnout_endpoint_inflight", "Requests in flight to the endpoint", labels=["cluster", "endpoint"]

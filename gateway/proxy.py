@@ -140,6 +140,7 @@ class ProxyRequest:
             ctx.status = 404
             exchange.respond(404, _NOT_FOUND_BODY, headers=((b"x-request-id", ctx.request_id.encode()),))
             self.runtime.metrics.unrouted.inc()
+            ctx.bytes_out = exchange.response_bytes
             self.done = True
             self.runtime.log_request(ctx, None, monotonic() - ctx.started)
             return
@@ -250,8 +251,8 @@ class ProxyRequest:
     def _request_head(self, route: CompiledRoute, endpoint: Endpoint) -> bytes:
         exchange = self.exchange
         target = exchange.path if route.rewrite is None else route.rewrite.apply(exchange.path)
-        if exchange.query:
-            target = f"{target}?{exchange.query}"
+        if self.ctx.query:  # a filter may have removed a parameter (a token) from ctx.query
+            target = f"{target}?{self.ctx.query}"
         state = self.ctx.state
         return build_request_head(
             exchange.method,

@@ -17,7 +17,14 @@ class PrefixRewrite:
     replacement: str
 
     def apply(self, path: str) -> str:
-        return self.replacement + path[len(self.prefix) :] if path.startswith(self.prefix) else path
+        """Replace the matched prefix; a slash is never doubled ("/api" -> "/" makes "/api/x" "/x")."""
+        if not path.startswith(self.prefix):
+            return path
+        rest = path[len(self.prefix) :]
+        if self.replacement.endswith("/") and rest.startswith("/"):
+            rest = rest[1:]
+        rewritten = self.replacement + rest
+        return rewritten if rewritten.startswith("/") else "/" + rewritten
 
 
 @dataclass(eq=False, slots=True)

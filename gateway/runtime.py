@@ -27,7 +27,6 @@ from gateway.config import (
 )
 from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.core.context import RequestContext
-from gateway.filter_chain import FilterTimer
 from gateway.filters_config import build_filters
 from gateway.http.headers import HeaderRules
 from gateway.observability import AccessLog, GatewayMetrics
@@ -113,11 +112,15 @@ def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | N
         else:
             dns_names.append((host, port, entry.weight))
     outlier = config.outlier
-    detector = OutlierDetector(
-        consecutive_failures=outlier.consecutive_failures,
-        base_ejection_time=outlier.base_ejection_time,
-        max_ejection_time=outlier.max_ejection_time,
-        max_ejection_percent=outlier.max_ejection_percent,
+    detector = (
+        OutlierDetector(
+            consecutive_failures=outlier.consecutive_failures,
+            base_ejection_time=outlier.base_ejection_time,
+            max_ejection_time=outlier.max_ejection_time,
+            max_ejection_percent=outlier.max_ejection_percent,
+        )
+        if outlier.consecutive_failures > 0  # 0 turns ejection off
+        else None
     )
     endpoint_set = EndpointSet(
         name,
@@ -235,7 +238,6 @@ def build_runtime(
             clusters[name] = build_cluster(name, cluster_config, old)
     routes: list[CompiledRoute] = []
     rules: list[RouteRule[CompiledRoute]] = []
-    timer = FilterTimer(metrics.registry)
     for route in config.routes:
         cluster = clusters[route.backend.cluster]
         compiled = CompiledRoute(
@@ -250,7 +252,7 @@ def build_runtime(
             else None,
             metrics=metrics.for_route(route.name, cluster.name),
             filters=build_filters(
-                route, cluster.name, metrics.registry, base_dir, config.state.redis_url, timer
+                route, cluster.name, metrics.registry, base_dir, config.state.redis_url, metrics
             ),
         )
         routes.append(compiled)

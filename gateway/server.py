@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class Gateway:
         self.base_dir = config_path.parent if config_path is not None else Path.cwd()
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = GatewayMetrics(self.registry)
-        self.access_log = AccessLog(config.access_log.path) if config.access_log.enabled else None
+        self.access_log: AccessLog | None = None
         self._initial_config = config
         self._watch = watch
         self._runtime: Runtime | None = None
@@ -73,6 +74,8 @@ class Gateway:
 
     async def start(self) -> None:
         config = self._initial_config
+        if config.access_log.enabled:
+            self.access_log = AccessLog(config.access_log.path)
         self._runtime = build_runtime(
             config, self.metrics, self.access_log, previous=None, base_dir=self.base_dir
         )
@@ -110,6 +113,7 @@ class Gateway:
         )
         proxy = Proxy(lambda: self.runtime)
         self.listener = HttpServer(proxy.handle, limits)
+        self.metrics.listener_rejections = lambda: dict(self.listener.rejections) if self.listener else {}
         await self.listener.start(listen.host, listen.port, listen.backlog)
         admin = config.admin
         self._admin_runner = web.AppRunner(build_admin_app(self, admin.token), access_log=None)
@@ -173,11 +177,16 @@ class Gateway:
                     cluster.close_idle(now)
 
     async def _watch_config(self) -> None:
+        """Reload when the config file changes. The directory is watched, not the file: editors that
+        save by writing a new file and renaming it over the old one replace the watched inode."""
         from watchfiles import awatch
 
         assert self.config_path is not None
-        async for _ in awatch(self.config_path, stop_event=None):
-            await self.reload("file change")
+        # abspath and dirname only edit strings: nothing here blocks.
+        target = os.path.abspath(self.config_path)  # noqa: ASYNC240
+        async for changes in awatch(os.path.dirname(target)):
+            if any(os.path.abspath(changed) == target for _, changed in changes):  # noqa: ASYNC240
+                await self.reload("file change")
 
     async def shutdown(self, drain_timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (up to the drain timeout), then close."""

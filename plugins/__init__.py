@@ -10,5 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.core.filters import FilterFactory
+from plugins import auth_apikey, auth_jwt, authz, cors, transform
 
-FACTORIES: Mapping[str, FilterFactory] = {}
+FACTORIES: Mapping[str, FilterFactory] = {
+    "auth_apikey": auth_apikey.FACTORY,
+    "auth_jwt": auth_jwt.FACTORY,
+    "authz": authz.FACTORY,
+    "cors": cors.FACTORY,
+    "transform": transform.FACTORY,
+}

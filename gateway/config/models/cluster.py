@@ -29,6 +29,10 @@ EndpointEntry = Annotated[
 ]
 
 
+# Balancers that can scale an endpoint's weight while it ramps up.
+_SLOW_START_BALANCERS = ("round_robin", "weighted_round_robin", "random", "least_request")
+
+
 class PoolDiscoveryConfig(StrictModel):
     """Endpoints announced by a worker pool (`turnout workers --announce FILE`)."""
 
@@ -88,6 +92,16 @@ class ClusterConfig(StrictModel):
     circuit_breaker: CircuitBreakerConfig = Field(
         default_factory=CircuitBreakerConfig, description="Caps on the load sent to this cluster."
     )
+
+    @model_validator(mode="after")
+    def _slow_start_balancer(self) -> Self:
+        if self.slow_start > 0 and self.balancer.type not in _SLOW_START_BALANCERS:
+            message = (
+                f"slow start needs a balancer that weights endpoints ({', '.join(_SLOW_START_BALANCERS)}),"
+                f" not {self.balancer.type}"
+            )
+            raise errors_at(type(self).__name__, [(("slow_start",), message, self.slow_start)])
+        return self
 
     @model_validator(mode="after")
     def _has_endpoints(self) -> Self:

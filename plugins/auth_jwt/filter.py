@@ -1,0 +1,103 @@
+"""JWT authentication: verify the request's token and set its principal and forwarded claims."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from prometheus_client import Counter
+
+from gateway.core.context import RequestContext
+from gateway.core.errors import ServiceUnavailable
+from gateway.core.filters import Decision, Filter, Response
+from plugins._bearer import BearerChallenge
+from plugins._request_headers import remove_request_header, set_request_header
+from plugins.auth_jwt.jwks import JwksKeySet
+from plugins.auth_jwt.token_source import TokenSource
+from plugins.auth_jwt.verifier import TokenRejected, TokenVerifier
+
+DECISIONS = ("allow", "anonymous", "missing", "invalid", "unavailable", "already_authenticated")
+
+
+class JwtFilter(Filter):
+    """Authenticates a request by a signed JWT; answers 401 saying why a token is refused.
+
+    Verified claims are kept in `ctx.state["auth_jwt"]` for the filters after this one. A request
+    that an earlier filter already authenticated passes untouched."""
+
+    name = "auth_jwt"
+    __slots__ = (
+        "_challenge",
+        "_count",
+        "_forwarded_headers",
+        "_missing",
+        "_optional",
+        "_remote_keys",
+        "_session",
+        "_source",
+        "_verifier",
+    )
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        source: TokenSource,
+        *,
+        remote_keys: list[JwksKeySet],
+        forwarded_headers: tuple[str, ...],
+        optional: bool,
+        realm: str,
+        counters: dict[str, Counter],
+    ) -> None:
+        self._verifier = verifier
+        self._source = source
+        self._remote_keys = remote_keys
+        self._forwarded_headers = forwarded_headers
+        self._optional = optional
+        self._challenge = BearerChallenge(realm)
+        self._missing = self._challenge.missing("a bearer token is required")
+        self._count = counters
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._remote_keys:
+            self._session = aiohttp.ClientSession()
+            await asyncio.gather(*(keys.start(self._session) for keys in self._remote_keys))
+
+    async def stop(self) -> None:
+        for keys in reversed(self._remote_keys):
+            await keys.stop()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def on_request(self, ctx: RequestContext) -> Decision:
+        # Identity headers come only from a verified token, never from the client.
+        for header in self._forwarded_headers:
+            remove_request_header(ctx, header)
+        token = self._source.take(ctx)  # also removes it from the upstream request, unless forwarded
+        if ctx.principal is not None:
+            # An earlier authentication filter already knows the caller (a route accepting a key or
+            # a token chains both, the first that succeeds decides).
+            self._count["already_authenticated"].inc()
+            return None
+        if token is None:
+            if self._optional:
+                self._count["anonymous"].inc()
+                return None
+            self._count["missing"].inc()
+            return self._missing.response()
+        try:
+            verified = await self._verifier.verify(token)
+        except TokenRejected as rejected:
+            if rejected.unavailable:
+                self._count["unavailable"].inc()
+                return Response.error(ServiceUnavailable.status, rejected.reason, ServiceUnavailable.code)
+            self._count["invalid"].inc()
+            return self._challenge.invalid(rejected.reason).response()
+        ctx.principal = verified.principal
+        ctx.state[self.name] = verified.claims
+        for header, value in verified.forwarded:
+            set_request_header(ctx, header, value)
+        self._count["allow"].inc()
+        return None
