@@ -115,6 +115,7 @@ class ProxyRequest:
         )
         ctx.request_id = request_id_of(headers)
         ctx.host = headers.get("host", "")
+        ctx.tls_subject = exchange.conn.tls_subject
         self.route: CompiledRoute | None = None
         self.cluster: ClusterRuntime | None = None
         self.endpoint: Endpoint | None = None

@@ -13,13 +13,14 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.admin import build_admin_app
-from gateway.config import ConfigError, GatewayConfig
+from gateway.config import ConfigError, GatewayConfig, TlsConfig
 from gateway.http.listener import HttpServer, ListenerLimits
 from gateway.loading import load_gateway_config
 from gateway.observability import AccessLog, ClusterStateCollector, GatewayMetrics
@@ -111,8 +112,9 @@ class Gateway:
             listen.header_timeout,
             listen.idle_timeout,
         )
-        proxy = Proxy(lambda: self.runtime)
-        self.listener = HttpServer(proxy.handle, limits)
+        tls = build_tls_context(listen.tls, self.base_dir) if listen.tls is not None else None
+        proxy = Proxy(lambda: self.runtime, b"https" if tls is not None else b"http")
+        self.listener = HttpServer(proxy.handle, limits, tls)
         self.metrics.listener_rejections = lambda: dict(self.listener.rejections) if self.listener else {}
         await self.listener.start(listen.host, listen.port, listen.backlog)
         admin = config.admin
@@ -220,6 +222,17 @@ class Gateway:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP")))
         await self.start()
         await self.stopped.wait()
+
+
+def build_tls_context(tls: TlsConfig, base_dir: Path) -> ssl.SSLContext:
+    """The listener's TLS settings; files are relative to the config file's directory."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(base_dir / tls.cert, base_dir / tls.key)
+    if tls.client_cert != "none":
+        assert tls.client_ca is not None
+        context.load_verify_locations(base_dir / tls.client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED if tls.client_cert == "require" else ssl.CERT_OPTIONAL
+    return context
 
 
 def _add_endpoint(runtime: Runtime, cluster: str, address: str, weight: int) -> str | None:

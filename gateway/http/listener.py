@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class HttpConnection(asyncio.Protocol):
         "closed",
         "deadline",
         "server",
+        "tls_subject",
         "transport",
     )
 
@@ -107,6 +109,7 @@ class HttpConnection(asyncio.Protocol):
         self._peer_eof = False
         self.closed = False
         self.accepting = True
+        self.tls_subject: str | None = None
         # Monotonic deadline for the sweeper: the head-read timeout while a head is awaited,
         # the idle timeout between requests, 0 while a request is being handled.
         self.deadline = 0.0
@@ -118,6 +121,8 @@ class HttpConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else ""
+        if self.server.tls:
+            self.tls_subject = certificate_subject(transport.get_extra_info("peercert"))
         self.server.connections.add(self)
         self.deadline = self.server.now() + self.server.limits.header_timeout
 
@@ -360,12 +365,35 @@ class HttpConnection(asyncio.Protocol):
             self._close()
 
 
+# Short names of the certificate subject attributes, as in RFC 4514 strings.
+_SUBJECT_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+}
+
+
+def certificate_subject(peercert: object) -> str | None:
+    """The verified client certificate's subject as "CN=alice,O=acme", or None without one."""
+    if not isinstance(peercert, dict) or not peercert.get("subject"):
+        return None
+    parts = []
+    for rdn in peercert["subject"]:
+        for key, value in rdn:
+            parts.append(f"{_SUBJECT_NAMES.get(key, key)}={value}")
+    return ",".join(parts)
+
+
 class HttpServer:
     """Owns the listening socket, its connections and the timeout sweeper."""
 
-    def __init__(self, handler: Handler, limits: ListenerLimits) -> None:
+    def __init__(self, handler: Handler, limits: ListenerLimits, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
         self.limits = limits
+        self.tls = tls
         self.connections: set[HttpConnection] = set()
         self.active_exchanges = 0
         self._drained: asyncio.Event | None = None  # set by drain() while it waits
@@ -386,7 +414,7 @@ class HttpServer:
     async def start(self, host: str, port: int, backlog: int = 1024) -> None:
         self._loop = asyncio.get_running_loop()
         self._server = await self._loop.create_server(
-            lambda: HttpConnection(self), host, port, backlog=backlog, reuse_address=True
+            lambda: HttpConnection(self), host, port, backlog=backlog, reuse_address=True, ssl=self.tls
         )
         self._sweeper = asyncio.create_task(self._sweep())
 

@@ -17,7 +17,7 @@ from gateway.config.models.endpoint import EndpointConfig, join_address, split_a
 from gateway.config.models.filters import FilterSpec
 from gateway.config.models.gateway import GatewayConfig, StateConfig
 from gateway.config.models.health import HealthCheckConfig, OutlierConfig
-from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenConfig
+from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenConfig, TlsConfig
 from gateway.config.models.match import HeaderMatch, HttpMethod, MatchConfig
 from gateway.config.models.resilience import CircuitBreakerConfig, RetryConfig, RetryOn, TimeoutsConfig
 from gateway.config.models.route import BackendConfig, HeaderEdits, RewriteConfig, RouteConfig
@@ -54,6 +54,7 @@ __all__ = [
     "RouteConfig",
     "StateConfig",
     "TimeoutsConfig",
+    "TlsConfig",
     "WeightedRoundRobinBalancer",
     "join_address",
     "split_address",

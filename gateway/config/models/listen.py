@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -18,6 +18,30 @@ DEFAULT_MAX_HEADERS = 100
 # Big enough for batched tabular or small image tensors as JSON; larger payloads should use the
 # binary tensor extension or raise this deliberately.
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class TlsConfig(StrictModel):
+    """TLS on the public listener, with optional mutual TLS (client certificates)."""
+
+    cert: str = Field(min_length=1, description="PEM certificate chain of the gateway.")
+    key: str = Field(min_length=1, description="PEM private key of the gateway.")
+    client_ca: str | None = Field(
+        default=None, description="PEM CA bundle that client certificates must chain to (mutual TLS)."
+    )
+    client_cert: Literal["none", "optional", "require"] = Field(
+        default="none",
+        description="Ask clients for a certificate: none, optional (verified when sent), or require. "
+        "A verified certificate's subject becomes the request's TLS identity (see authz tls_subjects).",
+    )
+
+    @model_validator(mode="after")
+    def _ca_for_client_certs(self) -> Self:
+        if self.client_cert != "none" and not self.client_ca:
+            raise errors_at(
+                type(self).__name__,
+                [(("client_ca",), "client certificates need a client_ca to verify them", self.client_ca)],
+            )
+        return self
 
 
 class ListenConfig(StrictModel):
@@ -62,6 +86,7 @@ class ListenConfig(StrictModel):
         ge=1,
         description="Listen backlog: connections the kernel queues before the gateway accepts them.",
     )
+    tls: TlsConfig | None = Field(default=None, description="Serve HTTPS (and mutual TLS) when set.")
 
 
 class AdminConfig(StrictModel):
