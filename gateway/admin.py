@@ -166,6 +166,23 @@ async def remove_endpoint(request: web.Request) -> web.Response:
     return _json({"cluster": name, "endpoint": address, "registered": False})
 
 
+async def invalidate_cache(request: web.Request) -> web.Response:
+    """Drop cached answers of one model (?model=NAME) or of every model, on every caching route."""
+    gateway = request.app[GATEWAY_KEY]
+    model = request.query.get("model") or None
+    removed = 0
+    caches = 0
+    for route in gateway.runtime.routes:
+        for filter_ in route.filters.filters:
+            invalidate = getattr(filter_, "invalidate", None)
+            if invalidate is not None:
+                caches += 1
+                removed += int(await invalidate(model))
+    if not caches:
+        return _error(404, "no route has a cache filter")
+    return _json({"model": model, "removed": removed})
+
+
 def build_admin_app(gateway: Gateway, token: str) -> web.Application:
     middlewares = [_errors_as_json]
     if token:
@@ -178,6 +195,7 @@ def build_admin_app(gateway: Gateway, token: str) -> web.Application:
     app.router.add_get("/admin/config", config)
     app.router.add_get("/admin/clusters", clusters)
     app.router.add_post("/admin/reload", reload)
+    app.router.add_post("/admin/cache/invalidate", invalidate_cache)
     app.router.add_post("/admin/clusters/{cluster}/endpoints", add_endpoint)
     app.router.add_delete("/admin/clusters/{cluster}/endpoints/{address}", remove_endpoint)
     app.router.add_post(

@@ -1,0 +1,97 @@
+"""Sending one batch upstream and answering each of its members.
+
+The members' inputs are merged into one request, sent through the cluster's `send`, and the answer
+is split back by row counts. When the call fails, every member gets the same failure: an upstream
+error status comes back to each member with the upstream's body; an exception (no answer) is raised
+to each member as a `GatewayError`. A member whose caller went away meanwhile is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.core.errors import BadGateway, GatewayError, ServiceUnavailable
+from plugins.batching.lane import BatchLane
+from plugins.batching.member import BatchAnswer, Member, fail_members
+from plugins.batching.payload import MemberBody
+
+# Upstream headers that still describe a failed answer once it is copied to each member.
+_KEPT_ON_FAILURE: Final = ("content-type", "retry-after")
+
+
+@dataclass(slots=True)
+class Batch:
+    id: int
+    members: list[Member]
+    rows: int
+    dispatched: float
+    """time.monotonic() when the batch left its queue."""
+    epoch: int
+    """The adaptive controller's epoch when the batch was formed."""
+    holds_slot: bool = True
+    """Until the upstream call ends: the batch holds one of its cluster's in-flight slots."""
+
+
+def settle(lane: BatchLane, batch: Batch) -> None:
+    """After the send task ended by any way, even cancelled before it started: release the slot
+    and fail the members nobody answered, so no caller waits forever."""
+    if batch.holds_slot:
+        batch.holds_slot = False
+        lane.slots.release()
+    fail_members(batch.members, ServiceUnavailable("the gateway stopped before the batch was answered"))
+
+
+async def send_batch(lane: BatchLane, batch: Batch) -> None:
+    """Send `batch` (holding one of `lane.slots`, released here) and settle every member."""
+    members = batch.members
+    payloads = [member.payload for member in members]
+    metrics = lane.metrics
+    try:
+        try:
+            encoded = payloads[0].format.merge(payloads)
+            started = time.monotonic()
+            status, raw_headers, body = await lane.upstream.send(
+                lane.path, encoded.body, encoded.content_type, encoded.headers
+            )
+            latency = time.monotonic() - started
+        finally:
+            batch.holds_slot = False
+            lane.slots.release()
+        metrics.upstream_latency.observe(latency)
+        lane.observe(latency, batch.rows, batch.epoch)
+        headers = {name.lower(): value for name, value in raw_headers.items()}
+        if 200 <= status < 300:
+            shares = payloads[0].format.split(headers, body, payloads)
+        else:
+            metrics.upstream_failures.inc()
+            kept = tuple((name, headers[name]) for name in _KEPT_ON_FAILURE if name in headers)
+            shares = [MemberBody(kept, body)] * len(members)
+    except asyncio.CancelledError:
+        fail_members(members, ServiceUnavailable("the gateway stopped before the batch was answered"))
+        raise
+    except GatewayError as exc:
+        metrics.upstream_failures.inc()
+        fail_members(members, exc)
+        return
+    except Exception as exc:
+        metrics.upstream_failures.inc()
+        fail_members(members, BadGateway(f"the batched upstream call failed: {type(exc).__name__}: {exc}"))
+        return
+    for member, share in zip(members, shares, strict=True):
+        if not member.future.done():
+            member.future.set_result(
+                BatchAnswer(
+                    status,
+                    share.headers,
+                    share.body,
+                    member.rows,
+                    batch.dispatched - member.arrived,
+                    batch.id,
+                    batch.rows,
+                    len(members),
+                    latency,
+                )
+            )

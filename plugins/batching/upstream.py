@@ -1,0 +1,30 @@
+"""What the batcher is given per cluster: a way to send one batch, and the cluster's size.
+
+`send(path, body, content_type, headers)` posts one batched request to the cluster (through its
+balancer, retries and timeouts: that is the caller's layer stack) and returns the answer as
+`(status, headers, body)`. It raises a `GatewayError` (BadGateway, ServiceUnavailable,
+GatewayTimeout, ...) when no answer came; foreign exceptions are translated there, at the
+transport boundary, though the batcher turns any other exception into BadGateway as a last resort.
+`path` is the first member's request path: every member of a batch has the same one.
+
+`endpoint_count()` sizes the in-flight limit: `max_inflight_batches_per_endpoint` batches per
+endpoint; it is read whenever a batch finishes, so it can follow discovery and health.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+UpstreamReply = tuple[int, Mapping[str, str], bytes]
+SendBatch = Callable[[str, bytes, str, Mapping[str, str]], Awaitable[UpstreamReply]]
+
+
+def _one_endpoint() -> int:
+    return 1
+
+
+@dataclass(frozen=True, slots=True)
+class BatchUpstream:
+    send: SendBatch
+    endpoint_count: Callable[[], int] = _one_endpoint

@@ -1,0 +1,62 @@
+"""Options of the response cache: what is cached, for how long, and where."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from gateway.core.config_types import ByteSize, Duration, StrictModel
+from plugins._request_headers import HeaderName
+
+
+class CacheConfig(StrictModel):
+    """`cache`: answer repeated identical requests from a cache, and merge concurrent ones."""
+
+    # A minute: long enough to absorb bursts of identical requests, short enough that a retrained model's
+    # answers show within a minute even without an invalidation.
+    ttl: Duration = Field(default=60.0, gt=0, description="How long a stored answer is served.")
+    methods: tuple[str, ...] = Field(
+        default=("POST", "GET"), min_length=1, description="Request methods whose answers are cached."
+    )
+    # 10,000 answers and 64 MiB: a small fraction of a gateway's memory, many repeated requests' worth.
+    max_entries: int = Field(default=10_000, ge=1, description="The most answers kept in this process.")
+    max_bytes: ByteSize = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="The most bytes of answers kept in this process; no single answer larger is stored.",
+    )
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory: this process only; redis: shared by every gateway."
+    )
+    redis_url: str | None = Field(default=None, description="The Redis to use; default: the gateway's.")
+    # 50 ms: far above a healthy Redis round trip, and a bounded price for a cache that cannot answer.
+    redis_timeout: Duration = Field(
+        default=0.05, gt=0, description="The most a lookup or store waits on Redis (then: a miss)."
+    )
+    # 1 s: a dead Redis is probed once a second rather than by every request.
+    redis_retry_interval: Duration = Field(
+        default=1.0, description="After a Redis failure, how long the cache acts as empty before retrying."
+    )
+    key_prefix: str = Field(default="turnout:cache:", description="Prefix of the Redis keys.")
+    vary_headers: tuple[HeaderName, ...] = Field(
+        default=(),
+        description="Request headers whose values are part of the key (the caller's tenant always is).",
+    )
+    coalesce: bool = Field(
+        default=True,
+        description="Concurrent identical requests wait for the first one's answer instead of each "
+        "going upstream.",
+    )
+    # 30 s: about the longest an inference upstream is given to answer; a follower should not give up on
+    # a leader that is still within its own timeout.
+    coalesce_timeout: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="The most a request waits for an identical one in flight before going upstream itself.",
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _upper_case(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(method.strip().upper() for method in methods))

@@ -1,0 +1,95 @@
+"""A stored answer: what is kept of an upstream response, when it may be kept, and its bytes in Redis.
+
+Only what describes the answer itself is kept. Hop-by-hop headers, framing (the data path frames a
+body it sends whole), and headers that belong to one request (rate-limit state, request ids, Age)
+are dropped. An answer is stored only when it is a 2xx with a buffered body, sets no cookie, and the
+upstream did not mark it `no-store` or `private`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from gateway.core.filters import Response
+
+CACHE_HEADER: Final = "x-turnout-cache"
+_NOT_KEPT: Final = frozenset(
+    {
+        "age",
+        "connection",
+        "content-length",
+        "date",
+        "keep-alive",
+        "proxy-connection",
+        "ratelimit",
+        "ratelimit-policy",
+        "retry-after",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "x-request-id",
+        CACHE_HEADER,
+    }
+)
+_UNCACHEABLE_DIRECTIVES: Final = frozenset({"no-store", "private"})
+# Python's own bookkeeping per stored answer (slot object, tuples, dict entry): an estimate, so that
+# many tiny answers still count against max_bytes.
+ENTRY_OVERHEAD_BYTES: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    stored_at: float
+    """time.time() when stored: the Age of a hit, in any process."""
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + sum(len(name) + len(value) for name, value in self.headers)
+
+    def response(self, outcome: str) -> Response:
+        """A fresh response for one caller, marked with how it was obtained (hit or coalesced)."""
+        age = str(max(0, int(time.time() - self.stored_at)))
+        return Response(self.status, [*self.headers, (CACHE_HEADER, outcome), ("age", age)], self.body)
+
+    def to_bytes(self) -> bytes:
+        head = orjson.dumps([self.status, self.headers, self.stored_at])
+        return head + b"\n" + self.body
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CachedResponse:
+        head, _, body = raw.partition(b"\n")  # JSON has no raw newline, so the first one ends the head
+        status, headers, stored_at = orjson.loads(head)
+        return cls(
+            int(status), tuple((str(name), str(value)) for name, value in headers), body, float(stored_at)
+        )
+
+
+def directives(value: str | None) -> frozenset[str]:
+    """The directive names of a Cache-Control header, lower-case, without their arguments."""
+    if not value:
+        return frozenset()
+    return frozenset(part.partition("=")[0].strip().lower() for part in value.split(","))
+
+
+def storable(response: Response) -> CachedResponse | None:
+    """What to keep of an upstream response, or None when it must not be stored."""
+    body = response.body
+    if not 200 <= response.status < 300 or body is None:
+        return None
+    kept = []
+    for name, value in response.headers:
+        if name == "set-cookie":
+            return None
+        if name == "cache-control" and directives(value) & _UNCACHEABLE_DIRECTIVES:
+            return None
+        if name not in _NOT_KEPT:
+            kept.append((name, value))
+    return CachedResponse(response.status, tuple(kept), bytes(body), time.time())

@@ -1,0 +1,85 @@
+"""The cache key of a request: everything that could make two answers differ, hashed.
+
+Route, method, path and query, model and version, experiment arm, the caller's tenant, the
+configured vary headers, and the body. A JSON body is canonicalised first (parsed and written back
+with sorted keys and no whitespace), so key order and spacing do not split the cache; any other
+body is hashed as sent. Every part is length-prefixed before hashing, so no two different requests
+can run together into the same bytes.
+
+The key starts with the model name (percent-encoded, so it holds no ':') so that the Redis backend
+can find one model's entries by prefix when they are invalidated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import orjson
+
+from gateway.core.context import RequestContext
+
+_ABSENT = b"\xff"  # never the first byte of a length prefix, so None differs from every string
+# Tags in front of the hashed body, saying how it was read (canonical JSON text is never raw bytes
+# that failed to parse, but the tag keeps that true by construction).
+_JSON_BODY = b"j"
+_RAW_BODY = b"r"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    value: str
+    model: str | None
+
+
+def model_prefix(model: str | None) -> str:
+    """The start of every key of one model's requests."""
+    return quote(model or "", safe="") + ":"
+
+
+def canonical_body(body: bytes | None) -> bytes:
+    """The body as it is hashed: canonical JSON when it parses as JSON, else the bytes as sent."""
+    if not body:
+        return _RAW_BODY
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _RAW_BODY + body
+    return _JSON_BODY + orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
+class CacheKeyBuilder:
+    """Builds the key of a request for one route, with that route's vary headers."""
+
+    __slots__ = ("_route", "_vary")
+
+    def __init__(self, route: str, vary_headers: tuple[str, ...]) -> None:
+        self._route = route
+        self._vary = vary_headers
+
+    def key(self, ctx: RequestContext) -> CacheKey:
+        digest = hashlib.sha256()
+        principal = ctx.principal
+        tenant = principal.tenant if principal is not None else None
+        headers = ctx.headers
+        parts = (
+            self._route,
+            ctx.method,
+            ctx.path,
+            ctx.query,
+            ctx.model,
+            ctx.model_version,
+            ctx.arm,
+            tenant,
+            *(headers.get(name) for name in self._vary),
+        )
+        for part in parts:
+            if part is None:
+                digest.update(_ABSENT)
+            else:
+                encoded = part.encode()
+                digest.update(b"%d:" % len(encoded))
+                digest.update(encoded)
+        digest.update(canonical_body(ctx.body))
+        return CacheKey(model_prefix(ctx.model) + digest.hexdigest(), ctx.model)

@@ -1,0 +1,194 @@
+"""The rate-limit filter: admit a request only when every limit of its route admits it.
+
+The request phase reads each limit's key and cost, asks the backend for one verdict covering all
+limits, and either continues (remembering the RateLimit header for the response phase) or answers
+429 with Retry-After and the RateLimit headers. A request that costs more than a limit's burst can
+never be admitted, so it gets 413 at once instead of a Retry-After that would be a lie.
+
+The memory filter decides synchronously (the chain never leaves its fast path for it); the Redis
+filter awaits one script call, bounded by the guard's budget, and applies its `on_redis_failure`
+policy when Redis fails. The variants that cost by rows or tokens ask the data path for the body.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from gateway.core.context import RequestContext
+from gateway.core.filters import Decision, Filter, Response
+from plugins._redis import RedisGuard, RedisUnavailable
+from plugins.rate_limit.costs import Cost
+from plugins.rate_limit.gcra import GcraLimit, Verdict
+from plugins.rate_limit.headers import (
+    RATELIMIT,
+    RATELIMIT_POLICY,
+    RETRY_AFTER,
+    ratelimit_value,
+    retry_after_value,
+)
+from plugins.rate_limit.keys import KeyReader
+from plugins.rate_limit.memory_backend import MemoryLimiter
+from plugins.rate_limit.metrics import FILTER_NAME, RateLimitMetrics
+from plugins.rate_limit.redis_backend import RedisLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One configured limit, ready for the hot path."""
+
+    name: str
+    read_key: KeyReader
+    cost: Cost
+    gcra: GcraLimit
+    description: str
+    """For messages: "rate limit 'per-principal' (5/s, burst 5)"."""
+
+
+class RateLimitFilter(Filter):
+    """Shared by both backends: keys, costs, verdicts into answers, and the response headers."""
+
+    name = FILTER_NAME
+    __slots__ = ("_costs", "_limits", "_local", "_metrics", "_names", "_policy")
+
+    def __init__(self, limits: tuple[Limit, ...], policy_header: str, metrics: RateLimitMetrics) -> None:
+        self._limits = limits
+        self._names = tuple(limit.name for limit in limits)
+        self._costs = tuple(limit.cost for limit in limits)
+        self._policy = policy_header
+        self._metrics = metrics
+        self._local = MemoryLimiter([limit.gcra for limit in limits])
+
+    def on_response(self, ctx: RequestContext, response: Response) -> None:
+        value = ctx.state.get(FILTER_NAME)
+        if value is not None:
+            response.set_header(RATELIMIT_POLICY, self._policy)
+            response.set_header(RATELIMIT, value)
+
+    def _measure(self, ctx: RequestContext) -> tuple[list[str], list[int]] | Response:
+        """Each limit's key value and cost for this request, or a 413 when a cost exceeds a burst."""
+        values = [limit.read_key(ctx) for limit in self._limits]
+        costs = [cost(ctx) for cost in self._costs]
+        for limit, cost in zip(self._limits, costs, strict=True):
+            if cost > limit.gcra.burst:
+                self._metrics.decisions["too_costly"].inc()
+                return Response.error(
+                    413,
+                    f"this request costs {cost} units; {limit.description} never admits more than "
+                    f"{limit.gcra.burst} at once",
+                    "payload_too_large",
+                )
+        return values, costs
+
+    def _decide_locally(self, ctx: RequestContext, values: list[str], costs: list[int]) -> Decision:
+        return self._answer(ctx, self._local.decide(values, costs, time.monotonic()))
+
+    def _answer(self, ctx: RequestContext, verdict: Verdict) -> Decision:
+        value = ratelimit_value(self._names, verdict)
+        metrics = self._metrics
+        if verdict.allowed:
+            for allowed in metrics.allowed:
+                allowed.inc()
+            metrics.decisions["allow"].inc()
+            ctx.state[FILTER_NAME] = value
+            return None
+        metrics.decisions["limited"].inc()
+        states = verdict.states
+        refusing = [index for index, state in enumerate(states) if not state.allowed]
+        for index in refusing:
+            metrics.limited[index].inc()
+        longest = max(refusing, key=lambda index: states[index].retry_after)  # the one to name
+        retry_after = retry_after_value(verdict.retry_after)
+        return Response.error(
+            429,
+            f"{self._limits[longest].description} exceeded; retry in {retry_after} s",
+            "too_many_requests",
+            {RETRY_AFTER: retry_after, RATELIMIT_POLICY: self._policy, RATELIMIT: value},
+        )
+
+
+class MemoryRateLimitFilter(RateLimitFilter):
+    """Limits enforced in this process."""
+
+    __slots__ = ()
+
+    def on_request(self, ctx: RequestContext) -> Decision:
+        measured = self._measure(ctx)
+        if isinstance(measured, Response):
+            return measured
+        return self._decide_locally(ctx, *measured)
+
+
+class MemoryRateLimitBodyFilter(MemoryRateLimitFilter):
+    """Limits enforced in this process, with a cost read from the request body."""
+
+    __slots__ = ()
+    needs_request_body: ClassVar[bool] = True
+
+
+class RedisRateLimitFilter(RateLimitFilter):
+    """Limits shared through Redis by every gateway; `on_failure` decides while Redis is down."""
+
+    __slots__ = ("_guard", "_on_failure", "_redis", "_unavailable")
+
+    def __init__(
+        self,
+        limits: tuple[Limit, ...],
+        policy_header: str,
+        metrics: RateLimitMetrics,
+        *,
+        guard: RedisGuard,
+        key_prefixes: tuple[str, ...],
+        on_failure: str,
+        retry_interval: float,
+    ) -> None:
+        super().__init__(limits, policy_header, metrics)
+        self._guard = guard
+        self._redis = RedisLimiter([limit.gcra for limit in limits], key_prefixes, guard)
+        policies: dict[str, Callable[[RequestContext, list[str], list[int]], Decision]] = {
+            "fail_open": self._fail_open,
+            "fail_closed": self._fail_closed,
+            "local": self._decide_locally,
+        }
+        self._on_failure = policies[on_failure]
+        self._unavailable = Response.error(
+            503,
+            "the rate limiter is unavailable; try again shortly",
+            "unavailable",
+            {RETRY_AFTER: retry_after_value(retry_interval)},
+        )
+
+    async def on_request(self, ctx: RequestContext) -> Decision:
+        measured = self._measure(ctx)
+        if isinstance(measured, Response):
+            return measured
+        values, costs = measured
+        try:
+            verdict = await self._redis.decide(values, costs)
+        except RedisUnavailable:
+            self._metrics.fallbacks.inc()
+            return self._on_failure(ctx, values, costs)
+        return self._answer(ctx, verdict)
+
+    def _fail_open(self, ctx: RequestContext, values: list[str], costs: list[int]) -> Decision:
+        return None
+
+    def _fail_closed(self, ctx: RequestContext, values: list[str], costs: list[int]) -> Decision:
+        self._metrics.decisions["unavailable"].inc()
+        unavailable = self._unavailable
+        return Response(unavailable.status, list(unavailable.headers), unavailable.body)
+
+    async def start(self) -> None:
+        await self._guard.start()
+
+    async def stop(self) -> None:
+        await self._guard.stop()
+
+
+class RedisRateLimitBodyFilter(RedisRateLimitFilter):
+    """Limits shared through Redis, with a cost read from the request body."""
+
+    __slots__ = ()
+    needs_request_body: ClassVar[bool] = True

@@ -1,0 +1,56 @@
+"""GCRA state in this process: one TAT per key in a dict, decided without awaiting anything.
+
+All limits of a request are checked first and committed only when every one admits it, so a limit
+that refuses never leaves the others charged. The event loop runs one decision at a time, which
+makes check-then-commit atomic without a lock.
+
+Memory stays bounded by the keys that are actually limiting: a key whose TAT has passed holds a
+full bucket, the same as a missing key, so such keys are swept whenever the table has doubled since
+the last sweep (amortised O(1) per decision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from plugins.rate_limit.gcra import GcraLimit, LimitState, Verdict, gcra_step, uncharged
+
+# Below this many keys a sweep is not worth its pass over the table.
+_MIN_SWEEP_SIZE = 1024
+
+
+class MemoryLimiter:
+    """Decides requests against GCRA limits with state in a dict (times are time.monotonic())."""
+
+    __slots__ = ("_limits", "_next_sweep", "_tats")
+
+    def __init__(self, limits: Sequence[GcraLimit]) -> None:
+        self._limits = tuple(limits)
+        self._tats: dict[tuple[int, str], float] = {}
+        self._next_sweep = _MIN_SWEEP_SIZE
+
+    def __len__(self) -> int:
+        return len(self._tats)
+
+    def decide(self, keys: Sequence[str], costs: Sequence[int], now: float) -> Verdict:
+        """The verdict for one request: `keys[i]` and `costs[i]` belong to limit i."""
+        tats = self._tats
+        new_tats: list[float] = []
+        states: list[LimitState] = []
+        allowed = True
+        for index, limit in enumerate(self._limits):
+            new_tat, state = gcra_step(limit, tats.get((index, keys[index]), now), now, costs[index])
+            new_tats.append(new_tat)
+            states.append(state)
+            allowed = allowed and state.allowed
+        if allowed:
+            for index, new_tat in enumerate(new_tats):
+                tats[(index, keys[index])] = new_tat
+            if len(tats) >= self._next_sweep:
+                self._sweep(now)
+            return Verdict(True, tuple(states))
+        return Verdict(False, tuple(map(uncharged, self._limits, states, costs)))
+
+    def _sweep(self, now: float) -> None:
+        self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+        self._next_sweep = max(_MIN_SWEEP_SIZE, 2 * len(self._tats))

@@ -1,0 +1,163 @@
+"""The validation filter: refuse requests the upstream would refuse, before the upstream sees them.
+
+Body rules (every request): a body larger than `max_body_bytes` gets 413 (from Content-Length
+before anything is read, else from the body read); a body whose media type is not in
+`content_types` gets 415. With `oip_v2`, an inference request (POST /v2/models/{m}[/versions/{v}]
+/infer) must decode as OIP v2 (JSON, or JSON + binary tensors) with every tensor's data matching its
+shape and datatype, and then fit the model's signature: known inputs, the expected datatypes, the
+expected rank and fixed dimensions, known requested outputs. Each refusal is a 400 JSON error that
+names the input and the problem; a model the upstream does not serve gets 404.
+
+When the metadata cannot be fetched, requests still get the structural checks and go through:
+the upstream remains the authority, and a metadata outage must not become a route outage.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Final
+from urllib.parse import unquote
+
+from prometheus_client import Counter
+
+from gateway.core.context import RequestContext
+from gateway.core.errors import GatewayError
+from gateway.core.filters import Decision, Filter, Response
+from gateway.core.protocols.oip_v2 import decode_request
+from plugins.validate.metadata import HttpMetadataFetcher, MetadataFetcher, SignatureCache
+from plugins.validate.signature import check_request
+
+FILTER_NAME: Final = "validate"
+DECISIONS: Final = ("allow", "unchecked", "too_large", "unsupported_type", "invalid", "unknown_model")
+"""allow: passed every check; unchecked: passed the structural checks, metadata unavailable."""
+
+_INFER_PATH: Final = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_BINARY_HEADER: Final = "inference-header-content-length"
+
+
+class BodyRules(Filter):
+    """Size and media-type rules, shared by both validation filters."""
+
+    name = FILTER_NAME
+    __slots__ = ("_allowed_types", "_count", "_max_body_bytes", "_too_large_hint", "_types_hint")
+
+    def __init__(
+        self,
+        *,
+        max_body_bytes: int | None,
+        content_types: tuple[str, ...] | None,
+        counters: dict[str, Counter],
+    ) -> None:
+        self._max_body_bytes = max_body_bytes
+        self._allowed_types = frozenset(content_types) if content_types is not None else None
+        self._types_hint = ", ".join(content_types or ())
+        self._count = counters
+
+    @property
+    def max_body_bytes(self) -> int | None:
+        """The largest body this route accepts: the data path should stop reading past it."""
+        return self._max_body_bytes
+
+    def _body_rules(self, ctx: RequestContext) -> Response | None:
+        headers = ctx.headers
+        declared = _content_length(headers.get("content-length"))
+        limit = self._max_body_bytes
+        if limit is not None:
+            size = len(ctx.body) if ctx.body is not None else declared
+            if size is not None and size > limit:
+                self._count["too_large"].inc()
+                return Response.error(
+                    413,
+                    f"the request body is {size} bytes; this route accepts at most {limit}",
+                    "payload_too_large",
+                )
+        allowed = self._allowed_types
+        has_body = bool(ctx.body) or bool(declared) or "transfer-encoding" in headers
+        if allowed is not None and has_body:
+            raw = headers.get("content-type")
+            media_type = raw.split(";", 1)[0].strip().lower() if raw else ""
+            if media_type not in allowed:
+                self._count["unsupported_type"].inc()
+                sent = f"content type '{media_type}' is" if media_type else "a body without a content type is"
+                return Response.error(
+                    415,
+                    f"{sent} not accepted here; send one of: {self._types_hint}",
+                    "unsupported_media_type",
+                )
+        return None
+
+
+class BodyRulesFilter(BodyRules):
+    """Only the body rules; decides from headers (and the body, when another filter had it read)."""
+
+    __slots__ = ()
+
+    def on_request(self, ctx: RequestContext) -> Decision:
+        refusal = self._body_rules(ctx)
+        if refusal is None:
+            self._count["allow"].inc()
+        return refusal
+
+
+class OipValidateFilter(BodyRules):
+    """Body rules, then OIP v2 inference requests checked against the model's signature."""
+
+    needs_request_body: ClassVar[bool] = True
+    __slots__ = ("_http_fetcher", "_require_all", "_signatures")
+
+    def __init__(
+        self,
+        *,
+        max_body_bytes: int | None,
+        content_types: tuple[str, ...] | None,
+        counters: dict[str, Counter],
+        signatures: SignatureCache,
+        http_fetcher: HttpMetadataFetcher | None,
+        require_all_inputs: bool,
+    ) -> None:
+        super().__init__(max_body_bytes=max_body_bytes, content_types=content_types, counters=counters)
+        self._signatures = signatures
+        self._http_fetcher = http_fetcher
+        self._require_all = require_all_inputs
+
+    def set_metadata_fetcher(self, fetcher: MetadataFetcher) -> None:
+        """Use `fetcher` for model metadata (instead of `metadata_from`); forgets what was fetched."""
+        self._signatures.set_fetcher(fetcher)
+
+    async def on_request(self, ctx: RequestContext) -> Decision:
+        refusal = self._body_rules(ctx)
+        if refusal is not None:
+            return refusal
+        match = _INFER_PATH.match(ctx.path) if ctx.method == "POST" else None
+        if match is None:
+            self._count["allow"].inc()
+            return None
+        model = ctx.model or unquote(match.group(1))
+        version = ctx.model_version or (unquote(match.group(2)) if match.group(2) else None)
+        try:
+            request = decode_request(ctx.body or b"", ctx.headers.get(_BINARY_HEADER))
+            signature = await self._signatures.signature(model, version)
+            if signature is not None:
+                check_request(request, signature, require_all_inputs=self._require_all)
+        except GatewayError as error:
+            self._count["unknown_model" if error.status == 404 else "invalid"].inc()
+            return Response.error(error.status, error.message, error.code)
+        self._count["allow" if signature is not None else "unchecked"].inc()
+        return None
+
+    async def start(self) -> None:
+        if self._http_fetcher is not None:
+            await self._http_fetcher.start()
+
+    async def stop(self) -> None:
+        if self._http_fetcher is not None:
+            await self._http_fetcher.stop()
+
+
+def _content_length(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None  # the data path refuses a malformed Content-Length itself
