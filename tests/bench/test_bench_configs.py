@@ -34,7 +34,7 @@ def test_proxy_config_keeps_upstream_connections_alive() -> None:
     text = _nginx.proxy_config(Path("/p"), 8080, 9000, access_log=False)
 
     assert "server 127.0.0.1:9000;" in text
-    assert "keepalive 64;" in text
+    assert "keepalive 256;" in text
     assert "proxy_http_version 1.1;" in text
     assert 'proxy_set_header Connection "";' in text
     assert "access_log off;" in text
