@@ -38,7 +38,7 @@ from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFail
 
 if TYPE_CHECKING:
     from gateway.cluster import ClusterRuntime
-    from gateway.route import CompiledRoute
+    from gateway.route import CompiledRoute, UpstreamLayer
     from gateway.runtime import Runtime
     from routing.endpoints import Endpoint
 
@@ -204,6 +204,9 @@ class ProxyRequest:
         cluster.retry.budget.request_started()
         self.admitted = True
         ctx = self.ctx
+        if route.layer is not None:
+            self.proxy.spawn(self._forward_through_layer(route.layer))
+            return
         if ctx.body is not None:
             self.body = ctx.body  # a filter read (and may have rewritten) the body
         elif self.exchange.body_complete:
@@ -301,6 +304,31 @@ class ProxyRequest:
             conn.close()
             return
         conn.send_body_chunk(b"")
+
+    async def _forward_through_layer(self, layer: UpstreamLayer) -> None:
+        """Send through the route's upstream layer (batching) and answer with what it returns."""
+        task = asyncio.current_task()
+        if task is not None:
+
+            def leave() -> None:
+                task.cancel()
+
+            self.exchange.on_gone = leave
+        ctx = self.ctx
+        try:
+            if ctx.body is None:
+                ctx.body = await self.exchange.read_body()
+            ctx.bytes_in = len(ctx.body)
+            response = await layer.forward(ctx)
+        except GatewayError as error:
+            self.fail(error)
+            return
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.client_gone()
+            return
+        finally:
+            self.exchange.on_gone = None
+        self.answer(response)
 
     # ----- the upstream's answer (ExchangeObserver) -----
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from gateway.batch_upstream import batch_upstream
 from gateway.cluster import BackgroundTask, ClusterRuntime, PoolSettings
 from gateway.config import (
     AnyBalancer,
@@ -30,7 +31,7 @@ from gateway.core.context import RequestContext
 from gateway.filters_config import build_filters
 from gateway.http.headers import HeaderRules
 from gateway.observability import AccessLog, GatewayMetrics
-from gateway.route import CompiledRoute, PrefixRewrite
+from gateway.route import CompiledRoute, PrefixRewrite, UpstreamLayer
 from routing.balancers import BalancerFactory, make_balancer_factory
 from routing.discovery.dns import DnsDiscovery
 from routing.discovery.pool_file import PoolFileDiscovery
@@ -212,6 +213,16 @@ def _route_rule(route: RouteConfig, compiled: CompiledRoute) -> RouteRule[Compil
     )
 
 
+def _attach_layer(route: CompiledRoute) -> UpstreamLayer | None:
+    """The route's upstream layer (batching), given a sender for each cluster the route can reach."""
+    for filter_ in route.filters.filters:
+        attach = getattr(filter_, "attach_upstream", None)
+        if attach is not None:
+            attach(route.cluster.name, batch_upstream(route.cluster, route.retry, route.timeout))
+            return cast(UpstreamLayer, filter_)
+    return None
+
+
 def _header_match(name: str, spec: HeaderMatchConfig) -> HeaderMatch:
     if spec.exact is not None:
         return HeaderMatch(name, "exact", spec.exact)
@@ -255,6 +266,7 @@ def build_runtime(
                 route, cluster.name, metrics.registry, base_dir, config.state.redis_url, metrics
             ),
         )
+        compiled.layer = _attach_layer(compiled)
         routes.append(compiled)
         rules.append(_route_rule(route, compiled))
     return Runtime(config, Router(rules), clusters, routes, metrics, access_log, carried)

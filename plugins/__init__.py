@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.core.filters import FilterFactory
-from plugins import auth_apikey, auth_jwt, authz, cache, cors, rate_limit, transform, validate
+from plugins import auth_apikey, auth_jwt, authz, batching, cache, cors, rate_limit, transform, validate
 
 FACTORIES: Mapping[str, FilterFactory] = {
     "auth_apikey": auth_apikey.FACTORY,
     "auth_jwt": auth_jwt.FACTORY,
     "authz": authz.FACTORY,
+    "batching": batching.FACTORY,
     "cache": cache.FACTORY,
     "cors": cors.FACTORY,
     "rate_limit": rate_limit.FACTORY,

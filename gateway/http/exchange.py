@@ -80,6 +80,7 @@ class HttpExchange:
         "keep_alive",
         "max_body",
         "method",
+        "on_gone",
         "path",
         "query",
         "raw_headers",
@@ -123,6 +124,8 @@ class HttpExchange:
         self.head_sent = False
         self._pending = b""
         self.finished = False
+        self.on_gone: Callable[[], None] | None = None
+        """Called when the client disconnects before the response is finished."""
         self.response_status = 0
         self.response_bytes = 0
         self._response_chunked = False

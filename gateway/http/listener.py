@@ -132,6 +132,8 @@ class HttpConnection(asyncio.Protocol):
         for exchange in (self._parsing, self._active, *self._queue):
             if exchange is not None:
                 exchange.fail_body(ConnectionResetError("client closed the connection"))
+                if exchange.on_gone is not None and not exchange.finished:
+                    exchange.on_gone()
         self._queue.clear()
         if self._producer_resume is not None:
             # Let a paused upstream read again so the data path notices and cleans up.

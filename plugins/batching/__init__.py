@@ -7,16 +7,19 @@ answer. See `batcher.py` for the life of a request and `config.py` for the optio
 
 from plugins.batching.batcher import Batcher
 from plugins.batching.config import AdaptiveConfig, BatchingConfig
+from plugins.batching.filter import FACTORY, BatchingFilter
 from plugins.batching.member import BatchAnswer, PendingRequest
 from plugins.batching.metrics import BatchingMetrics
 from plugins.batching.upstream import BatchUpstream, SendBatch, UpstreamReply
 
 __all__ = [
+    "FACTORY",
     "AdaptiveConfig",
     "BatchAnswer",
     "BatchUpstream",
     "Batcher",
     "BatchingConfig",
+    "BatchingFilter",
     "BatchingMetrics",
     "PendingRequest",
     "SendBatch",

@@ -3,11 +3,14 @@
 Like Triton's priority queue, each level keeps two lines: requests within their queue timeout, and
 requests whose timeout passed with action `delay`, served only when the first line of that level is
 empty. A batch is taken level by level, from level 1 down, as a prefix of that order: a request that
-does not fit ends the batch rather than being overtaken, so nothing starves behind smaller requests.
+does not fit ends the batch rather than being overtaken, so a large request is never starved by
+smaller ones queued after it.
 
 Removal (cancel, timeout, dispatch) marks a member GONE in O(1); lines drop GONE members when they
-reach the front. `arrivals` keeps every member in arrival order, so the oldest waiting member, whose
-`max_queue_delay` decides when a partial batch goes, is found without a scan.
+reach the front, or in one pass when they pile up behind a member that waits long (a low-priority
+request under sustained high-priority load). `arrivals` keeps every member in arrival order, so the
+oldest waiting member, whose `max_queue_delay` decides when a partial batch goes, is found without
+a scan.
 """
 
 from __future__ import annotations

@@ -337,12 +337,14 @@ async def test_cancelled_members_leave_the_queue(worker: Worker) -> None:
 
 async def test_a_lone_request_waits_max_queue_delay_and_no_longer(worker: Worker) -> None:
     rng = np.random.default_rng(29)
-    async with batcher(worker.send, max_queue_delay="100ms") as engine:
+    async with batcher(worker.send, max_queue_delay="200ms") as engine:
         started = time.monotonic()
         answer = await engine.submit(context(), risk_request(rng, 1))
         elapsed = time.monotonic() - started
-    assert 0.1 <= answer.queue_delay < 0.2
-    assert elapsed < 0.4
+    # 100ms of slack for a loaded machine, still well short of waiting the delay twice.
+    assert 0.2 <= answer.queue_delay < 0.3
+    assert elapsed < 0.5
+    assert answer.batch_members == 1
 
 
 async def test_a_full_batch_goes_without_waiting(worker: Worker) -> None:

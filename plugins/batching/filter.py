@@ -1,0 +1,80 @@
+"""The batching filter: an upstream layer chosen per route like any filter.
+
+Its request phase does nothing; the data path sees `forward` and sends the route's requests through
+it instead of proxying them one by one: the body is decoded (a malformed one gets its 400 here,
+before it can join a batch), submitted to the batcher, and the member's share of the batched answer
+comes back as a `Response` that the response filters (a cache store, for instance) see as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+
+from gateway.core.context import RequestContext
+from gateway.core.filters import BuildContext, Filter, Response
+from gateway.core.protocols.binary import HEADER_LENGTH
+from gateway.core.protocols.kserve_v1 import V1Request, decode_v1_request
+from gateway.core.protocols.oip_v2 import InferRequest, decode_request
+from plugins.batching.batcher import Batcher
+from plugins.batching.config import BatchingConfig
+from plugins.batching.metrics import BatchingMetrics
+from plugins.batching.upstream import BatchUpstream
+
+_HEADER_LENGTH = HEADER_LENGTH.lower()
+
+
+class BatchingFilter(Filter):
+    name = "batching"
+    needs_request_body = True
+
+    def __init__(self, config: BatchingConfig, build: BuildContext) -> None:
+        self.config = config
+        self.metrics = BatchingMetrics(build.registry)
+        self._upstreams: dict[str, BatchUpstream] = {}
+        self._batcher: Batcher | None = None
+
+    def attach_upstream(self, cluster: str, upstream: BatchUpstream) -> None:
+        """The gateway gives each cluster this route can reach its batch sender (before `start`)."""
+        self._upstreams[cluster] = upstream
+
+    async def start(self) -> None:
+        self._batcher = Batcher(self.config, self._upstreams, self.metrics)
+
+    async def stop(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+    async def forward(self, ctx: RequestContext) -> Response:
+        """Send this request as part of a batch to `ctx.cluster`; the answer is this member's share."""
+        assert self._batcher is not None, "the batching filter was not started"
+        body = ctx.body or b""
+        request: InferRequest | V1Request
+        if ctx.path.endswith(":predict"):
+            request = decode_v1_request(body)
+        else:
+            request = decode_request(body, ctx.headers.get(_HEADER_LENGTH))
+        pending = self._batcher.submit(ctx, request)
+        try:
+            answer = await pending
+        except asyncio.CancelledError:
+            pending.cancel()  # the client left while queued: it leaves the queue too
+            raise
+        ctx.upstream_latency = answer.upstream_latency
+        ctx.state["batch"] = {
+            "rows": answer.rows,
+            "batch_rows": answer.batch_rows,
+            "queue_delay_ms": round(answer.queue_delay * 1000, 3),
+        }
+        return Response(answer.status, list(answer.headers), answer.body)
+
+
+class BatchingFactory:
+    config_model: type[BaseModel] = BatchingConfig
+
+    def __call__(self, config: BatchingConfig, build: BuildContext) -> Filter:
+        return BatchingFilter(config, build)
+
+
+FACTORY = BatchingFactory()

@@ -1,0 +1,106 @@
+"""Batching at the gateway in front of a real worker: answers equal unbatched ones, batches form."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import yaml
+
+from tests.inference_workers.support import WorkerProcess, free_port, start_worker
+from tests.support.processes import start_gateway
+
+
+@pytest.fixture
+def risk_worker(model_repository: Path, tmp_path: Path) -> Iterator[WorkerProcess]:
+    worker = start_worker(model_repository, tmp_path, "--models", "risk")
+    yield worker
+    worker.stop()
+
+
+def _metric_mean(text: str, name: str) -> float:
+    total = sum(float(v) for v in re.findall(rf"^{name}_sum\{{[^}}]*\}} (\S+)$", text, re.M))
+    count = sum(float(v) for v in re.findall(rf"^{name}_count\{{[^}}]*\}} (\S+)$", text, re.M))
+    return total / count if count else 0.0
+
+
+async def test_concurrent_requests_are_batched_and_answered_exactly(
+    risk_worker: WorkerProcess, tmp_path: Path, breast_cancer_rows: np.ndarray
+) -> None:
+    port, admin = free_port(), free_port()
+    config = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": admin},
+        "access_log": {"enabled": False},
+        "clusters": {"risk": {"protocol": "oip_v2", "endpoints": [risk_worker.url.removeprefix("http://")]}},
+        "routes": [
+            {
+                "name": "risk",
+                "match": {"model": "risk"},
+                "backend": {"cluster": "risk"},
+                "filters": [{"batching": {"max_batch_size": 32, "max_queue_delay": "5ms"}}],
+            }
+        ],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    gateway = start_gateway(path, port, admin, tmp_path)
+
+    def body(row: np.ndarray) -> dict[str, Any]:
+        return {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row.tolist()}]}
+
+    async def infer(session: aiohttp.ClientSession, base: str, row: np.ndarray) -> dict[str, Any]:
+        async with session.post(f"{base}/v2/models/risk/versions/2/infer", json=body(row)) as response:
+            assert response.status == 200, await response.text()
+            return {o["name"]: o["data"] for o in (await response.json())["outputs"]}
+
+    try:
+        rows = breast_cancer_rows[:64]
+        async with aiohttp.ClientSession() as session:
+            batched = await asyncio.gather(*(infer(session, gateway.url, row) for row in rows))
+            alone = [await infer(session, risk_worker.url, row) for row in rows]
+            async with session.get(f"{gateway.admin_url}/metrics") as response:
+                metrics = await response.text()
+    finally:
+        gateway.stop()
+    for got, expected in zip(batched, alone, strict=True):
+        assert got["label"] == expected["label"]
+        np.testing.assert_allclose(got["probabilities"], expected["probabilities"], rtol=1e-5, atol=1e-6)
+    assert _metric_mean(metrics, "turnout_batch_size") > 4
+
+
+async def test_a_malformed_request_is_refused_before_it_joins_a_batch(
+    risk_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    port, admin = free_port(), free_port()
+    config = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": admin},
+        "access_log": {"enabled": False},
+        "clusters": {"risk": {"protocol": "oip_v2", "endpoints": [risk_worker.url.removeprefix("http://")]}},
+        "routes": [
+            {
+                "name": "risk",
+                "match": {"model": "risk"},
+                "backend": {"cluster": "risk"},
+                "filters": [{"batching": {"max_batch_size": 32, "max_queue_delay": "5ms"}}],
+            }
+        ],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    gateway = start_gateway(path, port, admin, tmp_path)
+    try:
+        async with aiohttp.ClientSession() as session:
+            bad = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": [1.0] * 29}]}
+            async with session.post(f"{gateway.url}/v2/models/risk/infer", json=bad) as response:
+                assert response.status == 400
+                assert "features" in (await response.json())["error"]
+    finally:
+        gateway.stop()
