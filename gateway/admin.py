@@ -14,6 +14,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.admin_experiments import add_experiment_routes
+
 if TYPE_CHECKING:
     from gateway.server import Gateway
 
@@ -196,6 +198,7 @@ def build_admin_app(gateway: Gateway, token: str) -> web.Application:
     app.router.add_get("/admin/clusters", clusters)
     app.router.add_post("/admin/reload", reload)
     app.router.add_post("/admin/cache/invalidate", invalidate_cache)
+    add_experiment_routes(app, lambda request: request.app[GATEWAY_KEY])
     app.router.add_post("/admin/clusters/{cluster}/endpoints", add_endpoint)
     app.router.add_delete("/admin/clusters/{cluster}/endpoints/{address}", remove_endpoint)
     app.router.add_post(

@@ -22,6 +22,8 @@ from collections.abc import Callable, Coroutine
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from gateway.core.context import RequestContext
 from gateway.core.errors import (
     BadGateway,
@@ -37,10 +39,12 @@ from gateway.http.headers import build_request_head, relayable_headers, request_
 from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFailure
 
 if TYPE_CHECKING:
+    from experiments.splits.base import Assignment
     from gateway.cluster import ClusterRuntime
     from gateway.route import CompiledRoute, UpstreamLayer
     from gateway.runtime import Runtime
     from routing.endpoints import Endpoint
+    from routing.resilience.retry import RetryPolicy
 
 log = logging.getLogger("turnout.proxy")
 
@@ -86,22 +90,28 @@ class ProxyRequest:
 
     __slots__ = (
         "admitted",
+        "assignment",
         "attempt",
         "body",
         "buffer",
+        "buffer_response",
         "cluster",
         "conn",
         "ctx",
         "done",
         "endpoint",
         "exchange",
+        "extra_headers",
         "head_bytes",
         "proxy",
         "relaying",
+        "response_body",
+        "retry",
         "route",
         "runtime",
         "sent_at",
         "streaming_body",
+        "timeout",
         "upstream_head",
     )
 
@@ -130,6 +140,13 @@ class ProxyRequest:
         self.admitted = False
         self.relaying = False
         self.done = False
+        self.assignment: Assignment | None = None
+        self.extra_headers: list[tuple[bytes, bytes]] = []
+        """Headers every answer to this request carries (experiment and arm, a new unit cookie)."""
+        self.buffer_response = False
+        self.response_body: bytes | None = None
+        self.retry: RetryPolicy | None = None
+        self.timeout = 0.0
 
     # ----- request phase -----
 
@@ -195,15 +212,27 @@ class ProxyRequest:
     def dispatch(self) -> None:
         route = self.route
         assert route is not None
-        self.cluster = cluster = route.cluster
-        self.ctx.cluster = cluster.name
+        ctx = self.ctx
+        if route.feedback:
+            self.proxy.spawn(self._feedback())
+            return
+        if route.experiment is not None:
+            cluster = self._assign(route.experiment)
+            if cluster is None:
+                return
+        else:
+            assert route.cluster is not None
+            cluster = route.cluster
+        self.cluster = cluster
+        ctx.cluster = cluster.name
+        self.retry = route.retry if route.retry is not None else cluster.retry
+        self.timeout = route.timeout if route.timeout is not None else cluster.request_timeout
         if not cluster.breaker.try_acquire():
             cluster.breaker_rejections += 1
             self.fail(Overloaded(f"cluster '{cluster.name}' is at its limit of concurrent requests"))
             return
         cluster.retry.budget.request_started()
         self.admitted = True
-        ctx = self.ctx
         if route.layer is not None:
             self.proxy.spawn(self._forward_through_layer(route.layer))
             return
@@ -218,6 +247,60 @@ class ProxyRequest:
             self.streaming_body = True  # chunked: streamed, retried only before the upstream saw it
         ctx.bytes_in = len(self.body) if self.body is not None else 0
         self.send()
+
+    def _assign(self, name: str) -> ClusterRuntime | None:
+        """The experiment's choice of arm for this request: its cluster, headers and exposure."""
+        service = self.runtime.experiments
+        split = service.splits.get(name) if service is not None else None
+        if service is None or split is None:
+            self.fail(ServiceUnavailable(f"experiment '{name}' is not running"))
+            return None
+        assignment = split.choose(self.ctx)
+        cluster = self.runtime.clusters.get(assignment.cluster)
+        if cluster is None:
+            self.fail(ServiceUnavailable(f"experiment '{name}': unknown cluster '{assignment.cluster}'"))
+            return None
+        self.assignment = assignment
+        service.expose(assignment, self.ctx)
+        self.extra_headers = [
+            (b"x-turnout-experiment", assignment.experiment.encode()),
+            (b"x-turnout-arm", assignment.arm.encode()),
+        ]
+        if assignment.set_cookie is not None:
+            self.extra_headers.append((b"set-cookie", assignment.set_cookie.encode("latin-1")))
+        self.buffer_response = service.needs_response_body(name)
+        if assignment.mirrors and self.ctx.body is None and self.exchange.body_complete:
+            self.ctx.body = self.exchange.take_complete_body()  # the mirrors get a copy
+        return cluster
+
+    async def _feedback(self) -> None:
+        """POST /v1/feedback-style route: a delayed business outcome for an experiment."""
+        service = self.runtime.experiments
+        try:
+            body = self.ctx.body if self.ctx.body is not None else await self.exchange.read_body()
+        except GatewayError as error:
+            self.fail(error)
+            return
+        except ConnectionResetError:
+            self.client_gone()
+            return
+        if self.exchange.method != "POST":
+            self.answer(Response.error(405, "feedback is sent with POST", "method_not_allowed"))
+            return
+        if service is None:
+            self.answer(Response.error(503, "no experiment is configured", "unavailable"))
+            return
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            self.answer(Response.error(400, f"body is not JSON: {exc}", "bad_request"))
+            return
+        problem = service.record_feedback(payload)
+        if problem is not None:
+            status = 503 if "queue is full" in problem else 400
+            self.answer(Response.error(status, problem, "bad_request" if status == 400 else "unavailable"))
+            return
+        self.answer(Response.json(202, {"accepted": True}))
 
     async def _read_body_then_send(self) -> None:
         try:
@@ -286,7 +369,7 @@ class ProxyRequest:
         assert route is not None and self.head_bytes is not None
         self.conn = conn
         self.sent_at = monotonic()
-        conn.send_request(self.head_bytes, self.body, self.exchange.method == "HEAD", route.timeout, self)
+        conn.send_request(self.head_bytes, self.body, self.exchange.method == "HEAD", self.timeout, self)
         if self.streaming_body:
             self.proxy.spawn(self._pump_body(conn))
 
@@ -350,8 +433,8 @@ class ProxyRequest:
             _note_load_report(head, endpoint)
         ctx.status = head.status
         chain = self.route.filters
-        if chain.on_response:
-            if chain.needs_response_body or not chain.response_is_sync:
+        if chain.on_response or self.buffer_response:
+            if chain.needs_response_body or not chain.response_is_sync or self.buffer_response:
                 self.buffer = []  # the filters see the whole answer before the client does
                 self.upstream_head = head
                 return
@@ -359,11 +442,10 @@ class ProxyRequest:
             chain.run_response_sync(ctx, response)
             self._send_response_head(response.status, self._final_headers(response), head)
         else:
-            self._send_response_head(
-                head.status,
-                response_headers(head.headers, self.route.response_headers, ctx.request_id.encode()),
-                head,
-            )
+            headers = response_headers(head.headers, self.route.response_headers, ctx.request_id.encode())
+            if self.extra_headers:
+                headers.extend(self.extra_headers)
+            self._send_response_head(head.status, headers, head)
 
     def _send_response_head(
         self, status: int, headers: list[tuple[bytes, bytes]], head: ResponseHead
@@ -446,10 +528,11 @@ class ProxyRequest:
     def _may_retry(self, kind: str, status: int | None) -> bool:
         route = self.route
         assert route is not None
-        retry = route.retry
+        retry = self.retry
+        assert retry is not None and self.cluster is not None
         if self.attempt >= retry.max_retries or self.body is None or not retry.should_retry(kind, status):
             return False
-        return route.cluster.retry.budget.try_acquire_retry()
+        return self.cluster.retry.budget.try_acquire_retry()
 
     def _abandon_attempt(self) -> None:
         conn = self.conn
@@ -468,11 +551,12 @@ class ProxyRequest:
     def _retry(self, budgeted: bool) -> None:
         route = self.route
         assert route is not None and self.cluster is not None
-        delay = route.retry.backoff(self.attempt)
+        assert self.retry is not None
+        delay = self.retry.backoff(self.attempt)
         self.attempt += 1
         self.ctx.retries = self.attempt
         self.cluster.retries += 1
-        budget = route.cluster.retry.budget
+        budget = self.cluster.retry.budget
 
         def again() -> None:
             if budgeted:
@@ -491,6 +575,12 @@ class ProxyRequest:
         assert route is not None
         head = self.upstream_head
         assert head is not None
+        self.response_body = body
+        assignment = self.assignment
+        if assignment is not None and assignment.mirrors and self.runtime.experiments is not None:
+            self.runtime.experiments.offer_shadow(
+                assignment, self.ctx, head.status, body, self.ctx.upstream_latency
+            )
         response = Response(head.status, _decode_headers(relayable_headers(head.headers)), body)
         if route.filters.response_is_sync:
             route.filters.run_response_sync(self.ctx, response)
@@ -531,11 +621,13 @@ class ProxyRequest:
         ]
         headers.extend(rules.add_pairs)
         headers.append((b"x-request-id", self.ctx.request_id.encode()))
+        headers.extend(self.extra_headers)
         return headers
 
     def _write_response(self, response: Response) -> None:
         self.ctx.status = response.status
         body = response.body or b""
+        self.response_body = body
         self.exchange.send_head(response.status, self._final_headers(response), len(body))
         self.exchange.send_body(body)
         self.exchange.end()
@@ -545,7 +637,7 @@ class ProxyRequest:
         ctx = self.ctx
         ctx.status = error.status
         ctx.error = error.message
-        extra = [(b"x-request-id", ctx.request_id.encode())]
+        extra = [(b"x-request-id", ctx.request_id.encode()), *self.extra_headers]
         extra.extend((k.encode(), v.encode()) for k, v in error.headers.items())
         self.exchange.respond(error.status, error.body(), headers=extra)
         self.finish()
@@ -572,6 +664,8 @@ class ProxyRequest:
             route.metrics.record(ctx, total)
             if route.filters.on_log:
                 route.filters.run_log(ctx)
+        if self.assignment is not None and self.runtime.experiments is not None:
+            self.runtime.experiments.record_outcome(self.assignment, ctx, total, self.response_body)
         self.runtime.log_request(ctx, route, total)
 
 

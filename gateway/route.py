@@ -37,9 +37,12 @@ class PrefixRewrite:
 @dataclass(eq=False, slots=True)
 class CompiledRoute:
     name: str
-    cluster: ClusterRuntime
-    retry: RetryPolicy
-    timeout: float
+    cluster: ClusterRuntime | None
+    """The route's cluster; None when an experiment picks it per request, or for feedback."""
+    retry: RetryPolicy | None
+    """The route's own retry policy; None: the chosen cluster's."""
+    timeout: float | None
+    """The route's own upstream timeout; None: the chosen cluster's."""
     request_headers: HeaderRules
     response_headers: HeaderRules
     rewrite: PrefixRewrite | None
@@ -47,3 +50,5 @@ class CompiledRoute:
     filters: FilterChain
     layer: UpstreamLayer | None = None
     """A filter that sends the route's requests itself (batching) instead of proxying each."""
+    experiment: str | None = None
+    feedback: bool = False

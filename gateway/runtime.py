@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import orjson
 
+from experiments.config import experiment_clusters
 from gateway.batch_upstream import batch_upstream
 from gateway.cluster import BackgroundTask, ClusterRuntime, PoolSettings
 from gateway.config import (
@@ -28,6 +29,7 @@ from gateway.config import (
 )
 from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.core.context import RequestContext
+from gateway.experiments_runtime import ExperimentsService
 from gateway.filters_config import build_filters
 from gateway.http.headers import HeaderRules
 from gateway.observability import AccessLog, GatewayMetrics
@@ -54,6 +56,7 @@ class Runtime:
     metrics: GatewayMetrics
     access_log: AccessLog | None
     _carried_over: set[str] = field(default_factory=set)
+    experiments: ExperimentsService | None = None
 
     def log_request(self, ctx: RequestContext, route: CompiledRoute | None, total: float) -> None:
         if self.access_log is not None:
@@ -213,14 +216,23 @@ def _route_rule(route: RouteConfig, compiled: CompiledRoute) -> RouteRule[Compil
     )
 
 
-def _attach_layer(route: CompiledRoute) -> UpstreamLayer | None:
+def _attach_layer(route: CompiledRoute, clusters: list[ClusterRuntime]) -> UpstreamLayer | None:
     """The route's upstream layer (batching), given a sender for each cluster the route can reach."""
     for filter_ in route.filters.filters:
         attach = getattr(filter_, "attach_upstream", None)
         if attach is not None:
-            attach(route.cluster.name, batch_upstream(route.cluster, route.retry, route.timeout))
+            for cluster in clusters:
+                retry = route.retry if route.retry is not None else cluster.retry
+                timeout = route.timeout if route.timeout is not None else cluster.request_timeout
+                attach(cluster.name, batch_upstream(cluster, retry, timeout))
             return cast(UpstreamLayer, filter_)
     return None
+
+
+def _experiment_clusters(config: GatewayConfig, name: str | None) -> list[str]:
+    if name is None or name not in config.experiments:
+        return []
+    return experiment_clusters(config.experiments[name])
 
 
 def _header_match(name: str, spec: HeaderMatchConfig) -> HeaderMatch:
@@ -237,6 +249,7 @@ def build_runtime(
     access_log: AccessLog | None,
     previous: Runtime | None,
     base_dir: Path = Path(),
+    experiments: ExperimentsService | None = None,
 ) -> Runtime:
     clusters: dict[str, ClusterRuntime] = {}
     carried: set[str] = set()
@@ -250,23 +263,35 @@ def build_runtime(
     routes: list[CompiledRoute] = []
     rules: list[RouteRule[CompiledRoute]] = []
     for route in config.routes:
-        cluster = clusters[route.backend.cluster]
+        backend = route.backend
+        cluster = clusters[backend.cluster] if backend.cluster is not None else None
+        if cluster is not None:
+            label = cluster.name
+        elif backend.experiment is not None:
+            label = f"experiment:{backend.experiment}"
+        else:
+            label = "feedback"
         compiled = CompiledRoute(
             name=route.name,
             cluster=cluster,
-            retry=build_retry_policy(route.retry) if route.retry is not None else cluster.retry,
-            timeout=route.timeout if route.timeout is not None else cluster.request_timeout,
+            retry=build_retry_policy(route.retry) if route.retry is not None else None,
+            timeout=route.timeout,
             request_headers=HeaderRules.build(route.request_headers.add, route.request_headers.remove),
             response_headers=HeaderRules.build(route.response_headers.add, route.response_headers.remove),
             rewrite=PrefixRewrite(route.match.prefix, route.rewrite.prefix)
             if route.rewrite is not None and route.match.prefix is not None
             else None,
-            metrics=metrics.for_route(route.name, cluster.name),
-            filters=build_filters(
-                route, cluster.name, metrics.registry, base_dir, config.state.redis_url, metrics
-            ),
+            metrics=metrics.for_route(route.name, label),
+            filters=build_filters(route, label, metrics.registry, base_dir, config.state.redis_url, metrics),
+            experiment=backend.experiment,
+            feedback=backend.feedback,
         )
-        compiled.layer = _attach_layer(compiled)
+        reachable = (
+            [cluster]
+            if cluster is not None
+            else [clusters[name] for name in _experiment_clusters(config, backend.experiment)]
+        )
+        compiled.layer = _attach_layer(compiled, reachable)
         routes.append(compiled)
         rules.append(_route_rule(route, compiled))
-    return Runtime(config, Router(rules), clusters, routes, metrics, access_log, carried)
+    return Runtime(config, Router(rules), clusters, routes, metrics, access_log, carried, experiments)

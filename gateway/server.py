@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.admin import build_admin_app
 from gateway.config import ConfigError, GatewayConfig, TlsConfig
+from gateway.experiments_runtime import ExperimentsService, needs_experiments
 from gateway.http.listener import HttpServer, ListenerLimits
 from gateway.loading import load_gateway_config
 from gateway.observability import AccessLog, ClusterStateCollector, GatewayMetrics
@@ -46,6 +47,7 @@ class Gateway:
         self._initial_config = config
         self._watch = watch
         self._runtime: Runtime | None = None
+        self.experiments: ExperimentsService | None = None
         self.registry.register(ClusterStateCollector(lambda: self._runtime.clusters if self._runtime else {}))
         self.listener: HttpServer | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -77,8 +79,14 @@ class Gateway:
         config = self._initial_config
         if config.access_log.enabled:
             self.access_log = AccessLog(config.access_log.path)
+        await self._update_experiments(config)
         self._runtime = build_runtime(
-            config, self.metrics, self.access_log, previous=None, base_dir=self.base_dir
+            config,
+            self.metrics,
+            self.access_log,
+            previous=None,
+            base_dir=self.base_dir,
+            experiments=self.experiments,
         )
         await self._runtime.start()
         try:
@@ -140,7 +148,15 @@ class Gateway:
                 or config.access_log != old.config.access_log
             ):
                 log.warning("config reload (%s): listen/admin/access_log changes need a restart", source)
-            new = build_runtime(config, self.metrics, self.access_log, previous=old, base_dir=self.base_dir)
+            await self._update_experiments(config)
+            new = build_runtime(
+                config,
+                self.metrics,
+                self.access_log,
+                previous=old,
+                base_dir=self.base_dir,
+                experiments=self.experiments,
+            )
             await new.start()
             for cluster, endpoints in self._registered.items():
                 if cluster in new.clusters:
@@ -151,6 +167,18 @@ class Gateway:
             self.metrics.reloads.labels("ok").inc()
             log.info("config reloaded (%s)", source)
             return []
+
+    async def _update_experiments(self, config: GatewayConfig) -> None:
+        """Start the experiments service when the config first needs it; apply the config's experiments."""
+        if self.experiments is None and needs_experiments(config):
+            self.experiments = ExperimentsService(
+                config.state,
+                lambda: self._runtime.clusters if self._runtime else {},
+                secure_cookie=config.listen.tls is not None,
+            )
+            await self.experiments.start()
+        if self.experiments is not None:
+            await self.experiments.apply(config)
 
     def set_drained(self, cluster: str, address: str, drained: bool) -> bool:
         endpoints = self.runtime.clusters[cluster].endpoints
@@ -210,6 +238,8 @@ class Gateway:
             await self._admin_runner.cleanup()
         if self._runtime is not None:
             await self._runtime.stop()
+        if self.experiments is not None:
+            await self.experiments.stop()  # flushes every recorded event: SIGTERM loses none
         if self.access_log is not None:
             self.access_log.close()
         self.stopped.set()

@@ -6,6 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from experiments.config import ExperimentConfig
 from gateway.config.models.cluster import ClusterConfig
 from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenConfig
 from gateway.config.models.located import errors_at
@@ -35,6 +36,12 @@ class StateConfig(StrictModel):
             raise errors_at(type(self).__name__, [(("url",), "backend redis needs a url", self.url)])
         return self
 
+    sqlite_path: str = Field(
+        default="var/turnout.db",
+        description="The experiment event store when backend is memory (relative to the working "
+        "directory): SQLite, written off the request path.",
+    )
+
     @property
     def redis_url(self) -> str | None:
         return self.url if self.backend == "redis" else None
@@ -54,6 +61,10 @@ class GatewayConfig(StrictModel):
         default_factory=StateConfig, description="Shared state for rate limits, caches and experiments."
     )
     clusters: dict[Name, ClusterConfig] = Field(min_length=1, description="Upstream clusters by name.")
+    experiments: dict[Name, ExperimentConfig] = Field(
+        default_factory=dict,
+        description="Experiments by name (ab, canary, blue_green, shadow); a route's backend may name one.",
+    )
     routes: tuple[RouteConfig, ...] = Field(
         min_length=1, description="Routes, tried in order; the first that matches takes the request."
     )
@@ -101,7 +112,7 @@ class GatewayConfig(StrictModel):
         clusters = info.data.get("clusters")
         if isinstance(clusters, dict):  # absent when the clusters section itself is invalid
             for index, route in enumerate(routes):
-                if route.backend.cluster not in clusters:
+                if route.backend.cluster is not None and route.backend.cluster not in clusters:
                     message = unknown_cluster_message(route.backend.cluster, list(clusters))
                     problems.append(((index, "backend", "cluster"), message, route.backend.cluster))
         if problems:

@@ -30,9 +30,26 @@ class HeaderEdits(StrictModel):
 
 
 class BackendConfig(StrictModel):
-    """Where a route's requests go."""
+    """Where a route's requests go: one of a cluster, an experiment, or the feedback endpoint."""
 
-    cluster: str = Field(description="Name of a cluster defined under clusters.")
+    cluster: str | None = Field(default=None, description="Name of a cluster defined under clusters.")
+    experiment: str | None = Field(
+        default=None, description="Name of an experiment defined under experiments: it picks the cluster."
+    )
+    feedback: bool = Field(
+        default=False,
+        description="Answer here: experiment feedback (POST {request_id|unit_id, metric, value}).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in ("cluster", "experiment") if getattr(self, k) is not None]
+        if self.feedback:
+            given.append("feedback")
+        if len(given) != 1:
+            found = f" (found {', '.join(given)})" if given else ""
+            raise ValueError(f"give exactly one of cluster, experiment or feedback{found}")
+        return self
 
 
 def _route_name_is_optional(schema: dict[str, Any]) -> None:

@@ -81,7 +81,7 @@ def test_unknown_field_without_close_match_lists_the_valid_ones() -> None:
         "listen:\n  zzz: 1\n" + UNKNOWN_FIELD[len("listen:\n  port: 8080\n") :].replace("balancr", "balancer")
     ) == [
         "x.yaml:2: listen.zzz: unknown field (valid fields: host, port, max_header_bytes, max_headers, "
-        "max_body_bytes, header_timeout, idle_timeout, drain_timeout, backlog)"
+        "max_body_bytes, header_timeout, idle_timeout, drain_timeout, backlog, tls)"
     ]
 
 
@@ -153,7 +153,7 @@ routes:
         "like 127.0.0.1:9000",
         "x.yaml:10: clusters.up.health.interval: must be longer than zero, like 1s or 250ms",
         "x.yaml:10: clusters.up.health.jitter: must be at most 1, got 2",
-        "x.yaml:12: routes[0].backend.cluster: required field is missing",
+        "x.yaml:12: routes[0].backend: give exactly one of cluster, experiment or feedback",
     ]
 
 
@@ -223,22 +223,22 @@ def test_syntax_error_is_not_chained_to_a_yaml_exception() -> None:
         (
             "- listen\n- clusters\n",
             "x.yaml:1: the top level must be a mapping of sections (listen, admin, "
-            "access_log, state, clusters, routes), not a list",
+            "access_log, state, clusters, experiments, routes), not a list",
         ),
         (
             "\n\njust text\n",
             "x.yaml:3: the top level must be a mapping of sections (listen, admin, "
-            "access_log, state, clusters, routes), not 'just text'",
+            "access_log, state, clusters, experiments, routes), not 'just text'",
         ),
         (
             "# only a comment\n",
             "x.yaml:1: the file is empty: expected a mapping with the sections listen, "
-            "admin, access_log, state, clusters, routes",
+            "admin, access_log, state, clusters, experiments, routes",
         ),
         (
             "",
             "x.yaml:1: the file is empty: expected a mapping with the sections listen, admin, access_log, "
-            "state, clusters, routes",
+            "state, clusters, experiments, routes",
         ),
     ],
 )

@@ -1,0 +1,313 @@
+"""Config models of experiments: one per kind (ab, canary, blue_green, shadow), chosen by ``kind``.
+
+The gateway config holds ``experiments: {NAME: ExperimentConfig}`` and a route points at one with
+``backend: {experiment: NAME}``. Every model is frozen and refuses unknown keys; each is compiled once
+into a split (`experiments.splits.build_split`) that the data path calls per request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from gateway.core.config_types import Duration, StrictModel
+
+# Metrics an experiment can report on: per-request latency and errors, latency quantiles, feedback
+# joined to the request or unit later, and summaries of a named model output (class or score).
+_METRICS = r"latency|error_rate|latency_p[1-9]\d?(?:\.\d+)?|(?:feedback|output):[A-Za-z0-9_.\-]+"
+METRIC_PATTERN = re.compile(rf"^(?:{_METRICS})$")
+# Guardrails may also watch the disagreement rate of shadow comparisons.
+GUARDRAIL_METRIC_PATTERN = re.compile(rf"^(?:{_METRICS}|shadow_disagreement)$")
+_UNIT_SOURCE = re.compile(r"^(?:header|cookie|jwt|query):[^\s:;,=]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+# The issued sticky cookie and the header through which permitted callers force an arm.
+DEFAULT_UNIT_SOURCES = ("cookie:turnout_uid",)
+DEFAULT_FORCE_HEADER = "x-turnout-force-arm"
+DEFAULT_FORCE_SCOPE = "experiments:force"
+# Latency and errors are what every inference change can break, so they are watched by default.
+DEFAULT_METRICS = ("latency", "error_rate")
+# The customary significance level; the sequential tests keep it however often results are read.
+DEFAULT_ALPHA = 0.05
+# Total units (both arms) at which the confidence sequences are tuned to be tightest: a typical size
+# for a week-long A/B test of an inference service. Any value keeps the error rate; it only moves
+# where the intervals are narrowest.
+DEFAULT_EXPECTED_UNITS = 10_000
+# The size of the bucket line (see `experiments.assignment.BUCKETS`), repeated here so a namespace
+# range is checked when the config is read.
+BUCKET_COUNT = 10_000
+# Shadow defaults: a thousand queued mirror requests bound memory to a few MB of bodies; four
+# concurrent senders keep a mirror cluster busy without competing with primary traffic.
+DEFAULT_SHADOW_QUEUE = 1000
+DEFAULT_SHADOW_WORKERS = 4
+# A mirror that has not answered in 30 s counts as failed: long enough for a cold model load.
+DEFAULT_SHADOW_TIMEOUT_S = 30.0
+# Numbers are "equal" within this absolute and relative tolerance: float32 round-off between two
+# builds of the same model stays far below it, a real change does not.
+DEFAULT_TOLERANCE = 1e-4
+
+
+def _as_list(value: Any) -> Any:
+    """`unit: header:x-user-id` is short for a one-element list."""
+    return [value] if isinstance(value, str) else value
+
+
+class ClusterRef(StrictModel):
+    """A cluster that serves one side of an experiment."""
+
+    cluster: str = Field(min_length=1, description="The name of a cluster in `clusters`.")
+
+
+class ArmConfig(ClusterRef):
+    """One arm of an A/B test: its cluster and its share of units."""
+
+    weight: float = Field(default=1.0, ge=0.0, description="Relative share of units (any scale).")
+
+
+class NamespaceConfig(StrictModel):
+    """Mutually exclusive experiments share a namespace, each taking a range of its 10,000 buckets."""
+
+    name: str = Field(min_length=1, description="The namespace's name (its hash salt).")
+    range: tuple[int, int] = Field(description="[low, high) buckets of the namespace this experiment takes.")
+
+    @model_validator(mode="after")
+    def _range_inside_line(self) -> Self:
+        low, high = self.range
+        if not 0 <= low < high <= BUCKET_COUNT:
+            raise ValueError(f"namespace range must satisfy 0 <= low < high <= {BUCKET_COUNT}")
+        return self
+
+
+class AssignedConfig(StrictModel):
+    """Fields shared by the kinds that assign units: how units are found, kept and forced."""
+
+    salt: str | None = Field(default=None, description="Hash salt; the experiment's name by default.")
+    unit: Annotated[list[str], BeforeValidator(_as_list)] = Field(
+        default=list(DEFAULT_UNIT_SOURCES),
+        min_length=1,
+        description="Unit id sources tried in order: header:NAME, cookie:NAME, jwt:CLAIM, query:NAME.",
+    )
+    issue_cookie: bool | None = Field(
+        default=None,
+        description="Issue a random sticky cookie (the first cookie source) when no unit id; by default "
+        "when a cookie source is listed.",
+    )
+    namespace: NamespaceConfig | None = Field(default=None, description="A namespace range to run in.")
+    force_header: str | None = Field(
+        default=DEFAULT_FORCE_HEADER, description="Header naming an arm to force (needs `force_scope`)."
+    )
+    force_scope: str = Field(default=DEFAULT_FORCE_SCOPE, description="Scope a principal needs to force.")
+    metrics: list[str] = Field(default=list(DEFAULT_METRICS), description="Metrics analysed per arm.")
+    affinity: bool = Field(
+        default=False,
+        description="Consistent-hash endpoint affinity on the unit id inside the arm's cluster.",
+    )
+    alpha: float = Field(default=DEFAULT_ALPHA, gt=0.0, lt=1.0, description="Significance level.")
+    expected_units: int = Field(
+        default=DEFAULT_EXPECTED_UNITS, gt=0, description="Units (all arms) where intervals are tightest."
+    )
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_sources(cls, value: list[str]) -> list[str]:
+        for source in value:
+            if not _UNIT_SOURCE.match(source):
+                raise ValueError(f"invalid unit source {source!r}: use header:, cookie:, jwt: or query:NAME")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, value: list[str]) -> list[str]:
+        for metric in value:
+            if not METRIC_PATTERN.match(metric):
+                raise ValueError(
+                    f"unknown metric {metric!r}: use latency, error_rate, latency_pNN, feedback:NAME or "
+                    "output:NAME"
+                )
+        return value
+
+    @field_validator("force_header")
+    @classmethod
+    def _lower_header(cls, value: str | None) -> str | None:
+        return value.lower() if value else None
+
+    @model_validator(mode="after")
+    def _cookie_to_issue(self) -> Self:
+        if self.issue_cookie and not self._has_cookie_source:
+            raise ValueError("issue_cookie needs a cookie:NAME unit source to name the cookie")
+        return self
+
+    @property
+    def _has_cookie_source(self) -> bool:
+        return any(source.startswith("cookie:") for source in self.unit)
+
+    @property
+    def issues_cookie(self) -> bool:
+        """Whether a cookie is issued to requests without a unit id."""
+        return self._has_cookie_source if self.issue_cookie is None else self.issue_cookie
+
+
+class AbConfig(AssignedConfig):
+    """An A/B(/n) test: units split across arms by weight, sticky by a hash of the unit id."""
+
+    kind: Literal["ab"] = Field(description="The experiment kind.")
+    arms: dict[str, ArmConfig] = Field(min_length=2, description="Arms by name; the first is the control.")
+    coverage: float = Field(
+        default=100.0, gt=0.0, le=100.0, description="Percent of units in the experiment (others: control)."
+    )
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, value: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
+        for name in value:
+            if not _NAME.match(name) or name == "unassigned":
+                raise ValueError(f"invalid arm name {name!r}")
+        if sum(arm.weight for arm in value.values()) <= 0.0:
+            raise ValueError("at least one arm needs a positive weight")
+        return value
+
+
+class StepConfig(StrictModel):
+    """One canary step: the candidate's percent of units, held until both minimums are met."""
+
+    percent: float = Field(gt=0.0, le=100.0, description="Percent of units sent to the candidate.")
+    min_duration: Duration = Field(default=0.0, description="Least time at this step before advancing.")
+    min_units: int = Field(
+        default=0, ge=0, description="Least candidate units at this step before advancing."
+    )
+
+
+class GuardrailConfig(StrictModel):
+    """A limit the candidate must respect; exactly one bound is given.
+
+    max_increase: candidate - baseline <= bound; max_ratio: candidate / baseline <= bound;
+    min_ratio: candidate / baseline >= bound (for metrics where more is better); max: candidate <= bound.
+    """
+
+    metric: str = Field(description="error_rate, latency, latency_pNN, shadow_disagreement, feedback:X, ...")
+    max_increase: float | None = Field(default=None, ge=0.0, description="Largest allowed absolute increase.")
+    max_ratio: float | None = Field(default=None, gt=0.0, description="Largest allowed candidate/baseline.")
+    min_ratio: float | None = Field(default=None, gt=0.0, description="Smallest allowed candidate/baseline.")
+    max: float | None = Field(default=None, description="Largest allowed candidate value.")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if not GUARDRAIL_METRIC_PATTERN.match(value):
+            raise ValueError(f"unknown guardrail metric {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Self:
+        given = [b for b in (self.max_increase, self.max_ratio, self.min_ratio, self.max) if b is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of max_increase, max_ratio, min_ratio, max")
+        if self.metric == "shadow_disagreement" and self.max is None:
+            raise ValueError("shadow_disagreement takes a `max` bound (a rate, not a comparison)")
+        return self
+
+
+class CanaryConfig(AssignedConfig):
+    """A canary: the candidate takes a growing percent of units, step by step, under guardrails."""
+
+    kind: Literal["canary"] = Field(description="The experiment kind.")
+    baseline: ClusterRef = Field(description="The version serving today.")
+    candidate: ClusterRef = Field(description="The version being rolled out.")
+    steps: list[StepConfig] = Field(min_length=1, description="Steps in order; after the last: promoted.")
+    guardrails: list[GuardrailConfig] = Field(default_factory=list, description="Limits that roll back.")
+    interval: Duration = Field(default=10.0, gt=0.0, description="How often the controller evaluates.")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, value: list[StepConfig]) -> list[StepConfig]:
+        for before, after in itertools.pairwise(value):
+            if after.percent <= before.percent:
+                raise ValueError("step percents must increase")
+        return value
+
+
+class SmokeConfig(StrictModel):
+    """A request sent to the standby color before a switch, and what its answer must be."""
+
+    method: str = Field(default="GET", description="HTTP method.")
+    path: str = Field(pattern=r"^/", description="Request path.")
+    body: Any = Field(default=None, description="JSON body to send (none when null).")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    expect_status: int = Field(default=200, ge=100, le=599, description="The status the answer must have.")
+    expect_json: dict[str, Any] | None = Field(
+        default=None, description="A subset the JSON answer must contain (nested objects match as subsets)."
+    )
+    timeout: Duration = Field(default=5.0, gt=0.0, description="How long to wait for the answer.")
+
+
+class BlueGreenConfig(StrictModel):
+    """Two colors, one active; a switch moves all traffic after the standby passes its checks."""
+
+    kind: Literal["blue_green"] = Field(description="The experiment kind.")
+    active: str = Field(description="The color serving traffic at start.")
+    colors: dict[str, ClusterRef] = Field(min_length=2, max_length=2, description="The two colors.")
+    smoke: SmokeConfig | None = Field(default=None, description="Smoke request checked before a switch.")
+
+    @model_validator(mode="after")
+    def _active_is_a_color(self) -> Self:
+        if self.active not in self.colors:
+            raise ValueError(f"active color {self.active!r} is not one of {sorted(self.colors)}")
+        return self
+
+
+class MirrorConfig(ClusterRef):
+    """A cluster that receives copies of a fraction of the primary's requests."""
+
+    fraction: float = Field(default=1.0, gt=0.0, le=1.0, description="Share of requests mirrored.")
+    name: str | None = Field(default=None, description="Arm name in reports; the cluster name by default.")
+
+
+class CompareConfig(StrictModel):
+    """How mirror answers are compared with the primary's."""
+
+    tolerance: float = Field(
+        default=DEFAULT_TOLERANCE, ge=0.0, description="Absolute and relative tolerance."
+    )
+    outputs: list[str] | None = Field(
+        default=None, description="Outputs compared; all shared ones by default."
+    )
+
+
+class ShadowConfig(StrictModel):
+    """The primary answers; mirrors get copies off the request path and their answers are compared."""
+
+    kind: Literal["shadow"] = Field(description="The experiment kind.")
+    primary: ClusterRef = Field(description="The cluster whose answers clients receive.")
+    mirrors: list[MirrorConfig] = Field(min_length=1, description="Clusters that receive copies.")
+    queue_size: int = Field(default=DEFAULT_SHADOW_QUEUE, gt=0, description="Mirror jobs queued at most.")
+    workers: int = Field(default=DEFAULT_SHADOW_WORKERS, gt=0, description="Concurrent mirror senders.")
+    timeout: Duration = Field(
+        default=DEFAULT_SHADOW_TIMEOUT_S, gt=0.0, description="Wait for a mirror's answer."
+    )
+    compare: CompareConfig = Field(default_factory=CompareConfig, description="Comparison settings.")
+
+    @model_validator(mode="after")
+    def _distinct_mirror_names(self) -> Self:
+        names = [mirror.name or mirror.cluster for mirror in self.mirrors]
+        if len(set(names)) != len(names) or "primary" in names:
+            raise ValueError("mirror names (default: their clusters) must be distinct and not 'primary'")
+        return self
+
+
+ExperimentConfig = Annotated[
+    AbConfig | CanaryConfig | BlueGreenConfig | ShadowConfig, Field(discriminator="kind")
+]
+
+
+def experiment_clusters(config: AbConfig | CanaryConfig | BlueGreenConfig | ShadowConfig) -> list[str]:
+    """Every cluster an experiment sends traffic to (for the gateway's cross-reference check)."""
+    if isinstance(config, AbConfig):
+        return [arm.cluster for arm in config.arms.values()]
+    if isinstance(config, CanaryConfig):
+        return [config.baseline.cluster, config.candidate.cluster]
+    if isinstance(config, BlueGreenConfig):
+        return [color.cluster for color in config.colors.values()]
+    return [config.primary.cluster, *(mirror.cluster for mirror in config.mirrors)]

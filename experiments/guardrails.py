@@ -1,0 +1,207 @@
+"""Canary guardrails: is the candidate worse than a configured limit, by an always-valid test?
+
+Each guardrail becomes one tested quantity with a null value and a "worse" direction:
+    max_increase k:  candidate - baseline        > k   (one-sided "greater", null k)
+    max_ratio r:     candidate - r * baseline    > 0   ("greater", null 0)
+    min_ratio r:     candidate - r * baseline    < 0   ("less", null 0)
+    max m:           candidate                   > m   ("greater", null m)
+The mixture sequential test (`experiments.stats.sequential_test`) runs on it at every controller tick;
+its always-valid p-value is kept as a running minimum over the ticks of a phase, so the controller may
+look every few seconds without inflating false rollbacks beyond alpha. The shadow disagreement rate is
+tested against its bound with the null's variance m(1 - m)/n, which stays positive when no
+disagreement has been seen yet.
+
+Outcome per guardrail: "regressed" (significant: roll back), "exceeded" (the estimate is past the
+limit but not yet significantly: do not advance), "insufficient_data" (below the burn-in, or no
+estimate: do not advance), "holds".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from experiments.config import GuardrailConfig
+from experiments.estimates import Estimate, difference_looks, estimate, single_look
+from experiments.stats import Looks, SequentialSettings, sequential_test
+from experiments.store.base import PhaseData
+
+GuardrailStatus = Literal["regressed", "exceeded", "insufficient_data", "holds"]
+WorseSide = Literal["greater", "less"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowTally:
+    """Shadow comparisons so far: how many answers were compared and how many disagreed."""
+
+    compared: int
+    disagreements: int
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailResult:
+    metric: str
+    bound: str
+    threshold: float
+    status: GuardrailStatus
+    baseline: float
+    candidate: float
+    tested: float
+    """The tested quantity's estimate (see the module docstring)."""
+    null: float
+    standard_error: float
+    statistic: float
+    p_value: float
+    """Always-valid, one-sided, running minimum over this phase's ticks."""
+    confidence_bound: float
+    """The confidence sequence's bound on the tested quantity on the "worse" side's opposite end
+    (lower bound for "greater", upper for "less"): past the null means regressed."""
+    baseline_n: int
+    candidate_n: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.metric}/{self.bound}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Test:
+    looks: Looks
+    null: float
+    alternative: WorseSide
+    exceeded: bool
+    baseline: Estimate | None
+    candidate: Estimate
+
+
+def guardrail_bound(guardrail: GuardrailConfig) -> tuple[str, float]:
+    """(bound name, threshold) of a guardrail: its one bound that is set."""
+    for name in ("max_increase", "max_ratio", "min_ratio", "max"):
+        value = getattr(guardrail, name)
+        if value is not None:
+            return name, float(value)
+    raise ValueError("a guardrail needs one bound")
+
+
+def guardrail_key(guardrail: GuardrailConfig) -> str:
+    """A stable name for a guardrail: its metric and bound (the controller keys its memo by it)."""
+    return f"{guardrail.metric}/{guardrail_bound(guardrail)[0]}"
+
+
+def _shadow_test(threshold: float, shadow: ShadowTally | None) -> _Test | None:
+    if shadow is None or shadow.compared <= 0:
+        return None
+    n = shadow.compared
+    rate = shadow.disagreements / n
+    variance = threshold * (1.0 - threshold) if 0.0 < threshold < 1.0 else rate * (1.0 - rate)
+    looks = single_look(rate, math.sqrt(variance / n), n)
+    return _Test(
+        looks, threshold, "greater", rate > threshold, None, Estimate(rate, math.sqrt(variance / n), n)
+    )
+
+
+def _metric_test(
+    bound: str, threshold: float, baseline: Estimate | None, candidate: Estimate | None
+) -> _Test | None:
+    if candidate is None:
+        return None
+    if bound == "max":
+        looks = single_look(candidate.value, candidate.standard_error, candidate.n)
+        return _Test(looks, threshold, "greater", candidate.value > threshold, baseline, candidate)
+    if baseline is None:
+        return None
+    if bound == "max_increase":
+        tested = candidate.value - baseline.value
+        looks = difference_looks(baseline, candidate)
+        return _Test(looks, threshold, "greater", tested > threshold, baseline, candidate)
+    tested = candidate.value - threshold * baseline.value
+    looks = difference_looks(baseline, candidate, ratio=threshold)
+    if bound == "max_ratio":
+        return _Test(looks, 0.0, "greater", tested > 0.0, baseline, candidate)
+    return _Test(looks, 0.0, "less", tested < 0.0, baseline, candidate)
+
+
+def _without_estimate(
+    metric: str, bound: str, threshold: float, data: PhaseData, baseline: str, candidate: str, p_value: float
+) -> GuardrailResult:
+    nan = math.nan
+    return GuardrailResult(
+        metric=metric,
+        bound=bound,
+        threshold=threshold,
+        status="insufficient_data",
+        baseline=nan,
+        candidate=nan,
+        tested=nan,
+        null=nan,
+        standard_error=nan,
+        statistic=nan,
+        p_value=p_value,
+        confidence_bound=nan,
+        baseline_n=data.arm(baseline).units,
+        candidate_n=data.arm(candidate).units,
+    )
+
+
+def evaluate_guardrail(
+    guardrail: GuardrailConfig,
+    data: PhaseData,
+    *,
+    baseline_arm: str,
+    candidate_arm: str,
+    alpha: float,
+    n_star: float,
+    burn_in: int,
+    shadow: ShadowTally | None = None,
+    previous_p: float = 1.0,
+) -> GuardrailResult:
+    bound, threshold = guardrail_bound(guardrail)
+    if guardrail.metric == "shadow_disagreement":
+        test = _shadow_test(threshold, shadow)
+    else:
+        baseline = estimate(data.arm(baseline_arm), guardrail.metric, alpha)
+        candidate = estimate(data.arm(candidate_arm), guardrail.metric, alpha)
+        test = _metric_test(bound, threshold, baseline, candidate)
+    if test is None:
+        return _without_estimate(
+            guardrail.metric, bound, threshold, data, baseline_arm, candidate_arm, previous_p
+        )
+    settings = SequentialSettings(
+        n_star=n_star, alpha=alpha, alternative=test.alternative, burn_in=burn_in, null=test.null
+    )
+    result = sequential_test(test.looks, settings)
+    p_value = min(previous_p, float(result.p_value[-1]))
+    confidence_bound = float(result.ci_low[-1] if test.alternative == "greater" else result.ci_high[-1])
+    tested = float(test.looks.estimate[-1])
+    se = float(test.looks.standard_error[-1])
+    statistic = (tested - test.null) / se if se > 0.0 else math.nan
+    enough = float(test.looks.n_min_arm[-1]) >= burn_in
+    status: GuardrailStatus
+    if p_value <= alpha:
+        status = "regressed"
+    elif test.exceeded:
+        status = "exceeded"
+    elif not enough:
+        status = "insufficient_data"
+    else:
+        status = "holds"
+    return GuardrailResult(
+        metric=guardrail.metric,
+        bound=bound,
+        threshold=threshold,
+        status=status,
+        baseline=test.baseline.value if test.baseline is not None else math.nan,
+        candidate=test.candidate.value,
+        tested=tested,
+        null=test.null,
+        standard_error=se,
+        statistic=statistic,
+        p_value=p_value,
+        confidence_bound=confidence_bound,
+        baseline_n=test.baseline.n if test.baseline is not None else 0,
+        candidate_n=test.candidate.n,
+    )

@@ -1,0 +1,179 @@
+"""Experiments in the admin API: list, status with current numbers, and operator actions.
+
+    GET  /admin/experiments                          every experiment, its kind and state
+    GET  /admin/experiments/{name}                   status: arms, counts, metrics, tests, decision
+    POST /admin/experiments/{name}/pause | resume | rollback
+    POST /admin/experiments/{name}/promote           {"arm": "treatment"} for A/B; none for a canary
+    POST /admin/experiments/{name}/weights           {"weights": {"control": 90, "treatment": 10}}
+    POST /admin/experiments/{name}/coverage          {"percent": 25} (A/B coverage, canary percent)
+    POST /admin/experiments/{name}/switch            blue-green: switch to the standby (smoke-checked)
+
+Every change is stored (so it survives a restart and reaches other replicas) before it is answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from experiments.analysis import status_of
+from experiments.splits.ab import AbSplit
+from experiments.splits.blue_green import BlueGreenSplit
+from experiments.splits.canary import CanarySplit
+from experiments.splits.shadow import ShadowSplit
+
+if TYPE_CHECKING:
+    from gateway.experiments_runtime import ExperimentsService
+    from gateway.server import Gateway
+
+GatewayOf = Callable[[web.Request], "Gateway"]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
+    def service(request: web.Request) -> ExperimentsService:
+        experiments = gateway_of(request).experiments
+        if experiments is None:
+            raise web.HTTPNotFound(reason="no experiment is configured")
+        return experiments
+
+    def split_of(request: web.Request) -> tuple[ExperimentsService, str, Any]:
+        experiments = service(request)
+        name = request.match_info["name"]
+        split = experiments.splits.get(name)
+        if split is None:
+            known = ", ".join(sorted(experiments.splits)) or "none"
+            raise web.HTTPNotFound(reason=f"unknown experiment '{name}' (known: {known})")
+        return experiments, name, split
+
+    async def listing(request: web.Request) -> web.Response:
+        experiments = service(request)
+        return _json(
+            {
+                name: {
+                    "kind": experiments.configs[name].kind,
+                    "state": split.state_dict(),
+                    "shares": split.shares(),
+                }
+                for name, split in experiments.splits.items()
+            }
+        )
+
+    async def status(request: web.Request) -> web.Response:
+        experiments, name, split = split_of(request)
+        config = experiments.configs[name]
+        body: dict[str, Any] = {"kind": config.kind, "state": split.state_dict(), "shares": split.shares()}
+        if isinstance(split, AbSplit | CanarySplit):
+            result = await status_of(name, config, split, experiments.store, now=time.time())  # type: ignore[arg-type]
+            body["status"] = orjson.loads(result.to_json())
+        if name in experiments.mirrors:
+            body["shadow"] = experiments.mirrors[name].comparison.snapshot()
+        if name in experiments.controllers:
+            body["decisions"] = [d.to_dict() for d in await experiments.store.decisions(name)]
+        return _json(body)
+
+    async def body_of(request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        if not raw:
+            return {}
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise web.HTTPBadRequest(reason=f"body is not JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise web.HTTPBadRequest(reason="body must be a JSON object")
+        return payload
+
+    def action(
+        apply: Callable[[Any, dict[str, Any]], Awaitable[None] | None],
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            experiments, _, split = split_of(request)
+            payload = await body_of(request)
+            try:
+                result = apply(split, payload)
+                if result is not None:
+                    await result
+            except (ValueError, KeyError, TypeError) as exc:
+                return _error(400, str(exc))
+            except Exception as exc:  # a refused transition (blue-green smoke check, invalid state)
+                if type(exc).__name__ in ("SwitchRefused", "InvalidTransition"):
+                    return _error(409, str(exc))
+                raise
+            if not await experiments.sync.publish(split):
+                return _error(409, "another replica changed this experiment first; state reloaded, retry")
+            return _json({"state": split.state_dict(), "shares": split.shares()})
+
+        return handler
+
+    def pause(split: Any, _: dict[str, Any]) -> None:
+        split.pause()
+
+    def resume(split: Any, _: dict[str, Any]) -> None:
+        split.resume()
+
+    def rollback(split: Any, _: dict[str, Any]) -> None:
+        if not isinstance(split, AbSplit | CanarySplit):
+            raise ValueError("only A/B tests and canaries roll back")
+        split.rollback()
+
+    def promote(split: Any, payload: dict[str, Any]) -> None:
+        if isinstance(split, AbSplit):
+            split.promote(str(payload["arm"]))
+        elif isinstance(split, CanarySplit):
+            split.promote()
+        else:
+            raise ValueError("only A/B tests and canaries are promoted")
+
+    def weights(split: Any, payload: dict[str, Any]) -> None:
+        if not isinstance(split, AbSplit):
+            raise ValueError("weights apply to A/B tests")
+        split.set_weights({str(k): float(v) for k, v in dict(payload["weights"]).items()})
+
+    def coverage(split: Any, payload: dict[str, Any]) -> None:
+        percent = float(payload["percent"])
+        if isinstance(split, AbSplit):
+            split.set_coverage(percent)
+        elif isinstance(split, CanarySplit):
+            split.set_percent(percent)
+        elif isinstance(split, ShadowSplit):
+            split.set_fraction(str(payload["mirror"]), percent / 100)
+        else:
+            raise ValueError("coverage applies to A/B tests, canaries and shadows")
+
+    async def switch(request: web.Request) -> web.Response:
+        experiments, name, split = split_of(request)
+        if not isinstance(split, BlueGreenSplit):
+            return _error(400, "switch applies to blue-green experiments")
+        try:
+            state = await experiments.switch_blue_green(name)
+        except Exception as exc:
+            if type(exc).__name__ in ("SwitchRefused", "InvalidTransition"):
+                return _error(409, str(exc))
+            raise
+        return _json({"state": state, "shares": split.shares()})
+
+    app.router.add_get("/admin/experiments", listing)
+    app.router.add_get("/admin/experiments/{name}", status)
+    app.router.add_post("/admin/experiments/{name}/pause", action(pause))
+    app.router.add_post("/admin/experiments/{name}/resume", action(resume))
+    app.router.add_post("/admin/experiments/{name}/rollback", action(rollback))
+    app.router.add_post("/admin/experiments/{name}/promote", action(promote))
+    app.router.add_post("/admin/experiments/{name}/weights", action(weights))
+    app.router.add_post("/admin/experiments/{name}/coverage", action(coverage))
+    app.router.add_post("/admin/experiments/{name}/switch", switch)

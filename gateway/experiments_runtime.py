@@ -1,0 +1,245 @@
+"""Experiments at run time: splits, the event recorder and its store, canary controllers, shadow
+mirrors and the state sync between replicas.
+
+One `ExperimentsService` belongs to the gateway and outlives reloads: a reload rebuilds only the
+experiments whose config changed (their stored state is adopted, so a canary keeps its step), while
+the store, the recorder and unchanged splits carry on untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from experiments.config import AbConfig, BlueGreenConfig, CanaryConfig, ShadowConfig
+from experiments.controller import CanaryController
+from experiments.events import Feedback, exposure_for, outcome_for
+from experiments.outbound import OutboundRequest
+from experiments.outputs import output_metric_names, summarize_outputs
+from experiments.recorder import EventRecorder
+from experiments.shadow import ShadowJob, ShadowMirror
+from experiments.smoke import SmokeCheck
+from experiments.splits import build_split
+from experiments.splits.base import Assignment, Split
+from experiments.splits.blue_green import BlueGreenSplit
+from experiments.splits.canary import CanarySplit
+from experiments.store import EventStore, open_store
+from experiments.sync import SplitStateSync
+from gateway.cluster import ClusterRuntime
+from gateway.config import GatewayConfig, StateConfig
+from gateway.core.context import RequestContext
+from gateway.internal_client import send_to_cluster
+
+log = logging.getLogger("turnout.experiments")
+
+AnyExperiment = AbConfig | CanaryConfig | BlueGreenConfig | ShadowConfig
+# Shadow copies and smoke checks may take this long: a mirror is never waited for by a client.
+INTERNAL_TIMEOUT_S = 30.0
+
+
+def _fingerprint(config: AnyExperiment) -> str:
+    canonical = orjson.dumps(config.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def needs_experiments(config: GatewayConfig) -> bool:
+    return bool(config.experiments) or any(r.backend.feedback for r in config.routes)
+
+
+class ExperimentsService:
+    def __init__(
+        self,
+        state: StateConfig,
+        clusters: Callable[[], Mapping[str, ClusterRuntime]],
+        secure_cookie: bool = False,
+    ) -> None:
+        self.store: EventStore = open_store(redis_url=state.redis_url, sqlite_path=state.sqlite_path)
+        self._sqlite_path = None if state.redis_url else Path(state.sqlite_path)
+        self.recorder = EventRecorder(self.store)
+        self.splits: dict[str, Split] = {}
+        self.configs: dict[str, AnyExperiment] = {}
+        self.output_names: dict[str, tuple[str, ...]] = {}
+        self._fingerprints: dict[str, str] = {}
+        self.controllers: dict[str, CanaryController] = {}
+        self.mirrors: dict[str, ShadowMirror] = {}
+        self.sync = SplitStateSync(self.store, self.splits)
+        self._clusters = clusters
+        self._secure_cookie = secure_cookie
+        self._started = False
+
+    # ----- lifecycle -----
+
+    async def start(self) -> None:
+        if self._sqlite_path is not None:
+            self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        await self.store.start()
+        await self.recorder.start()
+        await self.sync.start()
+        self._started = True
+
+    async def apply(self, config: GatewayConfig) -> None:
+        """Build or keep each experiment of `config`; stop those that are gone."""
+        for name in [n for n in self.splits if n not in config.experiments]:
+            await self._retire(name)
+        for name, experiment in config.experiments.items():
+            fingerprint = _fingerprint(experiment)
+            if self._fingerprints.get(name) == fingerprint:
+                continue
+            await self._retire(name)
+            split = build_split(name, experiment, secure_cookie=self._secure_cookie)
+            await self.sync.adopt(split)  # resume where a previous run (or another replica) left it
+            self.splits[name] = split
+            self.configs[name] = experiment
+            self.output_names[name] = output_metric_names(getattr(experiment, "metrics", ()))
+            self._fingerprints[name] = fingerprint
+            if isinstance(experiment, CanaryConfig) and isinstance(split, CanarySplit):
+                controller = CanaryController(
+                    name, experiment, split, self.store, shadow=self._shadow_tally(name)
+                )
+                await controller.start()
+                self.controllers[name] = controller
+            if isinstance(experiment, ShadowConfig):
+                mirror = ShadowMirror(name, experiment, self.send)
+                await mirror.start()
+                self.mirrors[name] = mirror
+
+    def _shadow_tally(self, name: str) -> Callable[[], Any]:
+        def tally() -> Any:
+            mirror = self.mirrors.get(name)
+            return mirror.comparison.tally() if mirror is not None else None
+
+        return tally
+
+    async def _retire(self, name: str) -> None:
+        controller = self.controllers.pop(name, None)
+        if controller is not None:
+            await controller.stop()
+        mirror = self.mirrors.pop(name, None)
+        if mirror is not None:
+            await mirror.stop()
+        self.splits.pop(name, None)
+        self.configs.pop(name, None)
+        self._fingerprints.pop(name, None)
+
+    async def stop(self) -> None:
+        """Stop controllers and mirrors, then flush every recorded event before closing the store."""
+        for name in list(self.splits):
+            await self._retire(name)
+        if self._started:
+            await self.sync.stop()
+            await self.recorder.stop()
+            await self.store.stop()
+            self._started = False
+
+    # ----- per request -----
+
+    def expose(self, assignment: Assignment, ctx: RequestContext) -> None:
+        ctx.experiment = assignment.experiment
+        ctx.arm = assignment.arm
+        ctx.unit_id = assignment.unit_id
+        self.recorder.record(exposure_for(assignment, ctx.request_id, time.time()))
+
+    def record_outcome(
+        self, assignment: Assignment, ctx: RequestContext, total_s: float, body: bytes | None
+    ) -> None:
+        names = self.output_names.get(assignment.experiment, ())
+        outputs = (
+            summarize_outputs(body, names, ctx.headers.get("inference-header-content-length"))
+            if names and body and ctx.status < 400
+            else ()
+        )
+        self.recorder.record(
+            outcome_for(
+                assignment,
+                ctx.request_id,
+                time.time(),
+                latency_s=total_s,
+                status=ctx.status,
+                response_bytes=ctx.bytes_out,
+                outputs=outputs,
+                failed=ctx.status == 0 or ctx.error is not None,
+            )
+        )
+
+    def needs_response_body(self, name: str) -> bool:
+        return bool(self.output_names.get(name)) or name in self.mirrors
+
+    def offer_shadow(
+        self, assignment: Assignment, ctx: RequestContext, status: int, body: bytes, latency_s: float
+    ) -> None:
+        mirror = self.mirrors.get(assignment.experiment)
+        if mirror is None:
+            return
+        request = OutboundRequest(ctx.method, ctx.path, ctx.query, _forwardable(ctx.headers), ctx.body or b"")
+        for arm, cluster in assignment.mirrors:
+            mirror.offer(ShadowJob(arm, cluster, request, status, body, latency_s))
+
+    def record_feedback(self, payload: Any) -> str | None:
+        """Record one feedback value; the problem with the payload, or None when it was accepted."""
+        if not isinstance(payload, dict):
+            return 'body must be a JSON object like {"request_id": "...", "metric": "conversion", "value": 1}'
+        metric = payload.get("metric")
+        value = payload.get("value")
+        request_id = payload.get("request_id")
+        unit_id = payload.get("unit_id")
+        experiment = payload.get("experiment")
+        if not isinstance(metric, str) or not metric:
+            return "metric: a non-empty string is required"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "value: a number is required"
+        if not isinstance(request_id, str) and not isinstance(unit_id, str):
+            return "request_id or unit_id: one of them is required (a string)"
+        if experiment is not None and not isinstance(experiment, str):
+            return "experiment: must be a string"
+        accepted = self.recorder.record(
+            Feedback(
+                metric=metric,
+                value=float(value),
+                time=time.time(),
+                request_id=request_id if isinstance(request_id, str) else None,
+                unit_id=unit_id if isinstance(unit_id, str) else None,
+                experiment=experiment,
+            )
+        )
+        return None if accepted else "the event queue is full; retry shortly"
+
+    # ----- what the package asks the gateway to send -----
+
+    async def send(self, cluster_name: str, request: OutboundRequest) -> tuple[int, bytes, float]:
+        cluster = self._clusters().get(cluster_name)
+        if cluster is None:
+            raise LookupError(f"unknown cluster '{cluster_name}'")
+        target = f"{request.path}?{request.query}" if request.query else request.path
+        reply = await send_to_cluster(
+            cluster, request.method, target, request.headers, request.body, cluster.retry, INTERNAL_TIMEOUT_S
+        )
+        return reply.status, reply.body, reply.latency_s
+
+    async def cluster_healthy(self, cluster_name: str) -> bool:
+        cluster = self._clusters().get(cluster_name)
+        return cluster is not None and bool(cluster.endpoints.eligible)
+
+    async def switch_blue_green(self, name: str) -> dict[str, Any]:
+        split = self.splits[name]
+        config = self.configs[name]
+        assert isinstance(split, BlueGreenSplit) and isinstance(config, BlueGreenConfig)
+        check = SmokeCheck(self.send, self.cluster_healthy, config.smoke)
+        await split.switch(check)
+        await self.sync.publish(split)
+        return split.state_dict()
+
+
+# Hop-by-hop and per-hop headers are not copied to a mirror: the gateway sets its own.
+_NOT_MIRRORED = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "expect", "te", "upgrade"}
+)
+
+
+def _forwardable(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in headers.items() if k not in _NOT_MIRRORED)
