@@ -1,0 +1,92 @@
+"""`turnout report EXPERIMENT`: an experiment's analysis from its event store, offline or while the
+gateway runs (the store is shared: SQLite in WAL mode, or Redis)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from experiments.config import AbConfig, CanaryConfig
+from experiments.splits import build_split
+from experiments.store import open_store
+from experiments.sync import SplitStateSync
+from gateway.config import ConfigError
+from gateway.loading import load_gateway_config
+
+DEFAULT_CONFIG = Path("config/examples/demo.yaml")
+
+
+def add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser("report", help="analyse an experiment from its event store")
+    report.add_argument("experiment", help="the experiment's name, as in the config")
+    report.add_argument(
+        "--config",
+        default=str(DEFAULT_CONFIG),
+        help=f"the gateway config that defines it (default: {DEFAULT_CONFIG})",
+    )
+    report.add_argument(
+        "--store",
+        default=None,
+        help="the event store: redis://host:port/db or a SQLite file (default: the config's)",
+    )
+    report.add_argument("--format", choices=["json", "md", "html"], default="json")
+    report.add_argument("--out", default=None, help="write the report to this file instead of stdout")
+    report.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    try:
+        config = load_gateway_config(Path(args.config))
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    experiment = config.experiments.get(args.experiment)
+    if experiment is None:
+        known = ", ".join(sorted(config.experiments)) or "none"
+        print(
+            f"turnout report: no experiment '{args.experiment}' in {args.config} (known: {known})",
+            file=sys.stderr,
+        )
+        return 1
+    if not isinstance(experiment, AbConfig | CanaryConfig):
+        print(
+            f"turnout report: '{args.experiment}' is a {experiment.kind} experiment; reports cover "
+            "A/B tests and canaries",
+            file=sys.stderr,
+        )
+        return 1
+    store_url = args.store
+    if store_url is None:
+        redis_url, sqlite_path = config.state.redis_url, config.state.sqlite_path
+    elif store_url.startswith(("redis://", "rediss://")):
+        redis_url, sqlite_path = store_url, ""
+    else:
+        redis_url, sqlite_path = None, store_url.removeprefix("sqlite://")
+    if redis_url is None and not Path(sqlite_path).exists():
+        print(f"turnout report: no event store at {sqlite_path} (has the gateway run here?)", file=sys.stderr)
+        return 1
+    text = asyncio.run(_render(args.experiment, experiment, redis_url, sqlite_path, args.format))
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+async def _render(
+    name: str, experiment: AbConfig | CanaryConfig, redis_url: str | None, sqlite_path: str, fmt: str
+) -> str:
+    from experiments.report import build_report, render
+
+    store = open_store(redis_url=redis_url, sqlite_path=sqlite_path)
+    await store.start()
+    try:
+        split = build_split(name, experiment)
+        await SplitStateSync(store, {name: split}).adopt(split, force=True)
+        report = await build_report(name, experiment, split, store, now=time.time())
+        return str(render(report, fmt))
+    finally:
+        await store.stop()
