@@ -84,12 +84,15 @@ def _spawn(argv: list[str], log_path: Path | None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
 
 
-def start_upstream(name: str, port: int | None = None, log_dir: Path | None = None) -> Process:
+def start_upstream(
+    name: str, port: int | None = None, log_dir: Path | None = None, fail_rate: float = 0.0
+) -> Process:
     port = port or free_port()
     log_path = (log_dir / f"upstream-{name}-{port}.log") if log_dir else None
-    proc = _spawn(
-        [sys.executable, "-m", "tests.support.upstream", "--port", str(port), "--name", name], log_path
-    )
+    argv = [sys.executable, "-m", "tests.support.upstream", "--port", str(port), "--name", name]
+    if fail_rate:
+        argv += ["--fail-rate", str(fail_rate)]
+    proc = _spawn(argv, log_path)
     process = Process(proc, port, log_path)
     try:
         wait_until(

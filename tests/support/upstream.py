@@ -112,15 +112,26 @@ async def echo(request: web.Request) -> web.Response:
 
 @web.middleware
 async def counting(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    state = request.app[STATE]
     if not request.path.startswith(("/healthz", "/control", "/count")):
-        request.app[STATE]["requests"] += 1
+        state["requests"] += 1
+        # --fail-rate: a deterministic share of answers fail (every k-th request), like a bad release.
+        every = state["fail_every"]
+        if every and state["requests"] % every == 0:
+            return web.json_response({"name": request.app[NAME], "error": "injected failure"}, status=500)
     return await handler(request)
 
 
-def build_app(name: str) -> web.Application:
+def build_app(name: str, fail_rate: float = 0.0) -> web.Application:
     app = web.Application(middlewares=[counting], client_max_size=64 * 1024 * 1024)
     app[NAME] = name
-    app[STATE] = {"healthy": True, "requests": 0, "health_checks": 0, "seen": set()}
+    app[STATE] = {
+        "healthy": True,
+        "requests": 0,
+        "health_checks": 0,
+        "seen": set(),
+        "fail_every": round(1 / fail_rate) if fail_rate else 0,
+    }
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/control/health", control_health)
     app.router.add_get("/count", count)
@@ -138,9 +149,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default=f"upstream-{os.getpid()}")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of answers that are 500s")
     args = parser.parse_args()
     print(json.dumps({"listening": args.port}), flush=True)
-    web.run_app(build_app(args.name), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(
+        build_app(args.name, args.fail_rate), host="127.0.0.1", port=args.port, print=None, access_log=None
+    )
 
 
 if __name__ == "__main__":
