@@ -35,3 +35,15 @@ bench: bench-proxy
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# `make loadtest SCENARIO=ab USERS=50 DURATION=20s`: one Locust scenario, headless, against the demo
+# stack (started for the run when it is not up). Scenarios and their summaries: loadtests/README.md.
+# Defaults: the mixed OIP scenario, with the runner's own defaults; LOADTEST_ARGS go to the scenario
+# (e.g. LOADTEST_ARGS="--user-pool 5000").
+SCENARIO ?= oip
+USERS ?= 20
+DURATION ?= 20s
+LOADTEST_ARGS ?=
+.PHONY: loadtest
+loadtest: $(STAMP)
+	$(PY) -m loadtests.run --scenario $(SCENARIO) --users $(USERS) --duration $(DURATION) -- $(LOADTEST_ARGS)
