@@ -2,6 +2,7 @@
 
     GET  /admin/experiments                          every experiment, its kind and state
     GET  /admin/experiments/{name}                   status: arms, counts, metrics, tests, decision
+    GET  /admin/experiments/{name}/report?format=    the analyst's report: json, md or html
     POST /admin/experiments/{name}/pause | resume | rollback
     POST /admin/experiments/{name}/promote           {"arm": "treatment"} for A/B; none for a canary
     POST /admin/experiments/{name}/weights           {"weights": {"control": 90, "treatment": 10}}
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from gateway.server import Gateway
 
 GatewayOf = Callable[[web.Request], "Gateway"]
+_REPORT_TYPES = {"json": "application/json", "md": "text/markdown", "html": "text/html"}
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -168,7 +170,20 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
             raise
         return _json({"state": state, "shares": split.shares()})
 
+    async def report(request: web.Request) -> web.Response:
+        from experiments.report import build_report, render
+
+        experiments, name, split = split_of(request)
+        fmt = request.query.get("format", "json")
+        if fmt not in _REPORT_TYPES:
+            return _error(400, f"format must be one of {', '.join(_REPORT_TYPES)}")
+        if not isinstance(split, AbSplit | CanarySplit):
+            return _error(400, "reports cover A/B tests and canaries")
+        built = await build_report(name, experiments.configs[name], split, experiments.store, now=time.time())
+        return web.Response(text=str(render(built, fmt)), content_type=_REPORT_TYPES[fmt], charset="utf-8")
+
     app.router.add_get("/admin/experiments", listing)
+    app.router.add_get("/admin/experiments/{name}/report", report)
     app.router.add_get("/admin/experiments/{name}", status)
     app.router.add_post("/admin/experiments/{name}/pause", action(pause))
     app.router.add_post("/admin/experiments/{name}/resume", action(resume))

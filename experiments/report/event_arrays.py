@@ -1,0 +1,184 @@
+"""An experiment's raw events, read once from the store and held as arrays per arm.
+
+The store's sufficient statistics answer "where are we now"; the report's time series (cumulative
+lift, exposures over time) need to know when each event happened, so they read the raw rows
+(`EventStore.export_rows`). Only analysed events count (not forced, not excluded, with a unit id),
+as in the statistics. Feedback is attributed as the store joined it: by request id to that request's
+exposure, else by unit id to the unit's latest exposure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from experiments.store.base import EventStore
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEvents:
+    time: FloatArray
+    unit: IntArray
+    value: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class ArmEvents:
+    """One arm's analysed events in the current phase; `unit` codes number this arm's units from 0."""
+
+    exposure_time: FloatArray
+    exposure_unit: IntArray
+    outcome_time: FloatArray
+    outcome_unit: IntArray
+    latency: FloatArray
+    error: FloatArray
+    feedback: Mapping[str, FeedbackEvents]
+
+    @property
+    def unit_count(self) -> int:
+        codes = [self.exposure_unit, self.outcome_unit, *(f.unit for f in self.feedback.values())]
+        return max((int(c.max()) + 1 for c in codes if c.size), default=0)
+
+    def unit_first_seen(self) -> FloatArray:
+        """Per unit, the time of its first event of any kind (exposure, outcome, feedback)."""
+        first = np.full(self.unit_count, math.inf)
+        np.minimum.at(first, self.exposure_unit, self.exposure_time)
+        np.minimum.at(first, self.outcome_unit, self.outcome_time)
+        for events in self.feedback.values():
+            np.minimum.at(first, events.unit, events.time)
+        return first
+
+    def times(self) -> FloatArray:
+        parts = [self.exposure_time, self.outcome_time, *(f.time for f in self.feedback.values())]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseExposures:
+    """Analysed exposures of every arm in one phase: sorted times and distinct units."""
+
+    times: Mapping[str, FloatArray]
+    unit_first_times: Mapping[str, FloatArray]
+    """Per arm, the sorted times at which each unit was first exposed in this phase."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentEvents:
+    phase: int
+    arms: Mapping[str, ArmEvents]
+    """The current phase, per arm."""
+    exposures: Mapping[int, PhaseExposures]
+    """Every phase that has analysed exposures."""
+
+    def window(self) -> tuple[float, float]:
+        """First and last analysed event of the current phase (NaN, NaN when there is none)."""
+        times = [arm.times() for arm in self.arms.values()]
+        merged = np.concatenate(times) if times else np.empty(0)
+        if merged.size == 0:
+            return math.nan, math.nan
+        return float(merged.min()), float(merged.max())
+
+
+@dataclass(slots=True)
+class _ArmBuilder:
+    codes: dict[str, int] = field(default_factory=dict)
+    exposures: list[tuple[float, int]] = field(default_factory=list)
+    outcomes: list[tuple[float, int, float, float]] = field(default_factory=list)
+    feedback: dict[str, list[tuple[float, int, float]]] = field(default_factory=dict)
+
+    def code(self, unit: str) -> int:
+        return self.codes.setdefault(unit, len(self.codes))
+
+    def build(self) -> ArmEvents:
+        exposures = np.array(self.exposures, dtype=np.float64).reshape(-1, 2)
+        outcomes = np.array(self.outcomes, dtype=np.float64).reshape(-1, 4)
+        feedback = {}
+        for metric, rows in self.feedback.items():
+            values = np.array(rows, dtype=np.float64).reshape(-1, 3)
+            feedback[metric] = FeedbackEvents(values[:, 0], values[:, 1].astype(np.int64), values[:, 2])
+        return ArmEvents(
+            exposure_time=exposures[:, 0],
+            exposure_unit=exposures[:, 1].astype(np.int64),
+            outcome_time=outcomes[:, 0],
+            outcome_unit=outcomes[:, 1].astype(np.int64),
+            latency=outcomes[:, 2],
+            error=outcomes[:, 3],
+            feedback=feedback,
+        )
+
+
+def _analysed(row: Mapping[str, Any]) -> bool:
+    return not (row.get("forced") or row.get("excluded")) and bool(row.get("unit_id"))
+
+
+def _phase_exposures(rows: Iterable[Mapping[str, Any]]) -> dict[int, PhaseExposures]:
+    times: dict[int, dict[str, list[float]]] = {}
+    first_seen: dict[int, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        if not _analysed(row):
+            continue
+        phase, arm, time = int(row["phase"]), str(row["arm"]), float(row["time"])
+        times.setdefault(phase, {}).setdefault(arm, []).append(time)
+        seen = first_seen.setdefault(phase, {}).setdefault(arm, {})
+        unit = str(row["unit_id"])
+        seen[unit] = min(seen.get(unit, math.inf), time)
+    return {
+        phase: PhaseExposures(
+            times={arm: np.sort(np.array(values)) for arm, values in arms.items()},
+            unit_first_times={
+                arm: np.sort(np.array(list(units.values()))) for arm, units in first_seen[phase].items()
+            },
+        )
+        for phase, arms in times.items()
+    }
+
+
+async def load_events(store: EventStore, experiment: str, phase: int) -> ExperimentEvents:
+    """Read the experiment's raw exposures, outcomes and feedback (oldest first) into arrays."""
+    exposure_rows = await store.export_rows(experiment, "exposures")
+    outcome_rows = await store.export_rows(experiment, "outcomes")
+    feedback_rows = await store.export_rows(experiment, "feedback")
+    arms: dict[str, _ArmBuilder] = {}
+    by_request: dict[str, tuple[int, str, str | None, bool]] = {}
+    latest_of_unit: dict[str, tuple[int, str, bool]] = {}
+    for row in exposure_rows:
+        analysed, arm, row_phase, unit = _analysed(row), str(row["arm"]), int(row["phase"]), row["unit_id"]
+        if row.get("request_id"):
+            by_request[str(row["request_id"])] = (row_phase, arm, unit, analysed)
+        if unit:
+            latest_of_unit[str(unit)] = (row_phase, arm, analysed)
+        if analysed and row_phase == phase:
+            builder = arms.setdefault(arm, _ArmBuilder())
+            builder.exposures.append((float(row["time"]), builder.code(str(unit))))
+    for row in outcome_rows:
+        if _analysed(row) and int(row["phase"]) == phase:
+            builder = arms.setdefault(str(row["arm"]), _ArmBuilder())
+            error = 1.0 if row.get("error") else 0.0
+            outcome = (float(row["time"]), builder.code(str(row["unit_id"])), float(row["latency_s"]), error)
+            builder.outcomes.append(outcome)
+    for row in feedback_rows:
+        if not row.get("matched") or row.get("experiment") != experiment:
+            continue
+        target: tuple[int, str, str | None, bool] | None = None
+        if row.get("request_id"):
+            target = by_request.get(str(row["request_id"]))
+        elif row.get("unit_id") and (latest := latest_of_unit.get(str(row["unit_id"]))) is not None:
+            target = (latest[0], latest[1], str(row["unit_id"]), latest[2])
+        if target is None or target[0] != phase or not target[3] or not target[2]:
+            continue
+        builder = arms.setdefault(target[1], _ArmBuilder())
+        entry = (float(row["time"]), builder.code(target[2]), float(row["value"]))
+        builder.feedback.setdefault(f"feedback:{row['metric']}", []).append(entry)
+    return ExperimentEvents(
+        phase=phase,
+        arms={arm: builder.build() for arm, builder in arms.items()},
+        exposures=_phase_exposures(exposure_rows),
+    )
