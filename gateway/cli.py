@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(handler=_schema)
 
-    from gateway.report_cli import add_report_parser
+    from gateway.report_cli import add_export_parser, add_report_parser
 
     add_report_parser(commands)
+    add_export_parser(commands)
 
     for name, help_text in (("worker", "run one inference worker"), ("workers", "run a pool of workers")):
         sub = commands.add_parser(name, help=help_text, add_help=False)

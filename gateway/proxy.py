@@ -37,6 +37,7 @@ from gateway.core.filters import Response
 from gateway.http.exchange import HttpExchange
 from gateway.http.headers import build_request_head, relayable_headers, request_id_of, response_headers
 from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFailure
+from routing.affinity import affinity_pick
 
 if TYPE_CHECKING:
     from experiments.splits.base import Assignment
@@ -90,6 +91,7 @@ class ProxyRequest:
 
     __slots__ = (
         "admitted",
+        "affinity_key",
         "assignment",
         "attempt",
         "body",
@@ -141,6 +143,8 @@ class ProxyRequest:
         self.relaying = False
         self.done = False
         self.assignment: Assignment | None = None
+        self.affinity_key: str | None = None
+        """Set when the experiment pins each unit to one endpoint of its arm's cluster."""
         self.extra_headers: list[tuple[bytes, bytes]] = []
         """Headers every answer to this request carries (experiment and arm, a new unit cookie)."""
         self.buffer_response = False
@@ -262,6 +266,8 @@ class ProxyRequest:
             return None
         self.assignment = assignment
         service.expose(assignment, self.ctx)
+        if assignment.unit_id is not None and getattr(service.configs.get(name), "affinity", False):
+            self.affinity_key = assignment.unit_id
         self.extra_headers = [
             (b"x-turnout-experiment", assignment.experiment.encode()),
             (b"x-turnout-arm", assignment.arm.encode()),
@@ -319,7 +325,11 @@ class ProxyRequest:
         cluster = self.cluster
         route = self.route
         assert cluster is not None and route is not None
-        endpoint = cluster.endpoints.pick(self.ctx)
+        endpoint = None
+        if self.affinity_key is not None:
+            endpoint = affinity_pick(cluster.endpoints.eligible, self.affinity_key)
+        if endpoint is None:
+            endpoint = cluster.endpoints.pick(self.ctx)
         if endpoint is None:
             self.fail(ServiceUnavailable(f"cluster '{cluster.name}' has no healthy endpoint"))
             return

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from experiments.config import AbConfig, CanaryConfig
 from experiments.splits import build_split
-from experiments.store import open_store
+from experiments.store import EVENT_KINDS, ParquetUnavailable, export_events, open_store
 from experiments.sync import SplitStateSync
-from gateway.config import ConfigError
+from gateway.config import ConfigError, GatewayConfig
 from gateway.loading import load_gateway_config
 
 DEFAULT_CONFIG = Path("config/examples/demo.yaml")
@@ -37,12 +37,63 @@ def add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     report.set_defaults(handler=run_report)
 
 
-def run_report(args: argparse.Namespace) -> int:
+def add_export_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = commands.add_parser("export", help="write an experiment's raw events to CSV or Parquet")
+    export.add_argument("experiment", help="the experiment's name, as in the config")
+    export.add_argument("--kind", choices=sorted(EVENT_KINDS), default="exposures", help="which events")
+    export.add_argument(
+        "--format", choices=["csv", "parquet"], default="csv", help="parquet needs pyarrow installed"
+    )
+    export.add_argument("--out", required=True, help="the file to write")
+    export.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"default: {DEFAULT_CONFIG}")
+    export.add_argument("--store", default=None, help="redis://... or a SQLite file (default: the config's)")
+    export.set_defaults(handler=run_export)
+
+
+def _store_location(args: argparse.Namespace) -> tuple[GatewayConfig, str | None, str] | None:
     try:
         config = load_gateway_config(Path(args.config))
     except ConfigError as err:
         print(err, file=sys.stderr)
+        return None
+    if args.store is None:
+        return config, config.state.redis_url, config.state.sqlite_path
+    if args.store.startswith(("redis://", "rediss://")):
+        return config, args.store, ""
+    return config, None, args.store.removeprefix("sqlite://")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    location = _store_location(args)
+    if location is None:
         return 1
+    _, redis_url, sqlite_path = location
+    if redis_url is None and not Path(sqlite_path).exists():
+        print(f"turnout export: no event store at {sqlite_path}", file=sys.stderr)
+        return 1
+
+    async def export() -> int:
+        store = open_store(redis_url=redis_url, sqlite_path=sqlite_path)
+        await store.start()
+        try:
+            return await export_events(store, args.experiment, args.kind, Path(args.out), args.format)
+        finally:
+            await store.stop()
+
+    try:
+        rows = asyncio.run(export())
+    except ParquetUnavailable as exc:
+        print(f"turnout export: {exc}", file=sys.stderr)
+        return 1
+    print(f"{rows} {args.kind} events of {args.experiment} written to {args.out}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    location = _store_location(args)
+    if location is None:
+        return 1
+    config, redis_url, sqlite_path = location
     experiment = config.experiments.get(args.experiment)
     if experiment is None:
         known = ", ".join(sorted(config.experiments)) or "none"
@@ -58,13 +109,6 @@ def run_report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    store_url = args.store
-    if store_url is None:
-        redis_url, sqlite_path = config.state.redis_url, config.state.sqlite_path
-    elif store_url.startswith(("redis://", "rediss://")):
-        redis_url, sqlite_path = store_url, ""
-    else:
-        redis_url, sqlite_path = None, store_url.removeprefix("sqlite://")
     if redis_url is None and not Path(sqlite_path).exists():
         print(f"turnout report: no event store at {sqlite_path} (has the gateway run here?)", file=sys.stderr)
         return 1

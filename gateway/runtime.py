@@ -8,9 +8,11 @@ continue untouched); changed clusters are rebuilt and adopt the state of endpoin
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import orjson
 
@@ -29,9 +31,11 @@ from gateway.config import (
 )
 from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.core.context import RequestContext
+from gateway.core.errors import ServiceUnavailable
 from gateway.experiments_runtime import ExperimentsService
 from gateway.filters_config import build_filters
 from gateway.http.headers import HeaderRules
+from gateway.internal_client import send_to_cluster
 from gateway.observability import AccessLog, GatewayMetrics
 from gateway.route import CompiledRoute, PrefixRewrite, UpstreamLayer
 from routing.balancers import BalancerFactory, make_balancer_factory
@@ -229,6 +233,38 @@ def _attach_layer(route: CompiledRoute, clusters: list[ClusterRuntime]) -> Upstr
     return None
 
 
+def _attach_metadata(route: CompiledRoute, clusters: list[ClusterRuntime]) -> None:
+    """Filters that validate requests against model metadata fetch it from the route's own cluster
+    (unless their config names another source)."""
+    if not clusters:
+        return
+    cluster = clusters[0]
+    for filter_ in route.filters.filters:
+        setter = getattr(filter_, "set_metadata_fetcher", None)
+        if setter is not None and not getattr(filter_, "has_metadata_source", False):
+            setter(metadata_fetcher(cluster))
+
+
+def metadata_fetcher(
+    cluster: ClusterRuntime,
+) -> Callable[[str, str | None], Awaitable[dict[str, Any] | None]]:
+    """GET /v2/models/{model}[/versions/{v}] on the cluster; None when the model is unknown there."""
+
+    async def fetch(model: str, version: str | None) -> dict[str, Any] | None:
+        path = f"/v2/models/{quote(model, safe='')}"
+        if version:
+            path += f"/versions/{quote(version, safe='')}"
+        reply = await send_to_cluster(cluster, "GET", path, (), b"", cluster.retry, cluster.request_timeout)
+        if reply.status == 404:
+            return None
+        if reply.status != 200:
+            raise ServiceUnavailable(f"model metadata for '{model}': upstream answered {reply.status}")
+        document = orjson.loads(reply.body)
+        return document if isinstance(document, dict) else None
+
+    return fetch
+
+
 def _experiment_clusters(config: GatewayConfig, name: str | None) -> list[str]:
     if name is None or name not in config.experiments:
         return []
@@ -292,6 +328,7 @@ def build_runtime(
             else [clusters[name] for name in _experiment_clusters(config, backend.experiment)]
         )
         compiled.layer = _attach_layer(compiled, reachable)
+        _attach_metadata(compiled, reachable)
         routes.append(compiled)
         rules.append(_route_rule(route, compiled))
     return Runtime(config, Router(rules), clusters, routes, metrics, access_log, carried, experiments)

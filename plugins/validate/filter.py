@@ -120,6 +120,11 @@ class OipValidateFilter(BodyRules):
         self._http_fetcher = http_fetcher
         self._require_all = require_all_inputs
 
+    @property
+    def has_metadata_source(self) -> bool:
+        """True when the config names where metadata comes from (`metadata_from`)."""
+        return self._http_fetcher is not None
+
     def set_metadata_fetcher(self, fetcher: MetadataFetcher) -> None:
         """Use `fetcher` for model metadata (instead of `metadata_from`); forgets what was fetched."""
         self._signatures.set_fetcher(fetcher)

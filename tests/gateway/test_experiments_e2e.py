@@ -374,3 +374,68 @@ async def test_stickiness_holds_across_two_gateway_processes(
     finally:
         for g in gateways:
             g.stop()
+
+
+async def test_affinity_pins_each_unit_to_one_endpoint_of_its_arm(
+    make_gateway: Any, upstream_a: Process, upstream_b: Process, tmp_path: Path
+) -> None:
+    config = _ab_config(upstream_a, upstream_b, tmp_path, affinity=True)
+    pair = [f"127.0.0.1:{upstream_a.port}", f"127.0.0.1:{upstream_b.port}"]
+    config["clusters"] = {"a": {"endpoints": pair}, "b": {"endpoints": pair}}  # round robin otherwise
+    async with make_gateway(config) as gw, aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{gw.data_port}/echo"
+        served: dict[str, set[str]] = {}
+        for user in range(40):
+            for _ in range(4):
+                _, _, body = await _get(session, url, headers={"x-user-id": f"user-{user}"})
+                served.setdefault(f"user-{user}", set()).add(body["name"])
+        assert all(len(names) == 1 for names in served.values())
+        assert {next(iter(n)) for n in served.values()} == {"a", "b"}  # yet both endpoints serve
+
+
+async def test_report_and_export_from_the_command_line(
+    make_gateway: Any, upstream_a: Process, upstream_b: Process, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.processes import ROOT, _env
+
+    config = _ab_config(upstream_a, upstream_b, tmp_path)
+    async with make_gateway(config) as gw, aiohttp.ClientSession() as session:
+        for user in range(30):
+            await _get(session, f"http://127.0.0.1:{gw.data_port}/echo", headers={"x-user-id": f"u{user}"})
+    # The gateway stopped: its events are flushed to the SQLite store.
+    path = tmp_path / "report.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def turnout(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args],
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    report = turnout("report", "exp", "--config", str(path), "--format", "json")
+    assert report.returncode == 0, report.stderr
+    document = json.loads(report.stdout)
+    arms = {arm["name"]: arm for arm in document["arms"]}
+    assert sum(arm["units"] for arm in arms.values()) == 30
+    assert sum(arm["requests"] for arm in arms.values()) == 30
+    assert document["decision"]["action"] in ("ship", "roll_back", "keep_running", "unhealthy")
+    html = turnout(
+        "report", "exp", "--config", str(path), "--format", "html", "--out", str(tmp_path / "r.html")
+    )
+    assert html.returncode == 0, html.stderr
+    assert (tmp_path / "r.html").read_text().count("<svg") >= 2
+    export = turnout(
+        "export", "exp", "--config", str(path), "--kind", "exposures", "--out", str(tmp_path / "e.csv")
+    )
+    assert export.returncode == 0, export.stderr
+    lines = (tmp_path / "e.csv").read_text().strip().splitlines()
+    assert len(lines) == 31  # a header and one row per request
+    missing = turnout("report", "nope", "--config", str(path))
+    assert missing.returncode == 1 and "no experiment 'nope'" in missing.stderr
