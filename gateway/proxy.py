@@ -26,9 +26,7 @@ import orjson
 
 from gateway.core.context import RequestContext
 from gateway.core.errors import (
-    BadGateway,
     GatewayError,
-    GatewayTimeout,
     Overloaded,
     ServiceUnavailable,
     error_body,
@@ -37,6 +35,7 @@ from gateway.core.filters import Response
 from gateway.http.exchange import HttpExchange
 from gateway.http.headers import build_request_head, relayable_headers, request_id_of, response_headers
 from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFailure
+from gateway.internal_client import failure_error
 from routing.affinity import affinity_pick
 
 if TYPE_CHECKING:
@@ -73,17 +72,6 @@ class Proxy:
         task = asyncio.get_running_loop().create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-
-def _failure_error(failure: UpstreamFailure, cluster: str) -> GatewayError:
-    message = f"cluster '{cluster}': {failure.message}"
-    if failure.kind == "overloaded":
-        return Overloaded(message)
-    if failure.kind == "timeout":
-        return GatewayTimeout(message)
-    if failure.kind == "connect-failure":
-        return ServiceUnavailable(message)
-    return BadGateway(message)
 
 
 class ProxyRequest:
@@ -515,7 +503,7 @@ class ProxyRequest:
             self.finish()
             return
         if failure.kind == "overloaded":  # our own limit, not the endpoint's fault
-            self.fail(_failure_error(failure, cluster.name))
+            self.fail(failure_error(failure, cluster.name))
             return
         if endpoint is not None:
             cluster.endpoints.on_failure(endpoint, monotonic())
@@ -531,7 +519,7 @@ class ProxyRequest:
         ):
             self._retry(budgeted=False)
         else:
-            self.fail(_failure_error(failure, cluster.name))
+            self.fail(failure_error(failure, cluster.name))
 
     # ----- retries -----
 
