@@ -28,10 +28,15 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m gateway.demo
 
+# `make bench-proxy BENCH_PROXY_ARGS="--compare-chain"`: the proxy benchmark alone (bench/proxy.py).
+# `make bench BENCH_ARGS="--quick"`: every benchmark, rewriting bench/RESULTS.md (bench/run_all.py).
+BENCH_PROXY_ARGS ?=
+BENCH_ARGS ?=
 bench-proxy: $(STAMP)
-	$(PY) bench/proxy.py
+	$(PY) bench/proxy.py $(BENCH_PROXY_ARGS)
 
-bench: bench-proxy
+bench: $(STAMP)
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,7 +7,9 @@ process), so against fast targets it measures itself as much as the target; the 
 load generator produced each figure.
 
     python bench/_loadgen.py --url http://127.0.0.1:9000/ --connections 32 --duration 5
-prints one JSON object (a LoadResult) on its last line.
+                             [--header "Authorization: Bearer ..."]... [--unique-query]
+prints one JSON object (a LoadResult) on its last line. With --unique-query each request gets its own
+query string (``n=<count>``), as bench/unique_query.lua does for wrk.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import sys
 import time
@@ -38,13 +41,32 @@ STARTUP_ALLOWANCE_S = 10.0
 RECONNECT_PAUSE_S = 0.01
 
 
+def request_maker(
+    target: str, host: str, headers: Sequence[tuple[str, str]], unique_query: bool
+) -> Callable[[], bytes]:
+    """What makes each request's bytes: one fixed GET, or one whose query string counts up.
+
+    ``target`` is the path with its query, if any; ``headers`` go with every request.
+    """
+    lines = [f"Host: {host}", *(f"{name}: {value}" for name, value in headers)]
+    if any(char in line for line in lines for char in "\r\n"):
+        raise ValueError("a header name or value cannot hold a line break")
+    tail = (" HTTP/1.1\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode("latin-1")
+    if not unique_query:
+        fixed = b"GET " + target.encode("ascii") + tail
+        return lambda: fixed
+    start = b"GET " + target.encode("ascii") + (b"&n=" if "?" in target else b"?n=")
+    counter = itertools.count(1)
+    return lambda: b"%s%d%s" % (start, next(counter), tail)
+
+
 class _Run:
     """State shared by every connection of one run."""
 
-    __slots__ = ("deadline", "errors", "latencies", "request", "transports")
+    __slots__ = ("deadline", "errors", "latencies", "next_request", "transports")
 
-    def __init__(self, request: bytes, deadline: float) -> None:
-        self.request = request
+    def __init__(self, next_request: Callable[[], bytes], deadline: float) -> None:
+        self.next_request = next_request
         self.deadline = deadline
         self.latencies: list[float] = []
         self.errors = 0
@@ -74,7 +96,7 @@ class _Client(asyncio.Protocol):
         assert self._transport is not None
         self._awaiting = True
         self._sent_at = time.perf_counter()
-        self._transport.write(self._run.request)
+        self._transport.write(self._run.next_request())
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -127,8 +149,15 @@ async def _drive(run: _Run, host: str, port: int) -> None:
         await closed
 
 
-async def run_load(url: str, connections: int, duration_s: float) -> LoadResult:
-    """Load ``url`` over ``connections`` keep-alive connections for ``duration_s`` seconds."""
+async def run_load(
+    url: str,
+    connections: int,
+    duration_s: float,
+    headers: Sequence[tuple[str, str]] = (),
+    unique_query: bool = False,
+) -> LoadResult:
+    """Load ``url`` over ``connections`` keep-alive connections for ``duration_s`` seconds, every
+    request carrying ``headers`` and, with ``unique_query``, its own query string."""
     if connections < 1:
         raise ValueError("connections must be at least 1")
     if duration_s <= 0:
@@ -140,10 +169,10 @@ async def run_load(url: str, connections: int, duration_s: float) -> LoadResult:
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
-    request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode("ascii")
+    next_request = request_maker(path, parts.netloc, headers, unique_query)
 
     started = time.perf_counter()
-    run = _Run(request, started + duration_s)
+    run = _Run(next_request, started + duration_s)
     drivers = [asyncio.create_task(_drive(run, parts.hostname, port)) for _ in range(connections)]
     _, pending = await asyncio.wait(drivers, timeout=duration_s + DRAIN_GRACE_S)
     for transport in list(run.transports):
@@ -169,14 +198,21 @@ async def run_load(url: str, connections: int, duration_s: float) -> LoadResult:
 
 @dataclass(frozen=True, slots=True)
 class PythonLoadgenRunner:
-    """Runs this module as a child process, through ``wrap`` (CPU pinning), and reads its JSON line."""
+    """Runs this module as a child process, through ``wrap`` (CPU pinning), and reads its JSON line;
+    every request carries ``headers`` and, with ``unique_query``, a query string of its own."""
 
     wrap: Callable[[Sequence[str]], list[str]]
+    headers: tuple[tuple[str, str], ...] = ()
+    unique_query: bool = False
     name: str = "python"
 
     def run(self, url: str, connections: int, duration_s: float, log_path: Path) -> LoadResult:
         argv = [sys.executable, str(Path(__file__).resolve()), "--url", url]
         argv += ["--connections", str(connections), "--duration", repr(duration_s)]
+        for name, value in self.headers:
+            argv += ["--header", f"{name}: {value}"]
+        if self.unique_query:
+            argv.append("--unique-query")
         timeout_s = duration_s + DRAIN_GRACE_S + STARTUP_ALLOWANCE_S
         lines = run_to_completion(self.wrap(argv), log_path, timeout_s).strip().splitlines()
         if not lines:
@@ -184,11 +220,22 @@ class PythonLoadgenRunner:
         return LoadResult.from_dict(json.loads(lines[-1]))
 
 
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f'expected "Name: value", got {text!r}')
+    return name.strip(), value.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Closed-loop keep-alive HTTP/1.1 load generator.")
     parser.add_argument("--url", required=True, help="target, e.g. http://127.0.0.1:9000/")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds to measure")
+    parser.add_argument(
+        "--header", type=_header, action="append", default=[], help='"Name: value", sent with every request'
+    )
+    parser.add_argument("--unique-query", action="store_true", help="a query string of its own per request")
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -197,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runner = uvloop.run
     try:
-        result = runner(run_load(args.url, args.connections, args.duration))
+        result = runner(run_load(args.url, args.connections, args.duration, args.header, args.unique_query))
     except (RuntimeError, ValueError) as exc:
         print(f"loadgen: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import _nginx
+from _chains import CHAIN_NAMES
 
 from gateway.core.config_types import parse_duration
 
@@ -25,6 +26,8 @@ class Options:
     turnout: str | None  # the turnout executable; None: find it
     access_log: bool
     json: bool
+    chain: str  # one of CHAIN_NAMES: the filters on turnout's route (see _chains)
+    compare_chain: bool  # also run turnout with no filters, beside the chain
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -78,7 +81,22 @@ def parse_options(argv: Sequence[str] | None, description: str | None = None) ->
     )
     parser.add_argument("--access-log", action="store_true", help="proxies write an access log to a file")
     parser.add_argument("--json", action="store_true", help="last stdout line: one JSON summary object")
+    parser.add_argument(
+        "--chain",
+        choices=CHAIN_NAMES,
+        help="filters on turnout's route (default none; typical with --compare-chain)",
+    )
+    parser.add_argument(
+        "--compare-chain",
+        action="store_true",
+        help="measure turnout with no filters and with --chain side by side, and the chain's cost",
+    )
     args = parser.parse_args(argv)
+    chain = args.chain or ("typical" if args.compare_chain else "none")
+    if args.compare_chain and chain == "none":
+        parser.error("--compare-chain compares a chain with none: give --chain typical or cache-hit")
+    if args.compare_chain and "turnout" not in args.targets:
+        parser.error("--compare-chain measures turnout: include turnout in --targets")
     if args.duration <= 0:
         parser.error("--duration must be positive")
     if args.loadgen == "wrk" and shutil.which("wrk") is None:
@@ -95,4 +113,6 @@ def parse_options(argv: Sequence[str] | None, description: str | None = None) ->
         turnout=args.turnout,
         access_log=args.access_log,
         json=args.json,
+        chain=chain,
+        compare_chain=args.compare_chain,
     )

@@ -111,11 +111,20 @@ def spawned(argv: Sequence[str], log_path: Path) -> Iterator[subprocess.Popen[by
 
 
 def _popen(argv: Sequence[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return spawn_in_group(argv, log, subprocess.STDOUT)
+
+
+def spawn_in_group(
+    argv: Sequence[str], stdout: IO[bytes] | int, stderr: IO[bytes] | int, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` leading its own process group (stop it with ``stop_group``), killed by the
+    kernel if the harness dies first."""
     return subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
         start_new_session=True,
         preexec_fn=_die_with_parent_hook(),
     )
@@ -169,11 +178,11 @@ def wait_until(
         time.sleep(POLL_INTERVAL_S)
 
 
-def http_status(port: int, path: str = "/") -> int | None:
+def http_status(port: int, path: str = "/", headers: Sequence[tuple[str, str]] = ()) -> int | None:
     """The status of a GET to 127.0.0.1:``port``, or None when nothing answers properly."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT_S)
     try:
-        conn.request("GET", path, headers={"Connection": "close"})
+        conn.request("GET", path, headers={**dict(headers), "Connection": "close"})
         response = conn.getresponse()
         response.read()
         return response.status

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import _nginx
 import _turnout
+from _chains import Chain
 from _options import Options
 from _procs import ChildFailed, Pinning, free_port, http_status, start_service
 from _report import Unavailable
@@ -22,12 +23,41 @@ UPSTREAM_SCRIPT = Path(__file__).resolve().with_name("upstream.py")
 
 @dataclass(frozen=True, slots=True)
 class Bench:
-    """What every start needs: the options, a private temp dir, the pinning, and who tears down."""
+    """What every start needs: the options, a private temp dir, the pinning, who tears down, and the
+    filter chain (which also shapes every request sent)."""
 
     opts: Options
     stack: contextlib.ExitStack
     workdir: Path
     pinning: Pinning
+    chain: Chain
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """One row of the tables: ``kind`` is direct, nginx or turnout; ``chain`` is turnout's filters."""
+
+    label: str
+    kind: str
+    chain: Chain | None = None
+
+
+def turnout_label(chain: Chain) -> str:
+    return "turnout" if not chain.filters else f"turnout+{chain.name}"
+
+
+def plan_targets(opts: Options, chain: Chain, no_filters: Chain) -> list[TargetSpec]:
+    """The rows to measure, in order: turnout is one row, or two (no filters, then the chain) when
+    comparing chains."""
+    specs: list[TargetSpec] = []
+    for name in opts.targets:
+        if name != "turnout":
+            specs.append(TargetSpec(name, name))
+            continue
+        if opts.compare_chain:
+            specs.append(TargetSpec(turnout_label(no_filters), "turnout", no_filters))
+        specs.append(TargetSpec(turnout_label(chain), "turnout", chain))
+    return specs
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,31 +115,35 @@ def _start_nginx_proxy(bench: Bench, upstream_port: int) -> Target | Unavailable
     return Target("nginx", port, proc)
 
 
-def _start_turnout(bench: Bench, upstream_port: int) -> Target | Unavailable:
+def _start_turnout(bench: Bench, spec: TargetSpec, upstream_port: int) -> Target | Unavailable:
     turnout = bench.opts.turnout or _turnout.turnout_path()
     if turnout is None:
         return Unavailable("the turnout command is not installed (pip install -e .)", failed=True)
+    filters = spec.chain.filters if spec.chain is not None else ()
     port, admin_port = free_port(), free_port()
-    access_log_path = bench.workdir / "turnout-access.log" if bench.opts.access_log else None
-    config_path = bench.workdir / "turnout.yaml"
-    config_path.write_text(_turnout.turnout_config(port, admin_port, upstream_port, access_log_path))
+    stem = spec.label.replace("+", "-")
+    access_log_path = bench.workdir / f"{stem}-access.log" if bench.opts.access_log else None
+    config_path = bench.workdir / f"{stem}.yaml"
+    config_path.write_text(_turnout.turnout_config(port, admin_port, upstream_port, access_log_path, filters))
+    headers = bench.chain.headers
     proc = start_service(
         bench.stack,
         bench.pinning.proxy(_turnout.turnout_argv(turnout, config_path)),
-        bench.workdir / "turnout.log",
-        lambda: _turnout.turnout_ready(port, admin_port),
-        "turnout",
+        bench.workdir / f"{stem}.log",
+        lambda: _turnout.turnout_ready(port, admin_port, headers),
+        spec.label,
         READY_TIMEOUT_S,
     )
-    return Target("turnout", port, proc)
+    return Target(spec.label, port, proc)
 
 
-def start_target(bench: Bench, name: str, upstream_port: int) -> Target | Unavailable:
-    """Start the proxy called ``name`` in front of the upstream; a failure is an outcome, not a crash."""
-    if name == "direct":
-        return Target("direct", upstream_port, None)
-    start = _start_nginx_proxy if name == "nginx" else _start_turnout
+def start_target(bench: Bench, spec: TargetSpec, upstream_port: int) -> Target | Unavailable:
+    """Start the proxy ``spec`` names in front of the upstream; a failure is an outcome, not a crash."""
     try:
-        return start(bench, upstream_port)
+        if spec.kind == "direct":
+            return Target(spec.label, upstream_port, None)
+        if spec.kind == "nginx":
+            return _start_nginx_proxy(bench, upstream_port)
+        return _start_turnout(bench, spec, upstream_port)
     except (ChildFailed, OSError, RuntimeError) as exc:
-        return Unavailable(f"{name} did not start: {exc}", failed=True)
+        return Unavailable(f"{spec.label} did not start: {exc}", failed=True)

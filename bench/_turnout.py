@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from _procs import http_status
 
@@ -19,21 +21,30 @@ def turnout_path() -> str | None:
 
 
 def turnout_config(
-    listen_port: int, admin_port: int, upstream_port: int, access_log_path: Path | None
+    listen_port: int,
+    admin_port: int,
+    upstream_port: int,
+    access_log_path: Path | None,
+    filters: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """The smallest config that proxies every path to one upstream, round robin, one route."""
+    """The smallest config that proxies every path to one upstream, round robin, one route.
+
+    ``filters`` (the route's filter chain, as config) are written only when there are any.
+    """
     if access_log_path is None:
         access_log = "{enabled: false}"
     else:
         # A JSON string is a valid YAML double-quoted scalar, so any path is quoted safely.
         access_log = f"{{enabled: true, path: {json.dumps(str(access_log_path))}}}"
+    # JSON is valid YAML flow syntax, so the filters (secrets included) need no escaping of their own.
+    route_filters = f", filters: {json.dumps(list(filters))}" if filters else ""
     return f"""listen: {{host: 127.0.0.1, port: {listen_port}}}
 admin: {{host: 127.0.0.1, port: {admin_port}}}
 access_log: {access_log}
 clusters:
   up: {{endpoints: ["127.0.0.1:{upstream_port}"], balancer: round_robin}}
 routes:
-  - {{name: all, match: {{prefix: /}}, backend: {{cluster: up}}}}
+  - {{name: all, match: {{prefix: /}}, backend: {{cluster: up}}{route_filters}}}
 """
 
 
@@ -41,6 +52,7 @@ def turnout_argv(turnout: str, config_path: Path) -> list[str]:
     return [turnout, "run", "--config", str(config_path)]
 
 
-def turnout_ready(listen_port: int, admin_port: int) -> bool:
-    """Ready when the admin listener says so and a proxied request really reaches the upstream."""
-    return http_status(admin_port, "/readyz") == 200 and http_status(listen_port, "/") == 200
+def turnout_ready(listen_port: int, admin_port: int, headers: Sequence[tuple[str, str]] = ()) -> bool:
+    """Ready when the admin listener says so and a proxied request (with ``headers``, which the
+    route's filters may need) really reaches the upstream."""
+    return http_status(admin_port, "/readyz") == 200 and http_status(listen_port, "/", headers) == 200

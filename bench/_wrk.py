@@ -11,6 +11,8 @@ from pathlib import Path
 from _procs import run_to_completion
 from _results import LoadResult
 
+# The wrk script that gives each request its own query string (for the cache-miss chain).
+UNIQUE_QUERY_SCRIPT = Path(__file__).resolve().with_name("unique_query.lua")
 # Time allowed beyond the run itself: wrk's own 2 s socket timeout for the last requests, plus start-up.
 _OVERRUN_ALLOWANCE_S = 10.0
 
@@ -24,14 +26,26 @@ _SOCKET_ERRORS = re.compile(
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)", re.MULTILINE)
 
 
-def wrk_command(url: str, connections: int, duration_s: float) -> list[str]:
-    """The wrk command line for one keep-alive run.
+def wrk_command(
+    url: str,
+    connections: int,
+    duration_s: float,
+    headers: Sequence[tuple[str, str]] = (),
+    unique_query: bool = False,
+) -> list[str]:
+    """The wrk command line for one keep-alive run, sending ``headers`` with every request.
 
     One thread: wrk shares its CPU with the upstream when pinned, and more threads than CPUs only
-    adds switching. wrk counts whole seconds, so the duration is rounded up to at least one.
+    adds switching (and the unique-query script counts per thread). wrk counts whole seconds, so the
+    duration is rounded up to at least one.
     """
     seconds = max(1, math.ceil(duration_s))
-    return ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in headers:
+        argv += ["-H", f"{name}: {value}"]
+    if unique_query:
+        argv += ["-s", str(UNIQUE_QUERY_SCRIPT)]
+    return [*argv, url]
 
 
 def parse_wrk_output(text: str) -> LoadResult:
@@ -63,12 +77,15 @@ def parse_wrk_output(text: str) -> LoadResult:
 
 @dataclass(frozen=True, slots=True)
 class WrkRunner:
-    """Runs wrk as a child process, through ``wrap`` (CPU pinning), and parses its report."""
+    """Runs wrk as a child process, through ``wrap`` (CPU pinning), and parses its report; every
+    request carries ``headers`` and, with ``unique_query``, a query string of its own."""
 
     wrap: Callable[[Sequence[str]], list[str]]
+    headers: tuple[tuple[str, str], ...] = ()
+    unique_query: bool = False
     name: str = "wrk"
 
     def run(self, url: str, connections: int, duration_s: float, log_path: Path) -> LoadResult:
-        argv = self.wrap(wrk_command(url, connections, duration_s))
+        argv = self.wrap(wrk_command(url, connections, duration_s, self.headers, self.unique_query))
         output = run_to_completion(argv, log_path, math.ceil(duration_s) + _OVERRUN_ALLOWANCE_S)
         return parse_wrk_output(output)

@@ -3,6 +3,7 @@
     python bench/proxy.py [--concurrency 32,128] [--duration 10s] [--warmup 2s]
                           [--targets direct,turnout,nginx] [--loadgen auto|wrk|python]
                           [--upstream auto|nginx|python] [--turnout COMMAND] [--access-log] [--json]
+                          [--chain none|typical|cache-hit] [--compare-chain]
 
 Every target fronts the same upstream (nginx returning a fixed 2-byte 200 when nginx is installed,
 else bench/upstream.py), so the differences between rows are the proxies' own cost. The load is
@@ -11,6 +12,12 @@ discarded warm-up and then the measured window, and the targets take turns at ea
 slow drifts of a shared machine spread over all of them. With taskset and two CPUs, the proxy under
 test runs alone on one CPU and the upstream and load generator share the other. CPU per request is
 the user+system time of the proxy's whole process group over the measured window, from /proc.
+
+--chain puts a filter chain on turnout's route (bench/_chains.py says exactly what each one is and
+what requests it needs; every target gets the same requests): `typical` is auth_jwt, rate_limit and
+a cache that every request misses; `cache-hit` is a cache that answers every request after the
+first. --compare-chain also runs turnout with no filters, and prints what the chain costs: CPU
+µs/request, p50 and p99 added, and the req/s ratio. Only turnout's row changes with the chain.
 
 Every child runs in its own process group and is stopped, group and all, on exit, error, Ctrl-C or
 SIGTERM. Exit status: 0 when every requested target was measured or deliberately skipped (nginx not
@@ -28,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from _chains import Chain, build_chain
 from _loadgen import PythonLoadgenRunner
 from _options import Options, parse_options
 from _procs import (
@@ -41,7 +49,7 @@ from _procs import (
 )
 from _report import Measured, Outcome, Unavailable, render_tables, summary
 from _results import LoadResult
-from _targets import Bench, Target, start_target, start_upstream
+from _targets import Bench, Target, plan_targets, start_target, start_upstream
 from _wrk import WrkRunner
 
 
@@ -54,10 +62,11 @@ class LoadRunner(Protocol):
     def run(self, url: str, connections: int, duration_s: float, log_path: Path) -> LoadResult: ...
 
 
-def choose_runner(opts: Options, pinning: Pinning) -> LoadRunner:
+def choose_runner(opts: Options, pinning: Pinning, chain: Chain) -> LoadRunner:
+    """wrk when asked or installed, else the Python load generator; both send ``chain``'s requests."""
     if opts.loadgen == "wrk" or (opts.loadgen == "auto" and shutil.which("wrk") is not None):
-        return WrkRunner(pinning.client)
-    return PythonLoadgenRunner(pinning.client)
+        return WrkRunner(pinning.client, chain.headers, chain.unique_query)
+    return PythonLoadgenRunner(pinning.client, chain.headers, chain.unique_query)
 
 
 def measure(bench: Bench, target: Target, runner: LoadRunner, concurrency: int) -> Outcome:
@@ -88,9 +97,10 @@ def _progress(message: str) -> None:
 def run_benchmark(bench: Bench) -> int:
     """Start everything, measure every target at every concurrency, print; 1 if a target failed."""
     opts = bench.opts
-    runner = choose_runner(opts, bench.pinning)
+    runner = choose_runner(opts, bench.pinning, bench.chain)
     upstream_port, upstream_description = start_upstream(bench)
-    started = {name: start_target(bench, name, upstream_port) for name in opts.targets}
+    specs = plan_targets(opts, bench.chain, build_chain("none"))
+    started = {spec.label: start_target(bench, spec, upstream_port) for spec in specs}
     for name, target in started.items():
         if isinstance(target, Unavailable):
             _progress(f"{name}: {'failed' if target.failed else 'skipped'}: {target.reason}")
@@ -114,6 +124,8 @@ def run_benchmark(bench: Bench) -> int:
         f"pinning: {bench.pinning.description}",
         f"each run: {opts.warmup_s:g}s warm-up (discarded), then {opts.duration_s:g}s measured; "
         "CPU µs/req: the proxy's process group, user+system CPU time / requests",
+        f"turnout's filter chain: {bench.chain.name}: {bench.chain.description}",
+        f"requests, the same to every target: {bench.chain.requests}",
     ]
     print(render_tables(runs, header), flush=True)
     if opts.json:
@@ -124,6 +136,9 @@ def run_benchmark(bench: Bench) -> int:
             "duration_s": opts.duration_s,
             "warmup_s": opts.warmup_s,
             "access_log": opts.access_log,
+            "chain": bench.chain.name,
+            "chain_description": bench.chain.description,
+            "requests": bench.chain.requests,
         }
         print(json.dumps(summary(runs, meta)), flush=True)
     failed = any(isinstance(o, Unavailable) and o.failed for per in runs.values() for o in per.values())
@@ -137,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         workdir = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)  # registered first, so removed last
-        return run_benchmark(Bench(opts, stack, workdir, choose_pinning()))
+        return run_benchmark(Bench(opts, stack, workdir, choose_pinning(), build_chain(opts.chain)))
     except KeyboardInterrupt:
         _progress("interrupted: stopping every child process")
         return 130

@@ -1,0 +1,254 @@
+"""RESULTS.md from one run of the suite: the machine, the date, the commands, the figures, the targets.
+
+The input is the record `run_all.py` collects (and can save with --save-json): the sections' own
+JSON results, untouched, plus what the suite knows about the run. Rendering is a pure function of
+that record, so a saved run can be rendered again without measuring anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from _goals import check_goals
+from _suite import SECTIONS
+
+
+def _cell(value: Any) -> str:
+    """A table cell: one line, with the characters that would break a Markdown table escaped."""
+    text = " ".join(str(value).split())
+    return text.replace("|", "\\|")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return lines
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _signed(value: Any, digits: int) -> str:
+    return f"{value:+.{digits}f}" if isinstance(value, int | float) else "-"
+
+
+def _first_line(reason: str) -> str:
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _proxy_rows(result: Mapping[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for concurrency, targets in result.get("runs", {}).items():
+        for target, figures in targets.items():
+            if "rps" not in figures:
+                state = "failed" if "error" in figures else "skipped"
+                reason = _first_line(str(figures.get("error") or figures.get("skipped") or ""))
+                rows.append([concurrency, target, f"{state}: {reason}", "-", "-", "-", "-"])
+                continue
+            rows.append(
+                [
+                    concurrency,
+                    target,
+                    _num(figures["rps"]),
+                    _num(figures["p50_ms"], 3),
+                    _num(figures["p99_ms"], 3),
+                    _num(figures["cpu_us_per_req"], 1),
+                    figures["errors"],
+                ]
+            )
+    return rows
+
+
+def _ratio_lines(result: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for concurrency, targets in result.get("runs", {}).items():
+        for target, figures in targets.items():
+            if not target.startswith("turnout") or "rps" not in figures:
+                continue
+            for reference in ("nginx", "direct"):
+                other = targets.get(reference, {})
+                if other.get("rps") and other.get("p99_ms"):
+                    rps = figures["rps"] / other["rps"]
+                    p99 = figures["p99_ms"] / other["p99_ms"]
+                    lines.append(f"- c={concurrency}: {target}/{reference}: req/s {rps:.2f}x, p99 {p99:.2f}x")
+    return lines
+
+
+def _proxy_section(result: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"Load generator {result.get('loadgen')} (closed loop, keep-alive); upstream: "
+        f"{result.get('upstream')}; pinning: {result.get('pinning')}; each run "
+        f"{result.get('warmup_s')} s warm-up (discarded), then {result.get('duration_s')} s measured. "
+        "CPU µs/req: the proxy's whole process group, user+system CPU time / requests.",
+        "",
+        f"turnout's filter chain: **{result.get('chain', 'none')}**: {result.get('chain_description', '')}",
+        "",
+        f"Requests, the same to every row: {result.get('requests', 'GET /')}.",
+        "",
+    ]
+    headers = ("c", "target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors")
+    lines += _table(headers, _proxy_rows(result))
+    ratios = _ratio_lines(result)
+    if ratios:
+        lines += ["", *ratios]
+    costs = result.get("chain_cost")
+    if costs:
+        lines += ["", "What the chain adds to turnout with no filters (negative: it saves):", ""]
+        lines += _table(
+            ("c", "target", "CPU µs/req", "p50 ms", "p99 ms", "req/s ratio"),
+            [
+                [
+                    c,
+                    cost["target"],
+                    _signed(cost["cpu_us_per_req"], 1),
+                    _signed(cost["p50_ms"], 3),
+                    _signed(cost["p99_ms"], 3),
+                    f"{cost['rps_ratio']:.2f}x" if cost.get("rps_ratio") is not None else "-",
+                ]
+                for c, cost in costs.items()
+            ],
+        )
+    return lines
+
+
+def _batching_section(result: Mapping[str, Any]) -> list[str]:
+    batcher = result.get("batcher", {})
+    lines = [
+        f"Model {result.get('model')}; {result.get('cpus')} CPUs shared by the callers, the batcher and "
+        f"one worker; batcher max_batch_size {batcher.get('max_batch_size')}, max_queue_delay "
+        f"{batcher.get('max_queue_delay')}.",
+        "",
+    ]
+    headers = ("batching", "c", "req/s", "p50 ms", "p99 ms", "upstream calls/s", "rows/call", "errors")
+    rows = [
+        [
+            r["mode"],
+            r["concurrency"],
+            _num(r["requests_per_s"]),
+            _num(r["p50_ms"], 2),
+            _num(r["p99_ms"], 2),
+            _num(r["upstream_calls_per_s"]),
+            _num(r["mean_batch_rows"], 1),
+            r["errors"],
+        ]
+        for r in result.get("results", [])
+    ]
+    lines += _table(headers, rows)
+    ceiling = _num(result.get("ceiling_rows_per_s"))
+    size = batcher.get("max_batch_size")
+    lines += ["", f"Ceiling: onnxruntime in process at batch {size}: {ceiling} rows/s."]
+    return lines
+
+
+def _worker_section(result: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"Model {result.get('model')}; {result.get('cpus')} CPUs shared by the client and the worker.",
+        "",
+    ]
+    headers = ("path", "c", "batch", "inferences/s", "p50 ms", "p99 ms", "errors")
+    rows = [
+        [
+            r["path"],
+            r["concurrency"],
+            r["batch"],
+            _num(r["inferences_per_s"]),
+            _num(r["p50_ms"], 3),
+            _num(r["p99_ms"], 3),
+            r["errors"],
+        ]
+        for r in result.get("results", [])
+    ]
+    return lines + _table(headers, rows)
+
+
+def _limiter_section(result: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"Event loop {result.get('event_loop')}; {result.get('callers')} callers; "
+        f"{result.get('duration_s')} s per case; the filter's request phase driven directly (no HTTP).",
+        "",
+    ]
+    headers = ("backend", "limits", "c", "decisions/s", "p50 µs", "p99 µs", "admitted")
+    rows = [
+        [
+            r["backend"],
+            r["limits"],
+            r["concurrency"],
+            _num(r["per_second"]),
+            _num(r["p50_us"], 1),
+            _num(r["p99_us"], 1),
+            f"{r['admitted_fraction']:.0%}",
+        ]
+        for r in result.get("results", [])
+    ]
+    return lines + _table(headers, rows)
+
+
+_RENDERERS = {
+    "proxy": _proxy_section,
+    "chain": _proxy_section,
+    "cache": _proxy_section,
+    "batching": _batching_section,
+    "worker": _worker_section,
+    "limiter": _limiter_section,
+}
+
+
+def _header(run: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `{run.get('command', 'python bench/run_all.py')}` (what `make bench` runs), "
+        f"started {run.get('started')}, finished {run.get('finished')}. Every figure below comes from "
+        "that run.",
+    ]
+    if run.get("quick"):
+        lines += ["", "**Quick run** (`--quick`): short durations, a smoke test; do not quote these figures."]
+    if run.get("note"):
+        lines += ["", f"> **Note.** {run['note']}"]
+    machine = dict(run.get("machine", {}))
+    machine["Load average (1/5/15 min), before / after"] = (
+        f"{run.get('load_before', '-')} / {run.get('load_after', '-')}"
+    )
+    lines += ["", "## Machine", "", *_table(("", ""), list(machine.items()))]
+    return lines
+
+
+def _goals_section(run: Mapping[str, Any]) -> list[str]:
+    goals = check_goals(run.get("sections", {}))
+    rows = [[goal.what, goal.measured, goal.target, goal.verdict] for goal in goals]
+    return ["", "## Targets", "", *_table(("", "measured", "target", "verdict"), rows)]
+
+
+def _commands_section(sections: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Commands",
+        "",
+        "Each run from the repository root with the project's Python (`.venv/bin/python`):",
+        "",
+        "```",
+    ]
+    for record in sections.values():
+        lines.append(f"{record['command']}    # {record.get('seconds', '-')} s")
+    return [*lines, "```"]
+
+
+def render_results(run: Mapping[str, Any]) -> str:
+    """The whole of RESULTS.md for one collected run."""
+    sections: Mapping[str, Any] = run.get("sections", {})
+    lines = _header(run) + _goals_section(run) + _commands_section(sections)
+    for section in SECTIONS:
+        record = sections.get(section.name)
+        if record is None:
+            continue
+        lines += ["", f"## {section.title}", "", f"`{record['command']}`", ""]
+        if "error" in record:
+            lines += [f"**Failed:** {_cell(record['error'])}", ""]
+        if isinstance(record.get("result"), Mapping):
+            lines += _RENDERERS[section.name](record["result"])
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,228 @@
+"""RESULTS.md rendered from a canned run of the suite, and the project's targets checked against it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import run_all
+from _goals import MET, NOT_MEASURED, NOT_MET, check_goals
+from _results_md import render_results
+
+
+def _figures(rps: float, p50: float, p99: float, cpu: float | None) -> dict[str, Any]:
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "cpu_us_per_req": cpu, "requests": 1, "errors": 0}
+
+
+PROXY = {
+    "loadgen": "wrk",
+    "upstream": "nginx 1.22.1 returning a fixed 200 (2-byte body)",
+    "pinning": "taskset: proxy under test on CPU 0; upstream and load generator on CPU 1",
+    "duration_s": 10.0,
+    "warmup_s": 2.0,
+    "chain": "none",
+    "chain_description": "no filters",
+    "requests": "GET /",
+    "runs": {
+        "32": {
+            "direct": _figures(80000, 0.3, 0.5, None),
+            "turnout": _figures(24000, 1.2, 4.5, 30.0),
+            "nginx": _figures(40000, 0.6, 3.0, 15.0),
+        },
+        "128": {
+            "direct": _figures(80000, 1.1, 1.6, None),
+            "turnout": _figures(20000, 5.0, 9.0, 31.0),
+            "nginx": {"error": "nginx did not start: bind() | failed\nTraceback ..."},
+        },
+    },
+}
+CHAIN = {
+    **PROXY,
+    "chain": "typical",
+    "chain_description": "auth_jwt -> rate_limit -> cache",
+    "runs": {
+        "32": {
+            "turnout": _figures(20000, 1.5, 5.0, 35.0),
+            "turnout+typical": _figures(8000, 4.0, 7.0, 130.0),
+        }
+    },
+    "chain_cost": {
+        "32": {
+            "target": "turnout+typical",
+            "cpu_us_per_req": 95.0,
+            "p50_ms": 2.5,
+            "p99_ms": 2.0,
+            "rps_ratio": 0.4,
+        }
+    },
+}
+
+
+def _batch_row(mode: str, concurrency: int, rps: float, p50: float) -> dict[str, Any]:
+    rows = 1.0 if mode == "off" else 32.0
+    return {
+        "mode": mode,
+        "concurrency": concurrency,
+        "requests_per_s": rps,
+        "p50_ms": p50,
+        "p99_ms": p50 * 2,
+        "requests": int(rps),
+        "errors": 0,
+        "upstream_calls_per_s": rps / rows,
+        "mean_batch_rows": rows,
+    }
+
+
+BATCHING = {
+    "model": "risk v2",
+    "cpus": 2,
+    "batcher": {"max_batch_size": 64, "max_queue_delay": "2ms"},
+    "ceiling_rows_per_s": 100000.0,
+    "results": [
+        _batch_row("off", 1, 3000, 0.3),
+        _batch_row("on", 1, 350, 2.9),
+        _batch_row("off", 64, 2500, 25.0),
+        _batch_row("on", 64, 30000, 2.0),
+    ],
+}
+WORKER = {
+    "model": "risk v2",
+    "cpus": 2,
+    "results": [
+        {
+            "path": "worker REST (JSON)",
+            "concurrency": 8,
+            "batch": 1,
+            "inferences_per_s": 2500.0,
+            "p50_ms": 2.1,
+            "p99_ms": 9.3,
+            "requests": 2500,
+            "errors": 0,
+        }
+    ],
+}
+LIMITER = {
+    "event_loop": "uvloop",
+    "duration_s": 2.0,
+    "callers": 1000,
+    "results": [
+        {
+            "backend": "redis",
+            "limits": 3,
+            "concurrency": 16,
+            "decisions": 12000,
+            "seconds": 2.0,
+            "admitted_fraction": 0.5,
+            "p50_us": 1692.2,
+            "p99_us": 5517.4,
+            "per_second": 6000.0,
+        }
+    ],
+}
+
+
+def _record(command: str, result: dict[str, Any] | None, error: str | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {"command": command, "seconds": 12.5}
+    if result is not None:
+        record["result"] = result
+    if error is not None:
+        record["error"] = error
+    return record
+
+
+RUN: dict[str, Any] = {
+    "command": "python bench/run_all.py --note busy",
+    "started": "2026-01-02 03:04 UTC",
+    "finished": "2026-01-02 03:10 UTC",
+    "quick": False,
+    "note": "The machine was shared with other test runs.",
+    "machine": {"CPUs (nproc)": "2 usable of 2", "CPU model": "AMD EPYC", "nginx": "1.22.1"},
+    "load_before": "2.10 2.00 1.90",
+    "load_after": "2.50 2.20 2.00",
+    "sections": {
+        "proxy": _record("python bench/proxy.py --concurrency 32,128 --json", PROXY),
+        "chain": _record("python bench/proxy.py --compare-chain --json", CHAIN),
+        "cache": _record(
+            "python bench/proxy.py --chain cache-hit --json", None, "exited with status 1: boom"
+        ),
+        "batching": _record("python bench/batching.py --json", BATCHING),
+        "worker": _record("python bench/worker.py --json", WORKER),
+        "limiter": _record("python bench/limiter.py --json", LIMITER),
+    },
+}
+
+
+def test_goals_are_checked_against_the_figures() -> None:
+    verdicts = {goal.what: (goal.measured, goal.verdict) for goal in check_goals(RUN["sections"])}
+
+    assert verdicts == {
+        "turnout/nginx req/s at c=32": ("0.60x", MET),
+        "turnout/nginx p99 at c=32": ("1.50x", MET),
+        "turnout/nginx p99 at c=128": ("-", NOT_MEASURED),  # nginx failed at 128
+        "batching on/off req/s at c=64": ("12.00x", MET),
+        "batching on req/s / in-process ceiling at c=64": ("30.0%", NOT_MET),
+        "p50 added by batching at c=1": ("+2.60 ms", MET),
+    }
+
+
+def test_goals_without_results_are_not_measured() -> None:
+    goals = check_goals({"proxy": {"command": "x", "error": "failed"}})
+
+    assert goals
+    assert all(goal.verdict == NOT_MEASURED for goal in goals)
+
+
+def test_results_page_has_machine_date_note_commands_figures_and_targets() -> None:
+    text = render_results(RUN)
+
+    assert text.startswith("# Benchmark results\n")
+    assert "`python bench/run_all.py --note busy`" in text
+    assert "started 2026-01-02 03:04 UTC, finished 2026-01-02 03:10 UTC" in text
+    assert "> **Note.** The machine was shared with other test runs." in text
+    assert "| CPU model | AMD EPYC |" in text
+    assert "| Load average (1/5/15 min), before / after | 2.10 2.00 1.90 / 2.50 2.20 2.00 |" in text
+    assert "| turnout/nginx req/s at c=32 | 0.60x | >= 0.5x | met |" in text
+    assert "| batching on req/s / in-process ceiling at c=64 | 30.0% | >= 70% | not met |" in text
+    assert "| p50 added by batching at c=1 | +2.60 ms | <= max_queue_delay + 1 ms (3 ms) | met |" in text
+    assert "python bench/batching.py --json    # 12.5 s" in text
+    assert "| 32 | turnout | 24,000 | 1.200 | 4.500 | 30.0 | 0 |" in text
+    # A failed row keeps its reason on one line, with the table's separator escaped.
+    assert "| 128 | nginx | failed: nginx did not start: bind() \\| failed | - | - | - | - |" in text
+    assert "- c=32: turnout/nginx: req/s 0.60x, p99 1.50x" in text
+    assert "Requests, the same to every row: GET /." in text
+    assert "| 32 | turnout+typical | +95.0 | +2.500 | +2.000 | 0.40x |" in text
+    assert "**Failed:** exited with status 1: boom" in text
+    assert "| on | 64 | 30,000 | 2.00 | 4.00 | 938 | 32.0 | 0 |" in text
+    assert "Ceiling: onnxruntime in process at batch 64: 100,000 rows/s." in text
+    assert "| worker REST (JSON) | 8 | 1 | 2,500 | 2.100 | 9.300 | 0 |" in text
+    assert "| redis | 3 | 16 | 6,000 | 1,692.2 | 5,517.4 | 50% |" in text
+    assert "Quick run" not in text
+
+
+def test_sections_appear_in_the_suites_order_and_absent_ones_are_left_out() -> None:
+    run = {**RUN, "quick": True, "sections": {k: RUN["sections"][k] for k in ("limiter", "proxy")}}
+
+    text = render_results(run)
+
+    assert text.index("## Proxy") < text.index("## Rate-limit")
+    assert "## Dynamic batching" not in text
+    assert "**Quick run**" in text
+
+
+def test_render_only_rewrites_the_page_from_a_saved_run(tmp_path: Path) -> None:
+    saved, output = tmp_path / "run.json", tmp_path / "RESULTS.md"
+    saved.write_text(json.dumps(RUN))
+
+    code = run_all.main(["--render", str(saved), "--output", str(output)])
+
+    assert code == 1  # the saved run has a failed section
+    assert output.read_text() == render_results(RUN)
+
+
+def test_the_displayed_command_does_not_repeat_the_note() -> None:
+    assert run_all.displayed_command(["--quick", "--note", "busy machine", "--only", "proxy"]) == (
+        "python bench/run_all.py --quick --note '(the note below)' --only proxy"
+    )
+    assert run_all.displayed_command(["--note=busy"]) == "python bench/run_all.py --note '(the note below)'"
+    assert run_all.displayed_command(["--output", "a b.md"]) == "python bench/run_all.py --output 'a b.md'"
