@@ -23,7 +23,8 @@ from aiohttp import web
 
 from experiments.analysis import status_of
 from experiments.splits.ab import AbSplit
-from experiments.splits.blue_green import BlueGreenSplit
+from experiments.splits.base import InvalidTransition
+from experiments.splits.blue_green import BlueGreenSplit, SwitchRefused
 from experiments.splits.canary import CanarySplit
 from experiments.splits.shadow import ShadowSplit
 
@@ -111,12 +112,10 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
                 result = apply(split, payload)
                 if result is not None:
                     await result
+            except (SwitchRefused, InvalidTransition) as exc:  # not possible in the current state
+                return _error(409, str(exc))
             except (ValueError, KeyError, TypeError) as exc:
                 return _error(400, str(exc))
-            except Exception as exc:  # a refused transition (blue-green smoke check, invalid state)
-                if type(exc).__name__ in ("SwitchRefused", "InvalidTransition"):
-                    return _error(409, str(exc))
-                raise
             if not await experiments.sync.publish(split):
                 return _error(409, "another replica changed this experiment first; state reloaded, retry")
             return _json({"state": split.state_dict(), "shares": split.shares()})
@@ -164,10 +163,8 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
             return _error(400, "switch applies to blue-green experiments")
         try:
             state = await experiments.switch_blue_green(name)
-        except Exception as exc:
-            if type(exc).__name__ in ("SwitchRefused", "InvalidTransition"):
-                return _error(409, str(exc))
-            raise
+        except (SwitchRefused, InvalidTransition) as exc:
+            return _error(409, str(exc))
         return _json({"state": state, "shares": split.shares()})
 
     async def report(request: web.Request) -> web.Response:

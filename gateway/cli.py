@@ -27,6 +27,8 @@ def _run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The config watcher's library logs every change in the config's directory; ours logs reloads.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
     _install_uvloop()
     gateway = Gateway(config, path, watch=not args.no_watch)
     try:

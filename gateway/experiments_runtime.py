@@ -93,7 +93,7 @@ class ExperimentsService:
                 continue
             await self._retire(name)
             split = build_split(name, experiment, secure_cookie=self._secure_cookie)
-            await self.sync.adopt(split)  # resume where a previous run (or another replica) left it
+            await self._resume_or_reset(name, split, fingerprint)
             self.splits[name] = split
             self.configs[name] = experiment
             self.output_names[name] = output_metric_names(getattr(experiment, "metrics", ()))
@@ -108,6 +108,26 @@ class ExperimentsService:
                 mirror = ShadowMirror(name, experiment, self.send)
                 await mirror.start()
                 self.mirrors[name] = mirror
+
+    async def _resume_or_reset(self, name: str, split: Split, fingerprint: str) -> None:
+        """Resume the stored state (after a restart, or another replica's change) when it belongs to
+        this same config. When the experiment's config changed (other arms, weights, steps), start
+        afresh from the file, in a new phase so that analysis never mixes the two: a stored state
+        for other arms could send units to an arm that no longer exists."""
+        key = f"{name}#config"
+        stored_config = await self.store.load_state(key)
+        if stored_config is not None and stored_config.get("fingerprint") == fingerprint:
+            await self.sync.adopt(split)
+            return
+        stored_state = await self.store.load_state(name)
+        if stored_state is not None:
+            fresh = dict(split.state_dict())
+            fresh["revision"] = int(stored_state.get("revision", 0)) + 1
+            fresh["phase"] = int(stored_state.get("phase", 0)) + 1
+            split.apply_dict(fresh, force=True)
+        await self.sync.publish(split)
+        revision = int(stored_config.get("revision", 0)) + 1 if stored_config is not None else 1
+        await self.store.save_state(key, {"fingerprint": fingerprint, "revision": revision})
 
     def _shadow_tally(self, name: str) -> Callable[[], Any]:
         def tally() -> Any:
@@ -171,12 +191,19 @@ class ExperimentsService:
         return bool(self.output_names.get(name)) or name in self.mirrors
 
     def offer_shadow(
-        self, assignment: Assignment, ctx: RequestContext, status: int, body: bytes, latency_s: float
+        self,
+        assignment: Assignment,
+        ctx: RequestContext,
+        path: str,
+        status: int,
+        body: bytes,
+        latency_s: float,
     ) -> None:
+        """Copy the request to the mirrors; `path` is the one the primary saw (after any rewrite)."""
         mirror = self.mirrors.get(assignment.experiment)
         if mirror is None:
             return
-        request = OutboundRequest(ctx.method, ctx.path, ctx.query, _forwardable(ctx.headers), ctx.body or b"")
+        request = OutboundRequest(ctx.method, path, ctx.query, _forwardable(ctx.headers), ctx.body or b"")
         for arm, cluster in assignment.mirrors:
             mirror.offer(ShadowJob(arm, cluster, request, status, body, latency_s))
 

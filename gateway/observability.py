@@ -253,6 +253,8 @@ class AccessLog:
             bytes_out=ctx.bytes_out,
             retries=ctx.retries,
             client=ctx.client_ip,
+            experiment=ctx.experiment,
+            arm=ctx.arm,
             error=ctx.error,
         )
 

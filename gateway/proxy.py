@@ -333,9 +333,15 @@ class ProxyRequest:
         else:
             self._send_on(conn)
 
+    def _upstream_path(self) -> str:
+        """The path the upstream sees: the client's, after the route's prefix rewrite."""
+        route = self.route
+        path = self.exchange.path
+        return path if route is None or route.rewrite is None else route.rewrite.apply(path)
+
     def _request_head(self, route: CompiledRoute, endpoint: Endpoint) -> bytes:
         exchange = self.exchange
-        target = exchange.path if route.rewrite is None else route.rewrite.apply(exchange.path)
+        target = self._upstream_path()
         if self.ctx.query:  # a filter may have removed a parameter (a token) from ctx.query
             target = f"{target}?{self.ctx.query}"
         state = self.ctx.state
@@ -396,6 +402,8 @@ class ProxyRequest:
 
             self.exchange.on_gone = leave
         ctx = self.ctx
+        if self.route is not None and self.route.rewrite is not None:
+            ctx.state["upstream_path"] = self._upstream_path()
         try:
             if ctx.body is None:
                 ctx.body = await self.exchange.read_body()
@@ -577,7 +585,7 @@ class ProxyRequest:
         assignment = self.assignment
         if assignment is not None and assignment.mirrors and self.runtime.experiments is not None:
             self.runtime.experiments.offer_shadow(
-                assignment, self.ctx, head.status, body, self.ctx.upstream_latency
+                assignment, self.ctx, self._upstream_path(), head.status, body, self.ctx.upstream_latency
             )
         response = Response(head.status, _decode_headers(relayable_headers(head.headers)), body)
         if route.filters.response_is_sync:

@@ -99,6 +99,8 @@ class Gateway:
             if self._admin_runner is not None:
                 await self._admin_runner.cleanup()
             await self._runtime.stop()
+            if self.experiments is not None:
+                await self.experiments.stop()
             raise
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         if self._watch and self.config_path is not None:

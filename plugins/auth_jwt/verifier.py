@@ -7,6 +7,7 @@ since the reason goes into a response header and a token's fields are attacker-c
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -155,17 +156,45 @@ def unverified_issuer(token: str) -> str | None:
     return issuer if isinstance(issuer, str) else None
 
 
+# A client sends the same token with every request, and checking a signature costs tens of
+# microseconds: a verified token is remembered for up to 30 s, never past its own exp. A key removed
+# from the JWKS therefore stops being honoured within 30 s for tokens already seen.
+VERIFIED_CACHE_TTL_S = 30.0
+# Enough for the distinct tokens of a busy gateway's last half-minute, small enough to stay cheap.
+VERIFIED_CACHE_ENTRIES = 10_000
+
+
 class TokenVerifier:
     """Verifies a token with the provider of its issuer."""
 
-    __slots__ = ("_by_issuer", "_only")
+    __slots__ = ("_by_issuer", "_cache", "_only")
 
     def __init__(self, providers: list[tuple[JwtProvider, ProviderVerifier]]) -> None:
         self._by_issuer = {provider.issuer: verifier for provider, verifier in providers}
         # With one provider there is nothing to choose: skip reading the payload twice.
         self._only = providers[0][1] if len(providers) == 1 else None
+        self._cache: dict[str, tuple[VerifiedToken, float]] = {}
+
+    def forget(self) -> None:
+        """Drop remembered verifications (keys changed in a way that must take effect now)."""
+        self._cache.clear()
 
     async def verify(self, token: str) -> VerifiedToken:
+        now = time.time()
+        remembered = self._cache.get(token)
+        if remembered is not None and now < remembered[1]:
+            return remembered[0]
+        verified = await self._verify(token)
+        until = now + VERIFIED_CACHE_TTL_S
+        exp = verified.claims.get("exp")
+        if isinstance(exp, int | float):
+            until = min(until, float(exp))
+        if len(self._cache) >= VERIFIED_CACHE_ENTRIES:
+            self._cache.pop(next(iter(self._cache)))  # the oldest entry
+        self._cache[token] = (verified, until)
+        return verified
+
+    async def _verify(self, token: str) -> VerifiedToken:
         try:
             header = jwt.get_unverified_header(token)
         except jwt_errors.PyJWTError:

@@ -115,7 +115,9 @@ class Batcher:
         except BadRequest:
             self._metrics.rejected(model, ctx.cluster, "invalid")
             raise
-        key: LaneKey = (ctx.cluster, ctx.path, model, ctx.model_version or "", payload.signature)
+        # The path the upstream sees: the data path puts the route's rewrite of it in ctx.state.
+        path = ctx.state.get("upstream_path") or ctx.path
+        key: LaneKey = (ctx.cluster, path, model, ctx.model_version or "", payload.signature)
         lane = self._lanes.get(key)
         if lane is None:
             lane = BatchLane(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Final
 
 import orjson
@@ -28,6 +29,8 @@ _NOT_KEPT: Final = frozenset(
         "ratelimit",
         "ratelimit-policy",
         "retry-after",
+        "x-turnout-inflight",
+        "x-turnout-queue-depth",
         "te",
         "trailer",
         "transfer-encoding",
@@ -56,8 +59,16 @@ class CachedResponse:
 
     def response(self, outcome: str) -> Response:
         """A fresh response for one caller, marked with how it was obtained (hit or coalesced)."""
-        age = str(max(0, int(time.time() - self.stored_at)))
-        return Response(self.status, [*self.headers, (CACHE_HEADER, outcome), ("age", age)], self.body)
+        now = time.time()
+        age = str(max(0, int(now - self.stored_at)))
+        # RFC 9110 6.6.1: an origin's Date is "now" for the cached copy, with Age saying how old it is.
+        headers = [
+            *self.headers,
+            (CACHE_HEADER, outcome),
+            ("age", age),
+            ("date", formatdate(now, usegmt=True)),
+        ]
+        return Response(self.status, headers, self.body)
 
     def to_bytes(self) -> bytes:
         head = orjson.dumps([self.status, self.headers, self.stored_at])

@@ -439,3 +439,76 @@ async def test_report_and_export_from_the_command_line(
     assert len(lines) == 31  # a header and one row per request
     missing = turnout("report", "nope", "--config", str(path))
     assert missing.returncode == 1 and "no experiment 'nope'" in missing.stderr
+
+
+async def test_mirrors_see_the_rewritten_path_the_primary_saw(
+    make_gateway: Any, upstream_a: Process, upstream_b: Process, tmp_path: Path
+) -> None:
+    config = gateway_config(
+        [f"127.0.0.1:{upstream_a.port}"],
+        routes=[
+            {
+                "name": "shadowed",
+                "match": {"prefix": "/x/"},
+                "rewrite": {"prefix": "/status/"},
+                "backend": {"experiment": "mirror"},
+            },
+        ],
+    )
+    config["clusters"] = {
+        "primary": {"endpoints": [f"127.0.0.1:{upstream_a.port}"]},
+        "copy": {"endpoints": [f"127.0.0.1:{upstream_b.port}"]},
+    }
+    config["state"] = {"sqlite_path": str(tmp_path / "events.db")}
+    config["experiments"] = {
+        "mirror": {
+            "kind": "shadow",
+            "primary": {"cluster": "primary"},
+            "mirrors": [{"cluster": "copy", "fraction": 1.0}],
+        }
+    }
+    async with make_gateway(config) as gw, aiohttp.ClientSession() as session:
+        for i in range(20):
+            status, _, _ = await _get(
+                session, f"http://127.0.0.1:{gw.data_port}/x/201", headers={"x-user-id": f"u{i}"}
+            )
+            assert status == 201
+        admin = f"http://127.0.0.1:{gw.admin_port}/admin/experiments/mirror"
+        deadline = time.monotonic() + 10
+        while True:
+            async with session.get(admin) as response:
+                tally = next(iter((await response.json())["shadow"]["mirrors"].values()))
+            if tally["compared"] >= 20 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+    # A mirror sent to /x/201 would hit the upstream's echo (200) and mismatch the primary's 201.
+    assert tally["compared"] >= 20 and tally["status_mismatches"] == 0
+
+
+async def test_a_changed_experiment_config_starts_afresh_instead_of_resuming_old_state(
+    make_gateway: Any, upstream_a: Process, upstream_b: Process, tmp_path: Path
+) -> None:
+    config = _ab_config(upstream_a, upstream_b, tmp_path)
+    async with make_gateway(config) as gw, aiohttp.ClientSession() as session:
+        admin = f"http://127.0.0.1:{gw.admin_port}/admin/experiments/exp"
+        async with session.post(f"{admin}/weights", json={"weights": {"control": 90, "treatment": 10}}) as r:
+            assert r.status == 200
+    # Same config: the operator's weights resume after a restart.
+    async with (
+        make_gateway(config) as gw,
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{gw.admin_port}/admin/experiments/exp") as response,
+    ):
+        assert (await response.json())["shares"] == {"control": 0.9, "treatment": 0.1}
+    # The arms were renamed in the file: the stored state is for arms that no longer exist.
+    arms = config["experiments"]["exp"]["arms"]
+    config["experiments"]["exp"]["arms"] = {"v1": arms["control"], "v2": arms["treatment"]}
+    async with make_gateway(config) as gw, aiohttp.ClientSession() as session:
+        status, headers, _ = await _get(
+            session, f"http://127.0.0.1:{gw.data_port}/echo", headers={"x-user-id": "someone"}
+        )
+        assert status == 200 and headers["x-turnout-arm"] in ("v1", "v2")
+        async with session.get(f"http://127.0.0.1:{gw.admin_port}/admin/experiments/exp") as response:
+            body = await response.json()
+        assert body["shares"] == {"v1": 0.5, "v2": 0.5}
+        assert body["state"]["phase"] >= 1  # a new phase: old events are not analysed with new ones

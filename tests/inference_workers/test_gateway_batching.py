@@ -75,6 +75,39 @@ async def test_concurrent_requests_are_batched_and_answered_exactly(
     assert _metric_mean(metrics, "turnout_batch_size") > 4
 
 
+async def test_batches_follow_the_route_rewrite(risk_worker: WorkerProcess, tmp_path: Path) -> None:
+    port, admin = free_port(), free_port()
+    config = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": admin},
+        "access_log": {"enabled": False},
+        "clusters": {"risk": {"protocol": "oip_v2", "endpoints": [risk_worker.url.removeprefix("http://")]}},
+        "routes": [
+            {
+                "name": "batched",
+                "match": {"prefix": "/batched/"},
+                "rewrite": {"prefix": "/"},
+                "backend": {"cluster": "risk"},
+                "filters": [{"batching": {"max_batch_size": 8, "max_queue_delay": "2ms"}}],
+            }
+        ],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    gateway = start_gateway(path, port, admin, tmp_path)
+    row = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": [1.0] * 30}]}
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> int:
+                async with session.post(f"{gateway.url}/batched/v2/models/risk/infer", json=row) as r:
+                    return r.status
+
+            assert await asyncio.gather(*(one() for _ in range(8))) == [200] * 8
+    finally:
+        gateway.stop()
+
+
 async def test_a_malformed_request_is_refused_before_it_joins_a_batch(
     risk_worker: WorkerProcess, tmp_path: Path
 ) -> None:
