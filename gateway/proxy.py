@@ -92,6 +92,7 @@ class ProxyRequest:
         "endpoint",
         "exchange",
         "extra_headers",
+        "flow_controlled",
         "head_bytes",
         "proxy",
         "relaying",
@@ -129,6 +130,7 @@ class ProxyRequest:
         self.sent_at = 0.0
         self.admitted = False
         self.relaying = False
+        self.flow_controlled = False
         self.done = False
         self.assignment: Assignment | None = None
         self.affinity_key: str | None = None
@@ -426,15 +428,16 @@ class ProxyRequest:
         cluster = self.cluster
         endpoint = self.endpoint
         assert cluster is not None and endpoint is not None and self.route is not None
-        ctx.upstream_latency = monotonic() - self.sent_at
+        now = monotonic()
+        ctx.upstream_latency = now - self.sent_at
         if head.status >= 500:
-            cluster.endpoints.on_failure(endpoint, monotonic())
+            cluster.endpoints.on_failure(endpoint, now)
             if self._may_retry("", head.status):
                 self._abandon_attempt()
                 self._retry(budgeted=True)
                 return
         else:
-            cluster.endpoints.on_success(endpoint, ctx.upstream_latency, monotonic())
+            cluster.endpoints.on_success(endpoint, ctx.upstream_latency, now)
         if cluster.protocol != "http":
             _note_load_report(head, endpoint)
         ctx.status = head.status
@@ -459,9 +462,6 @@ class ProxyRequest:
         self.ctx.status = status
         self.relaying = True
         self.exchange.send_head(status, headers, head.content_length, head.reason or None)
-        conn = self.conn
-        if conn is not None and not conn.response_complete:
-            self.exchange.set_flow_control(conn.pause_reading, conn.resume_reading)
 
     def on_body(self, data: bytes) -> None:
         buffer = self.buffer
@@ -475,8 +475,14 @@ class ProxyRequest:
             self.exchange.send_body(data)
 
     def on_data_processed(self) -> None:
+        """A packet was relayed and the answer goes on: flush it, and from now on let a slow client
+        pause the upstream. (Most answers end within their first packet and never get here.)"""
         if self.relaying:
             self.exchange.flush()  # a stream's first bytes must not wait for the next packet
+            conn = self.conn
+            if not self.flow_controlled and conn is not None:
+                self.flow_controlled = True
+                self.exchange.set_flow_control(conn.pause_reading, conn.resume_reading)
 
     def on_end(self) -> None:
         conn = self.conn
@@ -489,7 +495,8 @@ class ProxyRequest:
             self._finish_attempt()
             self._respond_through_filters(body)
             return
-        self.exchange.set_flow_control(None, None)
+        if self.flow_controlled:
+            self.exchange.set_flow_control(None, None)
         self.exchange.end()
         if conn is not None:
             conn.release()
@@ -506,6 +513,8 @@ class ProxyRequest:
         cluster = self.cluster
         assert cluster is not None
         if self.relaying:  # bytes reached the client: nothing to do but cut the connection
+            if self.flow_controlled:
+                self.exchange.set_flow_control(None, None)
             self.ctx.error = failure.message
             self.exchange.abort()
             self.finish()
