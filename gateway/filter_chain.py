@@ -52,6 +52,7 @@ class FilterChain:
 
     __slots__ = (
         "_timers",
+        "arm_index",
         "filters",
         "needs_request_body",
         "needs_response_body",
@@ -75,6 +76,10 @@ class FilterChain:
         )
         self.on_log = tuple(f.on_log for f in self.filters if _overrides(f, "on_log"))
         self.needs_request_body = any(f.needs_request_body for f in self.filters)
+        # On an experiment route, the arm is assigned before the first hook that reads it.
+        self.arm_index: int | None = next(
+            (i for i, phase in enumerate(self.on_request) if phase.filter.needs_experiment_arm), None
+        )
         self.needs_response_body = any(f.needs_response_body for f in self.filters)
         self._timers: dict[tuple[str, str], FastHistogram] = {}
         if timer is not None:
@@ -86,11 +91,14 @@ class FilterChain:
     def empty(self) -> bool:
         return not self.filters
 
-    def run_request_sync(self, ctx: RequestContext, start: int = 0) -> tuple[Decision, int]:
-        """Run request hooks from `start` until one answers or one must be awaited.
-        Returns (answer or None, index of the first hook not run: len(on_request) when all ran)."""
+    def run_request_sync(
+        self, ctx: RequestContext, start: int = 0, stop: int | None = None
+    ) -> tuple[Decision, int]:
+        """Run request hooks from `start` (up to `stop`) until one answers or one must be awaited.
+        Returns (answer or None, index of the first hook not run)."""
         hooks = self.on_request
-        for index in range(start, len(hooks)):
+        end = len(hooks) if stop is None else stop
+        for index in range(start, end):
             phase = hooks[index]
             if phase.is_async:
                 return None, index
@@ -99,13 +107,16 @@ class FilterChain:
             self._observe(phase.filter.name, "request", began)
             if decision is not None:
                 return cast(Decision, decision), index + 1
-        return None, len(hooks)
+        return None, end
 
-    async def run_request(self, ctx: RequestContext, start: int) -> Decision:
-        """Run the remaining request hooks, awaiting where needed."""
+    async def run_request(
+        self, ctx: RequestContext, start: int, stop: int | None = None
+    ) -> tuple[Decision, int]:
+        """Run request hooks from `start` (up to `stop`), awaiting where needed."""
         hooks = self.on_request
+        end = len(hooks) if stop is None else stop
         index = start
-        while index < len(hooks):
+        while index < end:
             phase = hooks[index]
             began = time.perf_counter()
             decision = phase.hook(ctx)
@@ -113,12 +124,12 @@ class FilterChain:
                 decision = await cast(Awaitable[Decision], decision)
             self._observe(phase.filter.name, "request", began)
             if decision is not None:
-                return cast(Decision, decision)
+                return cast(Decision, decision), index + 1
             index += 1
-            decision, index = self.run_request_sync(ctx, index)
+            decision, index = self.run_request_sync(ctx, index, stop)
             if decision is not None:
-                return decision
-        return None
+                return decision, index
+        return None, end
 
     @property
     def response_is_sync(self) -> bool:

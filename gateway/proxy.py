@@ -170,14 +170,38 @@ class ProxyRequest:
                 self.proxy.spawn(self._request_phase_async(0))
                 return
             ctx.body = self.body = exchange.take_complete_body()
-        try:
-            answer, index = chain.run_request_sync(ctx)
-        except GatewayError as error:
-            self.fail(error)
-            return
-        if answer is not None:
-            self.answer(answer)
-        elif index < len(chain.on_request):
+        self._request_phase(0)
+
+    def _arm_stop(self) -> int | None:
+        """Where the request hooks pause for the experiment's assignment (before a cache lookup)."""
+        route = self.route
+        assert route is not None
+        if route.experiment is None or self.assignment is not None:
+            return None
+        return route.filters.arm_index
+
+    def _request_phase(self, index: int) -> None:
+        """Run the plain request hooks from `index`; go async at the first coroutine hook."""
+        route = self.route
+        assert route is not None
+        chain = route.filters
+        while True:
+            stop = self._arm_stop()
+            try:
+                answer, index = chain.run_request_sync(self.ctx, index, stop)
+            except GatewayError as error:
+                self.fail(error)
+                return
+            if answer is not None:
+                self.answer(answer)
+                return
+            if stop is not None and index == stop:
+                assert route.experiment is not None
+                if self._assign(route.experiment) is None:
+                    return
+                continue
+            break
+        if index < len(chain.on_request):
             self.proxy.spawn(self._request_phase_async(index))
         else:
             self.dispatch()
@@ -186,10 +210,18 @@ class ProxyRequest:
         route = self.route
         assert route is not None
         ctx = self.ctx
+        chain = route.filters
         try:
-            if route.filters.needs_request_body and ctx.body is None:
+            if chain.needs_request_body and ctx.body is None:
                 ctx.body = self.body = await self.exchange.read_body()
-            answer = await route.filters.run_request(ctx, index)
+            while True:
+                stop = self._arm_stop()
+                answer, index = await chain.run_request(ctx, index, stop)
+                if answer is not None or stop is None or index != stop:
+                    break
+                assert route.experiment is not None
+                if self._assign(route.experiment) is None:
+                    return
         except GatewayError as error:
             self.fail(error)
             return
@@ -243,7 +275,10 @@ class ProxyRequest:
         self.send()
 
     def _assign(self, name: str) -> ClusterRuntime | None:
-        """The experiment's choice of arm for this request: its cluster, headers and exposure."""
+        """The experiment's choice of arm for this request: its cluster, headers and exposure.
+        Made once: before a filter that reads the arm (a cache), else when the upstream is chosen."""
+        if self.assignment is not None:
+            return self.runtime.clusters.get(self.assignment.cluster)
         service = self.runtime.experiments
         split = service.splits.get(name) if service is not None else None
         if service is None or split is None:

@@ -76,6 +76,9 @@ class Filter:
     """The request phase reads `ctx.body` (the data path then reads the whole body first)."""
     needs_response_body: ClassVar[bool] = False
     """The response phase reads or rewrites `response.body` (the data path then buffers it)."""
+    needs_experiment_arm: ClassVar[bool] = False
+    """The request phase reads `ctx.arm` (a cache key): on an experiment route the arm is assigned
+    just before this filter's request phase instead of after the whole chain."""
 
     def on_request(self, ctx: RequestContext) -> Decision | Awaitable[Decision]:
         return None

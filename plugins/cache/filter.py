@@ -60,6 +60,7 @@ class CacheFilter(Filter):
     name = FILTER_NAME
     needs_request_body: ClassVar[bool] = True
     needs_response_body: ClassVar[bool] = True
+    needs_experiment_arm: ClassVar[bool] = True
     __slots__ = (
         "_coalesce",
         "_coalesce_timeout",

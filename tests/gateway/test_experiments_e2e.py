@@ -512,3 +512,29 @@ async def test_a_changed_experiment_config_starts_afresh_instead_of_resuming_old
             body = await response.json()
         assert body["shares"] == {"v1": 0.5, "v2": 0.5}
         assert body["state"]["phase"] >= 1  # a new phase: old events are not analysed with new ones
+
+
+async def test_a_cache_on_an_experiment_route_keys_by_arm(
+    make_gateway: Any, upstream_a: Process, upstream_b: Process, tmp_path: Path
+) -> None:
+    config = _ab_config(upstream_a, upstream_b, tmp_path)
+    config["routes"][0]["filters"] = [{"cache": {"ttl": "60s", "methods": ["POST"]}}]
+    async with make_gateway(config) as gw, aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{gw.data_port}/echo"
+
+        async def post(user: str) -> tuple[str, str, str]:
+            async with session.post(url, data=b'{"x": 1}', headers={"x-user-id": user}) as response:
+                body = await response.json()
+                return response.headers["x-turnout-arm"], response.headers["x-turnout-cache"], body["name"]
+
+        users = [f"user-{i}" for i in range(40)]
+        first = {u: await post(u) for u in users}
+        again = {u: await post(u) for u in users}
+    for user in users:
+        arm, _, served_by = again[user]
+        assert arm == first[user][0]
+        # Each arm's answer comes from its own upstream, cached or not: no arm sees the other's.
+        assert served_by == ("a" if arm == "control" else "b")
+    outcomes = Counter(cache for _, cache, _ in again.values())
+    assert outcomes["hit"] == len(users)  # the same body within an arm is a hit
+    assert Counter(cache for _, cache, _ in first.values())["miss"] == 2  # one miss per arm
