@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.inference_workers.support import WorkerProcess, free_port, start_worker
-from tests.support.processes import start_gateway
+from tests.support.processes import GatewayProcess, start_gateway
 
 
 @pytest.fixture
@@ -22,6 +22,23 @@ def risk_worker(model_repository: Path, tmp_path: Path) -> Iterator[WorkerProces
     worker = start_worker(model_repository, tmp_path, "--models", "risk")
     yield worker
     worker.stop()
+
+
+def _batching_gateway(
+    worker: WorkerProcess, tmp_path: Path, route: dict[str, Any], batching: dict[str, Any]
+) -> GatewayProcess:
+    """A gateway process whose one route batches requests to `worker`."""
+    port, admin = free_port(), free_port()
+    config = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": admin},
+        "access_log": {"enabled": False},
+        "clusters": {"risk": {"protocol": "oip_v2", "endpoints": [worker.url.removeprefix("http://")]}},
+        "routes": [{**route, "backend": {"cluster": "risk"}, "filters": [{"batching": batching}]}],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return start_gateway(path, port, admin, tmp_path)
 
 
 def _metric_mean(text: str, name: str) -> float:
@@ -33,24 +50,12 @@ def _metric_mean(text: str, name: str) -> float:
 async def test_concurrent_requests_are_batched_and_answered_exactly(
     risk_worker: WorkerProcess, tmp_path: Path, breast_cancer_rows: np.ndarray
 ) -> None:
-    port, admin = free_port(), free_port()
-    config = {
-        "listen": {"host": "127.0.0.1", "port": port},
-        "admin": {"host": "127.0.0.1", "port": admin},
-        "access_log": {"enabled": False},
-        "clusters": {"risk": {"protocol": "oip_v2", "endpoints": [risk_worker.url.removeprefix("http://")]}},
-        "routes": [
-            {
-                "name": "risk",
-                "match": {"model": "risk"},
-                "backend": {"cluster": "risk"},
-                "filters": [{"batching": {"max_batch_size": 32, "max_queue_delay": "5ms"}}],
-            }
-        ],
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    gateway = start_gateway(path, port, admin, tmp_path)
+    gateway = _batching_gateway(
+        risk_worker,
+        tmp_path,
+        {"name": "risk", "match": {"model": "risk"}},
+        {"max_batch_size": 32, "max_queue_delay": "5ms"},
+    )
 
     def body(row: np.ndarray) -> dict[str, Any]:
         return {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row.tolist()}]}
@@ -76,25 +81,12 @@ async def test_concurrent_requests_are_batched_and_answered_exactly(
 
 
 async def test_batches_follow_the_route_rewrite(risk_worker: WorkerProcess, tmp_path: Path) -> None:
-    port, admin = free_port(), free_port()
-    config = {
-        "listen": {"host": "127.0.0.1", "port": port},
-        "admin": {"host": "127.0.0.1", "port": admin},
-        "access_log": {"enabled": False},
-        "clusters": {"risk": {"protocol": "oip_v2", "endpoints": [risk_worker.url.removeprefix("http://")]}},
-        "routes": [
-            {
-                "name": "batched",
-                "match": {"prefix": "/batched/"},
-                "rewrite": {"prefix": "/"},
-                "backend": {"cluster": "risk"},
-                "filters": [{"batching": {"max_batch_size": 8, "max_queue_delay": "2ms"}}],
-            }
-        ],
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    gateway = start_gateway(path, port, admin, tmp_path)
+    gateway = _batching_gateway(
+        risk_worker,
+        tmp_path,
+        {"name": "batched", "match": {"prefix": "/batched/"}, "rewrite": {"prefix": "/"}},
+        {"max_batch_size": 8, "max_queue_delay": "2ms"},
+    )
     row = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": [1.0] * 30}]}
     try:
         async with aiohttp.ClientSession() as session:
@@ -111,24 +103,12 @@ async def test_batches_follow_the_route_rewrite(risk_worker: WorkerProcess, tmp_
 async def test_a_malformed_request_is_refused_before_it_joins_a_batch(
     risk_worker: WorkerProcess, tmp_path: Path
 ) -> None:
-    port, admin = free_port(), free_port()
-    config = {
-        "listen": {"host": "127.0.0.1", "port": port},
-        "admin": {"host": "127.0.0.1", "port": admin},
-        "access_log": {"enabled": False},
-        "clusters": {"risk": {"protocol": "oip_v2", "endpoints": [risk_worker.url.removeprefix("http://")]}},
-        "routes": [
-            {
-                "name": "risk",
-                "match": {"model": "risk"},
-                "backend": {"cluster": "risk"},
-                "filters": [{"batching": {"max_batch_size": 32, "max_queue_delay": "5ms"}}],
-            }
-        ],
-    }
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    gateway = start_gateway(path, port, admin, tmp_path)
+    gateway = _batching_gateway(
+        risk_worker,
+        tmp_path,
+        {"name": "risk", "match": {"model": "risk"}},
+        {"max_batch_size": 32, "max_queue_delay": "5ms"},
+    )
     try:
         async with aiohttp.ClientSession() as session:
             bad = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": [1.0] * 29}]}
