@@ -52,10 +52,6 @@ REASONS: dict[int, bytes] = {
 NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
 
 
-class ClientGone(Exception):
-    """The client closed the connection; nothing more can be written."""
-
-
 class HttpExchange:
     """A parsed request and the means to answer it."""
 
@@ -175,7 +171,8 @@ class HttpExchange:
         return body
 
     async def read_chunk(self) -> bytes:
-        """The next piece of the request body; b"" at its end. Raises PayloadTooLarge or ClientGone."""
+        """The next piece of the request body; b"" at its end. Raises PayloadTooLarge, or ConnectionResetError
+        when the client left."""
         self._send_continue()
         while True:
             if self._body_error is not None:

@@ -315,10 +315,6 @@ class HttpConnection(asyncio.Protocol):
         if pause is not None and self._write_paused:
             pause()
 
-    @property
-    def writing_paused(self) -> bool:
-        return self._write_paused
-
     def _reject(self, status: int, message: str, code: str) -> None:
         """Answer a request that could not be parsed, then close: the byte stream cannot be trusted."""
         self.accepting = False
@@ -449,12 +445,6 @@ class HttpServer:
             now = self.clock()
             for conn in list(self.connections):
                 conn.expire(now)
-
-    async def stop_listening(self) -> None:
-        """Close the listening socket: new connections are refused, existing ones carry on."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     async def drain(self, timeout: float) -> bool:
         """Stop accepting requests and wait up to `timeout` for in-flight ones. True when all finished."""

@@ -38,10 +38,6 @@ class EndpointPool:
     def open_connections(self) -> int:
         return self._open
 
-    @property
-    def idle_connections(self) -> int:
-        return len(self._idle)
-
     def take_idle(self) -> UpstreamConnection | None:
         """An idle keep-alive connection (the most recently used: its socket is warmest), or None."""
         idle = self._idle
@@ -128,10 +124,6 @@ class EndpointPool:
         for conn in list(self._all):
             if conn.deadline and now > conn.deadline:
                 conn.check_deadline(now)
-
-    @property
-    def busy_connections(self) -> int:
-        return len(self._all) - len(self._idle)
 
     def close(self) -> None:
         self.closed = True

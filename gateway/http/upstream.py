@@ -214,10 +214,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.observer = None
         self.deadline = 0.0
 
-    @property
-    def response_complete(self) -> bool:
-        return self._complete
-
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.pause_reading()
