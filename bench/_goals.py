@@ -6,6 +6,8 @@ The targets, as the project states them:
   * batching at concurrency 64 >= 3x the unbatched req/s, and >= 70% of the in-process ceiling
     (onnxruntime at the batcher's max_batch_size, rows/s);
   * batching adds <= max_queue_delay + 1 ms to p50 at concurrency 1.
+The batching targets apply to the compute-bound model the batching benchmark measures (risk-mlp);
+the HTTP-bound one beside it (risk v2) is shown for contrast, not held to them.
 A target whose figures are missing (a section failed or was not run) is "not measured", never met.
 """
 
@@ -89,41 +91,59 @@ def proxy_goals(proxy: Mapping[str, Any] | None) -> list[Goal]:
     return goals
 
 
-def _batching_row(batching: Mapping[str, Any], mode: str, concurrency: int) -> Mapping[str, Any] | None:
-    for row in batching.get("results", []):
+def _batching_row(model: Mapping[str, Any], mode: str, concurrency: int) -> Mapping[str, Any] | None:
+    for row in model.get("results", []):
         if row.get("mode") == mode and row.get("concurrency") == concurrency:
             return row  # type: ignore[no-any-return]
     return None
 
 
+def target_model(batching: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The model the batching targets apply to: the first compute-bound one measured (batching is
+    for models whose compute dominates; through HTTP, no front door nears an HTTP-bound model's
+    in-process ceiling)."""
+    for model in batching.get("models", []):
+        if model.get("bound") == "compute":
+            return model  # type: ignore[no-any-return]
+    return {}
+
+
+def batching_figures(model: Mapping[str, Any], concurrency: int) -> tuple[float | None, float | None]:
+    """(on/off req/s, on req/s / the in-process ceiling) of one model at ``concurrency``."""
+    on, off = _batching_row(model, "on", concurrency), _batching_row(model, "off", concurrency)
+    speedup = on["requests_per_s"] / off["requests_per_s"] if on and off and off["requests_per_s"] else None
+    ceiling = model.get("ceiling_rows_per_s")
+    fraction = on["requests_per_s"] / ceiling if on and ceiling else None
+    return speedup, fraction
+
+
 def batching_goals(batching: Mapping[str, Any] | None) -> list[Goal]:
     batching = batching or {}
+    model = target_model(batching)
+    name = model.get("model", "compute-bound model")
     c = BATCHING_CONCURRENCY
-    on, off = _batching_row(batching, "on", c), _batching_row(batching, "off", c)
-    speedup = on["requests_per_s"] / off["requests_per_s"] if on and off and off["requests_per_s"] else None
-    ceiling = batching.get("ceiling_rows_per_s")
-    fraction = on["requests_per_s"] / ceiling if on and ceiling else None
-    on1, off1 = _batching_row(batching, "on", 1), _batching_row(batching, "off", 1)
+    speedup, fraction = batching_figures(model, c)
+    on1, off1 = _batching_row(model, "on", 1), _batching_row(model, "off", 1)
     added = on1["p50_ms"] - off1["p50_ms"] if on1 and off1 else None
     delay = batching.get("batcher", {}).get("max_queue_delay")
     allowed = parse_duration(delay) * 1000 + BATCHING_P50_ALLOWANCE_MS if delay is not None else None
     return [
         _goal(
-            f"batching on/off req/s at c={c}",
+            f"{name}: batching on/off req/s at c={c}",
             speedup,
             f"{speedup:.2f}x" if speedup is not None else "",
             f">= {MIN_BATCHING_SPEEDUP:g}x",
             speedup is not None and speedup >= MIN_BATCHING_SPEEDUP,
         ),
         _goal(
-            f"batching on req/s / in-process ceiling at c={c}",
+            f"{name}: batching on req/s / in-process ceiling at c={c}",
             fraction,
             f"{fraction:.1%}" if fraction is not None else "",
             f">= {MIN_FRACTION_OF_CEILING:.0%}",
             fraction is not None and fraction >= MIN_FRACTION_OF_CEILING,
         ),
         _goal(
-            "p50 added by batching at c=1",
+            f"{name}: p50 added by batching at c=1",
             None if allowed is None else added,
             f"{added:+.2f} ms" if added is not None else "",
             f"<= max_queue_delay + {BATCHING_P50_ALLOWANCE_MS:g} ms"

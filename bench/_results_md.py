@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from _goals import check_goals
+from _goals import BATCHING_CONCURRENCY, batching_figures, check_goals
 from _suite import SECTIONS
 
 
@@ -118,30 +118,48 @@ def _proxy_section(result: Mapping[str, Any]) -> list[str]:
 
 def _batching_section(result: Mapping[str, Any]) -> list[str]:
     batcher = result.get("batcher", {})
+    size = batcher.get("max_batch_size")
     lines = [
-        f"Model {result.get('model')}; {result.get('cpus')} CPUs shared by the callers, the batcher and "
-        f"one worker; batcher max_batch_size {batcher.get('max_batch_size')}, max_queue_delay "
-        f"{batcher.get('max_queue_delay')}.",
-        "",
+        f"One worker and one turnout gateway, whose two routes to it differ only by the `batching` filter "
+        f"(max_batch_size {size}, max_queue_delay {batcher.get('max_queue_delay')}); load generator "
+        f"{result.get('loadgen')} (closed loop, keep-alive, one-row OIP v2 JSON requests); "
+        f"{result.get('cpus')} CPUs; pinning: {result.get('pinning')}; each run "
+        f"{result.get('warmup_s')} s warm-up (discarded), then {result.get('duration_s')} s measured. "
+        "Upstream calls/s and rows/call: the worker's batch size histogram over the measured window.",
     ]
     headers = ("batching", "c", "req/s", "p50 ms", "p99 ms", "upstream calls/s", "rows/call", "errors")
-    rows = [
-        [
-            r["mode"],
-            r["concurrency"],
-            _num(r["requests_per_s"]),
-            _num(r["p50_ms"], 2),
-            _num(r["p99_ms"], 2),
-            _num(r["upstream_calls_per_s"]),
-            _num(r["mean_batch_rows"], 1),
-            r["errors"],
+    for model in result.get("models", []):
+        compute = model.get("bound") == "compute"
+        what = (
+            "compute-bound: the targets apply"
+            if compute
+            else "HTTP-bound: about a microsecond of compute a row, so no HTTP front door nears its "
+            "in-process ceiling; shown for contrast, not a target"
+        )
+        lines += ["", f"**{model.get('model')}** ({what})", ""]
+        rows = [
+            [
+                r["mode"],
+                r["concurrency"],
+                _num(r["requests_per_s"]),
+                _num(r["p50_ms"], 2),
+                _num(r["p99_ms"], 2),
+                _num(r["upstream_calls_per_s"]),
+                _num(r["mean_batch_rows"], 1),
+                r["errors"],
+            ]
+            for r in model.get("results", [])
         ]
-        for r in result.get("results", [])
-    ]
-    lines += _table(headers, rows)
-    ceiling = _num(result.get("ceiling_rows_per_s"))
-    size = batcher.get("max_batch_size")
-    lines += ["", f"Ceiling: onnxruntime in process at batch {size}: {ceiling} rows/s."]
+        lines += _table(headers, rows)
+        ceiling = _num(model.get("ceiling_rows_per_s"))
+        speedup, fraction = batching_figures(model, BATCHING_CONCURRENCY)
+        figures = f"Ceiling: onnxruntime in process at batch {size}: {ceiling} rows/s."
+        if speedup is not None and fraction is not None:
+            figures += (
+                f" At c={BATCHING_CONCURRENCY}: batching on/off {speedup:.2f}x; on / ceiling "
+                f"{fraction:.1%}{'' if compute else ' (HTTP-bound)'}."
+            )
+        lines += ["", figures]
     return lines
 
 

@@ -73,10 +73,10 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section(
         "batching",
-        "Dynamic batching: off vs on vs the in-process ceiling",
+        "Dynamic batching through turnout: off vs on vs the in-process ceiling",
         "batching.py",
         (),
-        ("--duration", "1", "--concurrency", "1,64"),
+        ("--duration", "1s", "--warmup", "0.5s", "--concurrency", "1,64"),
     ),
     Section("worker", "Inference worker throughput", "worker.py", (), ("--duration", "1")),
     Section(

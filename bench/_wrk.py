@@ -32,19 +32,25 @@ def wrk_command(
     duration_s: float,
     headers: Sequence[tuple[str, str]] = (),
     unique_query: bool = False,
+    script: Path | None = None,
 ) -> list[str]:
     """The wrk command line for one keep-alive run, sending ``headers`` with every request.
 
     One thread: wrk shares its CPU with the upstream when pinned, and more threads than CPUs only
     adds switching (and the unique-query script counts per thread). wrk counts whole seconds, so the
-    duration is rounded up to at least one.
+    duration is rounded up to at least one. ``script`` is a Lua script making the requests (at most
+    one script: ``unique_query`` is one).
     """
+    if unique_query and script is not None:
+        raise ValueError("wrk runs one script: unique_query or script, not both")
     seconds = max(1, math.ceil(duration_s))
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for name, value in headers:
         argv += ["-H", f"{name}: {value}"]
     if unique_query:
-        argv += ["-s", str(UNIQUE_QUERY_SCRIPT)]
+        script = UNIQUE_QUERY_SCRIPT
+    if script is not None:
+        argv += ["-s", str(script)]
     return [*argv, url]
 
 
@@ -78,14 +84,17 @@ def parse_wrk_output(text: str) -> LoadResult:
 @dataclass(frozen=True, slots=True)
 class WrkRunner:
     """Runs wrk as a child process, through ``wrap`` (CPU pinning), and parses its report; every
-    request carries ``headers`` and, with ``unique_query``, a query string of its own."""
+    request carries ``headers`` and, with ``unique_query``, a query string of its own; ``script``
+    (a Lua script) makes the requests instead."""
 
     wrap: Callable[[Sequence[str]], list[str]]
     headers: tuple[tuple[str, str], ...] = ()
     unique_query: bool = False
     name: str = "wrk"
+    script: Path | None = None
 
     def run(self, url: str, connections: int, duration_s: float, log_path: Path) -> LoadResult:
-        argv = self.wrap(wrk_command(url, connections, duration_s, self.headers, self.unique_query))
+        command = wrk_command(url, connections, duration_s, self.headers, self.unique_query, self.script)
+        argv = self.wrap(command)
         output = run_to_completion(argv, log_path, math.ceil(duration_s) + _OVERRUN_ALLOWANCE_S)
         return parse_wrk_output(output)

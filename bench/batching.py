@@ -1,56 +1,103 @@
-"""Throughput and latency with dynamic batching off and on, side by side, through the batcher engine.
+"""Dynamic batching off and on, side by side, through a running turnout, beside the model's ceiling.
 
-    python bench/batching.py [--duration 3] [--concurrency 1,16,64,256] [--max-batch-size 64]
-                             [--max-queue-delay 2ms] [--model-repository DIR] [--json]
+    python bench/batching.py [--duration 5s] [--warmup 2s] [--concurrency 1,16,64,256]
+                             [--models risk-mlp:1,risk:2] [--max-batch-size 32] [--max-queue-delay 2ms]
+                             [--pinning auto|worker|gateway|none] [--loadgen auto|wrk|python]
+                             [--model-repository DIR] [--json]
 
-Measures `risk` version 2 (the gradient-boosting demo ONNX model) served by one worker started for
-the run. At each concurrency N, N callers each send one-row requests back to back:
-  * off: each request is POSTed alone to the worker (JSON), as a proxy without batching would;
-  * on:  each request is parsed with the OIP v2 codec and submitted to a `Batcher`, whose `send`
-         POSTs the merged batch (binary tensors) over the same kind of aiohttp session;
-and, as the ceiling, onnxruntime runs the model in this process at batch = max_batch_size (rows/s,
-what batching could reach if HTTP and JSON cost nothing). The callers, the batcher and the worker
-share the machine's CPUs, which the printed table notes. The gateway-level variant (the same
-through a running turnout) belongs to the gateway's own benchmark.
+One inference worker serves the demo models, and one turnout gateway fronts it with two routes to
+the same cluster: requests carrying `x-bench-batching: on` go through the `batching` filter
+(max_batch_size, max_queue_delay, binary tensors upstream), the others are proxied one by one. At
+each concurrency N, N keep-alive connections POST one-row OIP v2 JSON requests (distinct rows of
+the breast-cancer data, cycled) back to back, first unbatched, then batched, each run a discarded
+warm-up and a measured window (wrk with a generated Lua script when installed, else Python callers).
+Upstream calls/s and rows/call are the worker's own: its batch size histogram, read from its
+/metrics before and after each measured window.
+
+The ceiling is the model run by onnxruntime in this process at batch = max_batch_size, with the
+worker's session options (one intra-op, one inter-op thread), on the CPU the worker will have: what
+batching could reach if HTTP, JSON and the gateway cost nothing.
+
+Two models, in one run:
+  * risk-mlp v1, compute-bound (a wide neural network: about 4,500 rows/s on one core at batch
+    32, far less at batch 1): what batching is for, and the model the project's targets apply to;
+  * risk v2, HTTP-bound (gradient boosting, about a microsecond a row): no HTTP front door comes
+    near its in-process ceiling, so its fraction of the ceiling is shown, not held to a target.
+
+--pinning worker (the default when taskset and two CPUs are there) gives the worker a CPU of its
+own, where its inference thread computes, and puts the gateway and the load generator on the other;
+--pinning gateway gives the gateway a CPU of its own instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import signal
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
 import orjson
+from _procs import (
+    ChildFailed,
+    Pinning,
+    exit_on_termination,
+    free_port,
+    http_status,
+    interrupts_deferred,
+    start_service,
+)
+from _results import LoadResult, percentile
+from _turnout import turnout_argv, turnout_path
+from _wrk import WrkRunner
+from proxy import LoadRunner
+from worker import in_process
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gateway.core.config_types import parse_duration
+from inference_workers.examples.build_models import build
 
-from worker import MODEL, VERSION, free_port, in_process, start_worker  # noqa: E402
-
-from gateway.core.config_types import parse_duration  # noqa: E402
-from gateway.core.context import RequestContext  # noqa: E402
-from gateway.core.protocols.oip_v2 import decode_request  # noqa: E402
-from inference_workers.examples.build_models import build  # noqa: E402
-from plugins.batching import Batcher, BatchingConfig, BatchUpstream, UpstreamReply  # noqa: E402
-
-PATH = f"/v2/models/{MODEL}/versions/{VERSION}/infer"
-# Time for connections to open, the model's thread pool to warm and queues to reach steady state.
-WARMUP_S = 1.0
-# Distinct request bodies cycled by the callers: enough that no answer is served from a CPU cache line
-# of the previous one, few enough to build instantly.
+# The header that sends a request through the batching route; requests without it are proxied alone.
+BATCHED_HEADER = ("x-bench-batching", "on")
+JSON_CONTENT = ("Content-Type", "application/json")
+# Distinct request bodies cycled by the load generator: every request a real row, few enough to
+# build instantly.
 BODIES = 256
+# A worker imports onnxruntime and scikit-learn and loads its models; turnout imports its stack:
+# each takes seconds on a busy two-core machine, a minute is something wrong.
+READY_TIMEOUT_S = 60.0
+# wrk's Lua long-string brackets around each body; JSON numbers never contain the closing one.
+_LUA_OPEN, _LUA_CLOSE = "[==[", "]==]"
 
-Call = Callable[[int], Awaitable[bool]]
+
+@dataclass(frozen=True, slots=True)
+class BenchModel:
+    name: str
+    version: int
+    bound: str  # "compute" or "http": what limits its throughput through any HTTP front door
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def infer_path(self) -> str:
+        return f"/v2/models/{self.name}/versions/{self.version}/infer"
+
+
+# Which models this benchmark knows how to describe; the first compute-bound one carries the targets.
+KNOWN_MODELS = {("risk-mlp", 1): "compute", ("risk", 2): "http"}
 
 
 @dataclass
@@ -66,177 +113,410 @@ class Row:
     mean_batch_rows: float
 
 
-def next_window(duration: float) -> tuple[float, float]:
-    """The measured interval (perf_counter times) of a run starting now, after the warm-up."""
-    start = time.perf_counter() + WARMUP_S
-    return start, start + duration
+def _models(text: str) -> tuple[BenchModel, ...]:
+    models = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, version = part.partition(":")
+        key = (name, int(version or "1"))
+        if key not in KNOWN_MODELS:
+            known = ",".join(f"{n}:{v}" for n, v in KNOWN_MODELS)
+            raise argparse.ArgumentTypeError(f"models are some of {known}; got {part!r}")
+        models.append(BenchModel(*key, KNOWN_MODELS[key]))
+    if not models:
+        raise argparse.ArgumentTypeError("name at least one model")
+    return tuple(models)
 
 
-async def measure(call: Call, concurrency: int, window: tuple[float, float]) -> tuple[list[float], int]:
-    """Run `concurrency` callers back to back; latencies (s) of calls that ended in the window."""
-    start, end = window
-    latencies: list[float] = []
-    errors = 0
+def _seconds(text: str) -> float:
+    """A duration: seconds as a bare number (3), or with a unit (3s, 500ms)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
-    async def caller(offset: int) -> None:
-        nonlocal errors
-        index = offset
-        while (began := time.perf_counter()) < end:
-            ok = await call(index)
-            finished = time.perf_counter()
-            index += concurrency
-            if start <= finished <= end:
-                if ok:
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=_seconds, default=5.0, help="measured time per run (5s)")
+    parser.add_argument("--warmup", type=_seconds, default=2.0, help="discarded warm-up per run (2s)")
+    parser.add_argument("--concurrency", default="1,16,64,256", help="connections, comma-separated")
+    parser.add_argument(
+        "--models", type=_models, default=_models("risk-mlp:1,risk:2"), help="NAME:VERSION,..."
+    )
+    parser.add_argument("--max-batch-size", type=int, default=32, help="the batching filter's cap (32)")
+    parser.add_argument(
+        "--max-queue-delay", default="2ms", help="the batching filter's max_queue_delay (2ms)"
+    )
+    parser.add_argument("--pinning", choices=("auto", "worker", "gateway", "none"), default="auto")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--model-repository", type=Path, default=None, help="default: build the demo models")
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
+    args = parser.parse_args(argv)
+    args.concurrency = [int(part) for part in args.concurrency.split(",") if part.strip()]
+    parse_duration(args.max_queue_delay)  # refuse a bad value before starting anything
+    if args.loadgen == "wrk" and shutil.which("wrk") is None:
+        parser.error("--loadgen wrk: wrk is not installed")
+    return args
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Which CPUs the worker, the gateway and the load generator run on, as taskset prefixes."""
+
+    pinning: Pinning
+    worker_alone: bool
+
+    def worker(self, argv: Sequence[str]) -> list[str]:
+        return self.pinning.proxy(argv) if self.worker_alone else self.pinning.client(argv)
+
+    def gateway(self, argv: Sequence[str]) -> list[str]:
+        return self.pinning.client(argv) if self.worker_alone else self.pinning.proxy(argv)
+
+    def loadgen(self, argv: Sequence[str]) -> list[str]:
+        return self.pinning.client(argv)
+
+    @property
+    def worker_cpus(self) -> str | None:
+        return self.pinning.proxy_cpus if self.worker_alone else self.pinning.client_cpus
+
+    @property
+    def description(self) -> str:
+        cpus = (self.pinning.proxy_cpus, self.pinning.client_cpus)
+        if None in cpus:
+            return self.pinning.description
+        alone, others = ("worker", "gateway") if self.worker_alone else ("gateway", "worker")
+        return f"taskset: {alone} on CPU {cpus[0]}; {others} and load generator on CPU {cpus[1]}"
+
+
+def choose_layout(choice: str) -> Layout:
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if choice == "none" or shutil.which("taskset") is None or len(cpus) < 2:
+        reason = "asked" if choice == "none" else "taskset and two CPUs needed"
+        return Layout(Pinning(None, None, f"none ({reason}): every process on every CPU"), False)
+    return Layout(Pinning(str(cpus[0]), str(cpus[1]), ""), choice != "gateway")
+
+
+@contextlib.contextmanager
+def running_on(cpus: str | None) -> Iterator[None]:
+    """Keep this process on ``cpus`` (taskset's syntax: one CPU here) for the block, if given."""
+    if cpus is None or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def request_bodies(rows: np.ndarray) -> list[bytes]:
+    return [
+        orjson.dumps(
+            {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": row}]},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        for row in rows[:BODIES]
+    ]
+
+
+def write_wrk_script(path: Path, bodies: Sequence[bytes]) -> Path:
+    """A wrk script POSTing ``bodies`` in turn (prebuilt in init, so each request costs one lookup)."""
+    quoted = []
+    for body in bodies:
+        text = body.decode()
+        if _LUA_CLOSE in text:
+            raise ValueError("a request body holds the Lua long-string delimiter")
+        quoted.append(f"  {_LUA_OPEN}{text}{_LUA_CLOSE},")
+    path.write_text(
+        "-- Generated by bench/batching.py: one-row OIP v2 inference requests, POSTed in turn.\n"
+        "local bodies = {\n" + "\n".join(quoted) + "\n}\n"
+        "local requests = {}\n"
+        "local count = 0\n\n"
+        "function init(args)\n"
+        "  for i, body in ipairs(bodies) do\n"
+        '    requests[i] = wrk.format("POST", nil, nil, body)\n'
+        "  end\n"
+        "end\n\n"
+        "function request()\n"
+        "  count = count % #requests + 1\n"
+        "  return requests[count]\n"
+        "end\n"
+    )
+    return path
+
+
+class PythonCallers:
+    """The fallback without wrk: N aiohttp callers in this process, on the load generator's CPU,
+    each POSTing the next body as soon as its answer is complete; far slower than wrk, which the
+    output names."""
+
+    name = "python (aiohttp)"
+
+    def __init__(self, bodies: Sequence[bytes], headers: Sequence[tuple[str, str]], cpus: str | None) -> None:
+        self._bodies, self._headers, self._cpus = bodies, dict(headers), cpus
+
+    def run(self, url: str, connections: int, duration_s: float, log_path: Path) -> LoadResult:
+        with running_on(self._cpus):  # where wrk would run
+            return asyncio.run(self._run(url, connections, duration_s))
+
+    async def _run(self, url: str, connections: int, duration_s: float) -> LoadResult:
+        latencies: list[float] = []
+        errors = 0
+        end = time.perf_counter() + duration_s
+
+        async def caller(session: aiohttp.ClientSession, index: int) -> None:
+            nonlocal errors
+            while (began := time.perf_counter()) < end:
+                body = self._bodies[index % len(self._bodies)]
+                index += connections
+                async with session.post(url, data=body, headers=self._headers) as response:
+                    await response.read()
+                finished = time.perf_counter()
+                if finished > end:
+                    return
+                if response.status == 200:
                     latencies.append(finished - began)
                 else:
                     errors += 1
 
-    await asyncio.gather(*(caller(offset) for offset in range(concurrency)))
-    return latencies, errors
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            await asyncio.gather(*(caller(session, offset) for offset in range(connections)))
+        latencies.sort()
+        return LoadResult(
+            len(latencies),
+            errors,
+            duration_s,
+            percentile(latencies, 50) * 1000,
+            percentile(latencies, 99) * 1000,
+        )
 
 
-def row(
-    mode: str, concurrency: int, latencies: list[float], errors: int, duration: float, batches: list[int]
+def batch_counts(metrics: str, model: BenchModel) -> tuple[float, float]:
+    """(calls, rows) the worker has answered for ``model``: its batch size histogram's count and sum."""
+    labels = rf'\{{[^}}]*model="{re.escape(model.name)}"[^}}]*version="{model.version}"[^}}]*\}}'
+    found = {}
+    for suffix in ("count", "sum"):
+        match = re.search(rf"^turnout_worker_batch_size_{suffix}{labels} (\S+)$", metrics, re.MULTILINE)
+        found[suffix] = float(match.group(1)) if match else 0.0
+    return found["count"], found["sum"]
+
+
+def scrape(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def gateway_config(listen: int, admin: int, worker: int, max_batch_size: int, max_queue_delay: str) -> str:
+    """Two routes to one worker: with the batching header through the filter, without it alone."""
+    batching = {
+        "max_batch_size": max_batch_size,
+        "max_queue_delay": max_queue_delay,
+        "max_queue_size": 4096,  # above any concurrency measured: queueing, never refusing
+        "upstream_binary_tensors": True,
+    }
+    config = {
+        "listen": {"host": "127.0.0.1", "port": listen},
+        "admin": {"host": "127.0.0.1", "port": admin},
+        "access_log": {"enabled": False},
+        "clusters": {"worker": {"protocol": "oip_v2", "endpoints": [f"127.0.0.1:{worker}"]}},
+        "routes": [
+            {
+                "name": "batched",
+                "match": {"prefix": "/v2/", "headers": {BATCHED_HEADER[0]: BATCHED_HEADER[1]}},
+                "backend": {"cluster": "worker"},
+                "filters": [{"batching": batching}],
+            },
+            {"name": "unbatched", "match": {"prefix": "/v2/"}, "backend": {"cluster": "worker"}},
+        ],
+    }
+    return json.dumps(config, indent=2)  # JSON is YAML
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    worker_port: int
+    gateway_url: str
+    workdir: Path
+
+
+def start_stack(
+    stack: contextlib.ExitStack, args: argparse.Namespace, layout: Layout, repository: Path, workdir: Path
+) -> Stack:
+    worker_port, listen, admin = free_port(), free_port(), free_port()
+    served = ",".join(f"{m.name}:{m.version}" for m in args.models)
+    worker_argv = [sys.executable, "-m", "inference_workers", "worker", "--model-repository", str(repository)]
+    worker_argv += ["--http-port", str(worker_port), "--models", served, "--device", "cpu"]
+    worker_argv += ["--log-level", "WARNING", "--exit-with-parent"]
+    start_service(
+        stack,
+        layout.worker(worker_argv),
+        workdir / "worker.log",
+        lambda: http_status(worker_port, "/v2/health/ready") == 200,
+        "the worker",
+        READY_TIMEOUT_S,
+    )
+    turnout = turnout_path()
+    if turnout is None:
+        raise ChildFailed("the turnout command is not installed (pip install -e .)")
+    config_path = workdir / "turnout.yaml"
+    config_path.write_text(
+        gateway_config(listen, admin, worker_port, args.max_batch_size, args.max_queue_delay)
+    )
+    ready_path = f"/v2/models/{args.models[0].name}/versions/{args.models[0].version}/ready"
+    start_service(
+        stack,
+        layout.gateway(turnout_argv(turnout, config_path)),
+        workdir / "turnout.log",
+        lambda: http_status(admin, "/readyz") == 200 and http_status(listen, ready_path) == 200,
+        "turnout",
+        READY_TIMEOUT_S,
+    )
+    return Stack(worker_port, f"http://127.0.0.1:{listen}", workdir)
+
+
+def measure_row(
+    stack: Stack, runner: LoadRunner, model: BenchModel, mode: str, concurrency: int, args: argparse.Namespace
 ) -> Row:
-    values = np.asarray(latencies) * 1000
-    p50, p99 = (float(np.percentile(values, q)) for q in (50, 99)) if len(values) else (float("nan"),) * 2
-    calls = len(batches) if batches else len(latencies)
-    mean_rows = float(np.mean(batches)) if batches else 1.0
+    url = stack.gateway_url + model.infer_path
+    stem = f"{model.name}-{mode}-c{concurrency}"
+    if args.warmup > 0:
+        runner.run(url, concurrency, args.warmup, stack.workdir / f"{stem}-warmup.log")
+    calls_before, rows_before = batch_counts(scrape(stack.worker_port), model)
+    load = runner.run(url, concurrency, args.duration, stack.workdir / f"{stem}.log")
+    calls_after, rows_after = batch_counts(scrape(stack.worker_port), model)
+    calls, rows = calls_after - calls_before, rows_after - rows_before
     return Row(
         mode,
         concurrency,
-        len(latencies) / duration,
-        p50,
-        p99,
-        len(latencies),
-        errors,
-        calls / duration,
-        mean_rows,
+        load.rps,
+        load.p50_ms,
+        load.p99_ms,
+        load.requests,
+        load.errors,
+        calls / load.duration_s,
+        rows / calls if calls else 0.0,
     )
 
 
-async def run_pair(
-    url: str, bodies: list[bytes], concurrency: int, duration: float, config: BatchingConfig
-) -> list[Row]:
-    connector = aiohttp.TCPConnector(limit=0)  # one connection per caller, as N clients would have
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def alone(index: int) -> bool:
-            body = bodies[index % len(bodies)]
-            async with session.post(url + PATH, data=body, headers={"Content-Type": "application/json"}) as r:
-                await r.read()
-                return r.status == 200
-
-        latencies, errors = await measure(alone, concurrency, next_window(duration))
-        off = row("off", concurrency, latencies, errors, duration, [])
-
-        async def send(
-            path: str, body: bytes, content_type: str, headers: Mapping[str, str]
-        ) -> UpstreamReply:
-            async with session.post(
-                url + path, data=body, headers={"Content-Type": content_type, **headers}
-            ) as r:
-                return r.status, dict(r.headers), await r.read()
-
-        batcher = Batcher(config, {"worker": BatchUpstream(send)})
-        batch_rows: dict[int, int] = {}  # batch id -> rows, for batches answered in the measured window
-        window = next_window(duration)
-
-        async def batched(index: int) -> bool:
-            ctx = RequestContext(
-                "POST", PATH, "", {}, "127.0.0.1", time.monotonic(), cluster="worker", model=MODEL,
-                model_version=str(VERSION),
-            )  # fmt: skip
-            answer = await batcher.submit(ctx, decode_request(bodies[index % len(bodies)]))
-            if window[0] <= time.perf_counter() <= window[1]:
-                batch_rows[answer.batch_id] = answer.batch_rows
-            return answer.status == 200
-
-        async with batcher:
-            latencies, errors = await measure(batched, concurrency, window)
-        on = row("on", concurrency, latencies, errors, duration, list(batch_rows.values()))
-        return [off, on]
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per row (3)")
-    parser.add_argument("--concurrency", default="1,16,64,256", help="callers, comma-separated")
-    parser.add_argument("--max-batch-size", type=int, default=64, help="the batcher's cap (64: the model's)")
-    parser.add_argument("--max-queue-delay", default="2ms", help="the batcher's max_queue_delay (2ms)")
-    parser.add_argument("--model-repository", type=Path, default=None, help="default: build the demo models")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    args = parser.parse_args()
-    concurrencies = [int(part) for part in args.concurrency.split(",") if part.strip()]
-    config = BatchingConfig(
-        max_batch_size=args.max_batch_size,
-        max_queue_delay=parse_duration(args.max_queue_delay),
-        max_queue_size=max(1024, 2 * max(concurrencies)),
-        upstream_binary_tensors=True,
-    )
-    with tempfile.TemporaryDirectory() as scratch:
-        repository = args.model_repository or Path(scratch) / "models"
-        build(repository)
-        from sklearn.datasets import load_breast_cancer
-
-        features = load_breast_cancer(return_X_y=True)[0].astype(np.float32)
-        model_path = repository / MODEL / str(VERSION) / "model.onnx"
-        ceiling = in_process(model_path, features, args.max_batch_size, args.duration)
-        bodies = [
-            orjson.dumps(
-                {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": features[i]}]},
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            )
-            for i in range(BODIES)
-        ]
-        port = free_port()
-        worker = start_worker(repository, port)
-        rows: list[Row] = []
-        try:
-            runner = _runner()
-            with runner:
-                for concurrency in concurrencies:
-                    rows.extend(
-                        runner.run(
-                            run_pair(f"http://127.0.0.1:{port}", bodies, concurrency, args.duration, config)
-                        )
-                    )
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
-    report = {
-        "model": f"{MODEL} v{VERSION}",
-        "cpus": os.cpu_count(),
-        "batcher": {"max_batch_size": args.max_batch_size, "max_queue_delay": args.max_queue_delay},
-        "ceiling_rows_per_s": ceiling.inferences_per_s,
-        "results": [asdict(r) for r in rows],
+def make_runners(
+    args: argparse.Namespace, layout: Layout, script: Path, bodies: list[bytes]
+) -> dict[str, LoadRunner]:
+    """The load generator per mode: the batched one adds the header that picks the batching route."""
+    if args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk") is not None):
+        return {
+            "off": WrkRunner(layout.loadgen, (JSON_CONTENT,), script=script),
+            "on": WrkRunner(layout.loadgen, (JSON_CONTENT, BATCHED_HEADER), script=script),
+        }
+    cpus = layout.pinning.client_cpus
+    return {
+        "off": PythonCallers(bodies, (JSON_CONTENT,), cpus),
+        "on": PythonCallers(bodies, (JSON_CONTENT, BATCHED_HEADER), cpus),
     }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print(f"{MODEL} v{VERSION}, {os.cpu_count()} CPUs shared by the callers, the batcher and one worker")
-    print(f"batcher: max_batch_size {args.max_batch_size}, max_queue_delay {args.max_queue_delay}\n")
-    columns = ("req/s", 9), ("p50 ms", 8), ("p99 ms", 8), ("calls/s", 9), ("rows/call", 9), ("err", 4)
-    print(f"{'batching':8} {'conc':>5} " + " ".join(f"{name:>{width}}" for name, width in columns))
-    for r in rows:
-        print(
-            f"{r.mode:8} {r.concurrency:5d} {r.requests_per_s:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
-            f"{r.upstream_calls_per_s:9.0f} {r.mean_batch_rows:9.1f} {r.errors:4d}"
+
+
+def run(args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    from sklearn.datasets import load_breast_cancer
+
+    repository = args.model_repository or workdir / "models"
+    build(repository)
+    rows = load_breast_cancer(return_X_y=True)[0].astype(np.float32)
+    bodies = request_bodies(rows)
+    layout = choose_layout(args.pinning)
+    ceilings = {}
+    with running_on(layout.worker_cpus):  # the CPU the worker will compute on: like for like
+        for model in args.models:
+            _progress(f"{model.label}: in-process ceiling at batch {args.max_batch_size}")
+            onnx_path = repository / model.name / str(model.version) / "model.onnx"
+            ceiling = in_process(onnx_path, rows, args.max_batch_size, args.duration)
+            ceilings[model] = ceiling.inferences_per_s
+    started = start_stack(stack, args, layout, repository, workdir)
+    runners = make_runners(args, layout, write_wrk_script(workdir / "infer.lua", bodies), bodies)
+    results = []
+    for model in args.models:
+        measured = []
+        for concurrency in args.concurrency:
+            for mode in ("off", "on"):
+                _progress(f"{model.label} c={concurrency} batching {mode}")
+                measured.append(measure_row(started, runners[mode], model, mode, concurrency, args))
+        results.append(
+            {
+                "model": model.label,
+                "bound": model.bound,
+                "ceiling_rows_per_s": ceilings[model],
+                "results": [asdict(r) for r in measured],
+            }
         )
-    ceiling_rate = f"{ceiling.inferences_per_s:,.0f}"
-    print(f"\nceiling: onnxruntime in process at batch {args.max_batch_size}: {ceiling_rate} rows/s")
-    return 0
+    return {
+        "cpus": os.cpu_count(),
+        "pinning": layout.description,
+        "loadgen": runners["off"].name,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "batcher": {"max_batch_size": args.max_batch_size, "max_queue_delay": args.max_queue_delay},
+        "models": results,
+    }
 
 
-def _runner() -> asyncio.Runner:
-    """An event loop runner on uvloop when installed, as the gateway runs."""
+def render(report: dict[str, Any]) -> str:
+    batcher = report["batcher"]
+    lines = [
+        f"batching through turnout: load generator {report['loadgen']} (closed loop, keep-alive, one-row "
+        f"JSON requests); {report['cpus']} CPUs; pinning: {report['pinning']}",
+        f"batching filter: max_batch_size {batcher['max_batch_size']}, max_queue_delay "
+        f"{batcher['max_queue_delay']}; each run {report['warmup_s']:g}s warm-up, "
+        f"{report['duration_s']:g}s measured",
+    ]
+    columns = ("req/s", 9), ("p50 ms", 8), ("p99 ms", 8), ("calls/s", 9), ("rows/call", 9), ("err", 5)
+    for model in report["models"]:
+        lines += ["", f"{model['model']} ({model['bound']}-bound)"]
+        lines.append(f"{'batching':8} {'conc':>5} " + " ".join(f"{name:>{width}}" for name, width in columns))
+        for r in model["results"]:
+            lines.append(
+                f"{r['mode']:8} {r['concurrency']:5d} {r['requests_per_s']:9.0f} {r['p50_ms']:8.2f} "
+                f"{r['p99_ms']:8.2f} {r['upstream_calls_per_s']:9.0f} {r['mean_batch_rows']:9.1f} "
+                f"{r['errors']:5d}"
+            )
+        lines.append(
+            f"ceiling: onnxruntime in process at batch {batcher['max_batch_size']}: "
+            f"{model['ceiling_rows_per_s']:,.0f} rows/s"
+        )
+    return "\n".join(lines)
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    exit_on_termination()
+    stack = contextlib.ExitStack()
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.Runner()
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+        workdir = Path(tempfile.mkdtemp(prefix="turnout-batching-"))
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)  # registered first, so removed last
+        report = run(args, workdir, stack)
+    except KeyboardInterrupt:
+        _progress("interrupted: stopping every child process")
+        return 130
+    except (ChildFailed, ValueError, subprocess.SubprocessError) as exc:
+        _progress(f"error: {exc}")
+        return 1
+    finally:
+        with interrupts_deferred():
+            stack.close()
+    print(render(report), flush=True)
+    if args.json:
+        print(json.dumps(report), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@
 
 Runs, one after another, each through its own --json output (the exact commands are in
 bench/_suite.py and in the report): the proxy (direct vs turnout vs nginx at concurrency 32 and 128),
-the typical filter chain's overhead, cache-hit latency, batching off/on vs the in-process ceiling,
-inference worker throughput, and rate-limiter decisions per second. It then rewrites RESULTS.md
-with the machine, the date, the commands, the figures, and the project's targets checked against
-them. A section that fails is reported as failed and the others still run.
+the typical filter chain's overhead, cache-hit latency, batching off/on through turnout vs the
+in-process ceiling, inference worker throughput, and rate-limiter decisions per second. It then
+rewrites RESULTS.md with the machine, the date, the commands, the figures, and the project's
+targets checked against them. A section that fails is reported as failed and the others still run.
 
 --quick shortens every run (a smoke test, marked as such in the report); --only runs some sections
 (RESULTS.md then holds only those); --note adds a remark (e.g. that the machine was busy);

@@ -23,7 +23,7 @@ ACCESS_LOG = ROOT / "var" / "demo-access.log"
 GATEWAY = "http://127.0.0.1:8080"
 ADMIN = "http://127.0.0.1:9901"
 # (REST port, gRPC port, models) of each demo worker; the ports are those in demo.yaml.
-WORKERS = ((8001, 8011, "risk:1,diabetes"), (8002, 8012, "risk:2,diabetes"))
+WORKERS = ((8001, 8011, "risk:1,risk-mlp,diabetes"), (8002, 8012, "risk:2,risk-mlp,diabetes"))
 # Startup budget: model loading and the first health checks take a few seconds on a small machine.
 READY_TIMEOUT_S = 60.0
 # How long each process may take to stop gracefully before it is killed.
@@ -83,7 +83,7 @@ def _taken_ports() -> list[int]:
 
 
 def build_models() -> None:
-    print("building the demo models (once) ...", flush=True)
+    print("checking the demo models (built on the first run) ...", flush=True)
     subprocess.run(
         [sys.executable, "-m", "inference_workers.examples.build_models", "--out", str(MODELS)],
         cwd=ROOT,
@@ -95,7 +95,7 @@ EXAMPLES = f"""
 turnout demo is ready.
 
   gateway   {GATEWAY}          admin {ADMIN}  (/metrics, /admin/clusters, /readyz)
-  workers   127.0.0.1:8001 (risk v1, diabetes)   127.0.0.1:8002 (risk v2, diabetes)
+  workers   127.0.0.1:8001 (risk v1, risk-mlp, diabetes)   127.0.0.1:8002 (risk v2, risk-mlp, diabetes)
 
 An OIP v2 inference through the gateway (the first 30 breast-cancer features of one patient):
 
@@ -134,8 +134,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    if not (MODELS / "risk").is_dir():
-        build_models()
+    build_models()  # skipped in a moment when the repository is current
     ACCESS_LOG.parent.mkdir(exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     stopping = False

@@ -20,9 +20,20 @@ def session(root: Path, model: str, version: int) -> ort.InferenceSession:
     )
 
 
+# Every breast-cancer classifier shares risk's signature.
+CLASSIFIERS = (("risk", 1), ("risk", 2), ("risk-mlp", 1))
+
+
+def test_the_repository_holds_the_demo_models(demo_repository: Path) -> None:
+    versions = {
+        str(path.parent.relative_to(demo_repository)) for path in demo_repository.glob("*/*/model.yaml")
+    }
+    assert versions == {"risk/1", "risk/2", "risk-mlp/1", "diabetes/1"}
+
+
 def test_configs_follow_the_contract(demo_repository: Path) -> None:
-    for version in (1, 2):
-        config = read_model_config(demo_repository / "risk" / str(version))
+    for model, version in CLASSIFIERS:
+        config = read_model_config(demo_repository / model / str(version))
         assert config.backend == "onnxruntime"
         assert [(t.name, t.datatype, t.shape) for t in config.inputs] == [("features", "FP32", (-1, 30))]
         assert [(t.name, t.datatype, t.shape) for t in config.outputs] == [
@@ -36,32 +47,34 @@ def test_configs_follow_the_contract(demo_repository: Path) -> None:
 
 
 def test_graphs_match_their_configs(demo_repository: Path) -> None:
-    risk = session(demo_repository, "risk", 1)
-    assert [(node.name, node.type) for node in risk.get_inputs()] == [("features", "tensor(float)")]
-    assert {(node.name, node.type, len(node.shape)) for node in risk.get_outputs()} == {
-        ("probabilities", "tensor(float)", 2),
-        ("label", "tensor(int64)", 1),
-    }
+    for model, version in CLASSIFIERS:
+        risk = session(demo_repository, model, version)
+        assert [(node.name, node.type) for node in risk.get_inputs()] == [("features", "tensor(float)")]
+        assert {(node.name, node.type, len(node.shape)) for node in risk.get_outputs()} == {
+            ("probabilities", "tensor(float)", 2),
+            ("label", "tensor(int64)", 1),
+        }
     (value,) = session(demo_repository, "diabetes", 1).get_outputs()
     assert (value.name, value.type, len(value.shape)) == ("value", "tensor(float)", 1)
 
 
-def test_models_are_real_and_the_two_risk_versions_differ(
+def test_models_are_real_and_the_classifiers_differ(
     demo_repository: Path, breast_cancer_rows: np.ndarray
 ) -> None:
     from sklearn.datasets import load_breast_cancer
 
     labels = load_breast_cancer(return_X_y=True)[1]
     predictions = {}
-    for version in (1, 2):
-        label, probabilities = session(demo_repository, "risk", version).run(
+    for model, version in CLASSIFIERS:
+        label, probabilities = session(demo_repository, model, version).run(
             None, {"features": breast_cancer_rows}
         )
-        assert (label == labels).mean() > 0.95, "a trained classifier fits its training data"
+        assert (label == labels).mean() > 0.95, f"{model} v{version}: a trained classifier fits its data"
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
         np.testing.assert_array_equal(label, probabilities.argmax(axis=1))
-        predictions[version] = probabilities
-    assert not np.allclose(predictions[1], predictions[2])
+        predictions[model, version] = probabilities
+    assert not np.allclose(predictions["risk", 1], predictions["risk", 2])
+    assert not np.allclose(predictions["risk", 2], predictions["risk-mlp", 1])
 
 
 def test_rebuild_is_skipped_when_current_and_done_when_not(demo_repository: Path, tmp_path: Path) -> None:
@@ -69,12 +82,12 @@ def test_rebuild_is_skipped_when_current_and_done_when_not(demo_repository: Path
     copy = tmp_path / "copy"
     shutil.copytree(demo_repository, copy)
     digests = {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in copy.glob("risk/*/model.onnx")
+        str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in copy.glob("risk*/*/model.onnx")
     }
     (copy / "risk" / "2" / "model.onnx").write_bytes(b"damaged")
     assert build(copy) is True, "a damaged file makes the repository stale"
     rebuilt = {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in copy.glob("risk/*/model.onnx")
+        str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in copy.glob("risk*/*/model.onnx")
     }
     assert rebuilt == digests, "training is deterministic: the rebuild writes the same bytes"
     assert build(copy) is False

@@ -1,0 +1,122 @@
+"""The batching benchmark's pieces: its gateway config, its wrk script, its reading of worker metrics."""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import itertools
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from _wrk import WrkRunner, wrk_command
+from batching import (
+    BATCHED_HEADER,
+    BenchModel,
+    _models,
+    batch_counts,
+    gateway_config,
+    request_bodies,
+    write_wrk_script,
+)
+
+from gateway.config import load_config
+
+METRICS = """# HELP turnout_worker_batch_size Batch size (first dimension) of each inference request
+# TYPE turnout_worker_batch_size histogram
+turnout_worker_batch_size_bucket{le="1.0",model="risk",version="2"} 3.0
+turnout_worker_batch_size_count{model="risk",version="2"} 10.0
+turnout_worker_batch_size_sum{model="risk",version="2"} 250.0
+turnout_worker_batch_size_count{model="risk-mlp",version="1"} 4.0
+turnout_worker_batch_size_sum{model="risk-mlp",version="1"} 128.0
+"""
+
+
+def test_gateway_config_has_a_batched_and_an_unbatched_route_to_one_worker(tmp_path: Path) -> None:
+    path = tmp_path / "turnout.yaml"
+    path.write_text(gateway_config(8080, 9901, 9001, max_batch_size=32, max_queue_delay="2ms"))
+
+    config = load_config(path, env={})
+
+    batched, unbatched = config.routes
+    assert (batched.backend.cluster, unbatched.backend.cluster) == ("worker", "worker")
+    assert [item.name for item in batched.filters] == ["batching"]
+    assert not unbatched.filters
+    assert BATCHED_HEADER[0] in batched.match.headers
+    assert not unbatched.match.headers
+    assert [e.address for e in config.clusters["worker"].endpoints] == ["127.0.0.1:9001"]
+
+
+def test_worker_batch_counts_are_read_per_model_and_version() -> None:
+    assert batch_counts(METRICS, BenchModel("risk", 2, "http")) == (10.0, 250.0)
+    assert batch_counts(METRICS, BenchModel("risk-mlp", 1, "compute")) == (4.0, 128.0)
+    assert batch_counts(METRICS, BenchModel("risk", 1, "http")) == (0.0, 0.0)
+
+
+def test_models_option_names_known_models_only() -> None:
+    assert [(m.name, m.version, m.bound) for m in _models("risk-mlp:1,risk:2")] == [
+        ("risk-mlp", 1, "compute"),
+        ("risk", 2, "http"),
+    ]
+    with pytest.raises(argparse.ArgumentTypeError):
+        _models("risk:1")
+
+
+def test_wrk_command_runs_a_given_script(tmp_path: Path) -> None:
+    script = tmp_path / "x.lua"
+    argv = wrk_command("http://127.0.0.1:1/", 4, 1.0, (("A", "b"),), script=script)
+
+    assert argv[-3:] == ["-s", str(script), "http://127.0.0.1:1/"]
+    with pytest.raises(ValueError):
+        wrk_command("http://127.0.0.1:1/", 4, 1.0, unique_query=True, script=script)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as wrk expects
+    seen: list[tuple[str, str, bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((self.path, self.headers.get(BATCHED_HEADER[0], ""), body))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[str]:
+    _Recorder.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_the_wrk_script_posts_every_body_in_turn(recorder: str, tmp_path: Path) -> None:
+    rows = np.arange(3 * 30, dtype=np.float32).reshape(3, 30)
+    bodies = request_bodies(rows)
+    script = write_wrk_script(tmp_path / "infer.lua", bodies)
+    runner = WrkRunner(list, (("Content-Type", "application/json"), BATCHED_HEADER), script=script)
+
+    result = runner.run(recorder + "/v2/models/m/infer", 1, 1.0, tmp_path / "wrk.log")
+
+    assert result.requests > 3 and result.errors == 0
+    seen = _Recorder.seen
+    assert {path for path, _, _ in seen} == {"/v2/models/m/infer"}
+    assert {header for _, header, _ in seen} == {BATCHED_HEADER[1]}
+    sent = [bodies.index(body) for _, _, body in seen]  # every body is one of ours...
+    assert set(sent) == {0, 1, 2}
+    assert all(b == (a + 1) % 3 for a, b in itertools.pairwise(sent))  # ...in turn
+    first = orjson.loads(bodies[0])["inputs"][0]
+    assert (first["shape"], first["data"][:2]) == ([1, 30], [0.0, 1.0])  # one row per request
