@@ -33,7 +33,14 @@ from gateway.core.errors import (
 )
 from gateway.core.filters import Response
 from gateway.http.exchange import HttpExchange
-from gateway.http.headers import build_request_head, relayable_headers, request_id_of, response_headers
+from gateway.http.headers import (
+    build_request_head,
+    forwarded_proto_line,
+    forwarding_lines,
+    relayable_headers,
+    relayed_header_lines,
+    request_id_of,
+)
 from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFailure
 from gateway.internal_client import failure_error
 from routing.affinity import affinity_pick
@@ -63,6 +70,7 @@ class Proxy:
     def __init__(self, runtime: Callable[[], Runtime], scheme: bytes = b"http") -> None:
         self._runtime = runtime
         self.scheme = scheme
+        self.proto_line = forwarded_proto_line(scheme)
         self.tasks: set[asyncio.Task[None]] = set()
 
     def handle(self, exchange: HttpExchange) -> None:
@@ -111,12 +119,17 @@ class ProxyRequest:
         self.runtime = runtime
         self.exchange = exchange
         headers = exchange.headers
-        self.ctx = ctx = RequestContext(
-            exchange.method, exchange.path, exchange.query, headers, exchange.client_ip, monotonic()
+        self.ctx = RequestContext(
+            exchange.method,
+            exchange.path,
+            exchange.query,
+            headers,
+            exchange.client_ip,
+            monotonic(),
+            request_id_of(headers),
+            headers.get("host", ""),
+            tls_subject=exchange.conn.tls_subject,
         )
-        ctx.request_id = request_id_of(headers)
-        ctx.host = headers.get("host", "")
-        ctx.tls_subject = exchange.conn.tls_subject
         self.route: CompiledRoute | None = None
         self.cluster: ClusterRuntime | None = None
         self.endpoint: Endpoint | None = None
@@ -135,7 +148,7 @@ class ProxyRequest:
         self.assignment: Assignment | None = None
         self.affinity_key: str | None = None
         """Set when the experiment pins each unit to one endpoint of its arm's cluster."""
-        self.extra_headers: list[tuple[bytes, bytes]] = []
+        self.extra_headers: list[tuple[bytes, bytes]] | None = None
         """Headers every answer to this request carries (experiment and arm, a new unit cookie)."""
         self.buffer_response = False
         self.response_body: bytes | None = None
@@ -378,23 +391,25 @@ class ProxyRequest:
 
     def _request_head(self, route: CompiledRoute, endpoint: Endpoint) -> bytes:
         exchange = self.exchange
-        target = self._upstream_path()
-        if self.ctx.query:  # a filter may have removed a parameter (a token) from ctx.query
-            target = f"{target}?{self.ctx.query}"
-        state = self.ctx.state
+        ctx = self.ctx
+        if route.rewrite is None and ctx.query == exchange.query:
+            target = exchange.target  # as the client sent it
+        else:
+            path = self._upstream_path()
+            # A filter may have removed a parameter (a token) from ctx.query.
+            target = (f"{path}?{ctx.query}" if ctx.query else path).encode("latin-1")
+        state = ctx.state
         return build_request_head(
             exchange.method,
             target,
             exchange.raw_headers,
             exchange.headers,
             route.request_headers,
-            self.ctx.client_ip,
-            self.ctx.request_id,
-            self.proxy.scheme,
+            forwarding_lines(exchange.headers, ctx.client_ip, self.proxy.proto_line, ctx.request_id),
             len(self.body) if self.body is not None else None,
             endpoint.address,
-            state.get("strip_request_headers"),
-            state.get("add_request_headers"),
+            state.get("strip_request_headers") if state else None,
+            state.get("add_request_headers") if state else None,
         )
 
     async def _connect_then_send(self, pool: Any) -> None:
@@ -486,10 +501,11 @@ class ProxyRequest:
             chain.run_response_sync(ctx, response)
             self._send_response_head(response.status, self._final_headers(response), head)
         else:
-            headers = response_headers(head.headers, self.route.response_headers, ctx.request_id.encode())
-            if self.extra_headers:
-                headers.extend(self.extra_headers)
-            self._send_response_head(head.status, headers, head)
+            lines = relayed_header_lines(
+                head.headers, self.route.response_headers, ctx.request_id.encode(), self.extra_headers
+            )
+            self.relaying = True
+            self.exchange.send_head_block(head.status, lines, head.content_length, head.reason or None)
 
     def _send_response_head(
         self, status: int, headers: list[tuple[bytes, bytes]], head: ResponseHead
@@ -671,7 +687,8 @@ class ProxyRequest:
         ]
         headers.extend(rules.add_pairs)
         headers.append((b"x-request-id", self.ctx.request_id.encode()))
-        headers.extend(self.extra_headers)
+        if self.extra_headers:
+            headers.extend(self.extra_headers)
         return headers
 
     def _write_response(self, response: Response) -> None:
@@ -687,7 +704,7 @@ class ProxyRequest:
         ctx = self.ctx
         ctx.status = error.status
         ctx.error = error.message
-        extra = [(b"x-request-id", ctx.request_id.encode()), *self.extra_headers]
+        extra = [(b"x-request-id", ctx.request_id.encode()), *(self.extra_headers or ())]
         extra.extend((k.encode(), v.encode()) for k, v in error.headers.items())
         self.exchange.respond(error.status, error.body(), headers=extra)
         self.finish()
@@ -714,9 +731,11 @@ class ProxyRequest:
             route.metrics.record(ctx, total)
             if route.filters.on_log:
                 route.filters.run_log(ctx)
-        if self.assignment is not None and self.runtime.experiments is not None:
-            self.runtime.experiments.record_outcome(self.assignment, ctx, total, self.response_body)
-        self.runtime.log_request(ctx, route, total)
+        runtime = self.runtime
+        if self.assignment is not None and runtime.experiments is not None:
+            runtime.experiments.record_outcome(self.assignment, ctx, total, self.response_body)
+        if runtime.access_log is not None:
+            runtime.access_log.log(ctx, total)
 
 
 def _decode_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

@@ -82,12 +82,14 @@ class HttpExchange:
         "raw_headers",
         "response_bytes",
         "response_status",
+        "target",
     )
 
     def __init__(
         self,
         conn: HttpConnection,
         method: str,
+        target: bytes,
         path: str,
         query: str,
         http_version: str,
@@ -100,6 +102,8 @@ class HttpExchange:
     ) -> None:
         self.conn = conn
         self.method = method
+        self.target = target
+        """The request target exactly as sent (path and query, percent-encoding kept)."""
         self.path = path
         self.query = query
         self.http_version = http_version
@@ -216,32 +220,44 @@ class HttpExchange:
     ) -> None:
         """Write the status line and headers. `headers` must not include framing or Connection headers;
         `content_length` None means the length is unknown (chunked, or close-delimited for HTTP/1.0)."""
+        lines: list[bytes] = []
+        for name, value in headers:
+            lines += (name, b": ", value, b"\r\n")
+        self.send_head_block(status, b"".join(lines), content_length, reason)
+
+    def send_head_block(
+        self, status: int, header_lines: bytes, content_length: int | None, reason: bytes | None = None
+    ) -> None:
+        """`send_head` with the headers already rendered as `name: value\\r\\n` lines."""
         self.response_status = status
         keep_alive = self.keep_alive and self.conn.accepting
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Unknown"))]
-        for name, value in headers:
-            lines.append(name + b": " + value + b"\r\n")
-        no_body = status in NO_BODY_STATUSES
-        if no_body:
-            pass
+        if status in NO_BODY_STATUSES:
+            framing = b""
         elif content_length is not None:
-            lines.append(b"content-length: %d\r\n" % content_length)
+            framing = b"content-length: %d\r\n" % content_length
         elif self.http_version == "1.1":
             self._response_chunked = True
-            lines.append(b"transfer-encoding: chunked\r\n")
+            framing = b"transfer-encoding: chunked\r\n"
         else:
             # HTTP/1.0 has no chunked encoding: the end of the body is the end of the connection.
             self._response_close_delimited = True
+            framing = b""
             keep_alive = False
         if not keep_alive:
             self.keep_alive = False
-            lines.append(b"connection: close\r\n")
+            framing += b"connection: close\r\n"
         elif self.http_version == "1.0":
-            lines.append(b"connection: keep-alive\r\n")
-        lines.append(b"\r\n")
+            framing += b"connection: keep-alive\r\n"
         self.head_sent = True
         # Held back so that the head and the first body bytes leave in one write (one syscall).
-        self._pending = b"".join(lines)
+        self._pending = b"".join(
+            (
+                b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Unknown")),
+                header_lines,
+                framing,
+                b"\r\n",
+            )
+        )
 
     def flush(self) -> None:
         """Write the head now (for streams, whose first body bytes may be far off)."""

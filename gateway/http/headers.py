@@ -50,17 +50,22 @@ class HeaderRules:
     add: bytes = b""
     """Pre-encoded `name: value\\r\\n` lines."""
     add_pairs: tuple[tuple[bytes, bytes], ...] = ()
+    request_skip: frozenset[bytes] = _REQUEST_SKIP
+    """Client headers never forwarded upstream: hop-by-hop, set by the gateway, or removed here."""
+    response_skip: frozenset[bytes] = _RESPONSE_SKIP
+    """Upstream headers never relayed to the client: hop-by-hop, framing, or removed here."""
 
     @classmethod
     def build(cls, add: Mapping[str, str], remove: Iterable[str]) -> HeaderRules:
         pairs = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in add.items())
         removed = frozenset(r.lower().encode("latin-1") for r in remove) | frozenset(n for n, _ in pairs)
-        return cls(removed, b"".join(n + b": " + v + b"\r\n" for n, v in pairs), pairs)
+        added = b"".join(n + b": " + v + b"\r\n" for n, v in pairs)
+        return cls(removed, added, pairs, _REQUEST_SKIP | removed, _RESPONSE_SKIP | removed)
 
 
 def new_request_id() -> str:
     # Ids need to be unique, not secret: the PRNG is several times cheaper than os.urandom.
-    return f"{_random_bits(128):032x}"
+    return _random_bits(128).to_bytes(16).hex()
 
 
 def request_id_of(headers: Mapping[str, str]) -> str:
@@ -85,62 +90,72 @@ def next_traceparent(incoming: str) -> str:
 
 def build_request_head(
     method: str,
-    target: str,
+    target: bytes,
     raw_headers: list[tuple[bytes, bytes]],
     headers: Mapping[str, str],
     rules: HeaderRules,
-    client_ip: str,
-    request_id: str,
-    scheme: bytes,
+    forwarding: bytes,
     body_length: int | None,
     default_host: str,
     strip: set[str] | None = None,
     add: list[tuple[str, str]] | None = None,
 ) -> bytes:
-    """The request line and headers sent upstream. `body_length` None means a chunked body.
-    `strip` and `add` are per-request edits by filters (credentials removed, claims forwarded)."""
-    lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
-    remove = rules.remove
-    connection_named: frozenset[bytes] = frozenset()
+    """The request line and headers sent upstream. `forwarding` is the gateway's own lines
+    (`forwarding_lines`); `body_length` None means a chunked body. `strip` and `add` are
+    per-request edits by filters (credentials removed, claims forwarded)."""
+    skip = rules.request_skip
     if strip:
-        remove = remove | {name.encode("latin-1") for name in strip}
-    if "connection" in headers:
+        skip = skip | {name.encode("latin-1") for name in strip}
+    connection = headers.get("connection")
+    if connection is not None:
         # Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1).
-        connection_named = frozenset(
-            t.strip().lower().encode("latin-1") for t in headers["connection"].split(",")
-        )
-    for name, value in raw_headers:
-        lname = name.lower()
-        if lname in _REQUEST_SKIP or lname in remove or lname in connection_named:
-            continue
-        lines.append(name + b": " + value + b"\r\n")
+        skip = skip | {t.strip().lower().encode("latin-1") for t in connection.split(",")}
+    lines = [method.encode("latin-1") + b" " + target + b" HTTP/1.1\r\n"]
+    for name, value in raw_headers:  # a plain loop: a comprehension is a function call in 3.11
+        if name.lower() not in skip:
+            lines.append(name + b": " + value + b"\r\n")
     if "host" not in headers:
         lines.append(b"host: " + default_host.encode("latin-1") + b"\r\n")
-    forwarded = headers.get("x-forwarded-for")
-    xff = f"{forwarded}, {client_ip}" if forwarded else client_ip
     incoming_trace = headers.get("traceparent")
     if incoming_trace is not None:
         lines.append(b"traceparent: " + next_traceparent(incoming_trace).encode("latin-1") + b"\r\n")
-    lines.append(
-        b"x-forwarded-for: "
-        + xff.encode("latin-1")
-        + b"\r\nx-forwarded-proto: "
-        + scheme
-        + b"\r\nx-request-id: "
-        + request_id.encode("latin-1")
-        + b"\r\n"
-    )
+    lines.append(forwarding)
     if rules.add:
         lines.append(rules.add)
     if add:
         lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in add)
     if body_length is None:
         lines.append(b"transfer-encoding: chunked\r\n\r\n")
-    elif body_length or method in ("POST", "PUT", "PATCH"):
+    elif body_length or method in _METHODS_WITH_BODY:
         lines.append(b"content-length: %d\r\n\r\n" % body_length)
     else:
         lines.append(b"\r\n")
     return b"".join(lines)
+
+
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def forwarding_lines(headers: Mapping[str, str], client_ip: str, proto_line: bytes, request_id: str) -> bytes:
+    """x-forwarded-for (the client's chain, then the client), x-forwarded-proto (`proto_line`, made
+    once by `forwarded_proto_line`) and x-request-id."""
+    forwarded = headers.get("x-forwarded-for")
+    xff = f"{forwarded}, {client_ip}" if forwarded else client_ip
+    return b"".join(
+        (
+            b"x-forwarded-for: ",
+            xff.encode("latin-1"),
+            proto_line,
+            b"x-request-id: ",
+            request_id.encode("latin-1"),
+            b"\r\n",
+        )
+    )
+
+
+def forwarded_proto_line(scheme: bytes) -> bytes:
+    """The end of the x-forwarded-for line and the whole x-forwarded-proto line."""
+    return b"\r\nx-forwarded-proto: " + scheme + b"\r\n"
 
 
 def relayable_headers(upstream: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -148,20 +163,22 @@ def relayable_headers(upstream: list[tuple[bytes, bytes]]) -> list[tuple[bytes, 
     return [(n, v) for n, v in upstream if n.lower() not in _RESPONSE_SKIP]
 
 
-def response_headers(
+def relayed_header_lines(
     upstream: list[tuple[bytes, bytes]],
     rules: HeaderRules,
     request_id: bytes,
-) -> list[tuple[bytes, bytes]]:
-    """The upstream's response headers as relayed to the client."""
-    out = []
-    remove = rules.remove
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """The upstream's response headers as relayed to the client, rendered as `name: value\\r\\n`
+    lines: hop-by-hop, framing and removed headers dropped; the request id, the route's added
+    headers and `extra` (experiment headers) appended."""
+    skip = rules.response_skip
+    lines: list[bytes] = []
     for name, value in upstream:
-        lname = name.lower()
-        if lname in _RESPONSE_SKIP or lname in remove:
-            continue
-        out.append((name, value))
-    out.append((b"x-request-id", request_id))
-    if rules.add_pairs:
-        out.extend(rules.add_pairs)
-    return out
+        if name.lower() not in skip:
+            lines += (name, b": ", value, b"\r\n")
+    lines += (b"x-request-id: ", request_id, b"\r\n", rules.add)
+    if extra:
+        for name, value in extra:
+            lines += (name, b": ", value, b"\r\n")
+    return b"".join(lines)

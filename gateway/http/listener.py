@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
@@ -66,8 +67,7 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "_active",
         "_head_bytes",
-        "_header_count",
-        "_headers",
+        "_limits",
         "_parser",
         "_parsing",
         "_peer_eof",
@@ -93,10 +93,9 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self._parser = httptools.HttpRequestParser(self)
+        self._limits = server.limits
         self._url = b""
-        self._headers: dict[str, str] = {}
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._header_count = 0
         self._head_bytes = 0
         self._parsing: HttpExchange | None = None
         self._ready: HttpExchange | None = None
@@ -124,7 +123,7 @@ class HttpConnection(asyncio.Protocol):
         if self.server.tls:
             self.tls_subject = certificate_subject(transport.get_extra_info("peercert"))
         self.server.connections.add(self)
-        self.deadline = self.server.clock() + self.server.limits.header_timeout
+        self.deadline = self.server.clock() + self._limits.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -178,63 +177,66 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = {}
         self._raw_headers = []
-        self._header_count = 0
         self._head_bytes = 0
         if self._active is None:
-            self.deadline = self.server.clock() + self.server.limits.header_timeout
+            self.deadline = self.server.clock() + self._limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
-        if self._head_bytes > self.server.limits.max_header_bytes:
+        if self._head_bytes > self._limits.max_header_bytes:
             raise _Reject(
-                414 if len(self._url) > self.server.limits.max_header_bytes else 431,
+                414 if len(self._url) > self._limits.max_header_bytes else 431,
                 "request line too long",
                 "headers_too_large",
             )
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self.server.limits
-        self._header_count += 1
+        # Only collected here (the limits are checked as they grow, so a flood of headers stops
+        # early); the name-to-value map is built once, when the head is complete.
+        raw = self._raw_headers
+        raw.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
-        if self._header_count > limits.max_headers:
+        limits = self._limits
+        if len(raw) > limits.max_headers:
             raise _Reject(431, f"too many request headers (limit {limits.max_headers})", "headers_too_large")
         if self._head_bytes > limits.max_header_bytes:
             raise _Reject(431, f"request headers exceed {limits.max_header_bytes} bytes", "headers_too_large")
-        self._raw_headers.append((name, value))
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self._headers.get(key)
-        if previous is None:
-            self._headers[key] = text
-        else:
-            self._headers[key] = previous + ("; " if key == "cookie" else ", ") + text
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         url = self._url
         path_bytes, _, query_bytes = url.partition(b"?")
-        headers = self._headers
+        raw = self._raw_headers
+        headers: dict[str, str] = {}
+        for name, value in raw:
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if len(headers) != len(raw):
+            headers = _join_repeated(raw)
         length_text = headers.get("content-length")
         content_length = int(length_text) if length_text is not None else None
-        limits = self.server.limits
+        limits = self._limits
         if content_length is not None and content_length > limits.max_body_bytes:
             raise _Reject(
                 413,
                 f"request body of {content_length} bytes exceeds the limit of {limits.max_body_bytes} bytes",
                 "payload_too_large",
             )
+        keep_alive = parser.should_keep_alive()
+        # Without a Connection header only HTTP/1.1 keeps the connection alive, which saves asking
+        # llhttp for the version (it formats a new string each time).
+        version = "1.1" if keep_alive and "connection" not in headers else parser.get_http_version()
         exchange = HttpExchange(
             self,
             parser.get_method().decode("ascii"),
+            url,
             path_bytes.decode("latin-1"),
             query_bytes.decode("latin-1"),
-            parser.get_http_version(),
+            version,
             headers,
             self._raw_headers,
-            parser.should_keep_alive(),
+            keep_alive,
             content_length,
             self.client_ip,
             limits.max_body_bytes,
@@ -292,7 +294,7 @@ class HttpConnection(asyncio.Protocol):
         if self._peer_eof or not self.accepting:
             self._close()
             return
-        self.deadline = self.server.clock() + self.server.limits.idle_timeout
+        self.deadline = self.server.clock() + self._limits.idle_timeout
         self._resume_reading()
 
     def exchange_aborted(self, exchange: HttpExchange) -> None:
@@ -363,6 +365,21 @@ class HttpConnection(asyncio.Protocol):
             self._close()
 
 
+def _join_repeated(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers by lower-case name, a repeated header's values joined as RFC 9110 5.3 allows
+    (cookies with "; ", RFC 6265 5.4)."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = headers.get(key)
+        if previous is None:
+            headers[key] = text
+        else:
+            headers[key] = previous + ("; " if key == "cookie" else ", ") + text
+    return headers
+
+
 # Short names of the certificate subject attributes, as in RFC 4514 strings.
 _SUBJECT_NAMES = {
     "commonName": "CN",
@@ -399,20 +416,17 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        """The loop's clock once started (the same clock as time.monotonic, read without a detour)."""
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None
         return self._loop
 
-    def clock(self) -> float:
-        """The loop's clock; replaced by the loop's own `time` once started (one call less per use)."""
-        assert self._loop is not None
-        return self._loop.time()
-
     async def start(self, host: str, port: int, backlog: int = 1024) -> None:
         self._loop = asyncio.get_running_loop()
-        self.clock = self._loop.time  # type: ignore[method-assign]
+        self.clock = self._loop.time
         self._server = await self._loop.create_server(
             lambda: HttpConnection(self), host, port, backlog=backlog, reuse_address=True, ssl=self.tls
         )
@@ -421,7 +435,8 @@ class HttpServer:
     @property
     def port(self) -> int:
         assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        server: Any = self._server  # uvloop's sockets are a list where asyncio's are a tuple
+        return int(server.sockets[0].getsockname()[1])
 
     def start_exchange(self, exchange: HttpExchange) -> None:
         self.active_exchanges += 1
