@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -64,17 +64,17 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class Proxy:
-    """The listener's handler. `runtime` is read once per request, so a reload that swaps it never
-    changes a request in flight."""
+    """The listener's handler. `runtime` is read once per request, so a reload that swaps it (one
+    assignment) never changes a request in flight."""
 
-    def __init__(self, runtime: Callable[[], Runtime], scheme: bytes = b"http") -> None:
-        self._runtime = runtime
+    def __init__(self, runtime: Runtime, scheme: bytes = b"http") -> None:
+        self.runtime = runtime
         self.scheme = scheme
         self.proto_line = forwarded_proto_line(scheme)
         self.tasks: set[asyncio.Task[None]] = set()
 
     def handle(self, exchange: HttpExchange) -> None:
-        ProxyRequest(self, self._runtime(), exchange).start()
+        ProxyRequest(self, self.runtime, exchange).start()
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -100,6 +100,7 @@ class ProxyRequest:
         "endpoint",
         "exchange",
         "extra_headers",
+        "failed_endpoint",
         "flow_controlled",
         "head_bytes",
         "proxy",
@@ -144,6 +145,8 @@ class ProxyRequest:
         self.admitted = False
         self.relaying = False
         self.flow_controlled = False
+        self.failed_endpoint: Endpoint | None = None
+        """Where the last attempt failed: a retry goes elsewhere when it can."""
         self.done = False
         self.assignment: Assignment | None = None
         self.affinity_key: str | None = None
@@ -368,6 +371,8 @@ class ProxyRequest:
             endpoint = affinity_pick(cluster.endpoints.eligible, self.affinity_key)
         if endpoint is None:
             endpoint = cluster.endpoints.pick(self.ctx)
+            if endpoint is not None and endpoint is self.failed_endpoint:
+                endpoint = self._pick_other(cluster, endpoint)
         if endpoint is None:
             self.fail(ServiceUnavailable(f"cluster '{cluster.name}' has no healthy endpoint"))
             return
@@ -382,6 +387,18 @@ class ProxyRequest:
             self.proxy.spawn(self._connect_then_send(pool))
         else:
             self._send_on(conn)
+
+    def _pick_other(self, cluster: ClusterRuntime, failed: Endpoint) -> Endpoint:
+        """A retry goes to another endpoint than the one that just failed whenever another is
+        eligible (like Envoy's previous_hosts predicate, but certain): the balancer's next choice
+        first, else the first other eligible endpoint; the same one only when it is alone."""
+        other = cluster.endpoints.pick(self.ctx)
+        if other is not None and other is not failed:
+            return other
+        for endpoint in cluster.endpoints.eligible:
+            if endpoint is not failed:
+                return endpoint
+        return failed
 
     def _upstream_path(self) -> str:
         """The path the upstream sees: the client's, after the route's prefix rewrite."""
@@ -483,6 +500,7 @@ class ProxyRequest:
         if head.status >= 500:
             cluster.endpoints.on_failure(endpoint, now)
             if self._may_retry("", head.status):
+                self.failed_endpoint = endpoint
                 self._abandon_attempt()
                 self._retry(budgeted=True)
                 return
@@ -575,6 +593,7 @@ class ProxyRequest:
             return
         if endpoint is not None:
             cluster.endpoints.on_failure(endpoint, monotonic())
+            self.failed_endpoint = endpoint
         if self._may_retry(failure.kind, None):
             self._retry(budgeted=True)
         elif (

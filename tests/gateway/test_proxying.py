@@ -179,6 +179,25 @@ async def test_retry_on_503_reaches_another_try(make_gateway: Any, upstream_a: P
         assert status == 503  # the upstream's own 503, relayed
 
 
+async def test_a_retry_goes_to_another_endpoint_than_the_one_that_failed(
+    make_gateway: Any, upstream_a: Process
+) -> None:
+    # A random balancer picks the dead endpoint again for half the retries unless the retry steers
+    # away from it; without ejection or health checks nothing else would.
+    config = gateway_config(
+        [f"127.0.0.1:{free_port()}", f"127.0.0.1:{upstream_a.port}"],
+        cluster={
+            "balancer": "random",
+            "outlier": {"consecutive_failures": 0},
+            "retry": {"attempts": 1, "on": ["connect_failure"], "backoff_base": "1ms"},
+        },
+    )
+    async with make_gateway(config) as gw, aiohttp.ClientSession() as session:
+        answers = [await _get(session, f"http://127.0.0.1:{gw.data_port}/echo") for _ in range(40)]
+    assert [status for status, _, _ in answers] == [200] * 40
+    assert {body["name"] for _, _, body in answers} == {"a"}
+
+
 async def test_upstream_timeout_gives_504(make_gateway: Any, upstream_a: Process) -> None:
     config = gateway_config(
         [f"127.0.0.1:{upstream_a.port}"], cluster={"timeouts": {"request": "100ms"}, "retry": {"attempts": 0}}
