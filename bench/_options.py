@@ -12,7 +12,9 @@ from _chains import CHAIN_NAMES
 
 from gateway.core.config_types import parse_duration
 
-TARGET_NAMES = ("direct", "turnout", "nginx")
+# turnout-py: turnout with its data path run from source (TURNOUT_PURE_PYTHON), beside the compiled one.
+TARGET_NAMES = ("direct", "turnout", "turnout-py", "nginx")
+DEFAULT_TARGETS = ("direct", "turnout", "nginx")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,12 @@ def parse_options(argv: Sequence[str] | None, description: str | None = None) ->
     parser.add_argument("--concurrency", type=_positive_ints, default=(32, 128), help="default 32,128")
     parser.add_argument("--duration", type=_duration, default=10.0, help="measured time per run (10s)")
     parser.add_argument("--warmup", type=_duration, default=2.0, help="discarded warm-up per run (2s)")
-    parser.add_argument("--targets", type=_targets, default=TARGET_NAMES, help="default direct,turnout,nginx")
+    parser.add_argument(
+        "--targets",
+        type=_targets,
+        default=DEFAULT_TARGETS,
+        help="default direct,turnout,nginx (also: turnout-py)",
+    )
     parser.add_argument(
         "--loadgen",
         choices=("auto", "wrk", "python"),

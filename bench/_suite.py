@@ -54,8 +54,15 @@ SECTIONS: tuple[Section, ...] = (
         "proxy",
         "Proxy: direct vs turnout vs nginx",
         "proxy.py",
-        ("--concurrency", "32,128"),
+        ("--concurrency", "32,128", "--targets", "direct,turnout,turnout-py,nginx"),
         _QUICK_PROXY,
+    ),
+    Section(
+        "hotpath",
+        "The data path's Python-side cost per request, sockets taken out: compiled vs from source",
+        "hotpath.py",
+        (),
+        ("--requests", "1000", "--rounds", "3"),
     ),
     Section(
         "chain",

@@ -40,6 +40,8 @@ class TargetSpec:
     label: str
     kind: str
     chain: Chain | None = None
+    pure_python: bool = False
+    """turnout with its data path run from source, not compiled (TURNOUT_PURE_PYTHON)."""
 
 
 def turnout_label(chain: Chain) -> str:
@@ -51,6 +53,9 @@ def plan_targets(opts: Options, chain: Chain, no_filters: Chain) -> list[TargetS
     comparing chains."""
     specs: list[TargetSpec] = []
     for name in opts.targets:
+        if name == "turnout-py":
+            specs.append(TargetSpec(name, "turnout", chain, pure_python=True))
+            continue
         if name != "turnout":
             specs.append(TargetSpec(name, name))
             continue
@@ -128,7 +133,7 @@ def _start_turnout(bench: Bench, spec: TargetSpec, upstream_port: int) -> Target
     headers = bench.chain.headers
     proc = start_service(
         bench.stack,
-        bench.pinning.proxy(_turnout.turnout_argv(turnout, config_path)),
+        bench.pinning.proxy(_turnout.turnout_argv(turnout, config_path, spec.pure_python)),
         bench.workdir / f"{stem}.log",
         lambda: _turnout.turnout_ready(port, admin_port, headers),
         spec.label,

@@ -48,8 +48,23 @@ routes:
 """
 
 
-def turnout_argv(turnout: str, config_path: Path) -> list[str]:
-    return [turnout, "run", "--config", str(config_path)]
+def turnout_argv(turnout: str, config_path: Path, pure_python: bool = False) -> list[str]:
+    """`pure_python`: run the data path from source even where it is compiled (env execs turnout,
+    so the process measured is still turnout's own)."""
+    argv = [turnout, "run", "--config", str(config_path)]
+    return ["env", "TURNOUT_PURE_PYTHON=1", *argv] if pure_python else argv
+
+
+def data_path_mode() -> str:
+    """How this install runs turnout's data path: "compiled" (mypyc) or "pure Python"."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.append(root)
+    try:
+        from gateway.core.native import data_path_mode as mode
+    except ImportError:
+        return "unknown (turnout is not importable here)"
+    return mode()
 
 
 def turnout_ready(listen_port: int, admin_port: int, headers: Sequence[tuple[str, str]] = ()) -> bool:

@@ -50,6 +50,7 @@ from _procs import (
 from _report import Measured, Outcome, Unavailable, render_tables, summary
 from _results import LoadResult
 from _targets import Bench, Target, plan_targets, start_target, start_upstream
+from _turnout import data_path_mode
 from _wrk import WrkRunner
 
 
@@ -118,6 +119,7 @@ def run_benchmark(bench: Bench) -> int:
             if isinstance(outcome, Unavailable):
                 _progress(f"c={concurrency} {name}: failed: {outcome.reason}")
 
+    data_path = data_path_mode()
     header = [
         f"proxy benchmark: upstream {upstream_description}; load generator {runner.name} "
         f"(closed loop, keep-alive); proxy access log {'on' if opts.access_log else 'off'}",
@@ -125,6 +127,7 @@ def run_benchmark(bench: Bench) -> int:
         f"each run: {opts.warmup_s:g}s warm-up (discarded), then {opts.duration_s:g}s measured; "
         "CPU µs/req: the proxy's process group, user+system CPU time / requests",
         f"turnout's filter chain: {bench.chain.name}: {bench.chain.description}",
+        f"turnout's data path: {data_path} (turnout-py, when measured: run from source)",
         f"requests, the same to every target: {bench.chain.requests}",
     ]
     print(render_tables(runs, header), flush=True)
@@ -138,6 +141,7 @@ def run_benchmark(bench: Bench) -> int:
             "access_log": opts.access_log,
             "chain": bench.chain.name,
             "chain_description": bench.chain.description,
+            "turnout_data_path": data_path,
             "requests": bench.chain.requests,
         }
         print(json.dumps(summary(runs, meta)), flush=True)

@@ -1,6 +1,6 @@
 """Every side-by-side benchmark in one run, written up as bench/RESULTS.md (`make bench`).
 
-    python bench/run_all.py [--quick] [--only proxy,chain,cache,batching,worker,limiter]
+    python bench/run_all.py [--quick] [--only proxy,hotpath,chain,cache,batching,worker,limiter]
                             [--note TEXT] [--output bench/RESULTS.md] [--save-json FILE]
     python bench/run_all.py --render FILE [--output bench/RESULTS.md]
 

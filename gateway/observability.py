@@ -203,8 +203,9 @@ class _LineWriter:
         if self._size > 65536:
             self.flush()
 
-    # structlog calls the method named like the log level.
-    info = msg
+    def info(self, message: bytes) -> None:
+        """structlog calls the method named like the log level."""
+        self.msg(message)
 
     def flush(self) -> None:
         if self._buffer:

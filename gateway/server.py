@@ -20,8 +20,10 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gateway import SOURCE_REASON
 from gateway.admin import build_admin_app
 from gateway.config import ConfigError, GatewayConfig, TlsConfig
+from gateway.core.native import STALE_BUILD, data_path_mode
 from gateway.experiments_runtime import ExperimentsService, needs_experiments
 from gateway.http.listener import HttpServer, ListenerLimits
 from gateway.loading import load_gateway_config
@@ -51,6 +53,7 @@ class Gateway:
         self.experiments: ExperimentsService | None = None
         self.registry.register(ClusterStateCollector(lambda: self._runtime.clusters if self._runtime else {}))
         self.listener: HttpServer | None = None
+        self._proxy: Proxy | None = None
         self._admin_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -112,12 +115,19 @@ class Gateway:
         gc.freeze()
         self.ready = True
         log.info(
-            "turnout listening on %s:%d, admin on %s:%d",
+            "turnout listening on %s:%d, admin on %s:%d (data path: %s)",
             config.listen.host,
             self.data_port,
             config.admin.host,
             self.admin_port,
+            data_path_mode(),
         )
+        if SOURCE_REASON is not None and SOURCE_REASON.startswith(STALE_BUILD):
+            log.warning(
+                "the data path runs from source because its %s; `make venv` (or "
+                "`pip install --no-build-isolation --no-deps -e .`) compiles it again",
+                SOURCE_REASON,
+            )
 
     async def _open_listeners(self, config: GatewayConfig) -> None:
         listen = config.listen
@@ -129,7 +139,7 @@ class Gateway:
             listen.idle_timeout,
         )
         tls = build_tls_context(listen.tls, self.base_dir) if listen.tls is not None else None
-        proxy = Proxy(lambda: self.runtime, b"https" if tls is not None else b"http")
+        self._proxy = proxy = Proxy(self.runtime, b"https" if tls is not None else b"http")
         self.listener = HttpServer(proxy.handle, limits, tls)
         self.metrics.listener_rejections = lambda: dict(self.listener.rejections) if self.listener else {}
         await self.listener.start(listen.host, listen.port, listen.backlog)
@@ -171,6 +181,8 @@ class Gateway:
                     for address, weight in endpoints.items():
                         _add_endpoint(new, cluster, address, weight)
             self._runtime = new
+            if self._proxy is not None:
+                self._proxy.runtime = new
             await old.stop_replaced(new)
             self.metrics.reloads.labels("ok").inc()
             log.info("config reloaded (%s)", source)

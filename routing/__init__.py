@@ -2,3 +2,5 @@
 
 Nothing here handles HTTP itself; it imports only `gateway.core` of the gateway package.
 """
+
+import gateway.core.native  # noqa: F401 - sets up how the compiled data-path modules load

@@ -260,3 +260,23 @@ def test_the_displayed_command_does_not_repeat_the_note() -> None:
     )
     assert run_all.displayed_command(["--note=busy"]) == "python bench/run_all.py --note '(the note below)'"
     assert run_all.displayed_command(["--output", "a b.md"]) == "python bench/run_all.py --output 'a b.md'"
+
+
+def test_the_hotpath_section_shows_both_data_paths_and_their_ratio() -> None:
+    hotpath = {
+        "requests_per_round": 5000,
+        "rounds": 30,
+        "in_flight": 32,
+        "installed": {"data_path": "compiled", "us_per_request": 8.25},
+        "source": {"data_path": "pure Python", "us_per_request": 13.5},
+        "installed_over_source": 0.6111,
+    }
+    run = {**RUN, "sections": {"hotpath": _record("python bench/hotpath.py --json", hotpath)}}
+
+    text = render_results(run)
+
+    assert "## The data path's Python-side cost per request" in text
+    assert "32 keep-alive GET requests in flight, best of 30 rounds of 5000" in text
+    assert "| as installed (compiled) | 8.25 |" in text
+    assert "| from source (TURNOUT_PURE_PYTHON=1) | 13.50 |" in text
+    assert "As installed / from source: 0.61x." in text
