@@ -15,7 +15,7 @@ $(PY):
 # Reinstall only when the project's dependencies change.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --upgrade pip 'setuptools>=77' wheel >/dev/null
-	TURNOUT_PURE_PYTHON=1 $(PIP) install -e '.[dev]'
+	TURNOUT_PURE_PYTHON=1 $(PIP) install --no-build-isolation -e '.[dev]'
 	touch $(STAMP)
 
 # Compile the data path (setup.py) with the venv's own mypy, again whenever one of its sources
