@@ -151,6 +151,12 @@ def _batching_section(result: Mapping[str, Any]) -> list[str]:
             for r in model.get("results", [])
         ]
         lines += _table(headers, rows)
+        if any(r["mode"] == "on, no delay" for r in model.get("results", [])):
+            lines += [
+                "",
+                "*on, no delay*: the same filter with max_queue_delay 0, at c=1 only: what the batching "
+                "machinery itself adds to a request, apart from the wait for others.",
+            ]
         ceiling = _num(model.get("ceiling_rows_per_s"))
         speedup, fraction = batching_figures(model, BATCHING_CONCURRENCY)
         figures = f"Ceiling: onnxruntime in process at batch {size}: {ceiling} rows/s."

@@ -8,6 +8,8 @@
 One inference worker serves the demo models, and one turnout gateway fronts it with two routes to
 the same cluster: requests carrying `x-bench-batching: on` go through the `batching` filter
 (max_batch_size, max_queue_delay, binary tensors upstream), the others are proxied one by one. At
+concurrency 1 a third row, "on, no delay", goes through the same filter with max_queue_delay 0: the
+batching machinery's own cost, apart from the wait for others that a lone caller never gets. At
 each concurrency N, N keep-alive connections POST one-row OIP v2 JSON requests (distinct rows of
 the breast-cancer data, cycled) back to back, first unbatched, then batched, each run a discarded
 warm-up and a measured window (wrk with a generated Lua script when installed, else Python callers).
@@ -70,6 +72,10 @@ from inference_workers.examples.build_models import build
 
 # The header that sends a request through the batching route; requests without it are proxied alone.
 BATCHED_HEADER = ("x-bench-batching", "on")
+# The same filter with max_queue_delay 0, measured at concurrency 1 only: what the batching machinery
+# itself adds to a request, apart from the wait for others (there are none at c=1).
+NO_DELAY_HEADER = ("x-bench-batching", "no-delay")
+NO_DELAY_MODE = "on, no delay"
 JSON_CONTENT = ("Content-Type", "application/json")
 # Distinct request bodies cycled by the load generator: every request a real row, few enough to
 # build instantly.
@@ -316,7 +322,8 @@ def scrape(port: int) -> str:
 
 
 def gateway_config(listen: int, admin: int, worker: int, max_batch_size: int, max_queue_delay: str) -> str:
-    """Two routes to one worker: with the batching header through the filter, without it alone."""
+    """Routes to one worker: with the batching header through the filter (and through the same
+    filter with max_queue_delay 0 for the no-delay header), without it alone."""
     batching = {
         "max_batch_size": max_batch_size,
         "max_queue_delay": max_queue_delay,
@@ -334,6 +341,12 @@ def gateway_config(listen: int, admin: int, worker: int, max_batch_size: int, ma
                 "match": {"prefix": "/v2/", "headers": {BATCHED_HEADER[0]: BATCHED_HEADER[1]}},
                 "backend": {"cluster": "worker"},
                 "filters": [{"batching": batching}],
+            },
+            {
+                "name": "batched-no-delay",
+                "match": {"prefix": "/v2/", "headers": {NO_DELAY_HEADER[0]: NO_DELAY_HEADER[1]}},
+                "backend": {"cluster": "worker"},
+                "filters": [{"batching": {**batching, "max_queue_delay": "0ms"}}],
             },
             {"name": "unbatched", "match": {"prefix": "/v2/"}, "backend": {"cluster": "worker"}},
         ],
@@ -387,7 +400,7 @@ def measure_row(
     stack: Stack, runner: LoadRunner, model: BenchModel, mode: str, concurrency: int, args: argparse.Namespace
 ) -> Row:
     url = stack.gateway_url + model.infer_path
-    stem = f"{model.name}-{mode}-c{concurrency}"
+    stem = f"{model.name}-{mode.replace(', ', '-').replace(' ', '-')}-c{concurrency}"
     if args.warmup > 0:
         runner.run(url, concurrency, args.warmup, stack.workdir / f"{stem}-warmup.log")
     calls_before, rows_before = batch_counts(scrape(stack.worker_port), model)
@@ -415,11 +428,13 @@ def make_runners(
         return {
             "off": WrkRunner(layout.loadgen, (JSON_CONTENT,), script=script),
             "on": WrkRunner(layout.loadgen, (JSON_CONTENT, BATCHED_HEADER), script=script),
+            NO_DELAY_MODE: WrkRunner(layout.loadgen, (JSON_CONTENT, NO_DELAY_HEADER), script=script),
         }
     cpus = layout.pinning.client_cpus
     return {
         "off": PythonCallers(bodies, (JSON_CONTENT,), cpus),
         "on": PythonCallers(bodies, (JSON_CONTENT, BATCHED_HEADER), cpus),
+        NO_DELAY_MODE: PythonCallers(bodies, (JSON_CONTENT, NO_DELAY_HEADER), cpus),
     }
 
 
@@ -444,7 +459,7 @@ def run(args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack) ->
     for model in args.models:
         measured = []
         for concurrency in args.concurrency:
-            for mode in ("off", "on"):
+            for mode in ("off", "on", NO_DELAY_MODE) if concurrency == 1 else ("off", "on"):
                 _progress(f"{model.label} c={concurrency} batching {mode}")
                 measured.append(measure_row(started, runners[mode], model, mode, concurrency, args))
         results.append(
@@ -478,10 +493,11 @@ def render(report: dict[str, Any]) -> str:
     columns = ("req/s", 9), ("p50 ms", 8), ("p99 ms", 8), ("calls/s", 9), ("rows/call", 9), ("err", 5)
     for model in report["models"]:
         lines += ["", f"{model['model']} ({model['bound']}-bound)"]
-        lines.append(f"{'batching':8} {'conc':>5} " + " ".join(f"{name:>{width}}" for name, width in columns))
+        names = " ".join(f"{name:>{width}}" for name, width in columns)
+        lines.append(f"{'batching':12} {'conc':>5} {names}")
         for r in model["results"]:
             lines.append(
-                f"{r['mode']:8} {r['concurrency']:5d} {r['requests_per_s']:9.0f} {r['p50_ms']:8.2f} "
+                f"{r['mode']:12} {r['concurrency']:5d} {r['requests_per_s']:9.0f} {r['p50_ms']:8.2f} "
                 f"{r['p99_ms']:8.2f} {r['upstream_calls_per_s']:9.0f} {r['mean_batch_rows']:9.1f} "
                 f"{r['errors']:5d}"
             )

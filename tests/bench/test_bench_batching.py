@@ -16,6 +16,7 @@ import pytest
 from _wrk import WrkRunner, wrk_command
 from batching import (
     BATCHED_HEADER,
+    NO_DELAY_HEADER,
     BenchModel,
     _models,
     batch_counts,
@@ -36,17 +37,21 @@ turnout_worker_batch_size_sum{model="risk-mlp",version="1"} 128.0
 """
 
 
-def test_gateway_config_has_a_batched_and_an_unbatched_route_to_one_worker(tmp_path: Path) -> None:
+def test_gateway_config_has_batched_no_delay_and_unbatched_routes_to_one_worker(tmp_path: Path) -> None:
     path = tmp_path / "turnout.yaml"
     path.write_text(gateway_config(8080, 9901, 9001, max_batch_size=32, max_queue_delay="2ms"))
 
     config = load_config(path, env={})
 
-    batched, unbatched = config.routes
-    assert (batched.backend.cluster, unbatched.backend.cluster) == ("worker", "worker")
+    batched, no_delay, unbatched = config.routes
+    assert {r.backend.cluster for r in (batched, no_delay, unbatched)} == {"worker"}
     assert [item.name for item in batched.filters] == ["batching"]
+    assert [item.name for item in no_delay.filters] == ["batching"]
+    assert batched.filters[0].config["max_queue_delay"] == "2ms"
+    assert no_delay.filters[0].config["max_queue_delay"] == "0ms"
     assert not unbatched.filters
-    assert BATCHED_HEADER[0] in batched.match.headers
+    assert dict(batched.match.headers)[BATCHED_HEADER[0]].exact == BATCHED_HEADER[1]
+    assert dict(no_delay.match.headers)[NO_DELAY_HEADER[0]].exact == NO_DELAY_HEADER[1]
     assert not unbatched.match.headers
     assert [e.address for e in config.clusters["worker"].endpoints] == ["127.0.0.1:9001"]
 

@@ -89,6 +89,7 @@ BATCHING = {
             "results": [
                 _batch_row("off", 1, 300, 3.0),
                 _batch_row("on", 1, 180, 5.6),
+                _batch_row("on, no delay", 1, 290, 3.1),
                 _batch_row("off", 64, 450, 140.0),
                 _batch_row("on", 64, 3000, 20.0),
             ],
@@ -225,6 +226,8 @@ def test_results_page_has_machine_date_note_commands_figures_and_targets() -> No
         "Ceiling: onnxruntime in process at batch 32: 5,000 rows/s. At c=64: batching on/off 6.67x; "
         "on / ceiling 60.0%." in text
     )
+    assert "| on, no delay | 1 | 290 | 3.10 |" in text
+    assert "*on, no delay*: the same filter with max_queue_delay 0, at c=1 only" in text
     assert "**risk v2** (HTTP-bound: " in text
     assert "| on | 64 | 30,000 | 2.00 | 4.00 | 938 | 32.0 | 0 |" in text
     assert "on / ceiling 30.0% (HTTP-bound)." in text
