@@ -14,6 +14,7 @@ from time import monotonic
 from gateway.cluster import ClusterRuntime
 from gateway.core.errors import BadGateway, GatewayError, GatewayTimeout, Overloaded, ServiceUnavailable
 from gateway.http.upstream import ResponseHead, UpstreamFailure
+from routing.endpoints import Endpoint
 from routing.resilience.retry import RetryPolicy
 
 _QUEUE_DEPTH = b"x-turnout-queue-depth"
@@ -80,9 +81,10 @@ async def send_to_cluster(
     """One request to the cluster, retried by `retry` within the cluster's retry budget. Raises a
     GatewayError when no answer came."""
     attempt = 0
+    failed: Endpoint | None = None  # a retry goes elsewhere when it can
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     while True:
-        endpoint = cluster.endpoints.pick(None)
+        endpoint = cluster.endpoints.pick(None, failed)
         if endpoint is None:
             raise ServiceUnavailable(f"cluster '{cluster.name}' has no healthy endpoint")
         head = (
@@ -104,6 +106,7 @@ async def send_to_cluster(
             cluster.endpoints.on_finish(endpoint)
             if failure.kind != "overloaded":
                 cluster.endpoints.on_failure(endpoint, monotonic())
+                failed = endpoint
             if _may_retry(retry, attempt, failure.kind, None):
                 attempt = await _backoff(retry, attempt, cluster)
                 continue
@@ -113,6 +116,7 @@ async def send_to_cluster(
         cluster.endpoints.on_finish(endpoint)
         if response.status >= 500:
             cluster.endpoints.on_failure(endpoint, monotonic())
+            failed = endpoint
             if _may_retry(retry, attempt, "", response.status):
                 attempt = await _backoff(retry, attempt, cluster)
                 continue

@@ -370,9 +370,7 @@ class ProxyRequest:
         if self.affinity_key is not None:
             endpoint = affinity_pick(cluster.endpoints.eligible, self.affinity_key)
         if endpoint is None:
-            endpoint = cluster.endpoints.pick(self.ctx)
-            if endpoint is not None and endpoint is self.failed_endpoint:
-                endpoint = self._pick_other(cluster, endpoint)
+            endpoint = cluster.endpoints.pick(self.ctx, self.failed_endpoint)
         if endpoint is None:
             self.fail(ServiceUnavailable(f"cluster '{cluster.name}' has no healthy endpoint"))
             return
@@ -387,18 +385,6 @@ class ProxyRequest:
             self.proxy.spawn(self._connect_then_send(pool))
         else:
             self._send_on(conn)
-
-    def _pick_other(self, cluster: ClusterRuntime, failed: Endpoint) -> Endpoint:
-        """A retry goes to another endpoint than the one that just failed whenever another is
-        eligible (like Envoy's previous_hosts predicate, but certain): the balancer's next choice
-        first, else the first other eligible endpoint; the same one only when it is alone."""
-        other = cluster.endpoints.pick(self.ctx)
-        if other is not None and other is not failed:
-            return other
-        for endpoint in cluster.endpoints.eligible:
-            if endpoint is not failed:
-                return endpoint
-        return failed
 
     def _upstream_path(self) -> str:
         """The path the upstream sees: the client's, after the route's prefix rewrite."""

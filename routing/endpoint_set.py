@@ -99,12 +99,27 @@ class EndpointSet:
 
     # -- hot path ---------------------------------------------------------------------------------
 
-    def pick(self, ctx: RequestContext | None) -> Endpoint | None:
-        """An endpoint for this request, or None when the set has none to offer."""
+    def pick(self, ctx: RequestContext | None, avoid: Endpoint | None = None) -> Endpoint | None:
+        """An endpoint for this request, or None when the set has none to offer. `avoid` (where a
+        retry's previous attempt failed) is picked only when no other endpoint is eligible."""
         deadline = self._deadline
         if deadline != _NEVER and self._clock() >= deadline:
             self.refresh()
-        return self._balancer.pick(ctx)
+        endpoint = self._balancer.pick(ctx)
+        if avoid is not None and endpoint is avoid:
+            return self._other_than(avoid, ctx)
+        return endpoint
+
+    def _other_than(self, failed: Endpoint, ctx: RequestContext | None) -> Endpoint:
+        """Like Envoy's previous_hosts retry predicate, but certain: the balancer's next choice,
+        else the first other eligible endpoint; `failed` itself only when it is alone."""
+        other = self._balancer.pick(ctx)
+        if other is not None and other is not failed:
+            return other
+        for endpoint in self._eligible:
+            if endpoint is not failed:
+                return endpoint
+        return failed
 
     def on_start(self, endpoint: Endpoint) -> None:
         endpoint.inflight += 1

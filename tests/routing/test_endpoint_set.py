@@ -223,3 +223,13 @@ def test_round_robin_spreads_evenly_through_the_set() -> None:
     cluster = make_set(eps, clock)
     seen = Counter(id(cluster.pick(None)) for _ in range(300))
     assert sorted(seen.values()) == [100, 100, 100]
+
+
+def test_a_pick_avoids_the_endpoint_a_retry_failed_on_unless_it_is_alone() -> None:
+    eps = members(3)
+    cluster = make_set(eps, FakeClock())
+    assert eps[0] in picked(cluster, 30)  # round robin comes back to it every third pick
+    assert {cluster.pick(None, avoid=eps[0]) for _ in range(30)} == {eps[1], eps[2]}
+    alone = make_set(members(1), FakeClock())
+    only = alone.pick(None)
+    assert only is not None and alone.pick(None, avoid=only) is only
