@@ -29,7 +29,7 @@ from plugins.batching.lane import BatchLane, LaneKey
 from plugins.batching.member import BatchAnswer, Member, PendingRequest, fail_members
 from plugins.batching.metrics import BatchingMetrics
 from plugins.batching.oip_format import OipBatchFormat
-from plugins.batching.payload import BatchableRequest
+from plugins.batching.payload import BatchableRequest, EncodedBatch
 from plugins.batching.policy import QueuePolicy
 from plugins.batching.sender import Batch, send_batch, settle
 from plugins.batching.slots import BatchSlots
@@ -94,8 +94,12 @@ class Batcher:
     def batches_in_flight(self) -> int:
         return len(self._in_flight)
 
-    def submit(self, ctx: RequestContext, request: BatchableRequest) -> PendingRequest:
+    def submit(
+        self, ctx: RequestContext, request: BatchableRequest, original: EncodedBatch | None = None
+    ) -> PendingRequest:
         """Queue one parsed request (OIP v2 `InferRequest` or KServe `V1Request`) for batching.
+        `original`, the request as its caller sent it, lets a batch of this request alone go out
+        unchanged (the common case at low load) instead of being re-encoded both ways.
 
         Raises at once, before the request joins any queue: BadRequest when it cannot be batched
         (no batch dimension, inputs disagreeing on it, bad priority or timeout header), the overload
@@ -109,7 +113,9 @@ class Batcher:
         if upstream is None:
             raise LookupError(f"the batcher has no upstream for cluster '{ctx.cluster}'")
         try:
-            payload = (self._oip if isinstance(request, InferRequest) else self._v1).prepare(request)
+            payload = (self._oip if isinstance(request, InferRequest) else self._v1).prepare(
+                request, original
+            )
             level = self._policy.level(ctx)
             timeout = self._policy.timeout(ctx)
         except BadRequest:

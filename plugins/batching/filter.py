@@ -16,10 +16,11 @@ from gateway.core.context import RequestContext
 from gateway.core.filters import BuildContext, Filter, Response
 from gateway.core.protocols.binary import HEADER_LENGTH
 from gateway.core.protocols.kserve_v1 import V1Request, decode_v1_request
-from gateway.core.protocols.oip_v2 import InferRequest, decode_request
+from gateway.core.protocols.oip_v2 import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, InferRequest, decode_request
 from plugins.batching.batcher import Batcher
 from plugins.batching.config import BatchingConfig
 from plugins.batching.metrics import BatchingMetrics
+from plugins.batching.payload import EncodedBatch
 from plugins.batching.upstream import BatchUpstream
 
 _HEADER_LENGTH = HEADER_LENGTH.lower()
@@ -53,9 +54,17 @@ class BatchingFilter(Filter):
         request: InferRequest | V1Request
         if ctx.path.endswith(":predict"):
             request = decode_v1_request(body)
+            original = EncodedBatch(body, JSON_CONTENT_TYPE, {})
         else:
-            request = decode_request(body, ctx.headers.get(_HEADER_LENGTH))
-        pending = self._batcher.submit(ctx, request)
+            header_length = ctx.headers.get(_HEADER_LENGTH)
+            request = decode_request(body, header_length)
+            content_type = ctx.headers.get("content-type") or (
+                BINARY_CONTENT_TYPE if header_length else JSON_CONTENT_TYPE
+            )
+            original = EncodedBatch(
+                body, content_type, {} if header_length is None else {HEADER_LENGTH: header_length}
+            )
+        pending = self._batcher.submit(ctx, request, original)
         try:
             answer = await pending
         except asyncio.CancelledError:

@@ -38,7 +38,7 @@ class OipBatchFormat:
     def __init__(self, binary_tensors: bool) -> None:
         self._binary = binary_tensors
 
-    def prepare(self, request: Any) -> Payload:
+    def prepare(self, request: Any, original: EncodedBatch | None = None) -> Payload:
         if not isinstance(request, InferRequest):
             raise TypeError(f"expected an InferRequest, got {type(request).__name__}")
         rows = -1
@@ -64,7 +64,7 @@ class OipBatchFormat:
         inputs.sort()
         outputs = tuple(sorted((out.name, parameters_signature(out.parameters)) for out in request.outputs))
         signature = ("oip_v2", tuple(inputs), outputs, parameters_signature(request.parameters))
-        return Payload(request, rows, signature, self)
+        return Payload(request, rows, signature, self, original)
 
     def merge(self, payloads: Sequence[Payload]) -> EncodedBatch:
         requests = [_oip(payload) for payload in payloads]

@@ -20,16 +20,6 @@ BatchableRequest = InferRequest | V1Request
 
 
 @dataclass(frozen=True, slots=True)
-class Payload:
-    """A checked request, ready to queue: its row count and its compatibility signature."""
-
-    request: BatchableRequest
-    rows: int
-    signature: Hashable
-    format: BatchFormat
-
-
-@dataclass(frozen=True, slots=True)
 class EncodedBatch:
     """One upstream request body for a whole batch."""
 
@@ -37,6 +27,19 @@ class EncodedBatch:
     content_type: str
     headers: dict[str, str]
     """Inference-Header-Content-Length when binary tensors follow the JSON; else empty."""
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A checked request, ready to queue: its row count and its compatibility signature."""
+
+    request: BatchableRequest
+    rows: int
+    signature: Hashable
+    format: BatchFormat
+    original: EncodedBatch | None = None
+    """The request as its caller sent it, when known: a batch of this request alone goes upstream
+    as is, and its answer comes back as the upstream gave it, with nothing to merge or split."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +53,9 @@ class MemberBody:
 class BatchFormat(Protocol):
     """Merging and splitting for one wire protocol. Stateless; built once per batcher."""
 
-    def prepare(self, request: Any) -> Payload:
-        """Check that the request can join a batch; raises BadRequest with the reason otherwise."""
+    def prepare(self, request: Any, original: EncodedBatch | None = None) -> Payload:
+        """Check that the request can join a batch; raises BadRequest with the reason otherwise.
+        `original` is the request's body as sent, if the caller has it (see `Payload.original`)."""
         ...
 
     def merge(self, payloads: Sequence[Payload]) -> EncodedBatch:

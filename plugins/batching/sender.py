@@ -1,9 +1,13 @@
 """Sending one batch upstream and answering each of its members.
 
 The members' inputs are merged into one request, sent through the cluster's `send`, and the answer
-is split back by row counts. When the call fails, every member gets the same failure: an upstream
-error status comes back to each member with the upstream's body; an exception (no answer) is raised
-to each member as a `GatewayError`. A member whose caller went away meanwhile is skipped.
+is split back by row counts. A batch of one member whose original body is known is sent as the
+caller sent it and answered with the upstream's body as is: exactly what proxying it alone would
+have done, without decoding and re-encoding it twice.
+
+When the call fails, every member gets the same failure: an upstream error status comes back to
+each member with the upstream's body; an exception (no answer) is raised to each member as a
+`GatewayError`. A member whose caller went away meanwhile is skipped.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.core.errors import BadGateway, GatewayError, ServiceUnavailable
+from gateway.core.protocols.binary import HEADER_LENGTH
 from plugins.batching.lane import BatchLane
 from plugins.batching.member import BatchAnswer, Member, fail_members
 from plugins.batching.payload import MemberBody
 
 # Upstream headers that still describe a failed answer once it is copied to each member.
 _KEPT_ON_FAILURE: Final = ("content-type", "retry-after")
+# Upstream headers that describe an answer relayed whole to a lone member.
+_KEPT_ON_RELAY: Final = ("content-type", HEADER_LENGTH.lower())
 
 
 @dataclass(slots=True)
@@ -49,9 +56,10 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
     members = batch.members
     payloads = [member.payload for member in members]
     metrics = lane.metrics
+    alone = payloads[0].original if len(payloads) == 1 else None
     try:
         try:
-            encoded = payloads[0].format.merge(payloads)
+            encoded = alone or payloads[0].format.merge(payloads)
             started = time.monotonic()
             status, raw_headers, body = await lane.upstream.send(
                 lane.path, encoded.body, encoded.content_type, encoded.headers
@@ -63,7 +71,10 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
         metrics.upstream_latency.observe(latency)
         lane.observe(latency, batch.rows, batch.epoch)
         headers = {name.lower(): value for name, value in raw_headers.items()}
-        if 200 <= status < 300:
+        if 200 <= status < 300 and alone is not None:
+            kept = tuple((name, headers[name]) for name in _KEPT_ON_RELAY if name in headers)
+            shares = [MemberBody(kept, body)]
+        elif 200 <= status < 300:
             shares = payloads[0].format.split(headers, body, payloads)
         else:
             metrics.upstream_failures.inc()

@@ -26,7 +26,7 @@ class V1BatchFormat:
 
     __slots__ = ()
 
-    def prepare(self, request: Any) -> Payload:
+    def prepare(self, request: Any, original: EncodedBatch | None = None) -> Payload:
         if not isinstance(request, V1Request):
             raise TypeError(f"expected a V1Request, got {type(request).__name__}")
         instances = request.instances
@@ -46,7 +46,7 @@ class V1BatchFormat:
             signature = ("kserve_v1", tuple(columns))
         if rows <= 0:
             raise BadRequest("request: there are no examples to predict")
-        return Payload(request, rows, signature, self)
+        return Payload(request, rows, signature, self, original)
 
     def merge(self, payloads: Sequence[Payload]) -> EncodedBatch:
         batches = [_v1(payload) for payload in payloads]

@@ -33,6 +33,7 @@ from gateway.core.protocols.oip_v2 import (
 )
 from inference_workers.examples.build_models import build
 from plugins.batching import BatchAnswer, Batcher, BatchingConfig, BatchUpstream, SendBatch, UpstreamReply
+from plugins.batching.payload import EncodedBatch
 from tests.support.processes import ROOT, free_port, http_ok, wait_until
 
 # A worker imports numpy, onnxruntime and scikit-learn before it listens; a minute covers a cold
@@ -180,7 +181,9 @@ async def test_batched_answers_equal_unbatched_answers(worker: Worker) -> None:
         headers = {} if encoded.header_length is None else {HEADER_LENGTH: str(encoded.header_length)}
         async with limit:
             parsed = decode_request(encoded.body, headers.get(HEADER_LENGTH))
-            answer = await engine.submit(context(version), parsed)
+            # With its body as sent: a member left alone in its batch goes out as is.
+            original = EncodedBatch(encoded.body, encoded.content_type, headers)
+            answer = await engine.submit(context(version), parsed, original)
             status, alone_headers, alone_body = await worker.direct(
                 RISK.format(version), encoded.body, encoded.content_type, headers
             )
@@ -227,6 +230,33 @@ async def test_binary_tensor_extension_round_trips(worker: Worker) -> None:
     document_length = int(partial_headers[HEADER_LENGTH.lower()])
     assert b'"data"' in answers[2].body[:document_length]
     assert len(answers[2].body) - document_length == 1 * 2 * 4  # one row of two FP32 probabilities
+
+
+async def test_a_lone_request_goes_out_as_sent_and_its_answer_comes_back_as_given(worker: Worker) -> None:
+    rng = np.random.default_rng(11)
+    request = risk_request(rng, 2, binary_output=True)
+    encoded = encode_request(request, binary_inputs=True)
+    headers = {HEADER_LENGTH: str(encoded.header_length)}
+    original = EncodedBatch(encoded.body, encoded.content_type, headers)
+    # JSON batches upstream, yet a batch of one is sent exactly as its caller sent it.
+    async with batcher(worker.send, upstream_binary_tensors=False) as engine:
+        answer = await engine.submit(context(), request, original)
+        pair = [engine.submit(context(), risk_request(rng, 1), original) for _ in range(2)]
+        paired = await asyncio.gather(*pair)
+    status, alone_headers, alone_body = await worker.direct(
+        RISK.format(1), encoded.body, encoded.content_type, headers
+    )
+    assert answer.status == status == 200 and answer.batch_members == 1
+    assert answer.body == alone_body, "the upstream's answer, byte for byte"
+    assert dict(answer.headers) == {
+        "content-type": alone_headers["Content-Type"],
+        HEADER_LENGTH.lower(): alone_headers[HEADER_LENGTH],
+    }
+    assert worker.content_types == ["application/octet-stream", "application/json"]
+    assert worker.batches[0].inputs[0].data.tobytes() == request.inputs[0].data.tobytes()
+    # Two members are merged and split as usual, whatever bodies they came with.
+    assert paired[0].batch_id == paired[1].batch_id and paired[0].batch_members == 2
+    assert worker.batches[1].inputs[0].shape == (2, 30)
 
 
 async def test_higher_priority_requests_overtake_a_full_queue(worker: Worker) -> None:
