@@ -124,10 +124,22 @@ def _batching_section(result: Mapping[str, Any]) -> list[str]:
         f"(max_batch_size {size}, max_queue_delay {batcher.get('max_queue_delay')}); load generator "
         f"{result.get('loadgen')} (closed loop, keep-alive, one-row OIP v2 JSON requests); "
         f"{result.get('cpus')} CPUs; pinning: {result.get('pinning')}; each run "
-        f"{result.get('warmup_s')} s warm-up (discarded), then {result.get('duration_s')} s measured. "
-        "Upstream calls/s and rows/call: the worker's batch size histogram over the measured window.",
+        f"{result.get('warmup_s')} s warm-up (discarded), then {result.get('duration_s')} s measured"
+        + _rounds_note(result)
+        + ". Upstream calls/s, rows/call and model ms/call: the worker's batch size and inference time "
+        "histograms over the measured window.",
     ]
-    headers = ("batching", "c", "req/s", "p50 ms", "p99 ms", "upstream calls/s", "rows/call", "errors")
+    headers = (
+        "batching",
+        "c",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "upstream calls/s",
+        "rows/call",
+        "model ms/call",
+        "errors",
+    )
     for model in result.get("models", []):
         compute = model.get("bound") == "compute"
         what = (
@@ -146,6 +158,7 @@ def _batching_section(result: Mapping[str, Any]) -> list[str]:
                 _num(r["p99_ms"], 2),
                 _num(r["upstream_calls_per_s"]),
                 _num(r["mean_batch_rows"], 1),
+                _num(r.get("model_ms_per_call"), 3),
                 r["errors"],
             ]
             for r in model.get("results", [])
@@ -157,6 +170,13 @@ def _batching_section(result: Mapping[str, Any]) -> list[str]:
                 "*on, no delay*: the same filter with max_queue_delay 0, at c=1 only: what the batching "
                 "machinery itself adds to a request, apart from the wait for others.",
             ]
+        if any(r["mode"] == "off, idle" for r in model.get("results", [])):
+            lines += [
+                "",
+                "*off, idle*: unbatched, the caller pausing max_queue_delay before each request, at c=1 "
+                "only: the machine idles as long as during a batched request's wait, without the batcher.",
+            ]
+        lines += _lone_breakdown(model)
         ceiling = _num(model.get("ceiling_rows_per_s"))
         speedup, fraction = batching_figures(model, BATCHING_CONCURRENCY)
         figures = f"Ceiling: onnxruntime in process at batch {size}: {ceiling} rows/s."
@@ -167,6 +187,31 @@ def _batching_section(result: Mapping[str, Any]) -> list[str]:
             )
         lines += ["", figures]
     return lines
+
+
+def _rounds_note(result: Mapping[str, Any]) -> str:
+    rounds = result.get("rounds_at_c1")
+    if not isinstance(rounds, int) or rounds < 2:
+        return ""
+    return f"; at c=1, each row is the median of {rounds} interleaved rounds of its modes"
+
+
+def _lone_breakdown(model: Mapping[str, Any]) -> list[str]:
+    """At c=1: what batching adds to p50, and how much of it idling alone and the machinery explain."""
+    p50 = {r["mode"]: r["p50_ms"] for r in model.get("results", []) if r["concurrency"] == 1}
+    if "on" not in p50 or "off" not in p50:
+        return []
+    text = f"At c=1, batching adds {p50['on'] - p50['off']:+.2f} ms to p50 (on - off)"
+    parts = []
+    if "off, idle" in p50:
+        parts.append(
+            f"idling as long without batching costs {p50['off, idle'] - p50['off']:+.2f} ms (off, idle - off)"
+        )
+    if "on, no delay" in p50:
+        parts.append(
+            f"the machinery without the wait {p50['on, no delay'] - p50['off']:+.2f} ms (on, no delay - off)"
+        )
+    return ["", text + ("; " + "; ".join(parts) if parts else "") + "."]
 
 
 def _worker_section(result: Mapping[str, Any]) -> list[str]:

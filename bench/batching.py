@@ -1,6 +1,6 @@
 """Dynamic batching off and on, side by side, through a running turnout, beside the model's ceiling.
 
-    python bench/batching.py [--duration 5s] [--warmup 2s] [--concurrency 1,16,64,256]
+    python bench/batching.py [--duration 5s] [--warmup 2s] [--concurrency 1,16,64,256] [--rounds 3]
                              [--models risk-mlp:1,risk:2] [--max-batch-size 32] [--max-queue-delay 2ms]
                              [--pinning auto|worker|gateway|none] [--loadgen auto|wrk|python]
                              [--model-repository DIR] [--json]
@@ -8,13 +8,19 @@
 One inference worker serves the demo models, and one turnout gateway fronts it with two routes to
 the same cluster: requests carrying `x-bench-batching: on` go through the `batching` filter
 (max_batch_size, max_queue_delay, binary tensors upstream), the others are proxied one by one. At
-concurrency 1 a third row, "on, no delay", goes through the same filter with max_queue_delay 0: the
-batching machinery's own cost, apart from the wait for others that a lone caller never gets. At
 each concurrency N, N keep-alive connections POST one-row OIP v2 JSON requests (distinct rows of
 the breast-cancer data, cycled) back to back, first unbatched, then batched, each run a discarded
 warm-up and a measured window (wrk with a generated Lua script when installed, else Python callers).
-Upstream calls/s and rows/call are the worker's own: its batch size histogram, read from its
-/metrics before and after each measured window.
+
+Concurrency 1 has two more rows. "on, no delay" goes through the same filter with max_queue_delay
+0: the batching machinery's own cost, apart from the wait for others that a lone caller never gets.
+"off, idle" proxies requests one by one while the caller pauses max_queue_delay before each: the
+machine idles as long as while a batched request waits, so the row shows what idling alone costs
+the next request (on a virtual machine, a CPU that slept computes slower for a while). Its four
+modes are measured in --rounds interleaved rounds, and each row shows the median of its rounds:
+drift in a shared machine's speed over minutes then falls on every mode alike.
+Upstream calls/s, rows/call and model ms/call are the worker's own: its batch size and inference
+time histograms, read from its /metrics before and after each measured window.
 
 The ceiling is the model run by onnxruntime in this process at batch = max_batch_size, with the
 worker's session options (one intra-op, one inter-op thread), on the CPU the worker will have: what
@@ -40,6 +46,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +83,12 @@ BATCHED_HEADER = ("x-bench-batching", "on")
 # itself adds to a request, apart from the wait for others (there are none at c=1).
 NO_DELAY_HEADER = ("x-bench-batching", "no-delay")
 NO_DELAY_MODE = "on, no delay"
+# Unbatched requests, the caller pausing max_queue_delay before each: the idle time of a batched
+# request's wait, without the batcher. Measured at concurrency 1 only.
+IDLE_MODE = "off, idle"
+# The modes measured at concurrency 1, in the order of each round, and at any other concurrency.
+LONE_MODES = ("off", "on", NO_DELAY_MODE, IDLE_MODE)
+LOADED_MODES = ("off", "on")
 JSON_CONTENT = ("Content-Type", "application/json")
 # Distinct request bodies cycled by the load generator: every request a real row, few enough to
 # build instantly.
@@ -117,6 +130,28 @@ class Row:
     errors: int
     upstream_calls_per_s: float
     mean_batch_rows: float
+    model_ms_per_call: float
+    """Mean time one upstream call spent in the model, in the worker."""
+    rounds: int = 1
+    """Interleaved rounds whose medians (p50, p99, model ms) and means (rates) the row shows."""
+
+
+def combine(rounds: Sequence[Row]) -> Row:
+    """One row for several rounds of a mode: medians of latencies, means of rates, sums of counts."""
+    first = rounds[0]
+    return Row(
+        first.mode,
+        first.concurrency,
+        statistics.fmean(r.requests_per_s for r in rounds),
+        statistics.median(r.p50_ms for r in rounds),
+        statistics.median(r.p99_ms for r in rounds),
+        sum(r.requests for r in rounds),
+        sum(r.errors for r in rounds),
+        statistics.fmean(r.upstream_calls_per_s for r in rounds),
+        statistics.fmean(r.mean_batch_rows for r in rounds),
+        statistics.median(r.model_ms_per_call for r in rounds),
+        len(rounds),
+    )
 
 
 def _models(text: str) -> tuple[BenchModel, ...]:
@@ -153,6 +188,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=_seconds, default=2.0, help="discarded warm-up per run (2s)")
     parser.add_argument("--concurrency", default="1,16,64,256", help="connections, comma-separated")
     parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of the modes at concurrency 1 (3)"
+    )
+    parser.add_argument(
         "--models", type=_models, default=_models("risk-mlp:1,risk:2"), help="NAME:VERSION,..."
     )
     parser.add_argument("--max-batch-size", type=int, default=32, help="the batching filter's cap (32)")
@@ -165,6 +203,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     args = parser.parse_args(argv)
     args.concurrency = [int(part) for part in args.concurrency.split(",") if part.strip()]
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     parse_duration(args.max_queue_delay)  # refuse a bad value before starting anything
     if args.loadgen == "wrk" and shutil.which("wrk") is None:
         parser.error("--loadgen wrk: wrk is not installed")
@@ -232,14 +272,16 @@ def request_bodies(rows: np.ndarray) -> list[bytes]:
     ]
 
 
-def write_wrk_script(path: Path, bodies: Sequence[bytes]) -> Path:
-    """A wrk script POSTing ``bodies`` in turn (prebuilt in init, so each request costs one lookup)."""
+def write_wrk_script(path: Path, bodies: Sequence[bytes], pause_ms: int = 0) -> Path:
+    """A wrk script POSTing ``bodies`` in turn (prebuilt in init, so each request costs one lookup),
+    each connection pausing ``pause_ms`` before each request when given (wrk counts whole ms)."""
     quoted = []
     for body in bodies:
         text = body.decode()
         if _LUA_CLOSE in text:
             raise ValueError("a request body holds the Lua long-string delimiter")
         quoted.append(f"  {_LUA_OPEN}{text}{_LUA_CLOSE},")
+    pause = f"\nfunction delay()\n  return {pause_ms}\nend\n" if pause_ms > 0 else ""
     path.write_text(
         "-- Generated by bench/batching.py: one-row OIP v2 inference requests, POSTed in turn.\n"
         "local bodies = {\n" + "\n".join(quoted) + "\n}\n"
@@ -253,9 +295,15 @@ def write_wrk_script(path: Path, bodies: Sequence[bytes]) -> Path:
         "function request()\n"
         "  count = count % #requests + 1\n"
         "  return requests[count]\n"
-        "end\n"
+        "end\n" + pause
     )
     return path
+
+
+def pause_ms(max_queue_delay: str) -> int:
+    """The caller's pause in the "off, idle" mode: max_queue_delay in whole milliseconds (what wrk
+    can wait), at least one."""
+    return max(1, round(parse_duration(max_queue_delay) * 1000))
 
 
 class PythonCallers:
@@ -265,8 +313,14 @@ class PythonCallers:
 
     name = "python (aiohttp)"
 
-    def __init__(self, bodies: Sequence[bytes], headers: Sequence[tuple[str, str]], cpus: str | None) -> None:
-        self._bodies, self._headers, self._cpus = bodies, dict(headers), cpus
+    def __init__(
+        self,
+        bodies: Sequence[bytes],
+        headers: Sequence[tuple[str, str]],
+        cpus: str | None,
+        pause_s: float = 0.0,
+    ) -> None:
+        self._bodies, self._headers, self._cpus, self._pause_s = bodies, dict(headers), cpus, pause_s
 
     def run(self, url: str, connections: int, duration_s: float, log_path: Path) -> LoadResult:
         with running_on(self._cpus):  # where wrk would run
@@ -279,7 +333,10 @@ class PythonCallers:
 
         async def caller(session: aiohttp.ClientSession, index: int) -> None:
             nonlocal errors
-            while (began := time.perf_counter()) < end:
+            while time.perf_counter() < end:
+                if self._pause_s:
+                    await asyncio.sleep(self._pause_s)
+                began = time.perf_counter()
                 body = self._bodies[index % len(self._bodies)]
                 index += connections
                 async with session.post(url, data=body, headers=self._headers) as response:
@@ -306,10 +363,19 @@ class PythonCallers:
 
 def batch_counts(metrics: str, model: BenchModel) -> tuple[float, float]:
     """(calls, rows) the worker has answered for ``model``: its batch size histogram's count and sum."""
+    return _histogram(metrics, "turnout_worker_batch_size", model)
+
+
+def model_seconds(metrics: str, model: BenchModel) -> float:
+    """Seconds the worker's calls for ``model`` spent in the model: its inference histogram's sum."""
+    return _histogram(metrics, "turnout_worker_inference_seconds", model)[1]
+
+
+def _histogram(metrics: str, name: str, model: BenchModel) -> tuple[float, float]:
     labels = rf'\{{[^}}]*model="{re.escape(model.name)}"[^}}]*version="{model.version}"[^}}]*\}}'
     found = {}
     for suffix in ("count", "sum"):
-        match = re.search(rf"^turnout_worker_batch_size_{suffix}{labels} (\S+)$", metrics, re.MULTILINE)
+        match = re.search(rf"^{name}_{suffix}{labels} (\S+)$", metrics, re.MULTILINE)
         found[suffix] = float(match.group(1)) if match else 0.0
     return found["count"], found["sum"]
 
@@ -403,10 +469,12 @@ def measure_row(
     stem = f"{model.name}-{mode.replace(', ', '-').replace(' ', '-')}-c{concurrency}"
     if args.warmup > 0:
         runner.run(url, concurrency, args.warmup, stack.workdir / f"{stem}-warmup.log")
-    calls_before, rows_before = batch_counts(scrape(stack.worker_port), model)
+    before = scrape(stack.worker_port)
     load = runner.run(url, concurrency, args.duration, stack.workdir / f"{stem}.log")
-    calls_after, rows_after = batch_counts(scrape(stack.worker_port), model)
+    after = scrape(stack.worker_port)
+    (calls_before, rows_before), (calls_after, rows_after) = (batch_counts(m, model) for m in (before, after))
     calls, rows = calls_after - calls_before, rows_after - rows_before
+    seconds = model_seconds(after, model) - model_seconds(before, model)
     return Row(
         mode,
         concurrency,
@@ -417,24 +485,50 @@ def measure_row(
         load.errors,
         calls / load.duration_s,
         rows / calls if calls else 0.0,
+        seconds / calls * 1000 if calls else 0.0,
     )
 
 
+def measure_model(
+    stack: Stack, runners: dict[str, LoadRunner], model: BenchModel, args: argparse.Namespace
+) -> list[Row]:
+    """Every row of one model: concurrency 1 in interleaved rounds of its modes, then the others."""
+    measured = []
+    for concurrency in args.concurrency:
+        modes = LONE_MODES if concurrency == 1 else LOADED_MODES
+        rounds = args.rounds if concurrency == 1 else 1
+        by_mode: dict[str, list[Row]] = {mode: [] for mode in modes}
+        for round_index in range(rounds):
+            for mode in modes:
+                of = f" (round {round_index + 1} of {rounds})" if rounds > 1 else ""
+                _progress(f"{model.label} c={concurrency} batching {mode}{of}")
+                by_mode[mode].append(measure_row(stack, runners[mode], model, mode, concurrency, args))
+        measured += [combine(rows) for rows in by_mode.values()]
+    return measured
+
+
 def make_runners(
-    args: argparse.Namespace, layout: Layout, script: Path, bodies: list[bytes]
+    args: argparse.Namespace, layout: Layout, workdir: Path, bodies: list[bytes]
 ) -> dict[str, LoadRunner]:
-    """The load generator per mode: the batched one adds the header that picks the batching route."""
+    """The load generator per mode: the batched ones add the header that picks their route."""
+    headers = {
+        "off": (JSON_CONTENT,),
+        "on": (JSON_CONTENT, BATCHED_HEADER),
+        NO_DELAY_MODE: (JSON_CONTENT, NO_DELAY_HEADER),
+        IDLE_MODE: (JSON_CONTENT,),
+    }
+    pause = pause_ms(args.max_queue_delay)
     if args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk") is not None):
+        script = write_wrk_script(workdir / "infer.lua", bodies)
+        paused = write_wrk_script(workdir / "infer-paused.lua", bodies, pause)
         return {
-            "off": WrkRunner(layout.loadgen, (JSON_CONTENT,), script=script),
-            "on": WrkRunner(layout.loadgen, (JSON_CONTENT, BATCHED_HEADER), script=script),
-            NO_DELAY_MODE: WrkRunner(layout.loadgen, (JSON_CONTENT, NO_DELAY_HEADER), script=script),
+            mode: WrkRunner(layout.loadgen, sent, script=paused if mode == IDLE_MODE else script)
+            for mode, sent in headers.items()
         }
     cpus = layout.pinning.client_cpus
     return {
-        "off": PythonCallers(bodies, (JSON_CONTENT,), cpus),
-        "on": PythonCallers(bodies, (JSON_CONTENT, BATCHED_HEADER), cpus),
-        NO_DELAY_MODE: PythonCallers(bodies, (JSON_CONTENT, NO_DELAY_HEADER), cpus),
+        mode: PythonCallers(bodies, sent, cpus, pause / 1000 if mode == IDLE_MODE else 0.0)
+        for mode, sent in headers.items()
     }
 
 
@@ -454,14 +548,10 @@ def run(args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack) ->
             ceiling = in_process(onnx_path, rows, args.max_batch_size, args.duration)
             ceilings[model] = ceiling.inferences_per_s
     started = start_stack(stack, args, layout, repository, workdir)
-    runners = make_runners(args, layout, write_wrk_script(workdir / "infer.lua", bodies), bodies)
+    runners = make_runners(args, layout, workdir, bodies)
     results = []
     for model in args.models:
-        measured = []
-        for concurrency in args.concurrency:
-            for mode in ("off", "on", NO_DELAY_MODE) if concurrency == 1 else ("off", "on"):
-                _progress(f"{model.label} c={concurrency} batching {mode}")
-                measured.append(measure_row(started, runners[mode], model, mode, concurrency, args))
+        measured = measure_model(started, runners, model, args)
         results.append(
             {
                 "model": model.label,
@@ -476,6 +566,8 @@ def run(args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack) ->
         "loadgen": runners["off"].name,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
+        "rounds_at_c1": args.rounds,
+        "idle_pause_ms": pause_ms(args.max_queue_delay),
         "batcher": {"max_batch_size": args.max_batch_size, "max_queue_delay": args.max_queue_delay},
         "models": results,
     }
@@ -488,9 +580,18 @@ def render(report: dict[str, Any]) -> str:
         f"JSON requests); {report['cpus']} CPUs; pinning: {report['pinning']}",
         f"batching filter: max_batch_size {batcher['max_batch_size']}, max_queue_delay "
         f"{batcher['max_queue_delay']}; each run {report['warmup_s']:g}s warm-up, "
-        f"{report['duration_s']:g}s measured",
+        f"{report['duration_s']:g}s measured; c=1: medians of {report['rounds_at_c1']} interleaved rounds, "
+        f"'off, idle' pausing {report['idle_pause_ms']} ms before each request",
     ]
-    columns = ("req/s", 9), ("p50 ms", 8), ("p99 ms", 8), ("calls/s", 9), ("rows/call", 9), ("err", 5)
+    columns = (
+        ("req/s", 9),
+        ("p50 ms", 8),
+        ("p99 ms", 8),
+        ("calls/s", 9),
+        ("rows/call", 9),
+        ("model ms", 9),
+        ("err", 5),
+    )
     for model in report["models"]:
         lines += ["", f"{model['model']} ({model['bound']}-bound)"]
         names = " ".join(f"{name:>{width}}" for name, width in columns)
@@ -499,7 +600,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"{r['mode']:12} {r['concurrency']:5d} {r['requests_per_s']:9.0f} {r['p50_ms']:8.2f} "
                 f"{r['p99_ms']:8.2f} {r['upstream_calls_per_s']:9.0f} {r['mean_batch_rows']:9.1f} "
-                f"{r['errors']:5d}"
+                f"{r['model_ms_per_call']:9.3f} {r['errors']:5d}"
             )
         lines.append(
             f"ceiling: onnxruntime in process at batch {batcher['max_batch_size']}: "

@@ -18,9 +18,13 @@ from batching import (
     BATCHED_HEADER,
     NO_DELAY_HEADER,
     BenchModel,
+    Row,
     _models,
     batch_counts,
+    combine,
     gateway_config,
+    model_seconds,
+    pause_ms,
     request_bodies,
     write_wrk_script,
 )
@@ -34,6 +38,8 @@ turnout_worker_batch_size_count{model="risk",version="2"} 10.0
 turnout_worker_batch_size_sum{model="risk",version="2"} 250.0
 turnout_worker_batch_size_count{model="risk-mlp",version="1"} 4.0
 turnout_worker_batch_size_sum{model="risk-mlp",version="1"} 128.0
+turnout_worker_inference_seconds_count{model="risk",version="2"} 10.0
+turnout_worker_inference_seconds_sum{model="risk",version="2"} 0.5
 """
 
 
@@ -60,6 +66,32 @@ def test_worker_batch_counts_are_read_per_model_and_version() -> None:
     assert batch_counts(METRICS, BenchModel("risk", 2, "http")) == (10.0, 250.0)
     assert batch_counts(METRICS, BenchModel("risk-mlp", 1, "compute")) == (4.0, 128.0)
     assert batch_counts(METRICS, BenchModel("risk", 1, "http")) == (0.0, 0.0)
+
+
+def test_model_time_is_read_from_the_inference_histogram() -> None:
+    assert model_seconds(METRICS, BenchModel("risk", 2, "http")) == 0.5
+    assert model_seconds(METRICS, BenchModel("risk-mlp", 1, "compute")) == 0.0
+
+
+def test_rounds_combine_into_medians_of_latencies_means_of_rates_and_sums_of_counts() -> None:
+    rounds = [
+        Row("on", 1, 100.0, 5.0, 9.0, 500, 1, 100.0, 1.0, 2.0),
+        Row("on", 1, 200.0, 3.0, 7.0, 1000, 0, 200.0, 1.0, 1.0),
+        Row("on", 1, 300.0, 4.0, 8.0, 1500, 2, 300.0, 1.0, 1.5),
+    ]
+
+    row = combine(rounds)
+
+    assert (row.mode, row.concurrency, row.rounds) == ("on", 1, 3)
+    assert (row.p50_ms, row.p99_ms, row.model_ms_per_call) == (4.0, 8.0, 1.5)
+    assert (row.requests_per_s, row.upstream_calls_per_s) == (200.0, 200.0)
+    assert (row.requests, row.errors) == (3000, 3)
+
+
+def test_the_idle_pause_is_max_queue_delay_in_whole_milliseconds() -> None:
+    assert pause_ms("2ms") == 2
+    assert pause_ms("5ms") == 5
+    assert pause_ms("300us") == 1  # wrk waits whole milliseconds, and at least one
 
 
 def test_models_option_names_known_models_only() -> None:
@@ -125,3 +157,17 @@ def test_the_wrk_script_posts_every_body_in_turn(recorder: str, tmp_path: Path) 
     assert all(b == (a + 1) % 3 for a, b in itertools.pairwise(sent))  # ...in turn
     first = orjson.loads(bodies[0])["inputs"][0]
     assert (first["shape"], first["data"][:2]) == ([1, 30], [0.0, 1.0])  # one row per request
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_the_paused_wrk_script_waits_before_each_request(recorder: str, tmp_path: Path) -> None:
+    bodies = request_bodies(np.zeros((2, 30), dtype=np.float32))
+    script = write_wrk_script(tmp_path / "paused.lua", bodies, pause_ms=50)
+    runner = WrkRunner(list, (("Content-Type", "application/json"),), script=script)
+
+    result = runner.run(recorder + "/v2/models/m/infer", 1, 1.0, tmp_path / "wrk.log")
+
+    # One connection pausing 50 ms before each request sends at most about 20 in a second, where
+    # the same script without the pause sends hundreds or more.
+    assert 5 <= result.requests <= 21
+    assert "function delay()" not in write_wrk_script(tmp_path / "plain.lua", bodies).read_text()

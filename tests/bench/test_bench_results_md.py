@@ -59,8 +59,11 @@ CHAIN = {
 }
 
 
-def _batch_row(mode: str, concurrency: int, rps: float, p50: float) -> dict[str, Any]:
-    rows = 1.0 if mode == "off" else 32.0
+def _batch_row(
+    mode: str, concurrency: int, rps: float, p50: float, model_ms: float | None = None
+) -> dict[str, Any]:
+    rows = 1.0 if mode.startswith("off") else 32.0
+    extra = {} if model_ms is None else {"model_ms_per_call": model_ms}  # older results lack it
     return {
         "mode": mode,
         "concurrency": concurrency,
@@ -71,6 +74,7 @@ def _batch_row(mode: str, concurrency: int, rps: float, p50: float) -> dict[str,
         "errors": 0,
         "upstream_calls_per_s": rps / rows,
         "mean_batch_rows": rows,
+        **extra,
     }
 
 
@@ -80,6 +84,7 @@ BATCHING = {
     "loadgen": "wrk",
     "duration_s": 5.0,
     "warmup_s": 2.0,
+    "rounds_at_c1": 3,
     "batcher": {"max_batch_size": 32, "max_queue_delay": "2ms"},
     "models": [
         {
@@ -87,11 +92,12 @@ BATCHING = {
             "bound": "compute",
             "ceiling_rows_per_s": 5000.0,
             "results": [
-                _batch_row("off", 1, 300, 3.0),
-                _batch_row("on", 1, 180, 5.6),
-                _batch_row("on, no delay", 1, 290, 3.1),
-                _batch_row("off", 64, 450, 140.0),
-                _batch_row("on", 64, 3000, 20.0),
+                _batch_row("off", 1, 300, 3.0, 2.0),
+                _batch_row("on", 1, 180, 5.6, 2.3),
+                _batch_row("on, no delay", 1, 290, 3.1, 2.0),
+                _batch_row("off, idle", 1, 200, 3.4, 2.3),
+                _batch_row("off", 64, 450, 140.0, 2.1),
+                _batch_row("on", 64, 3000, 20.0, 6.4),
             ],
         },
         {
@@ -221,7 +227,13 @@ def test_results_page_has_machine_date_note_commands_figures_and_targets() -> No
     assert "| 32 | turnout+typical | +95.0 | +2.500 | +2.000 | 0.40x |" in text
     assert "**Failed:** exited with status 1: boom" in text
     assert "**risk-mlp v1** (compute-bound: the targets apply)" in text
-    assert "| on | 64 | 3,000 | 20.00 | 40.00 | 94 | 32.0 | 0 |" in text
+    assert "| on | 64 | 3,000 | 20.00 | 40.00 | 94 | 32.0 | 6.400 | 0 |" in text
+    assert "at c=1, each row is the median of 3 interleaved rounds of its modes" in text
+    assert "*off, idle*: unbatched, the caller pausing max_queue_delay before each request" in text
+    assert (
+        "At c=1, batching adds +2.60 ms to p50 (on - off); idling as long without batching costs "
+        "+0.40 ms (off, idle - off); the machinery without the wait +0.10 ms (on, no delay - off)." in text
+    )
     assert (
         "Ceiling: onnxruntime in process at batch 32: 5,000 rows/s. At c=64: batching on/off 6.67x; "
         "on / ceiling 60.0%." in text
@@ -229,7 +241,8 @@ def test_results_page_has_machine_date_note_commands_figures_and_targets() -> No
     assert "| on, no delay | 1 | 290 | 3.10 |" in text
     assert "*on, no delay*: the same filter with max_queue_delay 0, at c=1 only" in text
     assert "**risk v2** (HTTP-bound: " in text
-    assert "| on | 64 | 30,000 | 2.00 | 4.00 | 938 | 32.0 | 0 |" in text
+    assert "| on | 64 | 30,000 | 2.00 | 4.00 | 938 | 32.0 | - | 0 |" in text
+    assert "At c=1, batching adds +2.60 ms to p50 (on - off)." in text
     assert "on / ceiling 30.0% (HTTP-bound)." in text
     assert text.index("**risk-mlp v1**") < text.index("**risk v2**")
     assert "| worker REST (JSON) | 8 | 1 | 2,500 | 2.100 | 9.300 | 0 |" in text
