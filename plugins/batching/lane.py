@@ -8,6 +8,8 @@ The loop is the "full batch or timeout" wait of Triton's dynamic batcher:
 
 The loop runs as one task while the lane has work, and lingers briefly when it runs dry so that a
 steady stream of requests does not create a task per batch; an idle lane ends and is forgotten.
+The wait for the oldest member's delay uses a precise timer (`deadline.py`) armed a learnt lead
+before the deadline, so a partial batch leaves when its delay is over, not a millisecond later.
 Queue timeouts run on loop timers (no task per request); a cancelled member leaves the queue at
 once through its future's callback.
 """
@@ -23,6 +25,7 @@ from typing import Final
 from gateway.core.errors import GatewayError, ServiceUnavailable, TooManyRequests
 from plugins.batching.adaptive import AimdBatchSize
 from plugins.batching.config import BatchingConfig
+from plugins.batching.deadline import DeadlineTimer, WakeLead, deadline_timer
 from plugins.batching.member import Member, MemberState
 from plugins.batching.metrics import QueueMetrics
 from plugins.batching.queue import MemberQueue
@@ -51,10 +54,12 @@ class BatchLane:
         "_dispatch",
         "_ended",
         "_finished",
+        "_lead",
         "_overload",
         "_preferred_sizes",
         "_queue",
         "_sized_for",
+        "_timer",
         "_wake",
         "aimd",
         "key",
@@ -90,7 +95,9 @@ class BatchLane:
             metrics.size_limit.set(self.aimd.cap)
         self._sized_for = 0
         self._preferred_sizes: tuple[int, ...] = ()
-        self._wake: asyncio.Future[None] | None = None
+        self._wake: asyncio.Future[bool] | None = None
+        self._timer: DeadlineTimer | None = None
+        self._lead = WakeLead(config.max_queue_delay)
         self._closing = False
         self._finished = False
         self.task: asyncio.Task[None] | None = None
@@ -175,6 +182,8 @@ class BatchLane:
         request can join a lane whose loop has ended."""
         if not self._finished:
             self._finished = True
+            if self._timer is not None:
+                self._timer.close()
             self._ended(self)
 
     async def _await_work(self) -> bool:
@@ -185,30 +194,53 @@ class BatchLane:
         """Return when a full batch is queued, the oldest member's delay is over, or on closing."""
         queue = self._queue
         max_delay = self._config.max_queue_delay
+        lead = self._lead
         while not self._closing and queue.count and queue.rows < self._target():
             oldest = queue.oldest_arrival()
             if oldest is None:
                 return
-            wait = oldest + max_delay - time.monotonic()
-            if wait <= 0:
-                return
-            await self._sleep(wait)
+            deadline = oldest + max_delay
+            if time.monotonic() >= deadline - lead.seconds:
+                return  # within the lead: the timer could not wake us any closer to the deadline
+            if await self._sleep_until(deadline - lead.seconds):
+                lead.observe(time.monotonic() - deadline)
+
+    async def _sleep_until(self, when: float) -> bool:
+        """Sleep until `when` (time.monotonic()) on the precise timer; True when the timer woke it,
+        False when `_notify` did."""
+        loop = asyncio.get_running_loop()
+        timer = self._timer
+        if timer is None:
+            timer = self._timer = deadline_timer(loop, self._timer_fired)
+        wake: asyncio.Future[bool] = loop.create_future()
+        self._wake = wake
+        timer.arm(when)
+        try:
+            return await wake
+        finally:
+            self._wake = None
+            if not (wake.done() and not wake.cancelled() and wake.result()):
+                timer.cancel()  # woken early (or cancelled): the timer is still armed
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep up to `seconds`; `_notify` wakes it early."""
+        """Sleep up to `seconds` on the loop's timer (coarse: for lingering); `_notify` wakes it early."""
         loop = asyncio.get_running_loop()
-        wake = loop.create_future()
+        wake: asyncio.Future[bool] = loop.create_future()
         self._wake = wake
-        timer = loop.call_later(seconds, _resolve, wake)
+        timer = loop.call_later(seconds, _resolve, wake, True)
         try:
             await wake
         finally:
             timer.cancel()
             self._wake = None
 
+    def _timer_fired(self) -> None:
+        if self._wake is not None:
+            _resolve(self._wake, True)
+
     def _notify(self) -> None:
         if self._wake is not None:
-            _resolve(self._wake)
+            _resolve(self._wake, False)
 
     def _target(self) -> int:
         """Rows at which a batch goes without waiting: the cap, or the largest preferred size in it."""
@@ -261,6 +293,6 @@ class BatchLane:
             )
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[bool], by_timer: bool) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(by_timer)
