@@ -127,7 +127,7 @@ def _batching_section(result: Mapping[str, Any]) -> list[str]:
         f"{result.get('warmup_s')} s warm-up (discarded), then {result.get('duration_s')} s measured"
         + _rounds_note(result)
         + ". Upstream calls/s, rows/call and model ms/call: the worker's batch size and inference time "
-        "histograms over the measured window.",
+        "histograms over the measured window; wait ms: the gateway's mean batch queue delay.",
     ]
     headers = (
         "batching",
@@ -138,6 +138,7 @@ def _batching_section(result: Mapping[str, Any]) -> list[str]:
         "upstream calls/s",
         "rows/call",
         "model ms/call",
+        "wait ms",
         "errors",
     )
     for model in result.get("models", []):
@@ -159,6 +160,7 @@ def _batching_section(result: Mapping[str, Any]) -> list[str]:
                 _num(r["upstream_calls_per_s"]),
                 _num(r["mean_batch_rows"], 1),
                 _num(r.get("model_ms_per_call"), 3),
+                _num(r.get("wait_ms"), 3),
                 r["errors"],
             ]
             for r in model.get("results", [])

@@ -20,7 +20,8 @@ the next request (on a virtual machine, a CPU that slept computes slower for a w
 modes are measured in --rounds interleaved rounds, and each row shows the median of its rounds:
 drift in a shared machine's speed over minutes then falls on every mode alike.
 Upstream calls/s, rows/call and model ms/call are the worker's own: its batch size and inference
-time histograms, read from its /metrics before and after each measured window.
+time histograms, read from its /metrics before and after each measured window; wait ms is the
+gateway's, the mean time a request spent in its batch queue (its queue delay histogram).
 
 The ceiling is the model run by onnxruntime in this process at batch = max_batch_size, with the
 worker's session options (one intra-op, one inter-op thread), on the CPU the worker will have: what
@@ -132,6 +133,8 @@ class Row:
     mean_batch_rows: float
     model_ms_per_call: float
     """Mean time one upstream call spent in the model, in the worker."""
+    wait_ms: float
+    """Mean time a request waited in the gateway's batch queue (0 unbatched)."""
     rounds: int = 1
     """Interleaved rounds whose medians (p50, p99, model ms) and means (rates) the row shows."""
 
@@ -150,6 +153,7 @@ def combine(rounds: Sequence[Row]) -> Row:
         statistics.fmean(r.upstream_calls_per_s for r in rounds),
         statistics.fmean(r.mean_batch_rows for r in rounds),
         statistics.median(r.model_ms_per_call for r in rounds),
+        statistics.median(r.wait_ms for r in rounds),
         len(rounds),
     )
 
@@ -371,6 +375,17 @@ def model_seconds(metrics: str, model: BenchModel) -> float:
     return _histogram(metrics, "turnout_worker_inference_seconds", model)[1]
 
 
+def queue_wait(metrics: str, model: BenchModel) -> tuple[float, float]:
+    """(requests, seconds) the gateway's batch queues have held requests for ``model``, over every
+    cluster: its queue delay histogram's count and sum."""
+    found = {}
+    for suffix in ("count", "sum"):
+        labels = rf'\{{[^}}]*model="{re.escape(model.name)}"[^}}]*\}}'
+        pattern = rf"^turnout_batch_queue_delay_seconds_{suffix}{labels} (\S+)$"
+        found[suffix] = sum(float(value) for value in re.findall(pattern, metrics, re.MULTILINE))
+    return found["count"], found["sum"]
+
+
 def _histogram(metrics: str, name: str, model: BenchModel) -> tuple[float, float]:
     labels = rf'\{{[^}}]*model="{re.escape(model.name)}"[^}}]*version="{model.version}"[^}}]*\}}'
     found = {}
@@ -424,6 +439,7 @@ def gateway_config(listen: int, admin: int, worker: int, max_batch_size: int, ma
 class Stack:
     worker_port: int
     gateway_url: str
+    admin_port: int
     workdir: Path
 
 
@@ -459,7 +475,7 @@ def start_stack(
         "turnout",
         READY_TIMEOUT_S,
     )
-    return Stack(worker_port, f"http://127.0.0.1:{listen}", workdir)
+    return Stack(worker_port, f"http://127.0.0.1:{listen}", admin, workdir)
 
 
 def measure_row(
@@ -469,12 +485,16 @@ def measure_row(
     stem = f"{model.name}-{mode.replace(', ', '-').replace(' ', '-')}-c{concurrency}"
     if args.warmup > 0:
         runner.run(url, concurrency, args.warmup, stack.workdir / f"{stem}-warmup.log")
-    before = scrape(stack.worker_port)
+    before, gateway_before = scrape(stack.worker_port), scrape(stack.admin_port)
     load = runner.run(url, concurrency, args.duration, stack.workdir / f"{stem}.log")
-    after = scrape(stack.worker_port)
+    after, gateway_after = scrape(stack.worker_port), scrape(stack.admin_port)
     (calls_before, rows_before), (calls_after, rows_after) = (batch_counts(m, model) for m in (before, after))
     calls, rows = calls_after - calls_before, rows_after - rows_before
     seconds = model_seconds(after, model) - model_seconds(before, model)
+    (queued_before, waited_before), (queued_after, waited_after) = (
+        queue_wait(m, model) for m in (gateway_before, gateway_after)
+    )
+    queued, waited = queued_after - queued_before, waited_after - waited_before
     return Row(
         mode,
         concurrency,
@@ -486,6 +506,7 @@ def measure_row(
         calls / load.duration_s,
         rows / calls if calls else 0.0,
         seconds / calls * 1000 if calls else 0.0,
+        waited / queued * 1000 if queued else 0.0,
     )
 
 
@@ -590,6 +611,7 @@ def render(report: dict[str, Any]) -> str:
         ("calls/s", 9),
         ("rows/call", 9),
         ("model ms", 9),
+        ("wait ms", 8),
         ("err", 5),
     )
     for model in report["models"]:
@@ -600,7 +622,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"{r['mode']:12} {r['concurrency']:5d} {r['requests_per_s']:9.0f} {r['p50_ms']:8.2f} "
                 f"{r['p99_ms']:8.2f} {r['upstream_calls_per_s']:9.0f} {r['mean_batch_rows']:9.1f} "
-                f"{r['model_ms_per_call']:9.3f} {r['errors']:5d}"
+                f"{r['model_ms_per_call']:9.3f} {r['wait_ms']:8.3f} {r['errors']:5d}"
             )
         lines.append(
             f"ceiling: onnxruntime in process at batch {batcher['max_batch_size']}: "

@@ -25,6 +25,7 @@ from batching import (
     gateway_config,
     model_seconds,
     pause_ms,
+    queue_wait,
     request_bodies,
     write_wrk_script,
 )
@@ -40,6 +41,14 @@ turnout_worker_batch_size_count{model="risk-mlp",version="1"} 4.0
 turnout_worker_batch_size_sum{model="risk-mlp",version="1"} 128.0
 turnout_worker_inference_seconds_count{model="risk",version="2"} 10.0
 turnout_worker_inference_seconds_sum{model="risk",version="2"} 0.5
+"""
+GATEWAY_METRICS = """# TYPE turnout_batch_queue_delay_seconds histogram
+turnout_batch_queue_delay_seconds_count{cluster="a",model="risk"} 3.0
+turnout_batch_queue_delay_seconds_sum{cluster="a",model="risk"} 0.006
+turnout_batch_queue_delay_seconds_count{cluster="b",model="risk"} 1.0
+turnout_batch_queue_delay_seconds_sum{cluster="b",model="risk"} 0.002
+turnout_batch_queue_delay_seconds_count{cluster="a",model="risk-mlp"} 7.0
+turnout_batch_queue_delay_seconds_sum{cluster="a",model="risk-mlp"} 1.0
 """
 
 
@@ -73,17 +82,23 @@ def test_model_time_is_read_from_the_inference_histogram() -> None:
     assert model_seconds(METRICS, BenchModel("risk-mlp", 1, "compute")) == 0.0
 
 
+def test_queue_wait_sums_the_gateways_queue_delay_over_clusters() -> None:
+    assert queue_wait(GATEWAY_METRICS, BenchModel("risk", 2, "http")) == pytest.approx((4.0, 0.008))
+    assert queue_wait(GATEWAY_METRICS, BenchModel("risk-mlp", 1, "compute")) == (7.0, 1.0)
+    assert queue_wait("", BenchModel("risk", 2, "http")) == (0.0, 0.0)
+
+
 def test_rounds_combine_into_medians_of_latencies_means_of_rates_and_sums_of_counts() -> None:
     rounds = [
-        Row("on", 1, 100.0, 5.0, 9.0, 500, 1, 100.0, 1.0, 2.0),
-        Row("on", 1, 200.0, 3.0, 7.0, 1000, 0, 200.0, 1.0, 1.0),
-        Row("on", 1, 300.0, 4.0, 8.0, 1500, 2, 300.0, 1.0, 1.5),
+        Row("on", 1, 100.0, 5.0, 9.0, 500, 1, 100.0, 1.0, 2.0, 2.2),
+        Row("on", 1, 200.0, 3.0, 7.0, 1000, 0, 200.0, 1.0, 1.0, 2.0),
+        Row("on", 1, 300.0, 4.0, 8.0, 1500, 2, 300.0, 1.0, 1.5, 2.1),
     ]
 
     row = combine(rounds)
 
     assert (row.mode, row.concurrency, row.rounds) == ("on", 1, 3)
-    assert (row.p50_ms, row.p99_ms, row.model_ms_per_call) == (4.0, 8.0, 1.5)
+    assert (row.p50_ms, row.p99_ms, row.model_ms_per_call, row.wait_ms) == (4.0, 8.0, 1.5, 2.1)
     assert (row.requests_per_s, row.upstream_calls_per_s) == (200.0, 200.0)
     assert (row.requests, row.errors) == (3000, 3)
 

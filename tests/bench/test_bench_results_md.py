@@ -63,7 +63,9 @@ def _batch_row(
     mode: str, concurrency: int, rps: float, p50: float, model_ms: float | None = None
 ) -> dict[str, Any]:
     rows = 1.0 if mode.startswith("off") else 32.0
-    extra = {} if model_ms is None else {"model_ms_per_call": model_ms}  # older results lack it
+    # Older results lack the worker's model time and the gateway's queue wait.
+    wait = 2.0 if mode == "on" else 0.0
+    extra = {} if model_ms is None else {"model_ms_per_call": model_ms, "wait_ms": wait}
     return {
         "mode": mode,
         "concurrency": concurrency,
@@ -227,7 +229,7 @@ def test_results_page_has_machine_date_note_commands_figures_and_targets() -> No
     assert "| 32 | turnout+typical | +95.0 | +2.500 | +2.000 | 0.40x |" in text
     assert "**Failed:** exited with status 1: boom" in text
     assert "**risk-mlp v1** (compute-bound: the targets apply)" in text
-    assert "| on | 64 | 3,000 | 20.00 | 40.00 | 94 | 32.0 | 6.400 | 0 |" in text
+    assert "| on | 64 | 3,000 | 20.00 | 40.00 | 94 | 32.0 | 6.400 | 2.000 | 0 |" in text
     assert "at c=1, each row is the median of 3 interleaved rounds of its modes" in text
     assert "*off, idle*: unbatched, the caller pausing max_queue_delay before each request" in text
     assert (
@@ -241,7 +243,7 @@ def test_results_page_has_machine_date_note_commands_figures_and_targets() -> No
     assert "| on, no delay | 1 | 290 | 3.10 |" in text
     assert "*on, no delay*: the same filter with max_queue_delay 0, at c=1 only" in text
     assert "**risk v2** (HTTP-bound: " in text
-    assert "| on | 64 | 30,000 | 2.00 | 4.00 | 938 | 32.0 | - | 0 |" in text
+    assert "| on | 64 | 30,000 | 2.00 | 4.00 | 938 | 32.0 | - | - | 0 |" in text
     assert "At c=1, batching adds +2.60 ms to p50 (on - off)." in text
     assert "on / ceiling 30.0% (HTTP-bound)." in text
     assert text.index("**risk-mlp v1**") < text.index("**risk v2**")
