@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -52,47 +52,49 @@ async def after(make: TimerFactory, seconds: float) -> None:
         barrier.close()
 
 
-@pytest.mark.parametrize("make", FACTORIES)
-async def test_a_timer_fires_once_at_its_deadline(make: TimerFactory) -> None:
+@pytest.fixture(params=FACTORIES)
+async def timer(request: pytest.FixtureRequest) -> AsyncIterator[tuple[DeadlineTimer, Fired, TimerFactory]]:
+    """A timer of each kind, its firing counter, and its kind (for barriers); closed afterwards."""
+    make: TimerFactory = request.param
     fired = Fired()
-    timer = make(asyncio.get_running_loop(), fired)
-    try:
-        armed = time.monotonic()
-        timer.arm(armed + 0.005)
-        await asyncio.wait_for(fired.event.wait(), PATIENCE_S)
-        assert time.monotonic() >= armed + 0.005 - 0.001  # not early (1 ms for clock granularity)
-        await after(make, 0.02)
-        assert fired.count == 1
-    finally:
-        timer.close()
+    made = make(asyncio.get_running_loop(), fired)
+    yield made, fired, make
+    made.close()
 
 
-@pytest.mark.parametrize("make", FACTORIES)
-async def test_re_arming_replaces_the_deadline_and_cancel_disarms(make: TimerFactory) -> None:
-    fired = Fired()
-    timer = make(asyncio.get_running_loop(), fired)
-    try:
-        timer.arm(time.monotonic() + 60)  # replaced before it could fire
-        timer.arm(time.monotonic() + 0.005)
-        await asyncio.wait_for(fired.event.wait(), PATIENCE_S)
-        timer.arm(time.monotonic() + 0.005)
-        timer.cancel()
-        await after(make, 0.03)
-        assert fired.count == 1
-    finally:
-        timer.close()
-
-
-@pytest.mark.parametrize("make", FACTORIES)
-async def test_a_deadline_already_past_fires_at_once_and_a_closed_timer_never(make: TimerFactory) -> None:
-    fired = Fired()
-    timer = make(asyncio.get_running_loop(), fired)
-    timer.arm(time.monotonic() - 1.0)
+async def test_a_timer_fires_once_at_its_deadline(timer: tuple[DeadlineTimer, Fired, TimerFactory]) -> None:
+    made, fired, make = timer
+    armed = time.monotonic()
+    made.arm(armed + 0.005)
     await asyncio.wait_for(fired.event.wait(), PATIENCE_S)
-    timer.arm(time.monotonic() + 0.005)
-    timer.close()
-    timer.close()  # twice is harmless
-    timer.arm(time.monotonic())  # and so is arming a closed timer: it stays silent
+    assert time.monotonic() >= armed + 0.005 - 0.001  # not early (1 ms for clock granularity)
+    await after(make, 0.02)
+    assert fired.count == 1
+
+
+async def test_re_arming_replaces_the_deadline_and_cancel_disarms(
+    timer: tuple[DeadlineTimer, Fired, TimerFactory],
+) -> None:
+    made, fired, make = timer
+    made.arm(time.monotonic() + 60)  # replaced before it could fire
+    made.arm(time.monotonic() + 0.005)
+    await asyncio.wait_for(fired.event.wait(), PATIENCE_S)
+    made.arm(time.monotonic() + 0.005)
+    made.cancel()
+    await after(make, 0.03)
+    assert fired.count == 1
+
+
+async def test_a_deadline_already_past_fires_at_once_and_a_closed_timer_never(
+    timer: tuple[DeadlineTimer, Fired, TimerFactory],
+) -> None:
+    made, fired, make = timer
+    made.arm(time.monotonic() - 1.0)
+    await asyncio.wait_for(fired.event.wait(), PATIENCE_S)
+    made.arm(time.monotonic() + 0.005)
+    made.close()
+    made.close()  # twice is harmless
+    made.arm(time.monotonic())  # and so is arming a closed timer: it stays silent
     await after(make, 0.03)
     assert fired.count == 1
 
