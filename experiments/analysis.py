@@ -227,7 +227,8 @@ async def status_of(
     *,
     now: float,
 ) -> ExperimentStatus:
-    """The status of an A/B test or canary in its current phase (what the admin API serves)."""
+    """The status of an A/B test or canary in the phase its analysis covers (what the admin API
+    serves): the current one, or a finished canary's last step, which the decision's reasons say."""
     metrics = list(config.metrics)
     if isinstance(config, CanaryConfig):
         metrics += [
@@ -236,7 +237,16 @@ async def status_of(
             if g.metric != "shadow_disagreement" and g.metric not in metrics
         ]
     settings = AnalysisSettings(alpha=config.alpha, expected_units=config.expected_units)
-    data = await store.phase_data(name, split.current_phase)
-    return analyze(
-        name, split.kind, data, shares=split.shares(), metrics=metrics, settings=settings, generated_at=now
+    phase, shares = split.analysed_phase()
+    data = await store.phase_data(name, phase)
+    status = analyze(
+        name, split.kind, data, shares=shares, metrics=metrics, settings=settings, generated_at=now
     )
+    if phase == split.current_phase:
+        return status
+    finished = (
+        f"the {split.kind} is {split.state.status.value.replace('_', ' ')}: this analysis covers its last "
+        f"step (phase {phase}), the last with traffic on both arms"
+    )
+    decision = replace(status.decision, reasons=(finished, *status.decision.reasons))
+    return replace(status, decision=decision)

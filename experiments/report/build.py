@@ -109,7 +109,8 @@ async def build_report(
     *,
     now: float,
 ) -> Report:
-    """The report of experiment `name` in its current phase, as of wall-clock time `now`.
+    """The report of experiment `name` in the phase its analysis covers (`status_of`), as of
+    wall-clock time `now`.
 
     Any experiment's config and split are accepted (callers hold them as the unions), but only an
     A/B test or a canary, with its own kind of split, has a report: anything else is a ValueError.
@@ -120,8 +121,8 @@ async def build_report(
     ):
         raise ValueError(f"experiment '{name}': reports cover A/B tests and canaries ({split.kind} given)")
     status = await status_of(name, config, split, store, now=now)
-    data = await store.phase_data(name, split.current_phase)
-    events = await load_events(store, name, split.current_phase)
+    data = await store.phase_data(name, status.phase)
+    events = await load_events(store, name, status.phase)
     entries = timeline(await store.decisions(name, limit=TIMELINE_DECISIONS))
     settings = AnalysisSettings(alpha=config.alpha, expected_units=config.expected_units)
     metrics = list(status.arms[0].metrics) if status.arms else list(config.metrics)

@@ -162,6 +162,15 @@ class StatefulSplit(ABC, Generic[S]):
     def current_phase(self) -> int:
         return self._state.phase
 
+    def analysed_phase(self) -> tuple[int, dict[str, float]]:
+        """The phase an analysis of this split covers, with its arms' expected shares: the current
+        one, unless the split says otherwise (a finished canary)."""
+        return self._state.phase, self.shares()
+
+    @abstractmethod
+    def shares(self) -> dict[str, float]:
+        """Each arm's expected share of the traffic now."""
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **self._state.to_dict()}
 

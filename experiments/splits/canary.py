@@ -29,6 +29,12 @@ from gateway.core.context import RequestContext
 BASELINE = "baseline"
 CANDIDATE = "candidate"
 _ACTIVE = frozenset({SplitStatus.RUNNING, SplitStatus.PAUSED})
+_FINISHED = frozenset({SplitStatus.PROMOTED, SplitStatus.ROLLED_BACK})
+
+
+def _shares(candidate_buckets: int) -> dict[str, float]:
+    candidate = candidate_buckets / BUCKETS
+    return {BASELINE: 1.0 - candidate, CANDIDATE: candidate}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,9 @@ class CanaryState:
     step_started_at: float
     """Wall-clock time the current step (phase) began: min_duration survives restarts."""
     changed_at: float
+    final_percent: float | None = None
+    """Once promoted or rolled back: the percent of the last step, the last phase with both arms
+    (what an analysis of the finished canary covers)."""
     threshold: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +65,7 @@ class CanaryState:
             "percent": self.percent,
             "step_started_at": self.step_started_at,
             "changed_at": self.changed_at,
+            "final_percent": self.final_percent,
         }
 
     @classmethod
@@ -68,7 +78,12 @@ class CanaryState:
             percent=float(payload["percent"]),
             step_started_at=float(payload["step_started_at"]),
             changed_at=float(payload["changed_at"]),
+            final_percent=_optional_float(payload.get("final_percent")),
         )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class CanarySplit(StatefulSplit[CanaryState]):
@@ -110,8 +125,17 @@ class CanarySplit(StatefulSplit[CanaryState]):
         return CANDIDATE if bucket_of(self.salt, unit_id) < state.threshold else BASELINE
 
     def shares(self) -> dict[str, float]:
-        candidate = self._state.threshold / BUCKETS
-        return {BASELINE: 1.0 - candidate, CANDIDATE: candidate}
+        return _shares(self._state.threshold)
+
+    def analysed_phase(self) -> tuple[int, dict[str, float]]:
+        """The phase an analysis covers, with its arms' expected shares. A promoted or rolled-back
+        canary sends all traffic to one arm in its current phase, so its analysis is that of its
+        last step: the phase before, at that step's percent."""
+        state = self._state
+        if state.status in _FINISHED and state.phase > 0:
+            percent = state.final_percent if state.final_percent is not None else self.steps[state.step]
+            return state.phase - 1, _shares(percent_to_buckets(percent))
+        return state.phase, self.shares()
 
     @property
     def is_last_step(self) -> bool:
@@ -166,7 +190,10 @@ class CanarySplit(StatefulSplit[CanaryState]):
         self, state: CanaryState, *, step: int, percent: float, status: SplitStatus
     ) -> CanaryState:
         now = self._clock()
-        return self._swap(CanaryState(state.revision + 1, state.phase + 1, status, step, percent, now, now))
+        final = state.percent if status in _FINISHED else None
+        return self._swap(
+            CanaryState(state.revision + 1, state.phase + 1, status, step, percent, now, now, final)
+        )
 
     def _state_from_dict(self, payload: Mapping[str, Any]) -> CanaryState:
         return CanaryState.from_dict(payload)

@@ -212,6 +212,28 @@ def test_canary_rollback_pause_and_restart(context: Context) -> None:
     assert restarted.status is SplitStatus.RUNNING and restarted.percent == 5
 
 
+def test_a_finished_canary_is_analysed_over_its_last_step() -> None:
+    split = CanarySplit("c", canary_config())
+    split.advance()  # step 2, 25 %: phase 1
+    assert split.analysed_phase() == (1, {BASELINE: 0.75, CANDIDATE: 0.25})
+    split.set_percent(30)  # an operator's override: phase 2 at 30 %
+    split.promote()  # phase 3, everyone on the candidate
+    assert split.current_phase == 3 and split.shares() == {BASELINE: 0.0, CANDIDATE: 1.0}
+    assert split.analysed_phase() == (2, pytest.approx({BASELINE: 0.7, CANDIDATE: 0.3}))
+    # The last step's percent survives a restart through the stored state...
+    again = CanarySplit("c", canary_config())
+    assert again.apply_dict(split.state_dict())
+    assert again.analysed_phase() == split.analysed_phase()
+    # ...and a state stored before it was kept falls back to the step's configured percent.
+    older = {key: value for key, value in split.state_dict().items() if key != "final_percent"}
+    older["revision"] += 1
+    assert again.apply_dict(older)
+    assert again.analysed_phase() == (2, {BASELINE: 0.75, CANDIDATE: 0.25})
+    # Restarted, the canary is analysed in its current phase again.
+    split.restart()
+    assert split.analysed_phase() == (4, {BASELINE: 0.95, CANDIDATE: 0.05})
+
+
 def test_canary_forcing_uses_arm_names(context: Context) -> None:
     split = CanarySplit("c", canary_config())
     scoped = Principal(id="ops", scopes=frozenset({"experiments:force"}))

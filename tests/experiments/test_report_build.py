@@ -309,6 +309,16 @@ async def test_a_canary_report_holds_its_timeline_history_and_shadow_agreement(
 
     report = await build_report("canary", config, split, sqlite_store, now=START + 2000.0)
     assert report.kind == "canary" and report.header.state == "rolled_back"
+    # Rolled back, the canary sends nobody to the candidate: its analysis is that of its last step.
+    assert report.decision.reasons[0] == (
+        "the canary is rolled back: this analysis covers its last step (phase 0), the last with traffic "
+        "on both arms"
+    )
+    assert (
+        report.decision.action == "roll_back"
+        and "candidate is worse on error_rate" in report.decision.reasons
+    )
+    assert sum(arm.units for arm in report.arms) == 900 and min(arm.units for arm in report.arms) > 400
     hold, rollback = report.timeline
     assert hold.action == "hold" and hold.count == 2 and hold.first_time == START + 300.0
     assert hold.time == START + 700.0 and hold.percent == 50.0 and hold.units == second.evidence["units"]
