@@ -391,15 +391,34 @@ _SUBJECT_NAMES = {
 }
 
 
+# Characters RFC 4514 escapes anywhere in an attribute value; a leading "#" or space and a trailing
+# space are escaped too. Without this a CN of "alice,O=acme" would read as two attributes.
+_RDN_SPECIALS = frozenset('"+,;<>\\')
+
+
 def certificate_subject(peercert: object) -> str | None:
-    """The verified client certificate's subject as "CN=alice,O=acme", or None without one."""
+    """The verified client certificate's subject as "CN=alice,O=acme", or None without one: its
+    attributes in the certificate's order, values escaped as RFC 4514 does, the attributes of a
+    multi-valued RDN joined by "+"."""
     if not isinstance(peercert, dict) or not peercert.get("subject"):
         return None
-    parts = []
+    rdns = []
     for rdn in peercert["subject"]:
-        for key, value in rdn:
-            parts.append(f"{_SUBJECT_NAMES.get(key, key)}={value}")
-    return ",".join(parts)
+        rdns.append("+".join(f"{_SUBJECT_NAMES.get(key, key)}={_rdn_value(value)}" for key, value in rdn))
+    return ",".join(rdns)
+
+
+def _rdn_value(value: str) -> str:
+    escaped = []
+    last = len(value) - 1
+    for index, char in enumerate(value):
+        if char in _RDN_SPECIALS or (index == 0 and char in "# ") or (index == last and char == " "):
+            escaped.append("\\" + char)
+        elif char == "\0":
+            escaped.append("\\00")
+        else:
+            escaped.append(char)
+    return "".join(escaped)
 
 
 class HttpServer:

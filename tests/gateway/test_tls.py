@@ -15,17 +15,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway.http.listener import certificate_subject
 from tests.conftest import gateway_config
 from tests.support.processes import Process
 
 
-def _name(common_name: str, org: str = "acme") -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-        ]
-    )
+def _name(common_name: str, org: str | None = "acme") -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if org is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attributes)
 
 
 def _certificate(
@@ -79,6 +78,9 @@ def _pki(directory: Path) -> None:
     for user in ("alice", "mallory"):
         key = ec.generate_private_key(ec.SECP256R1())
         _write(directory / user, _certificate(_name(user), key, ca_name, ca_key), key)
+    # A common name that, unescaped, would spell alice's whole subject.
+    key = ec.generate_private_key(ec.SECP256R1())
+    _write(directory / "lookalike", _certificate(_name("alice,O=acme", None), key, ca_name, ca_key), key)
 
 
 def _client_context(directory: Path, user: str | None) -> ssl.SSLContext:
@@ -120,6 +122,8 @@ async def test_mutual_tls_subject_is_the_identity(
                 assert echoed["headers"]["x-forwarded-proto"] == "https"
             async with session.get(url, ssl=_client_context(tmp_path, "mallory")) as response:
                 assert response.status in (401, 403)
+            async with session.get(url, ssl=_client_context(tmp_path, "lookalike")) as response:
+                assert response.status in (401, 403)  # CN=alice\,O=acme is not CN=alice,O=acme
             async with session.get(url, ssl=_client_context(tmp_path, None)) as response:
                 assert response.status in (401, 403)  # no certificate, no identity
 
@@ -150,3 +154,20 @@ async def test_required_client_certificate_refuses_the_handshake(
         except (aiohttp.ClientError, ssl.SSLError, ConnectionResetError):
             refused = True
         assert refused
+
+
+def test_subject_values_are_escaped_as_rfc_4514_does() -> None:
+    def subject(*rdns: tuple[tuple[str, str], ...]) -> str | None:
+        return certificate_subject({"subject": rdns})
+
+    assert subject((("commonName", "alice"),), (("organizationName", "acme"),)) == "CN=alice,O=acme"
+    assert subject((("commonName", "alice,O=acme"),)) == "CN=alice\\,O=acme"
+    assert subject((("commonName", 'a+b;c<d>e"f\\g'),)) == 'CN=a\\+b\\;c\\<d\\>e\\"f\\\\g'
+    assert subject((("commonName", "#lead"),)) == "CN=\\#lead"
+    assert subject((("commonName", " padded "),)) == "CN=\\ padded\\ "
+    assert subject((("commonName", "mid#dle space"),)) == "CN=mid#dle space"
+    # The attributes of one multi-valued RDN are joined by "+", RDNs by ",".
+    assert (
+        subject((("commonName", "svc"), ("userId", "7")), (("countryName", "FR"),)) == "CN=svc+userId=7,C=FR"
+    )
+    assert certificate_subject({}) is None and certificate_subject(None) is None
