@@ -32,10 +32,26 @@ class TokenRejected(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKeyUse:
+    """The key a token was verified with and where it came from. A remembered verification holds
+    only while its source still finds that same key for the token's kid and algorithm: once a JWKS
+    refresh drops (or replaces) the key, the token is verified again, and refused if it must be."""
+
+    source: KeySource
+    kid: str | None
+    alg: str
+    key: Any
+
+    def current(self) -> bool:
+        return self.source.find(self.kid, self.alg) is self.key
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedToken:
     claims: dict[str, Any]
     principal: Principal
     forwarded: list[tuple[str, str]]
+    signed_with: SigningKeyUse | None = None
 
 
 # Most specific first: several of PyJWT's errors derive from others (an expired token is an
@@ -124,7 +140,9 @@ class ProviderVerifier:
             principal = self._claims.principal(claims)
         except MissingPrincipalClaim as error:
             raise TokenRejected(str(error)) from None
-        return VerifiedToken(claims, principal, self._claims.forwarded(claims))
+        return VerifiedToken(
+            claims, principal, self._claims.forwarded(claims), SigningKeyUse(self._keys, kid, alg, key)
+        )
 
     async def _key(self, kid: str | None, alg: str) -> Any:
         keys = self._keys
@@ -157,8 +175,8 @@ def unverified_issuer(token: str) -> str | None:
 
 
 # A client sends the same token with every request, and checking a signature costs tens of
-# microseconds: a verified token is remembered for up to 30 s, never past its own exp. A key removed
-# from the JWKS therefore stops being honoured within 30 s for tokens already seen.
+# microseconds: a verified token is remembered for up to 30 s, never past its own exp, and never
+# once its key has left the key set (`SigningKeyUse`).
 VERIFIED_CACHE_TTL_S = 30.0
 # Enough for the distinct tokens of a busy gateway's last half-minute, small enough to stay cheap.
 VERIFIED_CACHE_ENTRIES = 10_000
@@ -183,7 +201,10 @@ class TokenVerifier:
         now = time.time()
         remembered = self._cache.get(token)
         if remembered is not None and now < remembered[1]:
-            return remembered[0]
+            verified = remembered[0]
+            signed_with = verified.signed_with
+            if signed_with is None or signed_with.current():
+                return verified
         verified = await self._verify(token)
         until = now + VERIFIED_CACHE_TTL_S
         exp = verified.claims.get("exp")

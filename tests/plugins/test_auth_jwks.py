@@ -162,6 +162,30 @@ async def test_background_refresh_retires_keys_dropped_from_the_set(
     assert await answer(filter_, token(keys["b"], "b")) is None
 
 
+async def test_a_token_already_verified_is_refused_once_its_key_leaves_the_set(
+    server: JwksServer, keys: dict[str, rsa.RSAPrivateKey], make_filter: Any
+) -> None:
+    server.publish(("a", keys["a"]), ("b", keys["b"]))
+    filter_, _ = await make_filter(
+        server.url, jwks_min_refresh_interval="50ms", jwks_refresh_interval="100ms"
+    )
+    signed_by_a = token(keys["a"], "a")  # one token, sent again and again: remembered once verified
+    assert await answer(filter_, signed_by_a) is None
+    assert await answer(filter_, signed_by_a) is None
+    server.publish(("b", keys["b"]))
+    fetches = server.fetches
+
+    async def refused() -> bool:
+        return server.fetches > fetches and await answer(filter_, signed_by_a) is not None
+
+    # Within a refresh or two, far sooner than the 30 s a verification is otherwise remembered.
+    await wait_until(refused)
+    assert "signing key (kid) is unknown" in reason(await answer(filter_, signed_by_a))
+    signed_by_b = token(keys["b"], "b")
+    assert await answer(filter_, signed_by_b) is None
+    assert await answer(filter_, signed_by_b) is None  # remembered again, its key still current
+
+
 async def test_a_failing_fetch_keeps_the_previous_keys(
     server: JwksServer, keys: dict[str, rsa.RSAPrivateKey], make_filter: Any
 ) -> None:
