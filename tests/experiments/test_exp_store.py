@@ -4,7 +4,7 @@ right arm, state is compare-and-set, raw events export."""
 from __future__ import annotations
 
 import csv
-import importlib.util
+import importlib
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +18,7 @@ from experiments.store import ParquetUnavailable, export_events
 from experiments.store.base import COUNTER_CROSSOVERS, COUNTER_EXCLUDED, COUNTER_FORCED, EventStore
 from experiments.store.export import write_parquet
 from experiments.store.redis import RedisEventStore
+from experiments.store.rows import COLUMNS
 
 
 def traffic(
@@ -167,14 +168,40 @@ async def test_raw_events_export_to_csv(store: EventStore, tmp_path: Path) -> No
     assert exposures[0]["forced"] is False and exposures[0]["phase"] == 0
 
 
-def test_parquet_export_says_what_it_needs(tmp_path: Path) -> None:
-    if importlib.util.find_spec("pyarrow") is None:
-        with pytest.raises(ParquetUnavailable, match="pyarrow"):
-            write_parquet("exposures", [], tmp_path / "x.parquet")
-    else:
-        rows = [{"experiment": "e", "phase": 0, "arm": "a", "unit_id": "u", "request_id": "r", "time": 1.0}]
-        assert write_parquet("exposures", rows, tmp_path / "x.parquet") == 1
-        assert (tmp_path / "x.parquet").stat().st_size > 0
+async def test_raw_events_export_to_parquet_with_the_csv_rows_and_typed_columns(
+    store: EventStore, tmp_path: Path
+) -> None:
+    parquet = pytest.importorskip("pyarrow.parquet")  # a dev install has it; see pyproject's extras
+    events, _ = traffic(np.random.default_rng(6), units=6)
+    await store.write([*events, Feedback("conversion", 1.0, 3.0, unit_id="u1")])
+    for kind in ("exposures", "outcomes", "feedback"):
+        rows = await store.export_rows("e", kind)
+        written = await export_events(store, "e", kind, tmp_path / f"{kind}.parquet", "parquet")
+        table = parquet.read_table(tmp_path / f"{kind}.parquet")
+        assert written == table.num_rows == len(rows) > 0
+        assert table.column_names == list(COLUMNS[kind])
+        assert table.to_pylist() == [{column: row.get(column) for column in COLUMNS[kind]} for row in rows]
+    outcomes = parquet.read_table(tmp_path / "outcomes.parquet")
+    assert str(outcomes.schema.field("latency_s").type) == "double"
+    exposures = parquet.read_table(tmp_path / "exposures.parquet")
+    assert str(exposures.schema.field("forced").type) == "bool"
+
+
+def test_parquet_export_without_pyarrow_says_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyarrow is installed here; its absence is simulated by failing its import.
+    real_import = importlib.import_module
+
+    def without_pyarrow(name: str, package: str | None = None) -> object:
+        if name.split(".")[0] == "pyarrow":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_pyarrow)
+    with pytest.raises(ParquetUnavailable, match=r"pip install pyarrow"):
+        write_parquet("exposures", [], tmp_path / "x.parquet")
+    assert not (tmp_path / "x.parquet").exists()
 
 
 async def test_a_retried_batch_is_applied_once(redis_store: RedisEventStore) -> None:
