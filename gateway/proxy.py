@@ -472,6 +472,16 @@ class ProxyRequest:
             return
         finally:
             self.exchange.on_gone = None
+        assignment = self.assignment
+        if assignment is not None and assignment.mirrors and self.runtime.experiments is not None:
+            self.runtime.experiments.offer_shadow(
+                assignment,
+                ctx,
+                self._upstream_path(),
+                response.status,
+                response.body or b"",
+                ctx.upstream_latency,
+            )
         self.answer(response)
 
     # ----- the upstream's answer (ExchangeObserver) -----

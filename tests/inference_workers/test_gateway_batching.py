@@ -117,3 +117,65 @@ async def test_a_malformed_request_is_refused_before_it_joins_a_batch(
                 assert "features" in (await response.json())["error"]
     finally:
         gateway.stop()
+
+
+async def test_a_batched_route_is_mirrored_to_its_shadow(risk_worker: WorkerProcess, tmp_path: Path) -> None:
+    """Batching and shadowing together: each request is answered from its batch, and a copy of it
+    goes alone to the mirror, whose answers the shadow comparison finds identical (same worker)."""
+    port, admin = free_port(), free_port()
+    worker = risk_worker.url.removeprefix("http://")
+    config = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": admin},
+        "access_log": {"enabled": False},
+        "state": {"sqlite_path": str(tmp_path / "events.db")},
+        "clusters": {
+            "primary": {"protocol": "oip_v2", "endpoints": [worker]},
+            "copy": {"protocol": "oip_v2", "endpoints": [worker]},
+        },
+        "experiments": {
+            "mirror": {
+                "kind": "shadow",
+                "primary": {"cluster": "primary"},
+                "mirrors": [{"cluster": "copy", "fraction": 1.0}],
+            }
+        },
+        "routes": [
+            {
+                "name": "risk",
+                "match": {"model": "risk"},
+                "backend": {"experiment": "mirror"},
+                "filters": [{"batching": {"max_batch_size": 16, "max_queue_delay": "5ms"}}],
+            }
+        ],
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    gateway = start_gateway(path, port, admin, tmp_path)
+    row = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 30], "data": [0.5] * 30}]}
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(index: int) -> int:
+                url = f"{gateway.url}/v2/models/risk/versions/2/infer"
+                async with session.post(url, json=row, headers={"x-user-id": f"u{index}"}) as response:
+                    await response.read()
+                    return response.status
+
+            assert await asyncio.gather(*(one(i) for i in range(24))) == [200] * 24
+            async with session.get(f"{gateway.admin_url}/metrics") as response:
+                metrics = await response.text()
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                async with session.get(f"{gateway.admin_url}/admin/experiments/mirror") as response:
+                    tally = next(iter((await response.json())["shadow"]["mirrors"].values()))
+                if tally["compared"] >= 24 or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        gateway.stop()
+    assert _metric_mean(metrics, "turnout_batch_size") > 1, "the primary requests were batched"
+    assert tally["compared"] == 24 and tally["status_mismatches"] == 0
+    assert tally["disagreements"] == 0 and tally["mirror_errors"] == 0
+    assert tally["classifier"] == {"rows": 48, "agreement_rate": 1.0}  # label and probabilities' argmax
+    assert tally["numeric"]["max_abs_diff"] == 0.0
