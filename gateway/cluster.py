@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,7 +16,8 @@ from routing.resilience.circuit_breaker import CircuitBreaker
 from routing.resilience.retry import RetryPolicy
 
 # How often overdue upstream responses are looked for: the precision of request timeouts. One sweep
-# per cluster every 10 ms costs far less than arming and cancelling a timer for every request.
+# per cluster every 10 ms costs far less than arming and cancelling a timer for every request; with
+# no exchange in flight the sweeper sleeps until the next one starts, so an idle cluster never wakes.
 DEADLINE_TICK_S = 0.01
 
 
@@ -49,6 +50,13 @@ class ClusterRuntime:
     breaker_rejections: int = 0
     retries: int = 0
     _sweeper: asyncio.Task[None] | None = None
+    _resume_sweeper: Callable[[], None] | None = None
+    """Set while the sweeper sleeps: what an exchange starting on any of the pools calls."""
+
+    @property
+    def deadline_sweeper_asleep(self) -> bool:
+        """No exchange is in flight, so the sweeper of overdue responses waits for the next one."""
+        return self._resume_sweeper is not None
 
     def pool_for(self, endpoint: Endpoint) -> EndpointPool:
         address = endpoint.address
@@ -63,6 +71,7 @@ class ClusterRuntime:
                 settings.connect_timeout,
                 settings.idle_timeout,
             )
+            pool.wake_sweeper = self._resume_sweeper
             self.pools[address] = pool
         return pool
 
@@ -76,8 +85,33 @@ class ClusterRuntime:
         while True:
             await asyncio.sleep(DEADLINE_TICK_S)
             now = loop.time()
+            waiting = False
             for pool in list(self.pools.values()):
-                pool.check_deadlines(now)
+                if pool.check_deadlines(now):
+                    waiting = True
+            if not waiting:
+                await self._sleep_until_an_exchange()
+
+    async def _sleep_until_an_exchange(self) -> None:
+        """Park the sweeper until an exchange starts on one of the pools (decided in the same step as
+        the sweep that found none in flight, so none can start unseen in between)."""
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def resume() -> None:
+            self._resume_sweeper = None
+            for pool in self.pools.values():
+                pool.wake_sweeper = None
+            if not woken.done():
+                woken.set_result(None)
+
+        self._resume_sweeper = resume
+        for pool in self.pools.values():
+            pool.wake_sweeper = resume
+        try:
+            await woken
+        finally:
+            if self._resume_sweeper is resume:  # cancelled while parked (the cluster stops)
+                resume()
 
     async def stop(self) -> None:
         """Stop health checks and discovery and close idle connections. Requests still in flight keep

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 
 from gateway.http.upstream import UpstreamConnection, UpstreamFailure
 from routing.resilience.circuit_breaker import CircuitBreaker
@@ -33,6 +34,9 @@ class EndpointPool:
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.closed = False
+        self.wake_sweeper: Callable[[], None] | None = None
+        """Set while the cluster's deadline sweeper sleeps for want of exchanges: the next exchange
+        to start on one of these connections calls it."""
 
     @property
     def open_connections(self) -> int:
@@ -119,11 +123,17 @@ class EndpointPool:
         for conn in [c for c in self._idle if now - c.idle_since > self.idle_timeout]:
             conn.close()
 
-    def check_deadlines(self, now: float) -> None:
-        """Fail exchanges whose response head is overdue."""
+    def check_deadlines(self, now: float) -> bool:
+        """Fail exchanges whose response head is overdue; True while other exchanges still wait for
+        theirs."""
+        waiting = False
         for conn in list(self._all):
-            if conn.deadline and now > conn.deadline:
-                conn.check_deadline(now)
+            if conn.deadline:
+                if now > conn.deadline:
+                    conn.check_deadline(now)
+                else:
+                    waiting = True
+        return waiting
 
     def close(self) -> None:
         self.closed = True

@@ -191,6 +191,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._complete = False
         self._is_head_request = is_head_request
         self.deadline = self.pool.loop.time() + timeout
+        wake_sweeper = self.pool.wake_sweeper
+        if wake_sweeper is not None:
+            wake_sweeper()  # the first exchange after a quiet spell: deadlines matter again
         self.transport.write(head + body if body else head)
 
     def send_body_chunk(self, data: bytes) -> None:

@@ -206,6 +206,10 @@ async def test_upstream_timeout_gives_504(make_gateway: Any, upstream_a: Process
         status, _, body = await _get(session, f"http://127.0.0.1:{gw.data_port}/slow?ms=2000")
         assert status == 504
         assert body["code"] == "timeout"
+        # After a quiet spell (the deadline sweeper sleeps), the next slow request still times out.
+        await asyncio.sleep(0.1)
+        status, _, body = await _get(session, f"http://127.0.0.1:{gw.data_port}/slow?ms=2000")
+        assert (status, body["code"]) == (504, "timeout")
 
 
 async def test_circuit_breaker_answers_overloaded(make_gateway: Any, upstream_a: Process) -> None:
