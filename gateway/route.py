@@ -52,3 +52,6 @@ class CompiledRoute:
     """A filter that sends the route's requests itself (batching) instead of proxying each."""
     experiment: str | None = None
     feedback: bool = False
+    chain_key: tuple[object, ...] = ()
+    """What the filter chain was built from (`runtime._chain_key`): a reload that gives the route the
+    same key keeps the chain, and with it the filters' in-process state."""

@@ -33,6 +33,7 @@ from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.core.context import RequestContext
 from gateway.core.errors import ServiceUnavailable
 from gateway.experiments_runtime import ExperimentsService
+from gateway.filter_chain import FilterChain
 from gateway.filters_config import build_filters
 from gateway.http.headers import HeaderRules
 from gateway.internal_client import send_to_cluster
@@ -61,6 +62,8 @@ class Runtime:
     access_log: AccessLog | None
     _carried_over: set[str] = field(default_factory=set)
     experiments: ExperimentsService | None = None
+    _carried_chains: set[int] = field(default_factory=set)
+    """ids of the filter chains taken over, already started, from the runtime this one replaced."""
 
     def log_request(self, ctx: RequestContext, route: CompiledRoute | None, total: float) -> None:
         if self.access_log is not None:
@@ -71,7 +74,8 @@ class Runtime:
             if name not in self._carried_over:
                 await cluster.start()
         for route in self.routes:
-            await route.filters.start()
+            if id(route.filters) not in self._carried_chains:
+                await route.filters.start()
 
     async def stop(self) -> None:
         for route in self.routes:
@@ -82,8 +86,10 @@ class Runtime:
     async def stop_replaced(self, successor: Runtime) -> None:
         """Stop the clusters the successor did not carry over. Requests still in flight on them finish
         normally: closing a pool closes only its idle connections, and busy ones close when released."""
+        kept = {id(route.filters) for route in successor.routes}
         for route in self.routes:
-            await route.filters.stop()
+            if id(route.filters) not in kept:
+                await route.filters.stop()
         for name, cluster in self.clusters.items():
             if successor.clusters.get(name) is not cluster:
                 await cluster.stop()
@@ -298,6 +304,8 @@ def build_runtime(
             clusters[name] = build_cluster(name, cluster_config, old)
     routes: list[CompiledRoute] = []
     rules: list[RouteRule[CompiledRoute]] = []
+    previous_routes = {route.name: route for route in previous.routes} if previous else {}
+    carried_chains: set[int] = set()
     for route in config.routes:
         backend = route.backend
         cluster = clusters[backend.cluster] if backend.cluster is not None else None
@@ -307,6 +315,19 @@ def build_runtime(
             label = f"experiment:{backend.experiment}"
         else:
             label = "feedback"
+        reachable = (
+            [cluster]
+            if cluster is not None
+            else [clusters[name] for name in _experiment_clusters(config, backend.experiment)]
+        )
+        key = _chain_key(route, label, reachable, config.state.redis_url, base_dir)
+        before = previous_routes.get(route.name)
+        if before is not None and before.chain_key == key and _keeps_state(before.filters):
+            filters = before.filters
+            carried_chains.add(id(filters))
+        else:
+            before = None
+            filters = build_filters(route, label, metrics.registry, base_dir, config.state.redis_url, metrics)
         compiled = CompiledRoute(
             name=route.name,
             cluster=cluster,
@@ -318,17 +339,40 @@ def build_runtime(
             if route.rewrite is not None and route.match.prefix is not None
             else None,
             metrics=metrics.for_route(route.name, label),
-            filters=build_filters(route, label, metrics.registry, base_dir, config.state.redis_url, metrics),
+            filters=filters,
             experiment=backend.experiment,
             feedback=backend.feedback,
+            chain_key=key,
         )
-        reachable = (
-            [cluster]
-            if cluster is not None
-            else [clusters[name] for name in _experiment_clusters(config, backend.experiment)]
-        )
-        compiled.layer = _attach_layer(compiled, reachable)
-        _attach_metadata(compiled, reachable)
+        if before is not None:
+            compiled.layer = before.layer  # already attached to these very clusters
+        else:
+            compiled.layer = _attach_layer(compiled, reachable)
+            _attach_metadata(compiled, reachable)
         routes.append(compiled)
         rules.append(_route_rule(route, compiled))
-    return Runtime(config, Router(rules), clusters, routes, metrics, access_log, carried, experiments)
+    return Runtime(
+        config, Router(rules), clusters, routes, metrics, access_log, carried, experiments, carried_chains
+    )
+
+
+def _chain_key(
+    route: RouteConfig, label: str, reachable: list[ClusterRuntime], redis_url: str | None, base_dir: Path
+) -> tuple[object, ...]:
+    """Everything a route's filter chain is built from or bound to: its filters' options as written,
+    the route's retry and timeout (a batching layer sends with them), the clusters it reaches (by
+    identity: a rebuilt cluster means new senders), the shared Redis and the base directory."""
+    built_from = route.model_dump(mode="json", include={"filters", "retry", "timeout"})
+    return (
+        orjson.dumps(built_from, option=orjson.OPT_SORT_KEYS),
+        label,
+        tuple((cluster.name, id(cluster)) for cluster in reachable),
+        redis_url,
+        str(base_dir),
+    )
+
+
+def _keeps_state(chain: FilterChain) -> bool:
+    """Whether a chain may outlive a reload: every filter says it is built from its options alone
+    (a third-party filter, or one that reads a file when built, is rebuilt every time)."""
+    return all(getattr(f, "keeps_state_across_reloads", False) for f in chain.filters)

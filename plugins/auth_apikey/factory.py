@@ -33,4 +33,5 @@ class ApiKeyFilterFactory:
             forward_credentials=config.forward_credentials,
             realm=config.realm,
             counters=decision_counters(build.registry, ApiKeyFilter.name, build.route, DECISIONS),
+            keys_from_config_only=config.keys_file is None,
         )

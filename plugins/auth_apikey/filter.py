@@ -37,6 +37,7 @@ class ApiKeyFilter(Filter):
         "_optional",
         "_sources",
         "_store",
+        "keeps_state_across_reloads",
     )
 
     def __init__(
@@ -48,7 +49,11 @@ class ApiKeyFilter(Filter):
         forward_credentials: bool,
         realm: str,
         counters: dict[str, Counter],
+        keys_from_config_only: bool = True,
     ) -> None:
+        # A keys_file is read when the filter is built: only a filter whose keys are all in the
+        # config may outlive a reload, else a reload would miss a rotated file.
+        self.keeps_state_across_reloads = keys_from_config_only
         self._store = store
         self._sources = sources
         self._optional = optional

@@ -26,6 +26,9 @@ class JwtFilter(Filter):
     that an earlier filter already authenticated passes untouched."""
 
     name = "auth_jwt"
+    # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
+    # this filter, state included (see gateway/runtime.py, `_chain_key`).
+    keeps_state_across_reloads = True
     __slots__ = (
         "_challenge",
         "_count",

@@ -39,6 +39,9 @@ class AuthzFilter(Filter):
     """Answers 401 when a rule needs a principal and there is none, 403 naming what the caller lacks."""
 
     name = "authz"
+    # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
+    # this filter, state included (see gateway/runtime.py, `_chain_key`).
+    keeps_state_across_reloads = True
     __slots__ = ("_by_model", "_count", "_default", "_unauthenticated")
 
     def __init__(

@@ -29,6 +29,9 @@ _HEADER_LENGTH = HEADER_LENGTH.lower()
 class BatchingFilter(Filter):
     name = "batching"
     needs_request_body = True
+    # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
+    # this filter, state included (see gateway/runtime.py, `_chain_key`).
+    keeps_state_across_reloads = True
 
     def __init__(self, config: BatchingConfig, build: BuildContext) -> None:
         self.config = config

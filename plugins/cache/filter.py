@@ -58,6 +58,9 @@ class _Ticket:
 
 class CacheFilter(Filter):
     name = FILTER_NAME
+    # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
+    # this filter, state included (see gateway/runtime.py, `_chain_key`).
+    keeps_state_across_reloads = True
     needs_request_body: ClassVar[bool] = True
     needs_response_body: ClassVar[bool] = True
     needs_experiment_arm: ClassVar[bool] = True

@@ -41,6 +41,9 @@ class CorsFilter(Filter):
     """The CORS policy of one route, with every header value prepared at build time."""
 
     name = "cors"
+    # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
+    # this filter, state included (see gateway/runtime.py, `_chain_key`).
+    keeps_state_across_reloads = True
     __slots__ = (
         "_allow_headers",
         "_any_header",

@@ -51,6 +51,9 @@ class RateLimitFilter(Filter):
     """Shared by both backends: keys, costs, verdicts into answers, and the response headers."""
 
     name = FILTER_NAME
+    # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
+    # this filter, state included (see gateway/runtime.py, `_chain_key`).
+    keeps_state_across_reloads = True
     __slots__ = ("_costs", "_limits", "_local", "_metrics", "_names", "_policy")
 
     def __init__(self, limits: tuple[Limit, ...], policy_header: str, metrics: RateLimitMetrics) -> None:

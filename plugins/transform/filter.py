@@ -17,6 +17,9 @@ class TransformFilter(Filter):
     """Header edits only: the request body is never read."""
 
     name = "transform"
+    # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
+    # this filter, state included (see gateway/runtime.py, `_chain_key`).
+    keeps_state_across_reloads = True
     __slots__ = ("_count", "_request", "_response")
 
     def __init__(

@@ -39,6 +39,9 @@ class BodyRules(Filter):
     """Size and media-type rules, shared by both validation filters."""
 
     name = FILTER_NAME
+    # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
+    # this filter, state included (see gateway/runtime.py, `_chain_key`).
+    keeps_state_across_reloads = True
     __slots__ = ("_allowed_types", "_count", "_max_body_bytes", "_too_large_hint", "_types_hint")
 
     def __init__(

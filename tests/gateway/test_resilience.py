@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import signal
 import time
@@ -231,5 +232,55 @@ async def test_a_changed_config_file_is_reloaded(
             while await served_by() != "b":
                 assert time.monotonic() < deadline, "the file change was not picked up"
                 await asyncio.sleep(0.05)
+    finally:
+        gateway.stop()
+
+
+def _sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def test_a_reload_keeps_the_state_of_unchanged_filter_chains_and_rebuilds_the_rest(
+    tmp_path: Path, upstream_a: Process, session_logs: Path
+) -> None:
+    config = gateway_config([f"127.0.0.1:{upstream_a.port}"])
+    limited = {"limits": [{"key": "client_ip", "rate": "3/min"}], "backend": "memory"}
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text(yaml.safe_dump([{"sha256": _sha256("old-key"), "principal": "p"}]))
+    config["routes"] = [
+        {"name": "limited", "match": {"prefix": "/limited/"}, "rewrite": {"prefix": "/"},
+         "backend": {"cluster": "up"}, "filters": [{"rate_limit": limited}]},
+        {"name": "keyed", "match": {"prefix": "/keyed/"}, "rewrite": {"prefix": "/"},
+         "backend": {"cluster": "up"}, "filters": [{"auth_apikey": {"keys_file": "keys.yaml"}}]},
+        {"name": "other", "match": {"prefix": "/"}, "backend": {"cluster": "up"}},
+    ]  # fmt: skip
+    path = tmp_path / "gw.yaml"
+    _write(path, config)
+    gateway = start_gateway(
+        path, config["listen"]["port"], config["admin"]["port"], session_logs, ("--no-watch",)
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def status(target: str, headers: dict[str, str] | None = None) -> int:
+                async with session.get(f"{gateway.url}{target}", headers=headers or {}) as response:
+                    await response.read()
+                    return response.status
+
+            assert [await status("/limited/echo") for _ in range(4)] == [200, 200, 200, 429]
+            # Another route changes; the limited route's chain is kept, bucket included.
+            config["routes"][2]["request_headers"] = {"add": {"x-changed": "yes"}}
+            keys_file.write_text(yaml.safe_dump([{"sha256": _sha256("new-key"), "principal": "p"}]))
+            _write(path, config)
+            assert _admin_json(gateway, "/admin/reload", "POST") == {"reloaded": True}
+            assert await status("/limited/echo") == 429
+            # A chain that reads a file when built is rebuilt at every reload: the rotated key works.
+            assert await status("/keyed/echo", {"x-api-key": "new-key"}) == 200
+            assert await status("/keyed/echo", {"x-api-key": "old-key"}) == 401
+            # The limited route's own options change: its chain is rebuilt, with fresh buckets.
+            limited["limits"][0]["rate"] = "4/min"
+            _write(path, config)
+            assert _admin_json(gateway, "/admin/reload", "POST") == {"reloaded": True}
+            assert await status("/limited/echo") == 200
     finally:
         gateway.stop()
