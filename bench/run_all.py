@@ -60,20 +60,34 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def displayed_command(argv: Sequence[str]) -> str:
     """The command as RESULTS.md shows it: exact, except that a --note's text (printed in full just
-    below it) is not repeated."""
+    below it) is not repeated, and an absolute path given to --save-json or --output is shown as
+    FILE (a path of the machine that ran it means nothing to a reader)."""
     shown: list[str] = []
-    skip_value = False
+    pending = ""  # the option whose value comes next
     for arg in argv:
-        if skip_value:
-            skip_value = False
-        elif arg == "--note":
-            shown.append("--note '(the note below)'")
-            skip_value = True
-        elif arg.startswith("--note="):
-            shown.append("--note '(the note below)'")
+        if pending:
+            shown.append(_shown_value(pending, arg))
+            pending = ""
+            continue
+        name, equals, value = arg.partition("=")
+        if name in _PATH_OPTIONS or name == "--note":
+            if equals:
+                shown.append(f"{name} {_shown_value(name, value)}")
+            else:
+                shown.append(name)
+                pending = name
         else:
             shown.append(shlex.quote(arg))
     return " ".join(["python", "bench/run_all.py", *shown])
+
+
+_PATH_OPTIONS = frozenset({"--save-json", "--output"})
+
+
+def _shown_value(option: str, value: str) -> str:
+    if option == "--note":
+        return "'(the note below)'"
+    return "FILE" if Path(value).is_absolute() else shlex.quote(value)
 
 
 def _now() -> str:

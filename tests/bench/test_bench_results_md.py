@@ -277,6 +277,9 @@ def test_the_displayed_command_does_not_repeat_the_note() -> None:
         "python bench/run_all.py --quick --note '(the note below)' --only proxy"
     )
     assert run_all.displayed_command(["--note=busy"]) == "python bench/run_all.py --note '(the note below)'"
+    assert run_all.displayed_command(["--save-json", "/some/dir/r.json", "--output=/x/RESULTS.md"]) == (
+        "python bench/run_all.py --save-json FILE --output FILE"
+    )
     assert run_all.displayed_command(["--output", "a b.md"]) == "python bench/run_all.py --output 'a b.md'"
 
 
