@@ -472,16 +472,7 @@ class ProxyRequest:
             return
         finally:
             self.exchange.on_gone = None
-        assignment = self.assignment
-        if assignment is not None and assignment.mirrors and self.runtime.experiments is not None:
-            self.runtime.experiments.offer_shadow(
-                assignment,
-                ctx,
-                self._upstream_path(),
-                response.status,
-                response.body or b"",
-                ctx.upstream_latency,
-            )
+        self._offer_to_mirrors(response.status, response.body or b"")
         self.answer(response)
 
     # ----- the upstream's answer (ExchangeObserver) -----
@@ -657,17 +648,21 @@ class ProxyRequest:
         head = self.upstream_head
         assert head is not None
         self.response_body = body
-        assignment = self.assignment
-        if assignment is not None and assignment.mirrors and self.runtime.experiments is not None:
-            self.runtime.experiments.offer_shadow(
-                assignment, self.ctx, self._upstream_path(), head.status, body, self.ctx.upstream_latency
-            )
+        self._offer_to_mirrors(head.status, body)
         response = Response(head.status, _decode_headers(relayable_headers(head.headers)), body)
         if route.filters.response_is_sync:
             route.filters.run_response_sync(self.ctx, response)
             self._write_response(response)
         else:
             self.proxy.spawn(self._respond_async(response))
+
+    def _offer_to_mirrors(self, status: int, body: bytes) -> None:
+        """Copy a request of a shadow experiment to its mirrors, with the primary's answer."""
+        assignment = self.assignment
+        if assignment is not None and assignment.mirrors and self.runtime.experiments is not None:
+            self.runtime.experiments.offer_shadow(
+                assignment, self.ctx, self._upstream_path(), status, body, self.ctx.upstream_latency
+            )
 
     async def _respond_async(self, response: Response) -> None:
         route = self.route
