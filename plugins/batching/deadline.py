@@ -83,6 +83,12 @@ def _timerfd_libc() -> ctypes.CDLL | None:
 _LIBC: Final = _timerfd_libc()
 
 
+def _last_os_error(call: str) -> OSError:
+    """The error of the libc call that just failed, from its errno."""
+    errno = ctypes.get_errno()
+    return OSError(errno, f"{call}: {os.strerror(errno)}")
+
+
 class TimerFd:
     """A timerfd registered with the loop: `callback` runs in the loop when it fires."""
 
@@ -93,8 +99,7 @@ class TimerFd:
             raise OSError("timerfd is not available here")
         fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
         if fd < 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"timerfd_create: {os.strerror(errno)}")
+            raise _last_os_error("timerfd_create")
         self._fd = fd
         self._loop = loop
         self._callback = callback
@@ -121,8 +126,7 @@ class TimerFd:
         value = self._spec.it_value
         value.tv_sec, value.tv_nsec = seconds, nanoseconds
         if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"timerfd_settime: {os.strerror(errno)}")
+            raise _last_os_error("timerfd_settime")
 
     def _fired(self) -> None:
         try:

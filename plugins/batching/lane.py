@@ -215,11 +215,13 @@ class BatchLane:
         wake: asyncio.Future[bool] = loop.create_future()
         self._wake = wake
         timer.arm(when)
+        fired = False
         try:
-            return await wake
+            fired = await wake
+            return fired
         finally:
             self._wake = None
-            if not (wake.done() and not wake.cancelled() and wake.result()):
+            if not fired:
                 timer.cancel()  # woken early (or cancelled): the timer is still armed
 
     async def _sleep(self, seconds: float) -> None:

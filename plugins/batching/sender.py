@@ -72,14 +72,12 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
         lane.observe(latency, batch.rows, batch.epoch)
         headers = {name.lower(): value for name, value in raw_headers.items()}
         if 200 <= status < 300 and alone is not None:
-            kept = tuple((name, headers[name]) for name in _KEPT_ON_RELAY if name in headers)
-            shares = [MemberBody(kept, body)]
+            shares = [MemberBody(_kept(headers, _KEPT_ON_RELAY), body)]
         elif 200 <= status < 300:
             shares = payloads[0].format.split(headers, body, payloads)
         else:
             metrics.upstream_failures.inc()
-            kept = tuple((name, headers[name]) for name in _KEPT_ON_FAILURE if name in headers)
-            shares = [MemberBody(kept, body)] * len(members)
+            shares = [MemberBody(_kept(headers, _KEPT_ON_FAILURE), body)] * len(members)
     except asyncio.CancelledError:
         fail_members(members, ServiceUnavailable("the gateway stopped before the batch was answered"))
         raise
@@ -106,3 +104,8 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
                     latency,
                 )
             )
+
+
+def _kept(headers: dict[str, str], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The upstream's headers among `names` (lower-case), for an answer copied to members as is."""
+    return tuple((name, headers[name]) for name in names if name in headers)
