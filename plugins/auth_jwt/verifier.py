@@ -51,7 +51,7 @@ class VerifiedToken:
     claims: dict[str, Any]
     principal: Principal
     forwarded: list[tuple[str, str]]
-    signed_with: SigningKeyUse | None = None
+    signed_with: SigningKeyUse
 
 
 # Most specific first: several of PyJWT's errors derive from others (an expired token is an
@@ -202,8 +202,7 @@ class TokenVerifier:
         remembered = self._cache.get(token)
         if remembered is not None and now < remembered[1]:
             verified = remembered[0]
-            signed_with = verified.signed_with
-            if signed_with is None or signed_with.current():
+            if verified.signed_with.current():
                 return verified
         verified = await self._verify(token)
         until = now + VERIFIED_CACHE_TTL_S
