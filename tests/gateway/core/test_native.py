@@ -58,6 +58,23 @@ def test_a_source_edited_after_its_build_is_stale(tmp_path: Path) -> None:
     ]
 
 
+def _prefer_sources_in_child(root: Path, then: str) -> str:
+    """In a fresh interpreter without the finder the package installed: print what
+    `native.prefer_sources(root)` answers, run `then`, and return the output."""
+    return _run(
+        textwrap.dedent(
+            f"""
+        import sys
+        from pathlib import Path
+        from gateway.core import native
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, native._SourceFinder)]
+        print(native.prefer_sources(Path({str(root)!r}), {{}}))
+        """
+        )
+        + textwrap.dedent(then)
+    )
+
+
 def test_a_build_newer_than_its_source_is_current(tmp_path: Path) -> None:
     assert native.stale_modules(_tree(tmp_path, source_mtime=1000.0, built_mtime=2000.0)) == []
 
@@ -68,17 +85,13 @@ def test_sources_without_a_build_are_not_stale(tmp_path: Path) -> None:
 
 def test_a_stale_build_makes_every_listed_module_load_from_source(tmp_path: Path) -> None:
     root = _tree(tmp_path, source_mtime=2000.0, built_mtime=1000.0)
-    output = _run(
-        f"""
-        import sys
-        from pathlib import Path
-        from gateway.core import native
-        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, native._SourceFinder)]
-        print(native.prefer_sources(Path({str(root)!r}), {{}}))
+    output = _prefer_sources_in_child(
+        root,
+        """
         import importlib.util
         for name in ("gateway.http.pool", "gateway.proxy", "routing.endpoints"):
             print(importlib.util.find_spec(name).origin)
-        """
+        """,
     )
     reason, *origins = output.splitlines()
     assert reason == f"{native.STALE_BUILD}: gateway/http/pool.py"
@@ -91,15 +104,8 @@ def test_a_stale_build_makes_every_listed_module_load_from_source(tmp_path: Path
 
 def test_a_current_build_is_left_in_charge(tmp_path: Path) -> None:
     root = _tree(tmp_path, source_mtime=1000.0, built_mtime=2000.0)
-    output = _run(
-        f"""
-        import sys
-        from pathlib import Path
-        from gateway.core import native
-        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, native._SourceFinder)]
-        print(native.prefer_sources(Path({str(root)!r}), {{}}))
-        print(any(isinstance(f, native._SourceFinder) for f in sys.meta_path))
-        """
+    output = _prefer_sources_in_child(
+        root, "print(any(isinstance(f, native._SourceFinder) for f in sys.meta_path))"
     )
     assert output.splitlines() == ["None", "False"]
 
