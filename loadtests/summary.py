@@ -4,6 +4,10 @@
 fail (the runner's exit status): request failures, sticky violations, 429s without Retry-After,
 no traffic at all, or a Locust that failed for another reason (an exception in user code).
 Lines that a scenario cannot measure are left out rather than shown as 0.
+
+Rates are requests divided by the measured window, from the first request's start to the last
+answer (the traffic report's span), not Locust's own figure, which divides by a window of its own
+choosing; a window well short of the duration asked for fails the run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from loadtests.traffic_report import TrafficReport
 # A ramp's share over time is shown in at most this many windows: one line an operator can scan.
 TIMELINE_WINDOWS = 12
 CACHE_LOOKUPS = ("hit", "coalesced", "miss")
+# A run whose measured window falls this much short of the duration asked for did not keep its
+# word: users start within the first second and Locust stops on time, so a healthy run lands within
+# a few tens of milliseconds of the asked duration; one second is the tolerance the runner promises.
+SHORT_RUN_TOLERANCE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +57,17 @@ def _split(counts: dict[str, int]) -> str:
     return ", ".join(f"{name} {count} ({_share(count, whole)})" for name, count in counts.items())
 
 
-def _row_line(row: RequestRow) -> str:
+def _rate(row: RequestRow, window_s: float | None) -> float:
+    """Requests per second over the measured window; Locust's own rate when there is none."""
+    if window_s is None:
+        return row.requests_per_s
+    return row.requests / window_s if window_s > 0 else 0.0
+
+
+def _row_line(row: RequestRow, window_s: float | None) -> str:
     label = f"{row.kind} {row.name}".strip()
     return (
-        f"  {label:<44} {row.requests:>8} req {row.requests_per_s:>8.1f}/s  p50 {_ms(row.p50_ms):>7}"
+        f"  {label:<44} {row.requests:>8} req {_rate(row, window_s):>8.1f}/s  p50 {_ms(row.p50_ms):>7}"
         f"  p95 {_ms(row.p95_ms):>7}  p99 {_ms(row.p99_ms):>7}  failures {row.failures}"
     )
 
@@ -128,17 +143,33 @@ def _traffic_lines(traffic: TrafficReport, batching: BatchTotals | None) -> Iter
         )
 
 
+def measured_window_s(summary: RunSummary) -> float | None:
+    """Seconds from the first request's start to the last answer; None without a traffic report."""
+    return summary.traffic.span_s if summary.traffic is not None else None
+
+
+def _window_line(summary: RunSummary, window_s: float | None) -> str:
+    if window_s is None:
+        return "measured window: unknown (no traffic report; rates are Locust's own)"
+    return (
+        f"measured window: {window_s:.2f}s from the first request to the last answer "
+        f"(asked {summary.duration_s:g}s, ramp-up included)"
+    )
+
+
 def summary_lines(summary: RunSummary) -> list[str]:
     total = summary.stats.total
+    window_s = measured_window_s(summary)
     lines = [
         f"== loadtest {summary.scenario}: {summary.users} users for {summary.duration_s:g}s "
         f"against {summary.target} ==",
-        f"requests: {total.requests} ({total.requests_per_s:.1f} req/s), "
+        _window_line(summary, window_s),
+        f"requests: {total.requests} ({_rate(total, window_s):.1f} req/s), "
         f"failures: {total.failures} ({_share(total.failures, total.requests)})",
         f"latency: p50 {_ms(total.p50_ms)}, p95 {_ms(total.p95_ms)}, p99 {_ms(total.p99_ms)}, "
         f"max {_ms(total.max_ms)}",
     ]
-    lines.extend(_row_line(row) for row in summary.stats.rows)
+    lines.extend(_row_line(row, window_s) for row in summary.stats.rows)
     if summary.traffic is None:
         lines.append("(no report from the locustfile: arms, 429s and cache outcomes unknown)")
     else:
@@ -161,6 +192,8 @@ def problems(summary: RunSummary) -> list[str]:
     if traffic is None:
         found.append("the locustfile wrote no report")
         return found
+    if traffic.requests and traffic.span_s < summary.duration_s - SHORT_RUN_TOLERANCE_S:
+        found.append(f"load ran {traffic.span_s:.2f}s of the {summary.duration_s:g}s asked")
     if traffic.unit_policy == "sticky" and traffic.sticky_violations:
         found.append(f"{traffic.sticky_violations} sticky violations")
     if traffic.rate_limited_without_retry_after:

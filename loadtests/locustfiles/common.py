@@ -9,6 +9,11 @@ Locust refreshes its `--csv` statistics once a second and does not rewrite them 
 miss the run's last second; at `test_stop` (every user stopped, every request counted) a final copy
 is written with Locust's own CSV writer as `<csv prefix>_final_stats.csv`, which the runner reads.
 
+Locust times `--run-time` with `gevent.spawn_later`, which counts from the event loop's cached
+clock; that clock last moved before Locust imported the locustfile and its datasets, so the run
+ended early by however long those imports took (a 10 s run stopped after 6 to 9 s). `on_init`
+brings the clock up to date just before Locust arms that timer.
+
 Locust's event hooks and response markers are untyped; they are reached through `Any` here, at
 this one boundary, so that the locustfiles themselves type-check strictly.
 """
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import gevent  # type: ignore[import-untyped]
 from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner
@@ -95,9 +101,16 @@ def register_scenario(
 
     def on_init(environment: Environment, **_: Any) -> None:
         observe(environment, make_observer())
+        refresh_loop_clock()
 
     hooks.init_command_line_parser.add_listener(on_parser)
     hooks.init.add_listener(on_init)
+
+
+def refresh_loop_clock() -> None:
+    """Bring the event loop's cached clock up to date, so that timers armed next count from now."""
+    hub: Any = gevent.get_hub()
+    hub.loop.update_now()
 
 
 def observe(environment: Environment, observer: TrafficObserver) -> None:

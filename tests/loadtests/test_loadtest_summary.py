@@ -65,7 +65,7 @@ def traffic(
 
 
 def summary(report: TrafficReport | None, batching: BatchTotals | None = None) -> RunSummary:
-    return RunSummary("ab", 50, 20.0, "http://127.0.0.1:8080", stats(), report, batching)
+    return RunSummary("ab", 50, 10.0, "http://127.0.0.1:8080", stats(), report, batching)
 
 
 def test_the_csv_gives_typed_rows_and_the_aggregated_total() -> None:
@@ -98,7 +98,9 @@ def test_the_final_copy_is_preferred_over_locusts_last_refresh(tmp_path: Path) -
 
 def test_summary_has_rate_latency_failures_429s_and_sticky_line() -> None:
     text = "\n".join(summary_lines(summary(traffic())))
-    assert "requests: 215 (98.2 req/s), failures: 2 (0.9%)" in text
+    # 215 requests over the 10 s window, not Locust's own 98.23/s.
+    assert "requests: 215 (21.5 req/s), failures: 2 (0.9%)" in text
+    assert "measured window: 10.00s from the first request to the last answer (asked 10s, ramp-up included)" in text
     assert "latency: p50 2 ms, p95 21 ms, p99 26 ms, max 41 ms" in text
     assert "429s: 0" in text
     assert "sticky violations: 0 (40 of 150 units seen more than once)" in text
@@ -183,3 +185,26 @@ def test_failed_requests_fail_the_run_and_a_clean_run_passes() -> None:
         STATS_CSV.replace(",95,2,", ",95,0,").replace(",Aggregated,215,2,", ",Aggregated,215,0,")
     )
     assert problems(RunSummary("ab", 1, 1.0, "http://127.0.0.1:8080", clean, traffic(), None)) == []
+
+
+def test_rates_are_requests_over_the_measured_window() -> None:
+    lines = summary_lines(summary(traffic()))
+    rows = [line for line in lines if line.startswith("  POST")]
+    # 120 and 95 requests over 10 s, where Locust's CSV says 54.83/s and 43.4/s.
+    assert " 120 req     12.0/s " in rows[0]
+    assert "  95 req      9.5/s " in rows[1]
+
+
+def test_without_a_traffic_report_the_window_is_unknown_and_locusts_rate_is_shown() -> None:
+    text = "\n".join(summary_lines(summary(None)))
+    assert "measured window: unknown" in text
+    assert "requests: 215 (98.2 req/s)" in text
+
+
+def test_a_run_that_stopped_early_fails() -> None:
+    """The load ran 10 s of the 20 s asked: the runner broke its word, and says so."""
+    asked_20s = RunSummary("ab", 50, 20.0, "http://127.0.0.1:8080", stats(), traffic(), None)
+    assert "load ran 10.00s of the 20s asked" in problems(asked_20s)
+    # Within the one-second tolerance it passes.
+    asked_11s = RunSummary("ab", 50, 11.0, "http://127.0.0.1:8080", stats(), traffic(), None)
+    assert not any(problem.startswith("load ran") for problem in problems(asked_11s))
