@@ -16,7 +16,11 @@ from experiments.sync import SplitStateSync
 from gateway.config import ConfigError, GatewayConfig
 from gateway.loading import load_gateway_config
 
-DEFAULT_CONFIG = Path("config/examples/demo.yaml")
+# The project's root, where `make demo` runs: the demo config lives under it, and the demo gateway
+# writes its relative SQLite store there. Both are looked up there, not in the working directory,
+# so that the default works from anywhere in a source checkout.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "examples" / "demo.yaml"
 
 
 def add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,8 +28,8 @@ def add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     report.add_argument("experiment", help="the experiment's name, as in the config")
     report.add_argument(
         "--config",
-        default=str(DEFAULT_CONFIG),
-        help=f"the gateway config that defines it (default: {DEFAULT_CONFIG})",
+        default=None,
+        help="the gateway config that defines it (default: the demo's, config/examples/demo.yaml)",
     )
     report.add_argument(
         "--store",
@@ -45,19 +49,32 @@ def add_export_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--format", choices=["csv", "parquet"], default="csv", help="parquet needs pyarrow installed"
     )
     export.add_argument("--out", required=True, help="the file to write")
-    export.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"default: {DEFAULT_CONFIG}")
+    export.add_argument("--config", default=None, help="default: the demo's, config/examples/demo.yaml")
     export.add_argument("--store", default=None, help="redis://... or a SQLite file (default: the config's)")
     export.set_defaults(handler=run_export)
 
 
 def _store_location(args: argparse.Namespace) -> tuple[GatewayConfig, str | None, str] | None:
+    demo = args.config is None
+    if demo and not DEFAULT_CONFIG.exists():
+        print(
+            f"turnout {args.command}: pass --config, the gateway config that defines the experiment "
+            "(the demo's config comes with a source checkout only)",
+            file=sys.stderr,
+        )
+        return None
+    if demo:
+        args.config = str(DEFAULT_CONFIG)
     try:
         config = load_gateway_config(Path(args.config))
     except ConfigError as err:
         print(err, file=sys.stderr)
         return None
     if args.store is None:
-        return config, config.state.redis_url, config.state.sqlite_path
+        sqlite_path = config.state.sqlite_path
+        if demo and sqlite_path and not Path(sqlite_path).is_absolute():
+            sqlite_path = str(PROJECT_ROOT / sqlite_path)  # where the demo gateway, run there, writes it
+        return config, config.state.redis_url, sqlite_path
     if args.store.startswith(("redis://", "rediss://")):
         return config, args.store, ""
     return config, None, args.store.removeprefix("sqlite://")
