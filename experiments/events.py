@@ -3,8 +3,9 @@
 The data path makes an `Exposure` when a split assigns a request and an `Outcome` in the logging
 phase (`exposure_for` and `outcome_for` build them from the `Assignment`); clients or other services
 send `Feedback` later (a conversion, a label), which the store joins to the arm that served the
-request or unit. Times are wall-clock seconds (`time.time()`), so they survive restarts and compare
-across replicas.
+exposure or unit. An exposure is named by its exposure id, which the gateway makes (unique, never the
+client's choice) and returns to the client; the client's `x-request-id` is kept for tracing only.
+Times are wall-clock seconds (`time.time()`), so they survive restarts and compare across replicas.
 """
 
 from __future__ import annotations
@@ -36,10 +37,17 @@ class Exposure:
     phase: int = 0
     forced: bool = False
     excluded: bool = False
+    exposure_id: str = ""
+    """The gateway's id of this exposure; empty means the request id is the exposure id."""
 
     @property
     def analyzed(self) -> bool:
         return not (self.forced or self.excluded) and bool(self.unit_id)
+
+    @property
+    def key(self) -> str:
+        """What feedback names to join this exposure."""
+        return self.exposure_id or self.request_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +73,11 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Feedback:
-    """A value for a metric, joined later by request id (preferred) or unit id.
+    """A value for a metric, joined later by exposure id (preferred) or unit id.
 
-    `experiment` narrows the join to one experiment; without it the value joins every experiment the
-    request (or unit) was exposed to.
+    `request_id` is the older name of the exposure id: it joins the exposure of that id (the gateway
+    uses its own request id as the exposure id when the client sent none). `experiment` narrows the
+    join to one experiment; without it the value joins every experiment the exposure (or unit) was in.
     """
 
     metric: str
@@ -77,10 +86,16 @@ class Feedback:
     request_id: str | None = None
     unit_id: str | None = None
     experiment: str | None = None
+    exposure_id: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.request_id and not self.unit_id:
-            raise ValueError("feedback needs a request_id or a unit_id to join on")
+        if not self.key and not self.unit_id:
+            raise ValueError("feedback needs an exposure_id, request_id or unit_id to join on")
+
+    @property
+    def key(self) -> str | None:
+        """The exposure id this value joins, if it names one."""
+        return self.exposure_id or self.request_id or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +139,7 @@ Event = Exposure | Outcome | Feedback
 SERVER_ERROR_STATUS = 500
 
 
-def exposure_for(assignment: Assignment, request_id: str, now: float) -> Exposure:
+def exposure_for(assignment: Assignment, request_id: str, now: float, exposure_id: str = "") -> Exposure:
     return Exposure(
         experiment=assignment.experiment,
         arm=assignment.arm,
@@ -134,6 +149,7 @@ def exposure_for(assignment: Assignment, request_id: str, now: float) -> Exposur
         phase=assignment.phase,
         forced=assignment.forced,
         excluded=assignment.excluded,
+        exposure_id=exposure_id,
     )
 
 

@@ -84,6 +84,9 @@ class Health:
     crossovers: int
     forced: int
     excluded: int
+    unusable: tuple[str, ...] = ()
+    """Stored data left out of the analysis, one line each: sums that are not finite (written by an
+    older version), and the count of non-finite feedback values a store refused to sum."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,13 @@ from experiments.estimates import Estimate
 from experiments.stats import sequential_sample_size_means, sequential_srm, srm_chi2
 from experiments.stats.srm import DEFAULT_SRM_ALPHA
 from experiments.status import Comparison, Health, SrmReport, Verdict
-from experiments.store.base import COUNTER_CROSSOVERS, COUNTER_EXCLUDED, COUNTER_FORCED, PhaseData
+from experiments.store.base import (
+    COUNTER_CROSSOVERS,
+    COUNTER_EXCLUDED,
+    COUNTER_FORCED,
+    COUNTER_NONFINITE_FEEDBACK,
+    PhaseData,
+)
 
 # More than 1 % of units seen in two arms means stickiness is broken (a cookie lost, ids mixed).
 MAX_CROSSOVER_SHARE = 0.01
@@ -57,7 +63,17 @@ def check_health(data: PhaseData, shares: Mapping[str, float]) -> Health:
     if crossovers > MAX_CROSSOVER_SHARE * max(total, 1):
         problems.append(f"{crossovers} units were seen in more than one arm: assignment is not sticky")
     forced, excluded = data.counter(COUNTER_FORCED), data.counter(COUNTER_EXCLUDED)
-    return Health(not problems, tuple(problems), srm, crossovers, forced, excluded)
+    return Health(not problems, tuple(problems), srm, crossovers, forced, excluded, _unusable(data))
+
+
+def _unusable(data: PhaseData) -> tuple[str, ...]:
+    """What the analysis left out: it informs the reader, and blocks nothing (the metrics it touches
+    have no value, so no decision rests on them)."""
+    lines = [f"{line}: stored sums are not finite and are left out" for line in data.unusable]
+    nonfinite = data.counter(COUNTER_NONFINITE_FEEDBACK)
+    if nonfinite:
+        lines.append(f"{nonfinite} feedback values were not finite and were left out")
+    return tuple(lines)
 
 
 def more_units_needed(

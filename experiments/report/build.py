@@ -143,7 +143,7 @@ async def build_report(
         kind=split.kind,
         generated_at=now,
         header=header,
-        health=health_banner(status.health, status.arms, settings.burn_in),
+        health=health_banner(status.health, status.arms, settings.burn_in, events.unusable_feedback),
         decision=status.decision,
         arms=_arm_summaries(status, dict(split.clusters)),
         goals=tuple(c for c in status.comparisons if c.role == "goal"),

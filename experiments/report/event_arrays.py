@@ -3,8 +3,10 @@
 The store's sufficient statistics answer "where are we now"; the report's time series (cumulative
 lift, exposures over time) need to know when each event happened, so they read the raw rows
 (`EventStore.export_rows`). Only analysed events count (not forced, not excluded, with a unit id),
-as in the statistics. Feedback is attributed as the store joined it: by request id to that request's
-exposure, else by unit id to the unit's latest exposure.
+as in the statistics. Feedback is attributed as the store joined it: by exposure id to that exposure
+(rows of older versions have only the request id), else by unit id to the unit's latest exposure.
+Feedback values that are not finite or beyond `experiments.finite.MAX_MAGNITUDE` (possible only in
+rows an older version wrote) are left out and counted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from experiments.finite import finite, usable_value
 from experiments.store.base import EventStore
 
 FloatArray = npt.NDArray[np.float64]
@@ -77,6 +80,8 @@ class ExperimentEvents:
     """The current phase, per arm."""
     exposures: Mapping[int, PhaseExposures]
     """Every phase that has analysed exposures."""
+    unusable_feedback: int = 0
+    """Feedback rows of this experiment left out: their value is missing, not finite or too large."""
 
     def window(self) -> tuple[float, float]:
         """First and last analysed event of the current phase (NaN, NaN when there is none)."""
@@ -147,12 +152,12 @@ async def load_events(store: EventStore, experiment: str, phase: int) -> Experim
     outcome_rows = await store.export_rows(experiment, "outcomes")
     feedback_rows = await store.export_rows(experiment, "feedback")
     arms: dict[str, _ArmBuilder] = {}
-    by_request: dict[str, tuple[int, str, str | None, bool]] = {}
+    by_exposure: dict[str, tuple[int, str, str | None, bool]] = {}
     latest_of_unit: dict[str, tuple[int, str, bool]] = {}
     for row in exposure_rows:
         analysed, arm, row_phase, unit = _analysed(row), str(row["arm"]), int(row["phase"]), row["unit_id"]
-        if row.get("request_id"):
-            by_request[str(row["request_id"])] = (row_phase, arm, unit, analysed)
+        if exposure_key := _exposure_key(row):
+            by_exposure[exposure_key] = (row_phase, arm, unit, analysed)
         if unit:
             latest_of_unit[str(unit)] = (row_phase, arm, analysed)
         if analysed and row_phase == phase:
@@ -164,21 +169,33 @@ async def load_events(store: EventStore, experiment: str, phase: int) -> Experim
             error = 1.0 if row.get("error") else 0.0
             outcome = (float(row["time"]), builder.code(str(row["unit_id"])), float(row["latency_s"]), error)
             builder.outcomes.append(outcome)
+    unusable = 0
     for row in feedback_rows:
         if not row.get("matched") or row.get("experiment") != experiment:
             continue
+        value = finite(row.get("value"))
+        if not usable_value(value):
+            unusable += 1
+            continue
         target: tuple[int, str, str | None, bool] | None = None
-        if row.get("request_id"):
-            target = by_request.get(str(row["request_id"]))
+        if exposure_key := _exposure_key(row):
+            target = by_exposure.get(exposure_key)
         elif row.get("unit_id") and (latest := latest_of_unit.get(str(row["unit_id"]))) is not None:
             target = (latest[0], latest[1], str(row["unit_id"]), latest[2])
         if target is None or target[0] != phase or not target[3] or not target[2]:
             continue
         builder = arms.setdefault(target[1], _ArmBuilder())
-        entry = (float(row["time"]), builder.code(target[2]), float(row["value"]))
+        entry = (float(row["time"]), builder.code(target[2]), value)
         builder.feedback.setdefault(f"feedback:{row['metric']}", []).append(entry)
     return ExperimentEvents(
         phase=phase,
         arms={arm: builder.build() for arm, builder in arms.items()},
         exposures=_phase_exposures(exposure_rows),
+        unusable_feedback=unusable,
     )
+
+
+def _exposure_key(row: Mapping[str, Any]) -> str | None:
+    """The id feedback joins an exposure by: its exposure id, or (rows of older versions) request id."""
+    key = row.get("exposure_id") or row.get("request_id")
+    return str(key) if key else None

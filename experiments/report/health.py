@@ -4,8 +4,8 @@ The checks restate `experiments.verdict.check_health` (which the decision obeys)
 sample ratio mismatch or units seen in two arms make the experiment unhealthy; fewer than the
 burn-in units per arm keep it running. Two more lines inform without blocking: a chi-square that
 flags the split at this one look while the sequential test does not (a report is read again and
-again, and only the sequential test stays valid under that), and the forced or excluded traffic left
-out of the analysis.
+again, and only the sequential test stays valid under that), the forced or excluded traffic left
+out of the analysis, and stored values that are not finite (written by an older version) left out.
 """
 
 from __future__ import annotations
@@ -86,13 +86,27 @@ def _left_out_check(forced: int, excluded: int) -> HealthCheck:
     )
 
 
-def health_banner(health: Health, arms: Sequence[ArmReport], burn_in: int) -> HealthBanner:
+def _stored_data_check(unusable: Sequence[str], unusable_rows: int) -> HealthCheck:
+    name = "stored values"
+    lines = list(unusable)
+    if unusable_rows:
+        lines.append(f"{unusable_rows} raw feedback values are not finite and are left out of the plots")
+    if not lines:
+        return HealthCheck(name, "ok", "every stored value is finite")
+    return HealthCheck(name, "warning", "; ".join(lines))
+
+
+def health_banner(
+    health: Health, arms: Sequence[ArmReport], burn_in: int, unusable_rows: int = 0
+) -> HealthBanner:
+    """The banner; `unusable_rows` counts raw feedback rows the plots left out (not finite)."""
     units = sum(arm.units for arm in arms if arm.expected_share > 0.0)
     checks = (
         _srm_check(health.srm),
         _size_check(arms, burn_in),
         _crossover_check(health.crossovers, units),
         _left_out_check(health.forced, health.excluded),
+        _stored_data_check(health.unusable, unusable_rows),
     )
     ok = not any(check.level == "blocking" for check in checks)
     return HealthBanner(ok, checks, health.srm, health.crossovers, health.forced, health.excluded)

@@ -10,15 +10,18 @@ replicas update the same unit at once, and the sums stay exact whatever the inte
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from experiments.events import Exposure, Feedback, Outcome
+from experiments.finite import usable_value
 from experiments.sketch import bucket_index
 from experiments.store.base import (
     COUNTER_EXCLUDED,
     COUNTER_FORCED,
+    COUNTER_NONFINITE_FEEDBACK,
     COUNTER_UNMATCHED_FEEDBACK,
     EXPOSURES_PREFIX,
     MOMENT_BYTES,
@@ -113,7 +116,8 @@ def _add_outcome(deltas: BatchDeltas, outcome: Outcome) -> None:
         labels = deltas.labels[arm_key]
         for label in summary.labels:
             labels[(summary.output, label)] = labels.get((summary.output, label), 0) + 1
-        if summary.score is not None:
+        # A model can answer NaN or infinity: such a score is not summed (it would poison the arm).
+        if summary.score is not None and usable_value(summary.score):
             deltas.add_moment((*arm_key, metric), summary.score)
             deltas.add_unit(unit_key, metric, summary.score)
             deltas.add_unit(unit_key, metric + SCORE_COUNT_SUFFIX, 1.0)
@@ -121,6 +125,9 @@ def _add_outcome(deltas: BatchDeltas, outcome: Outcome) -> None:
 
 def _add_feedback(deltas: BatchDeltas, feedback: Feedback, target: JoinTarget) -> None:
     if not target.analyzed or target.unit_id is None:
+        return
+    if not usable_value(feedback.value):  # refused at the API; a direct write is counted, not summed
+        deltas.count((target.experiment, target.phase), COUNTER_NONFINITE_FEEDBACK)
         return
     metric = "feedback:" + feedback.metric
     deltas.add_moment((target.experiment, target.phase, target.arm, metric), feedback.value)
@@ -157,11 +164,14 @@ def unit_moment_deltas(
     for counter, delta in deltas.items():
         new = new_values[counter]
         old = new - delta
-        out[f"s:{counter}"] = delta
-        out[f"ss:{counter}"] = new * new - old * old
+        moved = {f"s:{counter}": delta, f"ss:{counter}": new * new - old * old}
         denominator = denominator_of(counter)
         if denominator is not None and denominator in deltas:
             new_d = new_values[denominator]
             old_d = new_d - deltas[denominator]
-            out[f"x:{counter}|{denominator}"] = new * new_d - old * old_d
+            moved[f"x:{counter}|{denominator}"] = new * new_d - old * old_d
+        # A unit total an older version let overflow (or NaN) would make every sum it touches
+        # non-finite, and Redis refuses such an increment: the unit's counter is left out instead.
+        if all(math.isfinite(value) for value in moved.values()):
+            out.update(moved)
     return out

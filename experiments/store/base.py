@@ -14,12 +14,16 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
-from experiments.events import Decision, Event
+from experiments.events import Decision, Event, Feedback
+from experiments.finite import finite, unit_counter_of, unusable_unit_counters, usable_moments
 from experiments.lease import Lease
 from experiments.sketch import LogHistogram
 from experiments.stats import RatioSummary, RunningMoments
+
+if TYPE_CHECKING:  # the aggregation module builds on this one
+    from experiments.store.aggregate import JoinTarget
 
 EventKind = Literal["exposures", "outcomes", "feedback"]
 EVENT_KINDS: tuple[EventKind, ...] = ("exposures", "outcomes", "feedback")
@@ -42,6 +46,8 @@ COUNTER_FORCED = "forced"
 COUNTER_EXCLUDED = "excluded"
 COUNTER_CROSSOVERS = "crossovers"
 COUNTER_UNMATCHED_FEEDBACK = "unmatched_feedback"
+# Feedback values that were not finite and were left out when a batch was aggregated.
+COUNTER_NONFINITE_FEEDBACK = "nonfinite_feedback"
 EXPOSURES_PREFIX = "exposures:"
 
 
@@ -114,6 +120,9 @@ class PhaseData:
     phase: int
     arms: Mapping[str, ArmData]
     counters: Mapping[str, float] = field(default_factory=dict)
+    unusable: tuple[str, ...] = ()
+    """Stored sums left out of the analysis (not finite, or beyond what bounded values produce), as
+    "arm: metric" lines; older versions could store such sums (see `experiments.finite`)."""
 
     def arm(self, name: str) -> ArmData:
         return self.arms.get(name) or ArmData(name)
@@ -122,31 +131,66 @@ class PhaseData:
         return int(self.counters.get(name, 0))
 
 
+# Raw request-level sums of one metric as a store reads them: (count, sum, sum of squares); any may
+# be None where SQLite stored a NaN.
+RawMoments = tuple[object, object, object]
+
+
 def build_phase_data(
     experiment: str,
     phase: int,
-    moments: Mapping[str, dict[str, RunningMoments]],
+    moments: Mapping[str, dict[str, RawMoments]],
     histograms: Mapping[str, dict[int, int]],
     labels: Mapping[str, dict[str, dict[str, int]]],
-    unit_sums: Mapping[str, dict[str, float]],
+    unit_sums: Mapping[str, dict[str, object]],
     counters: Mapping[str, float],
 ) -> PhaseData:
-    """Assemble per-arm data from what a store read (shared by the SQLite and Redis stores)."""
+    """Assemble per-arm data from what a store read (shared by the SQLite and Redis stores).
+
+    Sums the analysis cannot use are left out here, once, and listed in `PhaseData.unusable`."""
     exposure_arms = {name[len(EXPOSURES_PREFIX) :] for name in counters if name.startswith(EXPOSURES_PREFIX)}
     arms = sorted(set(moments) | set(histograms) | set(unit_sums) | exposure_arms)
-    data = {
-        arm: ArmData(
+    unusable: list[str] = []
+    data = {}
+    for arm in arms:
+        arm_moments, bad_moments = _usable_moments(moments.get(arm, {}))
+        arm_units, bad_counters = _usable_unit_sums(unit_sums.get(arm, {}))
+        unusable += [f"{arm}: {metric}" for metric in sorted(bad_moments | bad_counters)]
+        data[arm] = ArmData(
             arm=arm,
-            units=int(unit_sums.get(arm, {}).get("n", 0)),
+            units=int(arm_units.get("n", 0)),
             exposures=int(counters.get(EXPOSURES_PREFIX + arm, 0)),
-            moments=moments.get(arm, {}),
-            unit_sums=unit_sums.get(arm, {}),
+            moments=arm_moments,
+            unit_sums=arm_units,
             latency=LogHistogram.from_counts(histograms.get(arm, {})),
             labels=labels.get(arm, {}),
         )
-        for arm in arms
+    return PhaseData(experiment, phase, data, dict(counters), tuple(unusable))
+
+
+def _usable_moments(raw: Mapping[str, RawMoments]) -> tuple[dict[str, RunningMoments], set[str]]:
+    usable: dict[str, RunningMoments] = {}
+    bad: set[str] = set()
+    for metric, (count, total, total_sq) in raw.items():
+        n, s, ss = finite(count), finite(total), finite(total_sq)
+        if usable_moments(n, s, ss):
+            usable[metric] = RunningMoments.from_sums(int(n), s, ss)
+        else:
+            bad.add(metric)
+    return usable, bad
+
+
+def _usable_unit_sums(raw: Mapping[str, object]) -> tuple[dict[str, float], set[str]]:
+    sums = {key: finite(value) for key, value in raw.items()}
+    bad = unusable_unit_counters(sums)
+    if not bad:
+        return sums, set()
+    kept = {
+        key: value
+        for key, value in sums.items()
+        if not any(counter in bad for counter in unit_counter_of(key))
     }
-    return PhaseData(experiment, phase, data, dict(counters))
+    return kept, bad
 
 
 class EventStore(Protocol):
@@ -168,6 +212,10 @@ class EventStore(Protocol):
         All or nothing. A retry of a failed write passes the same `batch_id`, and a batch already
         applied (the reply was lost, not the write) is not applied twice.
         """
+
+    async def feedback_targets(self, feedback: Feedback) -> list[JoinTarget]:
+        """Where `feedback` would join if it were written now: the stored exposure of its id (or the
+        latest exposure of its unit) in each experiment it names; empty when the store knows none."""
 
     async def phase_data(self, experiment: str, phase: int) -> PhaseData: ...
 

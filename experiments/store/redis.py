@@ -11,12 +11,13 @@ replaces (compare-and-set).
 
 Keys (prefix P, experiment E, phase N, arm A): P E:N:moments:A, P E:N:hist:A, P E:N:labels:A,
 P E:N:units:A (unit-level sums), P E:N:counters, P E:N:arms, P E:phases, P E:N:u:A:UNIT (one unit's
-totals), P E:N:ua:UNIT (a unit's arms, for crossovers), P E:raw:KIND, P E:decisions, P req:ID,
-P unit:UNIT, P batch:ID:..., P state:KEY, P lease:NAME.
+totals), P E:N:ua:UNIT (a unit's arms, for crossovers), P E:raw:KIND, P E:decisions,
+P req:ID (an exposure id), P unit:UNIT, P batch:ID:..., P state:KEY, P lease:NAME.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -27,9 +28,8 @@ from redis.asyncio import Redis
 
 from experiments.events import Decision, Event, Exposure, Feedback, Outcome
 from experiments.lease import Lease, RedisLease
-from experiments.stats import RunningMoments
 from experiments.store.aggregate import ANY_EXPERIMENT, BatchDeltas, JoinTarget, aggregate, unit_moment_deltas
-from experiments.store.base import COUNTER_CROSSOVERS, EventKind, PhaseData, build_phase_data
+from experiments.store.base import COUNTER_CROSSOVERS, EventKind, PhaseData, RawMoments, build_phase_data
 from experiments.store.redis_scripts import APPLY_ONCE, SAVE_STATE, UPDATE_UNITS_ONCE
 from experiments.store.rows import exposure_row, feedback_rows, outcome_row, typed_row
 
@@ -69,6 +69,21 @@ class _Ops:
 def _link(exposure: Exposure) -> str:
     """What feedback needs to find this exposure's arm."""
     return orjson.dumps([exposure.phase, exposure.arm, exposure.unit_id, exposure.analyzed]).decode()
+
+
+def _join_key(feedback: Feedback) -> str:
+    """The key of the links a feedback value joins: its exposure's, else its unit's."""
+    return ("req:" + feedback.key) if feedback.key else ("unit:" + str(feedback.unit_id))
+
+
+def _targets(feedback: Feedback, links: Mapping[str, str]) -> list[JoinTarget]:
+    targets = []
+    for experiment, link in links.items():
+        if feedback.experiment is not None and experiment != feedback.experiment:
+            continue
+        phase, arm, unit_id, analyzed = orjson.loads(link)
+        targets.append(JoinTarget(experiment, int(phase), arm, unit_id, bool(analyzed)))
+    return targets
 
 
 def _text(value: Any) -> str | int | float:
@@ -158,14 +173,8 @@ class RedisEventStore:
 
     def _links(self, ops: _Ops, exposure: Exposure) -> None:
         link = _link(exposure)
-        if exposure.request_id:
-            ops.add(
-                "hs",
-                self._prefix + "req:" + exposure.request_id,
-                exposure.experiment,
-                link,
-                self._join_ttl_ms,
-            )
+        if exposure.key:
+            ops.add("hs", self._prefix + "req:" + exposure.key, exposure.experiment, link, self._join_ttl_ms)
         if exposure.unit_id:
             ops.add(
                 "hs", self._prefix + "unit:" + exposure.unit_id, exposure.experiment, link, self._join_ttl_ms
@@ -179,11 +188,11 @@ class RedisEventStore:
             return [], []
         in_batch: dict[str, dict[str, str]] = {}
         for exposure in exposures:
-            if exposure.request_id:
-                in_batch.setdefault("req:" + exposure.request_id, {})[exposure.experiment] = _link(exposure)
+            if exposure.key:
+                in_batch.setdefault("req:" + exposure.key, {})[exposure.experiment] = _link(exposure)
             if exposure.unit_id:
                 in_batch.setdefault("unit:" + exposure.unit_id, {})[exposure.experiment] = _link(exposure)
-        keys = [("req:" + f.request_id) if f.request_id else ("unit:" + str(f.unit_id)) for f in feedback]
+        keys = [_join_key(f) for f in feedback]
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(self._prefix + key)
@@ -191,16 +200,15 @@ class RedisEventStore:
         joined: list[tuple[Feedback, JoinTarget]] = []
         unmatched: list[Feedback] = []
         for item, key, links in zip(feedback, keys, stored, strict=True):
-            targets = []
-            for experiment, link in {**links, **in_batch.get(key, {})}.items():
-                if item.experiment is not None and experiment != item.experiment:
-                    continue
-                phase, arm, unit_id, analyzed = orjson.loads(link)
-                targets.append(JoinTarget(experiment, int(phase), arm, unit_id, bool(analyzed)))
+            targets = _targets(item, {**links, **in_batch.get(key, {})})
             joined.extend((item, target) for target in targets)
             if not targets:
                 unmatched.append(item)
         return joined, unmatched
+
+    async def feedback_targets(self, feedback: Feedback) -> list[JoinTarget]:
+        links = await self.client.hgetall(self._prefix + _join_key(feedback))
+        return _targets(feedback, cast(dict[str, str], links))
 
     async def _unit_updates(self, ops: _Ops, deltas: BatchDeltas, batch: str) -> None:
         """Run the unit-totals script (once per batch and chunk) and queue the unit-level sums."""
@@ -258,10 +266,10 @@ class RedisEventStore:
                 pipe.hgetall(self._key(experiment, phase, kind, arm))
         pipe.hgetall(self._key(experiment, phase, "counters"))
         replies: list[dict[str, str]] = await pipe.execute()
-        moments: dict[str, dict[str, RunningMoments]] = {}
+        moments: dict[str, dict[str, RawMoments]] = {}
         histograms: dict[str, dict[int, int]] = {}
         labels: dict[str, dict[str, dict[str, int]]] = {}
-        unit_sums: dict[str, dict[str, float]] = {}
+        unit_sums: dict[str, dict[str, object]] = {}
         for index, arm in enumerate(arms):
             raw_moments, raw_hist, raw_labels, raw_units = replies[4 * index : 4 * index + 4]
             moments[arm] = _moments(raw_moments)
@@ -269,7 +277,7 @@ class RedisEventStore:
             for field, count in raw_labels.items():
                 output, _, label = field.partition(_SEP)
                 labels.setdefault(arm, {}).setdefault(output, {})[label] = int(count)
-            unit_sums[arm] = {key: float(value) for key, value in raw_units.items()}
+            unit_sums[arm] = {key: _float(value) for key, value in raw_units.items()}
         counters = {name: float(value) for name, value in replies[-1].items()}
         return build_phase_data(experiment, phase, moments, histograms, labels, unit_sums, counters)
 
@@ -318,12 +326,17 @@ class RedisEventStore:
         return RedisLease(self.client, self._prefix + "lease:" + name, ttl, owner)
 
 
-def _moments(raw: Mapping[str, str]) -> dict[str, RunningMoments]:
+def _float(value: str) -> float:
+    """A stored number; NaN for anything else (the analysis then leaves its metric out)."""
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
+
+
+def _moments(raw: Mapping[str, str]) -> dict[str, RawMoments]:
     sums: dict[str, dict[str, float]] = {}
     for field, value in raw.items():
         metric, _, stat = field.rpartition(_SEP)
-        sums.setdefault(metric, {})[stat] = float(value)
-    return {
-        metric: RunningMoments.from_sums(int(s.get("n", 0)), s.get("s", 0.0), s.get("ss", 0.0))
-        for metric, s in sums.items()
-    }
+        sums.setdefault(metric, {})[stat] = _float(value)
+    return {metric: (s.get("n", 0.0), s.get("s", 0.0), s.get("ss", 0.0)) for metric, s in sums.items()}

@@ -11,7 +11,17 @@ from experiments.events import Exposure, Feedback, Outcome
 from experiments.store.base import EventKind
 
 COLUMNS: dict[EventKind, tuple[str, ...]] = {
-    "exposures": ("experiment", "phase", "arm", "unit_id", "request_id", "time", "forced", "excluded"),
+    "exposures": (
+        "experiment",
+        "phase",
+        "arm",
+        "unit_id",
+        "request_id",
+        "time",
+        "forced",
+        "excluded",
+        "exposure_id",
+    ),
     "outcomes": (
         "request_id",
         "experiment",
@@ -27,7 +37,7 @@ COLUMNS: dict[EventKind, tuple[str, ...]] = {
         "forced",
         "excluded",
     ),
-    "feedback": ("metric", "value", "time", "request_id", "unit_id", "experiment", "matched"),
+    "feedback": ("metric", "value", "time", "request_id", "unit_id", "experiment", "matched", "exposure_id"),
 }
 
 
@@ -41,6 +51,7 @@ def exposure_row(event: Exposure) -> dict[str, Any]:
         "time": event.time,
         "forced": event.forced,
         "excluded": event.excluded,
+        "exposure_id": event.key,
     }
 
 
@@ -76,6 +87,7 @@ def feedback_row(event: Feedback, experiment: str, matched: bool) -> dict[str, A
         "unit_id": event.unit_id,
         "experiment": experiment,
         "matched": matched,
+        "exposure_id": event.key,
     }
 
 

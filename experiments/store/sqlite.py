@@ -19,10 +19,10 @@ from typing import Any, Self, TypeVar
 import orjson
 
 from experiments.events import Decision, Event, Exposure, Feedback, Outcome
+from experiments.finite import finite
 from experiments.lease import Lease, LocalLease
-from experiments.stats import RunningMoments
 from experiments.store.aggregate import ANY_EXPERIMENT, JoinTarget, aggregate, unit_moment_deltas
-from experiments.store.base import COUNTER_CROSSOVERS, EventKind, PhaseData, build_phase_data
+from experiments.store.base import COUNTER_CROSSOVERS, EventKind, PhaseData, RawMoments, build_phase_data
 from experiments.store.rows import BOOL_COLUMNS, COLUMNS, exposure_row, feedback_rows, outcome_row
 from experiments.store.sqlite_schema import (
     ADD_COUNTER,
@@ -31,6 +31,8 @@ from experiments.store.sqlite_schema import (
     ADD_MOMENT,
     ADD_UNIT_SUM,
     ADD_UNIT_TOTAL,
+    ADDED_COLUMNS,
+    ADDED_INDEXES,
     SAVE_STATE,
     SCHEMA,
     SET_LATEST,
@@ -81,6 +83,7 @@ class SqliteEventStore:
         # transactions, and syncing every batch would cost far more than it protects.
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(SCHEMA)
+        _add_columns(connection)
         self._connection = connection
 
     def _close(self) -> None:
@@ -144,13 +147,16 @@ class SqliteEventStore:
                 unmatched.append(item)
         return joined, unmatched
 
+    async def feedback_targets(self, feedback: Feedback) -> list[JoinTarget]:
+        return await self._run(self._targets, feedback)
+
     def _targets(self, item: Feedback) -> list[JoinTarget]:
         db = self._db
-        if item.request_id:
+        if item.key:
             rows = db.execute(
                 "SELECT experiment, phase, arm, unit_id, forced, excluded FROM exposures "
-                "WHERE request_id = ?",
-                (item.request_id,),
+                "WHERE exposure_id = ?",
+                (item.key,),
             ).fetchall()
             return [
                 JoinTarget(exp, phase, arm, unit, not (forced or excluded) and bool(unit))
@@ -211,7 +217,7 @@ class SqliteEventStore:
                 if arms == 2:  # counted once, when the unit first shows up in a second arm
                     crossovers.append((experiment, phase, COUNTER_CROSSOVERS, 1.0))
             new_values = {
-                counter: float(
+                counter: finite(
                     db.execute(ADD_UNIT_TOTAL, (experiment, phase, arm, unit, counter, delta)).fetchone()[0]
                 )
                 for counter, delta in deltas.items()
@@ -228,11 +234,11 @@ class SqliteEventStore:
     def _phase_data(self, experiment: str, phase: int) -> PhaseData:
         db = self._db
         key = (experiment, phase)
-        moments: dict[str, dict[str, RunningMoments]] = {}
+        moments: dict[str, dict[str, RawMoments]] = {}
         for arm, metric, count, total, total_sq in db.execute(
             "SELECT arm, metric, count, total, total_sq FROM moments WHERE experiment = ? AND phase = ?", key
         ):
-            moments.setdefault(arm, {})[metric] = RunningMoments.from_sums(int(count), total, total_sq)
+            moments.setdefault(arm, {})[metric] = (count, total, total_sq)
         histograms: dict[str, dict[int, int]] = {}
         for arm, bucket, count in db.execute(
             "SELECT arm, bucket, count FROM histograms WHERE experiment = ? AND phase = ?", key
@@ -243,7 +249,7 @@ class SqliteEventStore:
             "SELECT arm, output, label, count FROM labels WHERE experiment = ? AND phase = ?", key
         ):
             labels.setdefault(arm, {}).setdefault(output, {})[label] = count
-        unit_sums: dict[str, dict[str, float]] = {}
+        unit_sums: dict[str, dict[str, object]] = {}
         for arm, name, value in db.execute(
             "SELECT arm, key, value FROM unit_sums WHERE experiment = ? AND phase = ?", key
         ):
@@ -299,6 +305,22 @@ class SqliteEventStore:
 
     def lease(self, name: str, ttl: float, owner: str) -> Lease:
         return LocalLease(owner)
+
+
+def _add_columns(connection: sqlite3.Connection) -> None:
+    """Bring a file written by an older version up to the current columns (in one transaction)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, fill in ADDED_COLUMNS:
+            present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                connection.execute(fill)
+        connection.execute(ADDED_INDEXES)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def _to_sql(value: Any) -> Any:

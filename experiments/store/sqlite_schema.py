@@ -34,6 +34,16 @@ CREATE TABLE IF NOT EXISTS decisions (id INTEGER PRIMARY KEY, experiment TEXT, t
 CREATE INDEX IF NOT EXISTS decisions_by_experiment ON decisions (experiment, id);
 """
 
+# Columns added after the first release, as (table, column, how to fill rows written before it):
+# an older file gains them when it is opened. Exposures written before exposure ids were named by
+# their request id, so that id becomes their exposure id and their feedback keeps joining.
+ADDED_COLUMNS = (
+    ("exposures", "exposure_id", "UPDATE exposures SET exposure_id = request_id"),
+    ("feedback", "exposure_id", "UPDATE feedback SET exposure_id = request_id"),
+)
+# Indexes on added columns, created once the columns exist.
+ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS exposures_by_exposure ON exposures (exposure_id);"
+
 ADD_COUNTER = (
     "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value"
 )
