@@ -137,6 +137,7 @@ class Gateway:
             listen.max_body_bytes,
             listen.header_timeout,
             listen.idle_timeout,
+            keep_escaped_slashes=listen.escaped_slashes == "keep",
         )
         tls = build_tls_context(listen.tls, self.base_dir) if listen.tls is not None else None
         self._proxy = proxy = Proxy(self.runtime, b"https" if tls is not None else b"http")

@@ -103,8 +103,9 @@ class HttpExchange:
         self.conn = conn
         self.method = method
         self.target = target
-        """The request target exactly as sent (path and query, percent-encoding kept)."""
+        """The request target as the upstream gets it: `path`, then the query exactly as sent."""
         self.path = path
+        """The normalised path (`gateway/core/paths.py`), which everything after the listener reads."""
         self.query = query
         self.http_version = http_version
         self.headers = headers

@@ -6,6 +6,10 @@ only what a reverse proxy needs, and does it strictly:
 - `Expect: 100-continue` (the 100 goes out when the body is first read);
 - request smuggling refused by llhttp (Content-Length with Transfer-Encoding, duplicate lengths);
 - limits on header count, head size (431) and body size (413);
+- only HTTP/1.0 and 1.1 (505 for other versions, 400 for HTTP/0.9), Host required in HTTP/1.1 and
+  never repeated (RFC 9112 3.2);
+- the path normalised once, before anything reads it (`gateway/core/paths.py`): the exchange's path
+  and target are the normalised ones, so routes, filters, logs and the upstream see the same path;
 - a head-read timeout against slowloris and an idle timeout for keep-alive connections, both enforced
   by one sweeper per server instead of a timer per request;
 - half-closed connections: a client that shuts its write side still gets its answers.
@@ -26,6 +30,7 @@ from typing import Any, cast
 import httptools
 
 from gateway.core.errors import error_body
+from gateway.core.paths import InvalidPath, normalize_path
 from gateway.http.exchange import REASONS, HttpExchange
 
 log = logging.getLogger("turnout.listener")
@@ -40,6 +45,9 @@ MAX_PIPELINED = 16
 BODY_HIGH_WATER = 256 * 1024
 # How often the sweeper looks for connections past their head-read or idle deadline.
 SWEEP_INTERVAL_S = 0.5
+# llhttp's message for a well-formed version it does not know (HTTP/1.2, HTTP/3.0): RFC 9110 15.6.6
+# answers those with 505, not with the 400 of a malformed request line.
+_UNKNOWN_VERSION_ERROR = "Invalid HTTP version"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,8 @@ class ListenerLimits:
     max_body_bytes: int = 10 * 1024 * 1024
     header_timeout: float = 10.0
     idle_timeout: float = 60.0
+    keep_escaped_slashes: bool = False
+    """Keep %2F and %5C escaped in paths instead of refusing them (`listen.escaped_slashes: keep`)."""
 
 
 class _Reject(Exception):
@@ -149,6 +159,8 @@ class HttpConnection(asyncio.Protocol):
             reject = exc.__context__
             if isinstance(reject, _Reject):
                 self._reject(reject.status, reject.message, reject.code)
+            elif str(exc) == _UNKNOWN_VERSION_ERROR:
+                self._reject(505, "only HTTP/1.0 and HTTP/1.1 are served", "http_version_not_supported")
             else:
                 self._reject(400, f"malformed HTTP request: {exc}", "bad_request")
         ready = self._ready
@@ -207,31 +219,47 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         url = self._url
-        path_bytes, _, query_bytes = url.partition(b"?")
         raw = self._raw_headers
         headers: dict[str, str] = {}
         for name, value in raw:
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         if len(headers) != len(raw):
             headers = _join_repeated(raw)
+        keep_alive = parser.should_keep_alive()
+        # Without a Connection header only HTTP/1.1 keeps the connection alive, which saves asking
+        # llhttp for the version (it formats a new string each time).
+        if keep_alive and "connection" not in headers:
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                raise _unsupported_version(version)
+        if version == "1.1" and "host" not in headers:
+            raise _Reject(400, "an HTTP/1.1 request needs a Host header", "bad_request")
+        if url[:1] != b"/":
+            url = _origin_form(url, headers.get("host"))
+        path_bytes, separator, query_bytes = url.partition(b"?")
+        sent_path = path_bytes.decode("latin-1")
+        limits = self._limits
+        try:
+            path = normalize_path(sent_path, limits.keep_escaped_slashes)
+        except InvalidPath as exc:
+            raise _Reject(400, exc.message, exc.code) from None
+        if path is not sent_path:
+            url = path.encode("latin-1") + separator + query_bytes
         length_text = headers.get("content-length")
         content_length = int(length_text) if length_text is not None else None
-        limits = self._limits
         if content_length is not None and content_length > limits.max_body_bytes:
             raise _Reject(
                 413,
                 f"request body of {content_length} bytes exceeds the limit of {limits.max_body_bytes} bytes",
                 "payload_too_large",
             )
-        keep_alive = parser.should_keep_alive()
-        # Without a Connection header only HTTP/1.1 keeps the connection alive, which saves asking
-        # llhttp for the version (it formats a new string each time).
-        version = "1.1" if keep_alive and "connection" not in headers else parser.get_http_version()
         exchange = HttpExchange(
             self,
             parser.get_method().decode("ascii"),
             url,
-            path_bytes.decode("latin-1"),
+            path,
             query_bytes.decode("latin-1"),
             version,
             headers,
@@ -367,7 +395,8 @@ class HttpConnection(asyncio.Protocol):
 
 def _join_repeated(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Headers by lower-case name, a repeated header's values joined as RFC 9110 5.3 allows
-    (cookies with "; ", RFC 6265 5.4)."""
+    (cookies with "; ", RFC 6265 5.4). A repeated Host is refused (RFC 9112 3.2): the routes and
+    the upstream could each pick a different one."""
     headers: dict[str, str] = {}
     for name, value in raw:
         key = name.decode("latin-1").lower()
@@ -375,9 +404,42 @@ def _join_repeated(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
         previous = headers.get(key)
         if previous is None:
             headers[key] = text
+        elif key == "host":
+            raise _Reject(400, "a request may carry only one Host header", "bad_request")
         else:
             headers[key] = previous + ("; " if key == "cookie" else ", ") + text
     return headers
+
+
+def _unsupported_version(version: str) -> _Reject:
+    if version == "0.9":
+        # A request line without a version (HTTP/0.9) or naming 0.9: no HTTP/1.x request at all.
+        return _Reject(400, "HTTP/0.9 requests are not served; send HTTP/1.1", "bad_request")
+    return _Reject(
+        505, f"HTTP/{version} is not served on this listener; send HTTP/1.1", "http_version_not_supported"
+    )
+
+
+def _origin_form(url: bytes, host: str | None) -> bytes:
+    """The path and query of an absolute-form target (`http://host/path?q`, RFC 9112 3.2.2), which a
+    server must accept. Its authority must be the Host header's value, so that the routes (which read
+    Host) and the upstream (which gets the client's Host) agree on the host. Other forms (`*`,
+    `host:port`) are for OPTIONS and CONNECT, which a reverse proxy does not serve."""
+    scheme, separator, rest = url.partition(b"://")
+    if not separator or scheme.lower() not in (b"http", b"https"):
+        raise _Reject(400, "the request target must be a path starting with '/'", "bad_request")
+    end = len(rest)
+    for delimiter in (b"/", b"?"):
+        found = rest.find(delimiter)
+        if 0 <= found < end:
+            end = found
+    authority = rest[:end].decode("latin-1")
+    if host is None or authority.lower() != host.lower():
+        raise _Reject(
+            400, "an absolute request target must name the same host as the Host header", "bad_request"
+        )
+    target = rest[end:]
+    return target if target.startswith(b"/") else b"/" + target
 
 
 # Short names of the certificate subject attributes, as in RFC 4514 strings.

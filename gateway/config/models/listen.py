@@ -87,6 +87,12 @@ class ListenConfig(StrictModel):
         description="Listen backlog: connections the kernel queues before the gateway accepts them.",
     )
     tls: TlsConfig | None = Field(default=None, description="Serve HTTPS (and mutual TLS) when set.")
+    escaped_slashes: Literal["reject", "keep"] = Field(
+        default="reject",
+        description="What to do with an encoded '/' or '\\' (%2F, %5C) in a request path: reject "
+        "answers 400; keep forwards it still escaped (as %2F, %5C), for upstreams that read it as part "
+        "of a name. Either way routes match the path with the sequence kept escaped, never decoded.",
+    )
 
 
 class AdminConfig(StrictModel):

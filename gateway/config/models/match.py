@@ -10,6 +10,7 @@ from gateway.config.models.located import errors_at
 from gateway.config.models.types import HeaderName, Regex, Text, UrlPath, is_dns_name
 from gateway.config.paths import Path
 from gateway.core.config_types import StrictModel
+from gateway.core.paths import InvalidPath, normalize_path
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
 HTTP_METHODS: frozenset[str] = frozenset(get_args(HttpMethod))
@@ -90,6 +91,21 @@ class MatchConfig(StrictModel):
     @classmethod
     def _host(cls, value: str | None) -> str | None:
         return None if value is None else match_host(value)
+
+    @field_validator("path", "prefix")
+    @classmethod
+    def _normalised(cls, value: str | None) -> str | None:
+        # Requests are matched on their normalised path (gateway/core/paths.py): a path or prefix
+        # in another form (`//`, `/./`, `%7E`) would never match anything.
+        if value is None:
+            return None
+        try:
+            normal = normalize_path(value, keep_escaped_slashes=True)
+        except InvalidPath as exc:
+            raise ValueError(exc.message) from None
+        if normal != value:
+            raise ValueError(f"request paths are matched normalised, so write {normal!r}")
+        return value
 
     @model_validator(mode="after")
     def _one_path_condition(self) -> Self:
