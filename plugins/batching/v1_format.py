@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from gateway.core import json_bounds
 from gateway.core.errors import BadGateway, BadRequest
 from gateway.core.protocols.kserve_v1 import V1Instances, V1Request, encode_v1_request, encode_v1_response
 from plugins.batching.payload import EncodedBatch, MemberBody, Payload
@@ -63,9 +64,11 @@ class V1BatchFormat:
 
     def split(self, headers: Mapping[str, str], body: bytes, payloads: Sequence[Payload]) -> list[MemberBody]:
         try:
-            document = orjson.loads(body)
+            document = json_bounds.loads(body, "the upstream's answer to a batch")
         except orjson.JSONDecodeError as exc:
             raise BadGateway(f"the upstream's answer to a batch is not JSON: {exc}") from None
+        except json_bounds.JsonTooComplex as exc:
+            raise BadGateway(exc.message) from None
         predictions = document.get("predictions") if isinstance(document, dict) else None
         total = sum(payload.rows for payload in payloads)
         if not isinstance(predictions, list) or len(predictions) != total:

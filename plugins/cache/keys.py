@@ -1,10 +1,10 @@
 """The cache key of a request: everything that could make two answers differ, hashed.
 
-Route, method, path and query, model and version, experiment arm, the caller's tenant, the
-configured vary headers, and the body. A JSON body is canonicalised first (parsed and written back
-with sorted keys and no whitespace), so key order and spacing do not split the cache; any other
-body is hashed as sent. Every part is length-prefixed before hashing, so no two different requests
-can run together into the same bytes.
+Route, method, path and query, model and version, experiment arm, the caller's tenant (and its
+principal, with `vary_on: [principal]`), the configured vary headers, and the body. A JSON body is
+canonicalised first (parsed and written back with sorted keys and no whitespace), so key order and
+spacing do not split the cache; any other body is hashed as sent. Every part is length-prefixed
+before hashing, so no two different requests can run together into the same bytes.
 
 The key starts with the model name (percent-encoded, so it holds no ':') so that the Redis backend
 can find one model's entries by prefix when they are invalidated.
@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import orjson
 
+from gateway.core import json_bounds
 from gateway.core.context import RequestContext
 
 _ABSENT = b"\xff"  # never the first byte of a length prefix, so None differs from every string
@@ -39,29 +40,33 @@ def model_prefix(model: str | None) -> str:
 
 
 def canonical_body(body: bytes | None) -> bytes:
-    """The body as it is hashed: canonical JSON when it parses as JSON, else the bytes as sent."""
+    """The body as it is hashed: canonical JSON when it parses as JSON, else the bytes as sent.
+    Raises `JsonTooComplex` (400) for JSON beyond the bounds, which could not be written back."""
     if not body:
         return _RAW_BODY
     try:
-        document = orjson.loads(body)
+        document = json_bounds.loads(body)
     except orjson.JSONDecodeError:
         return _RAW_BODY + body
     return _JSON_BODY + orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
 class CacheKeyBuilder:
-    """Builds the key of a request for one route, with that route's vary headers."""
+    """Builds the key of a request for one route, with that route's vary headers; `by_principal`
+    puts the authenticated principal in the key too."""
 
-    __slots__ = ("_route", "_vary")
+    __slots__ = ("_by_principal", "_route", "_vary")
 
-    def __init__(self, route: str, vary_headers: tuple[str, ...]) -> None:
+    def __init__(self, route: str, vary_headers: tuple[str, ...], *, by_principal: bool = False) -> None:
         self._route = route
         self._vary = vary_headers
+        self._by_principal = by_principal
 
     def key(self, ctx: RequestContext) -> CacheKey:
         digest = hashlib.sha256()
         principal = ctx.principal
         tenant = principal.tenant if principal is not None else None
+        principal_id = principal.id if principal is not None and self._by_principal else None
         headers = ctx.headers
         parts = (
             self._route,
@@ -72,6 +77,7 @@ class CacheKeyBuilder:
             ctx.model_version,
             ctx.arm,
             tenant,
+            principal_id,
             *(headers.get(name) for name in self._vary),
         )
         for part in parts:

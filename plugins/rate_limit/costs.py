@@ -1,8 +1,9 @@
 """What one request costs against a limit: 1, its batch rows, or an estimate of its tokens.
 
-These parse only the JSON part of a body (binary tensor data after it is skipped), and never refuse
-a request: a body they cannot read costs 1 unit, and the validation filter or the upstream is the
-one that tells the caller what is wrong with it. Every request costs at least 1.
+These parse only the JSON part of a body (binary tensor data after it is skipped), and refuse only
+JSON beyond `json_bounds`' limits (400): any other body they cannot read costs 1 unit, and the
+validation filter or the upstream is the one that tells the caller what is wrong with it. Every
+request costs at least 1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_bounds
 from gateway.core.context import RequestContext
 from gateway.core.errors import BadRequest
 from gateway.core.protocols.binary import split_body
@@ -78,7 +80,9 @@ def _json_head(ctx: RequestContext) -> dict[str, Any] | None:
         return None
     try:
         head, _ = split_body(body, ctx.headers.get(_BINARY_HEADER))
-        document = orjson.loads(head)
+        document = json_bounds.loads(head)
+    except json_bounds.JsonTooComplex:
+        raise
     except (BadRequest, orjson.JSONDecodeError):
         return None
     return document if isinstance(document, dict) else None

@@ -7,9 +7,12 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_bounds
+
 
 class BodyNotJson(ValueError):
-    """The body cannot be rewritten: it is not JSON, or a destination runs into a non-object."""
+    """The body cannot be rewritten: it is not JSON, it is JSON beyond `json_bounds`' limits, or a
+    destination runs into a non-object."""
 
 
 def _find_parent(document: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
@@ -45,9 +48,11 @@ class BodyRenamer:
     def apply(self, body: bytes) -> bytes | None:
         """The rewritten body, or None when nothing moved (the body is then forwarded as it came)."""
         try:
-            document = orjson.loads(body)
+            document = json_bounds.loads(body)
         except orjson.JSONDecodeError:
             raise BodyNotJson("the request body is not valid JSON") from None
+        except json_bounds.JsonTooComplex as error:
+            raise BodyNotJson(error.message) from None
         if not isinstance(document, dict):
             return None  # only objects have fields to move
         moved = False

@@ -3,7 +3,8 @@
 A request is `{"instances": [...]}` (row format: one entry per example) or `{"inputs": ...}`
 (columnar: a list, or an object of named columns). Rows that are objects become named columns, so
 every request decodes to either one array or a mapping of input name -> array, with the examples
-along the first axis. A response is `{"predictions": [...]}`. Pure functions, no I/O.
+along the first axis. A response is `{"predictions": [...]}`. Pure functions, no I/O; the JSON is
+read within `json_bounds`' depth and size limits, and every client mistake is a `BadRequest`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from gateway.core import json_bounds
 from gateway.core.errors import BadRequest
 
 V1Instances = np.ndarray | dict[str, np.ndarray]
@@ -78,7 +80,7 @@ def decode_v1_response(body: bytes) -> np.ndarray:
 
 def _load(body: bytes, what: str) -> dict[str, Any]:
     try:
-        document = orjson.loads(body)
+        document = json_bounds.loads(body, f"the {what} body")
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"{what} body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):

@@ -3,7 +3,8 @@
 Pure functions, no I/O: the worker decodes requests and encodes responses with them, and the
 gateway's batching and validation filters do the reverse. A body is JSON, optionally followed by raw
 tensor bytes (see `binary`); tensors come out as numpy arrays already in their declared shape.
-Every client mistake is a `BadRequest` whose message names the field or tensor at fault.
+Every client mistake is a `BadRequest` whose message names the field or tensor at fault; the JSON
+is read within `json_bounds`' depth and size limits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
+from gateway.core import json_bounds
 from gateway.core.errors import BadRequest
 from gateway.core.protocols.binary import (
     BINARY_DATA,
@@ -165,7 +167,7 @@ def encode_response(response: InferResponse, binary_outputs: Iterable[str] = ())
 def _load(body: bytes, header_length: str | None, what: str) -> tuple[dict[str, Any], BinaryParts]:
     head, tail = split_body(body, header_length)
     try:
-        document = orjson.loads(head)
+        document = json_bounds.loads(head, f"the {what} body")
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"{what} body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
