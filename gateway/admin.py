@@ -2,6 +2,9 @@
 
 It runs on its own port (127.0.0.1 by default) with aiohttp: nothing here is on the data path. When a
 token is configured, every `/admin/*` and `/metrics` request must carry `Authorization: Bearer TOKEN`.
+Calls that change state pass the guard in `gateway.admin_guard` (JSON only; without a token, no
+foreign Origin and a loopback Host); their bodies are checked by `gateway.admin_inputs`. The API is
+described in `gateway.admin_openapi`, served at `/admin/openapi.json`.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.admin_experiments import add_experiment_routes
+from gateway.admin_guard import mutation_guard
+from gateway.admin_inputs import InputError, endpoint_address, endpoint_weight, json_object, required
+from gateway.admin_openapi import openapi
+from gateway.config_redaction import redact
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
-
-# Config keys whose values are secrets: shown as "***" by /admin/config.
-SECRET_KEY_PARTS = ("token", "secret", "password", "api_key", "key_hash", "private")
+ALLOW_LINK_LOCAL_KEY: web.AppKey[bool] = web.AppKey("allow_link_local_endpoints")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -35,29 +40,14 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return _json({"error": message, **extra}, status)
 
 
-def _is_secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(part in lowered for part in SECRET_KEY_PARTS)
-
-
-def redact(value: Any) -> Any:
-    """A copy of a config tree with secret values replaced."""
-    if isinstance(value, dict):
-        return {
-            k: "***" if v not in (None, "", [], {}) and _is_secret_key(k) else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
 @web.middleware
 async def _errors_as_json(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
         return await handler(request)
+    except InputError as exc:
+        return _error(400, str(exc), field=exc.field)
     except web.HTTPException as exc:
         if exc.status >= 400:
             return _error(exc.status, exc.reason)
@@ -148,15 +138,12 @@ async def drain_endpoint(request: web.Request) -> web.Response:
 
 async def add_endpoint(request: web.Request) -> web.Response:
     gateway, name = _cluster_of(request)
-    try:
-        payload = orjson.loads(await request.read())
-        address = payload["address"]
-        weight = int(payload.get("weight", 1))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        return _error(400, 'body must be JSON like {"address": "127.0.0.1:8001", "weight": 1}')
-    problem = gateway.register_endpoint(name, str(address), weight)
+    payload = json_object(await request.read())
+    address = await endpoint_address(required(payload, "address"), request.app[ALLOW_LINK_LOCAL_KEY])
+    weight = endpoint_weight(payload)
+    problem = gateway.register_endpoint(name, address, weight)
     if problem:
-        return _error(400, problem)
+        return _error(400, problem, field="address")
     return _json({"cluster": name, "endpoint": address, "registered": True}, 201)
 
 
@@ -186,14 +173,18 @@ async def invalidate_cache(request: web.Request) -> web.Response:
 
 
 def build_admin_app(gateway: Gateway, token: str) -> web.Application:
-    middlewares = [_errors_as_json]
+    # Outermost first: the token, then the guard on state changes, then errors as JSON.
+    middlewares = [mutation_guard(check_origin_and_host=not token), _errors_as_json]
     if token:
         middlewares.insert(0, _auth_middleware(token))
     app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     app[GATEWAY_KEY] = gateway
+    # Read once, like the token: admin settings take effect on a restart, not a reload.
+    app[ALLOW_LINK_LOCAL_KEY] = gateway.runtime.config.admin.allow_link_local_endpoints
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/openapi.json", openapi)
     app.router.add_get("/admin/config", config)
     app.router.add_get("/admin/clusters", clusters)
     app.router.add_post("/admin/reload", reload)

@@ -10,6 +10,8 @@
     POST /admin/experiments/{name}/switch            blue-green: switch to the standby (smoke-checked)
 
 Every change is stored (so it survives a restart and reaches other replicas) before it is answered.
+Bodies are checked by `gateway.admin_inputs`: weights and percents are finite JSON numbers in range,
+and a refused field is a JSON 400 that names it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from experiments.splits.base import InvalidTransition
 from experiments.splits.blue_green import BlueGreenSplit, SwitchRefused
 from experiments.splits.canary import CanarySplit
 from experiments.splits.shadow import ShadowSplit
+from gateway.admin_inputs import InputError, arm_weights, json_object, number, required, text
 
 if TYPE_CHECKING:
     from gateway.experiments_runtime import ExperimentsService
@@ -90,30 +93,20 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
             body["decisions"] = [d.to_dict() for d in await experiments.store.decisions(name)]
         return _json(body)
 
-    async def body_of(request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
-        if not raw:
-            return {}
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise web.HTTPBadRequest(reason=f"body is not JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise web.HTTPBadRequest(reason="body must be a JSON object")
-        return payload
-
     def action(
         apply: Callable[[Any, dict[str, Any]], Awaitable[None] | None],
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             experiments, _, split = split_of(request)
-            payload = await body_of(request)
+            payload = json_object(await request.read())
             try:
                 result = apply(split, payload)
                 if result is not None:
                     await result
             except (SwitchRefused, InvalidTransition) as exc:  # not possible in the current state
                 return _error(409, str(exc))
+            except InputError:
+                raise  # answered by the admin app with the field it names
             except (ValueError, KeyError, TypeError) as exc:
                 return _error(400, str(exc))
             if not await experiments.sync.publish(split):
@@ -135,7 +128,7 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
 
     def promote(split: Any, payload: dict[str, Any]) -> None:
         if isinstance(split, AbSplit):
-            split.promote(str(payload["arm"]))
+            split.promote(text(required(payload, "arm"), "arm"))
         elif isinstance(split, CanarySplit):
             split.promote()
         else:
@@ -144,16 +137,16 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
     def weights(split: Any, payload: dict[str, Any]) -> None:
         if not isinstance(split, AbSplit):
             raise ValueError("weights apply to A/B tests")
-        split.set_weights({str(k): float(v) for k, v in dict(payload["weights"]).items()})
+        split.set_weights(arm_weights(required(payload, "weights")))
 
     def coverage(split: Any, payload: dict[str, Any]) -> None:
-        percent = float(payload["percent"])
+        percent = number(required(payload, "percent"), "percent", 0.0, 100.0)
         if isinstance(split, AbSplit):
             split.set_coverage(percent)
         elif isinstance(split, CanarySplit):
             split.set_percent(percent)
         elif isinstance(split, ShadowSplit):
-            split.set_fraction(str(payload["mirror"]), percent / 100)
+            split.set_fraction(text(required(payload, "mirror"), "mirror"), percent / 100)
         else:
             raise ValueError("coverage applies to A/B tests, canaries and shadows")
 

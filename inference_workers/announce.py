@@ -117,7 +117,8 @@ class Registrar:
         """None on success, else whether a retry may help and what went wrong."""
         if self._session is None:
             return False, "registrar not started"
-        request: dict[str, Any] = {"json": {"address": address}} if method == "POST" else {}
+        # Both calls say they send JSON: the admin API refuses calls that change state otherwise.
+        request: dict[str, Any] = {"json": {"address": address}} if method == "POST" else {"json": {}}
         url = self._url if method == "POST" else f"{self._url}/{address}"
         try:
             async with self._session.request(method, url, **request) as response:

@@ -24,6 +24,9 @@ POLL_INTERVAL_S = 0.02
 async def _call(
     session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
 ) -> tuple[int, dict[str, str], Any]:
+    """One call; a call that changes state says Content-Type: application/json, as documented."""
+    if method != "GET":
+        kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
     async with session.request(method, url, **kwargs) as response:
         body = await response.json(content_type=None)
         return response.status, {k.lower(): v for k, v in response.headers.items()}, body
@@ -304,20 +307,22 @@ async def test_malformed_registration_gets_json_400_and_changes_nothing(
     a = f"127.0.0.1:{upstream_a.port}"
     async with make_gateway(gateway_config([a])) as gw, aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{gw.admin_port}/admin/clusters/up/endpoints"
-        shape = 'body must be JSON like {"address": "127.0.0.1:8001", "weight": 1}'
-        for payload in (
-            b"{not json",
-            b"[1, 2]",
-            b'{"weight": 2}',
-            b'{"address": "127.0.0.1:9", "weight": "x"}',
+        for payload, field, message in (
+            (b"{not json", "body", "the body is not JSON"),
+            (b"[1, 2]", "body", "the body must be a JSON object"),
+            (b'{"weight": 2}', "address", "address is required"),
+            (b'{"address": 9}', "address", "address must be a non-empty string"),
+            (b'{"address": "127.0.0.1:9", "weight": "x"}', "weight", "weight must be a whole number"),
+            (b'{"address": "127.0.0.1:9", "weight": 0}', "weight", "weight must be a whole number"),
+            (b'{"address": "127.0.0.1:9", "weight": 1.5}', "weight", "weight must be a whole number"),
+            (b'{"address": "no-port-here"}', "address", "use host:port"),
+            (b'{"address": "127.0.0.1:70000"}', "address", "from 1 to 65535"),
+            (b'{"address": "bad_host!:80"}', "address", "neither an IP address nor a DNS name"),
         ):
             status, headers, body = await _call(session, "POST", url, data=payload)
-            assert (status, body) == (400, {"error": shape}), payload
+            assert status == 400 and body["field"] == field, (payload, body)
+            assert message in body["error"], (payload, body)
             assert headers["content-type"] == "application/json"
-        status, _, body = await _call(session, "POST", url, json={"address": "no-port-here"})
-        assert status == 400 and "host:port" in body["error"]
-        status, _, body = await _call(session, "POST", url, json={"address": "127.0.0.1:9", "weight": 0})
-        assert (status, body) == (400, {"error": "weight must be at least 1"})
         clusters = (await _call(session, "GET", f"http://127.0.0.1:{gw.admin_port}/admin/clusters"))[2]
         assert [e["address"] for e in clusters["up"]["endpoints"]] == [a]
 

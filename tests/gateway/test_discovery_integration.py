@@ -56,7 +56,8 @@ async def test_dns_refresh_keeps_resolved_state_and_endpoints_added_by_an_operat
         ]
         assert a in resolved
         for address in resolved:  # 127.0.0.1, and ::1 where localhost has both
-            async with session.post(f"{admin}/admin/clusters/up/endpoints/{address}/drain") as response:
+            drain = f"{admin}/admin/clusters/up/endpoints/{address}/drain"
+            async with session.post(drain, json={}) as response:
                 assert response.status == 200
         discovery = next(t for t in gw.runtime.clusters["up"].background if isinstance(t, DnsDiscovery))
         target = discovery.resolutions + 3

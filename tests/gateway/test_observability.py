@@ -53,7 +53,9 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def _status(session: aiohttp.ClientSession, url: str, method: str = "GET") -> int:
-    async with session.request(method, url) as response:
+    # Admin calls that change state say they send JSON, as the admin API requires.
+    headers = {"Content-Type": "application/json"} if method != "GET" else {}
+    async with session.request(method, url, headers=headers) as response:
         await response.read()
         return response.status
 

@@ -69,7 +69,9 @@ def _endpoint_healthy(gateway: GatewayProcess, port: int) -> bool:
 
 
 def _admin_json(gateway: GatewayProcess, path: str, method: str = "GET") -> Any:
-    request = urllib.request.Request(gateway.admin_url + path, method=method)
+    # Admin calls that change state say they send JSON, as the admin API requires.
+    headers = {"Content-Type": "application/json"} if method != "GET" else {}
+    request = urllib.request.Request(gateway.admin_url + path, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
@@ -168,7 +170,11 @@ async def test_reload_under_load_loses_no_request_and_bad_reload_keeps_old_confi
                 config, routes=[{"name": "all", "match": {"prefix": "/"}, "backend": {"cluster": "nope"}}]
             )
             _write(path, broken)
-            request = urllib.request.Request(gateway.admin_url + "/admin/reload", method="POST")
+            request = urllib.request.Request(
+                gateway.admin_url + "/admin/reload",
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(request, timeout=5)
             assert refused.value.code == 400

@@ -92,7 +92,7 @@ async def test_cache_invalidation_through_the_admin_api(
             async with session.post(url, data=b"{}", headers=headers) as response:
                 assert response.headers["x-turnout-cache"] == "hit"
             admin = f"http://127.0.0.1:{gw.admin_port}/admin/cache/invalidate"
-            async with session.post(admin) as response:
+            async with session.post(admin, json={}) as response:
                 assert response.status == 200
                 assert (await response.json())["removed"] >= 1
             async with session.post(url, data=b"{}", headers=headers) as response:

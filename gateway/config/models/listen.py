@@ -108,6 +108,13 @@ class AdminConfig(StrictModel):
         description="Bearer token required by the admin API. Required when host is not a loopback "
         "address; keep it out of the file with ${TURNOUT_ADMIN_TOKEN}.",
     )
+    allow_link_local_endpoints: bool = Field(
+        default=False,
+        description="Let the admin API add endpoints in link-local ranges (169.254.0.0/16, fe80::/10) "
+        "and at cloud metadata addresses (169.254.169.254, fd00:ec2::254, metadata.google.internal). "
+        "Off by default: an endpoint there sends requests, and their answers, to the host's metadata "
+        "service. Endpoints in this file are not affected.",
+    )
 
     @model_validator(mode="after")
     def _token_when_exposed(self) -> Self:
