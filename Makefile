@@ -14,19 +14,24 @@ $(PY):
 
 # Reinstall only when the project's dependencies change.
 $(STAMP): pyproject.toml | $(PY)
+	@echo "turnout [$$(date +%T)]: installing turnout and its dev tools into $(VENV): about 2-3 minutes and 1 GB the first time ..."
 	$(PIP) install --upgrade pip 'setuptools>=77' wheel >/dev/null
 	TURNOUT_PURE_PYTHON=1 $(PIP) install --no-build-isolation -e '.[dev]'
 	touch $(STAMP)
+	@echo "turnout [$$(date +%T)]: install done"
 
 # Compile the data path (setup.py) with the venv's own mypy, again whenever one of its sources
 # changes; without a C compiler this leaves the pure-Python modules in place.
 $(NATIVE): $(STAMP) setup.py $(COMPILED_SOURCES)
+	@echo "turnout [$$(date +%T)]: compiling the data path with mypyc: about 3-4 minutes on 2 cores, silent while it works (TURNOUT_PURE_PYTHON=1 skips it) ..."
 	$(PIP) install --no-build-isolation --no-deps -e . >/dev/null
 	touch $(NATIVE)
+	@echo "turnout [$$(date +%T)]: data path compiled"
 
 venv: $(NATIVE)
 
 test: $(NATIVE)
+	@echo "turnout [$$(date +%T)]: running the test suite (about 1,300 tests, several minutes on 2 cores) ..."
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -35,6 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 demo: $(NATIVE)
+	@echo "turnout [$$(date +%T)]: starting the demo (the first run also trains its models: about 20 seconds) ..."
 	$(PY) -m gateway.demo
 
 # `make bench-proxy BENCH_PROXY_ARGS="--compare-chain"`: the proxy benchmark alone (bench/proxy.py).

@@ -82,13 +82,30 @@ def _taken_ports() -> list[int]:
     return taken
 
 
-def build_models() -> None:
-    print("checking the demo models (built on the first run) ...", flush=True)
+class Progress:
+    """One line per step, with the seconds since the demo started: a first run is never silent."""
+
+    __slots__ = ("_started",)
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"turnout demo [{time.monotonic() - self._started:5.1f}s]: {text}", flush=True)
+
+
+def build_models(progress: Progress) -> None:
+    first_run = not all((MODELS / name).is_dir() for name in ("risk", "risk-mlp", "diabetes"))
+    if first_run:
+        progress.say("training the demo models into models/ (first run only: about 20 seconds) ...")
+    else:
+        progress.say("checking the demo models (rebuilt only when their sources changed) ...")
     subprocess.run(
         [sys.executable, "-m", "inference_workers.examples.build_models", "--out", str(MODELS)],
         cwd=ROOT,
         check=True,
     )
+    progress.say("models ready")
 
 
 EXAMPLES = f"""
@@ -134,7 +151,8 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    build_models()  # skipped in a moment when the repository is current
+    progress = Progress()
+    build_models(progress)  # skipped in a moment when the repository is current
     ACCESS_LOG.parent.mkdir(exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     stopping = False
@@ -145,6 +163,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     try:
+        progress.say("starting two inference workers on 127.0.0.1:8001 and :8002 (a few seconds) ...")
         for http_port, grpc_port, models in WORKERS:
             processes.append(
                 _spawn(
@@ -167,8 +186,10 @@ def main() -> int:
             )
         for http_port, _, _ in WORKERS:
             _wait(f"http://127.0.0.1:{http_port}/v2/health/ready", f"worker on {http_port}", processes)
+        progress.say(f"workers ready; starting the gateway on {GATEWAY} ...")
         processes.append(_spawn(["-m", "gateway.cli", "run", "--config", str(CONFIG)]))
         _wait(f"{ADMIN}/readyz", "gateway", processes)
+        progress.say("gateway ready")
         print(EXAMPLES, flush=True)
         while not stopping and all(p.poll() is None for p in processes):
             time.sleep(0.2)
