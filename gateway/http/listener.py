@@ -348,8 +348,9 @@ class HttpConnection(asyncio.Protocol):
     def _reject(self, status: int, message: str, code: str) -> None:
         """Answer a request that could not be parsed, then close: the byte stream cannot be trusted."""
         self.accepting = False
-        if self._active is not None:
-            # A pipelined request behind the active one is malformed: finish the active one, then close.
+        if self._active is not None or self._ready is not None or self._queue:
+            # A pipelined request behind others is malformed: answer those first (a 400 now would
+            # read as the answer to the first of them), then close without answering this one.
             self._pause_reading()
             return
         body = error_body(status, message, code)
