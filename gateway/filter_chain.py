@@ -1,31 +1,38 @@
 """A route's filters folded into per-phase lists once, when the route is compiled.
 
-A hook is awaited when it is a coroutine function (`async def`); a plain hook returns its result
-directly. The data path asks the chain for each phase only what exists: no empty hook is called,
-and each hook is known in advance to be plain or a coroutine, so a chain of plain filters never
-leaves the synchronous fast path.
+The data path asks the chain for each phase only what exists: no empty hook is called. A hook is
+awaited when what it returns is awaitable, whatever its declaration; a hook declared `async def` is
+known to need it in advance, so the synchronous runners stop before it and a chain of plain filters
+never leaves the synchronous fast path.
+
+Every exception a hook raises is contained here: a `GatewayError` is the filter's deliberate answer
+and passes through; anything else is a bug in that filter, counted in
+`turnout_filter_errors_total{route,filter,phase}` and raised as a `FilterError` that names it, which
+the data path turns into a 500 (or a closed connection). A logging, start or stop hook that fails is
+logged and counted; a filter that failed to start makes its route answer with that error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.core.context import RequestContext
-from gateway.core.filters import Decision, Filter, Response
+from gateway.core.errors import GatewayError
+from gateway.core.filters import Decision, Filter, FilterError, Response
 
 if TYPE_CHECKING:
     from gateway.observability import FastHistogram
 
 log = logging.getLogger("turnout.filters")
 
-RequestHook = Callable[[RequestContext], Any]
-ResponseHook = Callable[[RequestContext, Response], Any]
-LogHook = Callable[[RequestContext], None]
+PHASES = ("request", "response", "log", "start", "stop", "upstream")
+"""The phases a filter error is counted under; "upstream" is an upstream layer's `forward`."""
 
 
 def _overrides(filter_: Filter, method: str) -> bool:
@@ -39,49 +46,73 @@ class Phase:
     filter: Filter
     hook: Callable[..., Any]
     is_async: bool
+    """Declared `async def`: the synchronous runners stop before it."""
+    name: str
 
 
 class FilterTimer(Protocol):
-    """Where filter phases report their duration (the gateway's metrics, lock-free histograms)."""
+    """Where filter phases report their duration and their failures (the gateway's metrics)."""
 
     def filter_histogram(self, route: str, name: str, phase: str) -> FastHistogram: ...
+
+    def count_filter_error(self, route: str, name: str, phase: str) -> None: ...
+
+
+class ResponsePending:
+    """A plain response hook returned an awaitable: await it, then run the hooks from `index`."""
+
+    __slots__ = ("awaitable", "index")
+
+    def __init__(self, awaitable: Awaitable[object], index: int) -> None:
+        self.awaitable = awaitable
+        self.index = index
+
+
+def _phase(filter_: Filter, hook: Callable[..., Any]) -> Phase:
+    return Phase(filter_, hook, inspect.iscoroutinefunction(hook), filter_.name)
 
 
 class FilterChain:
     """The compiled filters of one route."""
 
     __slots__ = (
+        "_log_tasks",
+        "_metrics",
         "_timers",
         "arm_index",
+        "broken",
         "filters",
         "needs_request_body",
         "needs_response_body",
         "on_log",
         "on_request",
         "on_response",
+        "response_is_sync",
+        "route",
     )
 
     def __init__(self, filters: Sequence[Filter], route: str = "", timer: FilterTimer | None = None) -> None:
         self.filters = tuple(filters)
-        self.on_request = tuple(
-            Phase(f, f.on_request, inspect.iscoroutinefunction(f.on_request))
-            for f in self.filters
-            if _overrides(f, "on_request")
-        )
+        _number_repeated_names(self.filters)
+        self.route = route
+        self.on_request = tuple(_phase(f, f.on_request) for f in self.filters if _overrides(f, "on_request"))
         # Response phases run in reverse order, like unwinding a stack (Envoy's encoder filters).
         self.on_response = tuple(
-            Phase(f, f.on_response, inspect.iscoroutinefunction(f.on_response))
-            for f in reversed(self.filters)
-            if _overrides(f, "on_response")
+            _phase(f, f.on_response) for f in reversed(self.filters) if _overrides(f, "on_response")
         )
-        self.on_log = tuple(f.on_log for f in self.filters if _overrides(f, "on_log"))
+        self.on_log = tuple(_phase(f, f.on_log) for f in self.filters if _overrides(f, "on_log"))
+        self.response_is_sync = not any(p.is_async for p in self.on_response)
         self.needs_request_body = any(f.needs_request_body for f in self.filters)
         # On an experiment route, the arm is assigned before the first hook that reads it.
         self.arm_index: int | None = next(
             (i for i, phase in enumerate(self.on_request) if phase.filter.needs_experiment_arm), None
         )
         self.needs_response_body = any(f.needs_response_body for f in self.filters)
+        self.broken: FilterError | None = None
+        """Set when a filter failed to start: the route answers every request with this error."""
+        self._metrics = timer
         self._timers: dict[tuple[str, str], FastHistogram] = {}
+        self._log_tasks: set[asyncio.Future[object]] = set()
         if timer is not None:
             for f in self.filters:
                 for phase in ("request", "response"):
@@ -91,11 +122,24 @@ class FilterChain:
     def empty(self) -> bool:
         return not self.filters
 
+    def failed(self, name: str, phase: str, cause: BaseException) -> FilterError:
+        """Count and log a filter's failure, with its traceback; the caller raises what it returns."""
+        if self._metrics is not None:
+            self._metrics.count_filter_error(self.route, name, phase)
+        error = FilterError(name, phase, cause)
+        log.error("%s (route '%s')", error.detail, self.route, exc_info=cause)
+        return error
+
+    # ----- request phase -----
+
     def run_request_sync(
         self, ctx: RequestContext, start: int = 0, stop: int | None = None
-    ) -> tuple[Decision, int]:
+    ) -> tuple[object, int]:
         """Run request hooks from `start` (up to `stop`) until one answers or one must be awaited.
-        Returns (answer or None, index of the first hook not run)."""
+
+        Returns (what stopped the run, index of the first hook not run): None when every hook let the
+        request through or the next one is declared async; a `Response` when a hook answered; an
+        awaitable when a plain hook returned one (await it with `run_request`)."""
         hooks = self.on_request
         end = len(hooks) if stop is None else stop
         for index in range(start, end):
@@ -103,71 +147,177 @@ class FilterChain:
             if phase.is_async:
                 return None, index
             began = time.perf_counter()
-            decision = phase.hook(ctx)
-            self._observe(phase.filter.name, "request", began)
-            if decision is not None:
-                return cast(Decision, decision), index + 1
+            try:
+                result = phase.hook(ctx)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise self.failed(phase.name, "request", exc) from exc
+            if result is None:
+                self._observe(phase.name, "request", began)
+                continue
+            if isinstance(result, Response):
+                self._observe(phase.name, "request", began)
+                return result, index + 1
+            if inspect.isawaitable(result):
+                return result, index + 1
+            raise self.failed(phase.name, "request", _not_a_decision(result))
         return None, end
 
     async def run_request(
-        self, ctx: RequestContext, start: int, stop: int | None = None
+        self,
+        ctx: RequestContext,
+        start: int,
+        stop: int | None = None,
+        pending: Awaitable[object] | None = None,
     ) -> tuple[Decision, int]:
-        """Run request hooks from `start` (up to `stop`), awaiting where needed."""
+        """Run request hooks from `start` (up to `stop`), awaiting where needed; `pending` is what the
+        hook before `start` returned to `run_request_sync`."""
         hooks = self.on_request
         end = len(hooks) if stop is None else stop
         index = start
+        if pending is not None:
+            decision = await self._settle(hooks[index - 1], "request", pending)
+            if decision is not None:
+                return decision, index
         while index < end:
             phase = hooks[index]
-            began = time.perf_counter()
-            decision = phase.hook(ctx)
-            if phase.is_async:
-                decision = await cast(Awaitable[Decision], decision)
-            self._observe(phase.filter.name, "request", began)
-            if decision is not None:
-                return cast(Decision, decision), index + 1
             index += 1
-            decision, index = self.run_request_sync(ctx, index, stop)
+            try:
+                result = phase.hook(ctx)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise self.failed(phase.name, "request", exc) from exc
+            decision = await self._settle(phase, "request", result)
             if decision is not None:
                 return decision, index
         return None, end
 
-    @property
-    def response_is_sync(self) -> bool:
-        return not any(p.is_async for p in self.on_response)
+    async def _settle(self, phase: Phase, name: str, result: object) -> Decision:
+        """Await what a request hook returned when it is awaitable; check that it is a decision."""
+        if result is not None and not isinstance(result, Response) and inspect.isawaitable(result):
+            result = await self._await(phase, name, result)
+        if result is None or isinstance(result, Response):
+            return result
+        raise self.failed(phase.name, name, _not_a_decision(result))
 
-    def run_response_sync(self, ctx: RequestContext, response: Response) -> None:
-        for phase in self.on_response:
-            began = time.perf_counter()
-            phase.hook(ctx, response)
-            self._observe(phase.filter.name, "response", began)
+    async def _await(self, phase: Phase, name: str, awaitable: Awaitable[object]) -> object:
+        began = time.perf_counter()
+        try:
+            result = await awaitable
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self.failed(phase.name, name, exc) from exc
+        self._observe(phase.name, name, began)
+        return result
 
-    async def run_response(self, ctx: RequestContext, response: Response) -> None:
-        for phase in self.on_response:
+    # ----- response phase -----
+
+    def run_response_sync(
+        self, ctx: RequestContext, response: Response, start: int = 0
+    ) -> ResponsePending | None:
+        """Run the response hooks from `start`; None when all ran, or where to await and go on."""
+        hooks = self.on_response
+        for index in range(start, len(hooks)):
+            phase = hooks[index]
             began = time.perf_counter()
-            result = phase.hook(ctx, response)
-            if phase.is_async:
-                await result
-            self._observe(phase.filter.name, "response", began)
+            try:
+                result = phase.hook(ctx, response)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise self.failed(phase.name, "response", exc) from exc
+            if result is not None and inspect.isawaitable(result):
+                return ResponsePending(result, index + 1)
+            self._observe(phase.name, "response", began)
+        return None
+
+    async def run_response(
+        self,
+        ctx: RequestContext,
+        response: Response,
+        start: int = 0,
+        pending: Awaitable[object] | None = None,
+    ) -> None:
+        """Run the response hooks from `start`, awaiting where needed."""
+        hooks = self.on_response
+        if pending is not None:
+            await self._await(hooks[start - 1], "response", pending)
+        for index in range(start, len(hooks)):
+            phase = hooks[index]
+            try:
+                result = phase.hook(ctx, response)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise self.failed(phase.name, "response", exc) from exc
+            if result is not None and inspect.isawaitable(result):
+                await self._await(phase, "response", result)
+
+    # ----- logging phase -----
 
     def run_log(self, ctx: RequestContext) -> None:
-        for hook in self.on_log:
+        """Every logging hook, in order; a failure is logged and counted, never raised."""
+        for phase in self.on_log:
             try:
-                hook(ctx)
-            except Exception:  # a logging hook must never break the request it describes
-                log.exception("filter logging phase failed")
+                result = phase.hook(ctx)
+            except Exception as exc:  # a logging hook must never break the request it describes
+                self._log_failed(phase.name, exc)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._log_tasks.add(task)
+                task.add_done_callback(self._log_done(phase.name))
+
+    def _log_done(self, name: str) -> Callable[[asyncio.Future[object]], None]:
+        def done(task: asyncio.Future[object]) -> None:
+            self._log_tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                self._log_failed(name, task.exception())
+
+        return done
+
+    def _log_failed(self, name: str, exc: BaseException | None) -> None:
+        self.failed(name, "log", exc if exc is not None else RuntimeError("failed"))
 
     def _observe(self, name: str, phase: str, began: float) -> None:
         timer = self._timers.get((name, phase))
         if timer is not None:
             timer.observe(time.perf_counter() - began)
 
+    # ----- life cycle -----
+
     async def start(self) -> None:
+        """Start every filter; one that fails is logged and counted, and its route answers 500."""
         for f in self.filters:
-            await f.start()
+            try:
+                await f.start()
+            except Exception as exc:
+                error = self.failed(f.name, "start", exc)
+                if self.broken is None:
+                    self.broken = error
 
     async def stop(self) -> None:
         for f in reversed(self.filters):
             try:
                 await f.stop()
-            except Exception:
-                log.exception("filter %s failed to stop", f.name)
+            except Exception as exc:
+                self.failed(f.name, "stop", exc)
+        if self._log_tasks:
+            await asyncio.wait(set(self._log_tasks))
+
+
+def _number_repeated_names(filters: Sequence[Filter]) -> None:
+    """Every filter of a chain has its own name in metrics and logs: a name used again gets "#2",
+    "#3", ... (the first keeps its plain name, so a chain without repeats names nothing new)."""
+    seen: dict[str, int] = {}
+    for f in filters:
+        count = seen[f.name] = seen.get(f.name, 0) + 1
+        if count > 1:
+            f.name = f"{f.name}#{count}"
+
+
+def _not_a_decision(result: object) -> TypeError:
+    return TypeError(f"a hook returned {type(result).__name__}, not None or a Response")

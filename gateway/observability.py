@@ -92,6 +92,7 @@ class GatewayMetrics(Collector):
         self.registry = registry
         self._routes: dict[tuple[str, str], RouteMetrics] = {}
         self._filters: dict[tuple[str, str, str], FastHistogram] = {}
+        self._filter_errors: dict[tuple[str, str, str], int] = {}
         self.listener_rejections: Callable[[], dict[int, int]] = dict
         self.unrouted = Counter(
             "turnout_unrouted_requests", "Requests that matched no route", registry=registry
@@ -115,6 +116,11 @@ class GatewayMetrics(Collector):
         if histogram is None:
             histogram = self._filters[key] = FastHistogram(FILTER_BUCKETS)
         return histogram
+
+    def count_filter_error(self, route: str, name: str, phase: str) -> None:
+        """A filter's hook raised (a bug in that filter, contained by the data path)."""
+        key = (route, name, phase)
+        self._filter_errors[key] = self._filter_errors.get(key, 0) + 1
 
     def collect(self) -> Iterator[Any]:
         requests = CounterMetricFamily(
@@ -144,6 +150,13 @@ class GatewayMetrics(Collector):
         )
         for (route, name, phase), histogram in list(self._filters.items()):
             filters.add_metric([route, name, phase], histogram.cumulative(), histogram.sum)
+        filter_errors = CounterMetricFamily(
+            "turnout_filter_errors",
+            "Exceptions raised by filter hooks, by route, filter and phase",
+            labels=["route", "filter", "phase"],
+        )
+        for (route, name, phase), count in list(self._filter_errors.items()):
+            filter_errors.add_metric([route, name, phase], float(count))
         rejections = CounterMetricFamily(
             "turnout_listener_rejections",
             "Requests refused by the listener before routing (malformed, too large, too slow)",
@@ -151,7 +164,7 @@ class GatewayMetrics(Collector):
         )
         for status, count in sorted(self.listener_rejections().items()):
             rejections.add_metric([str(status)], float(count))
-        yield from (requests, duration, upstream, retries, filters, rejections)
+        yield from (requests, duration, upstream, retries, filters, filter_errors, rejections)
 
 
 class ClusterStateCollector(Collector):

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -31,7 +31,9 @@ from gateway.core.errors import (
     ServiceUnavailable,
     error_body,
 )
-from gateway.core.filters import Response
+from gateway.core.filters import Filter, FilterError, Response
+from gateway.core.json_bounds import JsonTooComplex, loads
+from gateway.filter_chain import ResponsePending
 from gateway.http.exchange import HttpExchange
 from gateway.http.headers import (
     build_request_head,
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("turnout.proxy")
 
 _NOT_FOUND_BODY = error_body(404, "no route matches this request", "not_found")
+_INTERNAL_BODY = error_body(500, "the gateway failed to handle this request", "internal")
 _QUEUE_DEPTH = b"x-turnout-queue-depth"
 _INFLIGHT = b"x-turnout-inflight"
 # A connection the upstream closed while it sat idle in the pool: the request never reached the
@@ -74,7 +77,16 @@ class Proxy:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def handle(self, exchange: HttpExchange) -> None:
-        ProxyRequest(self, self.runtime, exchange).start()
+        request = None
+        try:
+            request = ProxyRequest(self, self.runtime, exchange)
+            request.start()
+        except Exception as exc:  # a bug of ours must still end the request
+            if request is not None:
+                request.crash(exc)
+            else:
+                log.exception("request could not be set up")
+                exchange.respond(500, _INTERNAL_BODY)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -103,6 +115,7 @@ class ProxyRequest:
         "failed_endpoint",
         "flow_controlled",
         "head_bytes",
+        "held_response",
         "proxy",
         "relaying",
         "response_body",
@@ -154,9 +167,21 @@ class ProxyRequest:
         self.extra_headers: list[tuple[bytes, bytes]] | None = None
         """Headers every answer to this request carries (experiment and arm, a new unit cookie)."""
         self.buffer_response = False
+        self.held_response: tuple[Response, ResponsePending] | None = None
+        """The answer whose response hooks began on its head and wait for an awaitable."""
         self.response_body: bytes | None = None
         self.retry: RetryPolicy | None = None
         self.timeout = 0.0
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Go on in a task; whatever it raises still ends this request."""
+        self.proxy.spawn(self._guarded(coroutine))
+
+    async def _guarded(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coroutine
+        except Exception as exc:
+            self.crash(exc)
 
     # ----- request phase -----
 
@@ -181,9 +206,12 @@ class ProxyRequest:
         if chain.empty:
             self.dispatch()
             return
+        if chain.broken is not None:
+            self.fail(chain.broken)
+            return
         if chain.needs_request_body:
             if not exchange.body_complete:
-                self.proxy.spawn(self._request_phase_async(0))
+                self.spawn(self._request_phase_async(0, None))
                 return
             ctx.body = self.body = exchange.take_complete_body()
         self._request_phase(0)
@@ -209,7 +237,10 @@ class ProxyRequest:
                 self.fail(error)
                 return
             if answer is not None:
-                self.answer(answer)
+                if isinstance(answer, Response):
+                    self.answer(answer)
+                else:  # a plain hook returned an awaitable
+                    self.spawn(self._request_phase_async(index, cast("Awaitable[object]", answer)))
                 return
             if stop is not None and index == stop:
                 assert route.experiment is not None
@@ -218,11 +249,11 @@ class ProxyRequest:
                 continue
             break
         if index < len(chain.on_request):
-            self.proxy.spawn(self._request_phase_async(index))
+            self.spawn(self._request_phase_async(index, None))
         else:
             self.dispatch()
 
-    async def _request_phase_async(self, index: int) -> None:
+    async def _request_phase_async(self, index: int, pending: Awaitable[object] | None) -> None:
         route = self.route
         assert route is not None
         ctx = self.ctx
@@ -232,7 +263,8 @@ class ProxyRequest:
                 ctx.body = self.body = await self.exchange.read_body()
             while True:
                 stop = self._arm_stop()
-                answer, index = await chain.run_request(ctx, index, stop)
+                answer, index = await chain.run_request(ctx, index, stop, pending)
+                pending = None
                 if answer is not None or stop is None or index != stop:
                     break
                 assert route.experiment is not None
@@ -256,7 +288,7 @@ class ProxyRequest:
         assert route is not None
         ctx = self.ctx
         if route.feedback:
-            self.proxy.spawn(self._feedback())
+            self.spawn(self._feedback())
             return
         if route.experiment is not None:
             cluster = self._assign(route.experiment)
@@ -276,14 +308,14 @@ class ProxyRequest:
         cluster.retry.budget.request_started()
         self.admitted = True
         if route.layer is not None:
-            self.proxy.spawn(self._forward_through_layer(route.layer))
+            self.spawn(self._forward_through_layer(route.layer))
             return
         if ctx.body is not None:
             self.body = ctx.body  # a filter read (and may have rewritten) the body
         elif self.exchange.body_complete:
             self.body = self.exchange.take_complete_body()
         elif self.exchange.content_length is not None:
-            self.proxy.spawn(self._read_body_then_send())
+            self.spawn(self._read_body_then_send())
             return
         else:
             self.streaming_body = True  # chunked: streamed, retried only before the upstream saw it
@@ -306,12 +338,13 @@ class ProxyRequest:
             self.fail(ServiceUnavailable(f"experiment '{name}': unknown cluster '{assignment.cluster}'"))
             return None
         self.assignment = assignment
-        service.expose(assignment, self.ctx)
+        exposure_id = service.expose(assignment, self.ctx)
         if assignment.unit_id is not None and getattr(service.configs.get(name), "affinity", False):
             self.affinity_key = assignment.unit_id
         self.extra_headers = [
             (b"x-turnout-experiment", assignment.experiment.encode()),
             (b"x-turnout-arm", assignment.arm.encode()),
+            (b"x-turnout-exposure-id", exposure_id.encode()),
         ]
         if assignment.set_cookie is not None:
             self.extra_headers.append((b"set-cookie", assignment.set_cookie.encode("latin-1")))
@@ -338,16 +371,19 @@ class ProxyRequest:
             self.answer(Response.error(503, "no experiment is configured", "unavailable"))
             return
         try:
-            payload = orjson.loads(body)
+            payload = loads(body, "the feedback body")
+        except JsonTooComplex as error:
+            self.fail(error)
+            return
         except orjson.JSONDecodeError as exc:
             self.answer(Response.error(400, f"body is not JSON: {exc}", "bad_request"))
             return
-        problem = service.record_feedback(payload)
-        if problem is not None:
-            status = 503 if "queue is full" in problem else 400
-            self.answer(Response.error(status, problem, "bad_request" if status == 400 else "unavailable"))
+        try:
+            receipt = await service.accept_feedback(payload)
+        except GatewayError as error:
+            self.fail(error)
             return
-        self.answer(Response.json(202, {"accepted": True}))
+        self.answer(Response.json(202, receipt))
 
     async def _read_body_then_send(self) -> None:
         try:
@@ -382,7 +418,7 @@ class ProxyRequest:
         pool = cluster.pool_for(endpoint)
         conn = pool.take_idle()
         if conn is None:
-            self.proxy.spawn(self._connect_then_send(pool))
+            self.spawn(self._connect_then_send(pool))
         else:
             self._send_on(conn)
 
@@ -430,7 +466,7 @@ class ProxyRequest:
         self.sent_at = monotonic()
         conn.send_request(self.head_bytes, self.body, self.exchange.method == "HEAD", self.timeout, self)
         if self.streaming_body:
-            self.proxy.spawn(self._pump_body(conn))
+            self.spawn(self._pump_body(conn))
 
     async def _pump_body(self, conn: UpstreamConnection) -> None:
         """Stream a chunked request body upstream as it arrives."""
@@ -467,6 +503,11 @@ class ProxyRequest:
         except GatewayError as error:
             self.fail(error)
             return
+        except Exception as exc:  # a bug in the layer's filter, not in the upstream
+            assert self.route is not None
+            name = layer.name if isinstance(layer, Filter) else "upstream layer"
+            self.fail(self.route.filters.failed(name, "upstream", exc))
+            return
         except (asyncio.CancelledError, ConnectionResetError):
             self.client_gone()
             return
@@ -478,6 +519,14 @@ class ProxyRequest:
     # ----- the upstream's answer (ExchangeObserver) -----
 
     def on_head(self, head: ResponseHead) -> None:
+        # Called from the upstream parser: an exception escaping here would be taken for a
+        # malformed answer and charged to the endpoint, so none does.
+        try:
+            self._on_head(head)
+        except Exception as exc:
+            self.crash(exc)
+
+    def _on_head(self, head: ResponseHead) -> None:
         ctx = self.ctx
         cluster = self.cluster
         endpoint = self.endpoint
@@ -503,7 +552,17 @@ class ProxyRequest:
                 self.upstream_head = head
                 return
             response = Response(head.status, _decode_headers(relayable_headers(head.headers)), None)
-            chain.run_response_sync(ctx, response)
+            try:
+                pending = chain.run_response_sync(ctx, response)
+            except GatewayError as error:
+                self._abandon_attempt()  # the endpoint answered well: it is not charged
+                self.fail(error)
+                return
+            if pending is not None:  # a plain hook returned an awaitable: hold the answer back
+                self.buffer = []
+                self.upstream_head = head
+                self.held_response = (response, pending)
+                return
             self._send_response_head(response.status, self._final_headers(response), head)
         else:
             lines = relayed_header_lines(
@@ -520,27 +579,39 @@ class ProxyRequest:
         self.exchange.send_head(status, headers, head.content_length, head.reason or None)
 
     def on_body(self, data: bytes) -> None:
-        buffer = self.buffer
-        if buffer is not None:
-            buffer.append(data)
-        elif self.exchange.conn.closed:
-            conn = self.conn
-            if conn is not None:  # the client left: stop reading an answer nobody will see
-                conn.close()
-        else:
-            self.exchange.send_body(data)
+        try:
+            buffer = self.buffer
+            if buffer is not None:
+                buffer.append(data)
+            elif self.exchange.conn.closed:
+                conn = self.conn
+                if conn is not None:  # the client left: stop reading an answer nobody will see
+                    conn.close()
+            else:
+                self.exchange.send_body(data)
+        except Exception as exc:
+            self.crash(exc)
 
     def on_data_processed(self) -> None:
         """A packet was relayed and the answer goes on: flush it, and from now on let a slow client
         pause the upstream. (Most answers end within their first packet and never get here.)"""
         if self.relaying:
-            self.exchange.flush()  # a stream's first bytes must not wait for the next packet
-            conn = self.conn
-            if not self.flow_controlled and conn is not None:
-                self.flow_controlled = True
-                self.exchange.set_flow_control(conn.pause_reading, conn.resume_reading)
+            try:
+                self.exchange.flush()  # a stream's first bytes must not wait for the next packet
+                conn = self.conn
+                if not self.flow_controlled and conn is not None:
+                    self.flow_controlled = True
+                    self.exchange.set_flow_control(conn.pause_reading, conn.resume_reading)
+            except Exception as exc:
+                self.crash(exc)
 
     def on_end(self) -> None:
+        try:
+            self._on_end()
+        except Exception as exc:
+            self.crash(exc)
+
+    def _on_end(self) -> None:
         conn = self.conn
         self.conn = None
         if self.buffer is not None:
@@ -560,6 +631,12 @@ class ProxyRequest:
         self.finish()
 
     def on_error(self, failure: UpstreamFailure) -> None:
+        try:
+            self._on_error(failure)
+        except Exception as exc:
+            self.crash(exc)
+
+    def _on_error(self, failure: UpstreamFailure) -> None:
         conn = self.conn
         self.conn = None
         if conn is not None:
@@ -649,12 +726,32 @@ class ProxyRequest:
         assert head is not None
         self.response_body = body
         self._offer_to_mirrors(head.status, body)
-        response = Response(head.status, _decode_headers(relayable_headers(head.headers)), body)
-        if route.filters.response_is_sync:
-            route.filters.run_response_sync(self.ctx, response)
+        held = self.held_response
+        if held is not None:  # the response hooks began on the head and wait for an awaitable
+            self.held_response = None
+            response, pending = held
+            response.body = body
+            self.spawn(self._respond_async(response, pending))
+            return
+        self._run_response(Response(head.status, _decode_headers(relayable_headers(head.headers)), body))
+
+    def _run_response(self, response: Response) -> None:
+        """The response hooks, then the answer to the client."""
+        route = self.route
+        assert route is not None
+        chain = route.filters
+        if not chain.response_is_sync:
+            self.spawn(self._respond_async(response, None))
+            return
+        try:
+            pending = chain.run_response_sync(self.ctx, response)
+        except GatewayError as error:
+            self.fail(error)
+            return
+        if pending is None:
             self._write_response(response)
         else:
-            self.proxy.spawn(self._respond_async(response))
+            self.spawn(self._respond_async(response, pending))
 
     def _offer_to_mirrors(self, status: int, body: bytes) -> None:
         """Copy a request of a shadow experiment to its mirrors, with the primary's answer."""
@@ -664,11 +761,14 @@ class ProxyRequest:
                 assignment, self.ctx, self._upstream_path(), status, body, self.ctx.upstream_latency
             )
 
-    async def _respond_async(self, response: Response) -> None:
+    async def _respond_async(self, response: Response, pending: ResponsePending | None) -> None:
         route = self.route
         assert route is not None
         try:
-            await route.filters.run_response(self.ctx, response)
+            if pending is None:
+                await route.filters.run_response(self.ctx, response)
+            else:
+                await route.filters.run_response(self.ctx, response, pending.index, pending.awaitable)
         except GatewayError as error:
             self.fail(error)
             return
@@ -679,11 +779,7 @@ class ProxyRequest:
         route = self.route
         assert route is not None
         self.ctx.status = response.status
-        if route.filters.response_is_sync:
-            route.filters.run_response_sync(self.ctx, response)
-            self._write_response(response)
-        else:
-            self.proxy.spawn(self._respond_async(response))
+        self._run_response(response)
 
     def _final_headers(self, response: Response) -> list[tuple[bytes, bytes]]:
         """A response's headers as the client gets them: the route's header rules applied."""
@@ -713,10 +809,36 @@ class ProxyRequest:
     def fail(self, error: GatewayError) -> None:
         ctx = self.ctx
         ctx.status = error.status
-        ctx.error = error.message
+        ctx.error = error.detail if isinstance(error, FilterError) else error.message
         extra = [(b"x-request-id", ctx.request_id.encode()), *(self.extra_headers or ())]
         extra.extend((k.encode(), v.encode()) for k, v in error.headers.items())
         self.exchange.respond(error.status, error.body(), headers=extra)
+        self.finish()
+
+    def crash(self, exc: Exception) -> None:
+        """An exception nobody expected (a bug of ours): answer 500, or close a response already
+        started; free the upstream connection without charging its endpoint; finish."""
+        log.error("request %s failed", self.ctx.request_id, exc_info=exc)
+        conn = self.conn
+        self.conn = None
+        try:
+            if conn is not None:
+                conn.detach()
+                conn.close()
+            self._finish_attempt()
+            if self.flow_controlled:
+                self.exchange.set_flow_control(None, None)
+        except Exception:
+            log.exception("request %s: cleaning up after a failure failed", self.ctx.request_id)
+        if self.done:
+            return
+        ctx = self.ctx
+        ctx.error = f"internal error: {type(exc).__name__}: {exc}"
+        if self.exchange.head_sent:
+            self.exchange.abort()
+        else:
+            ctx.status = 500
+            self.exchange.respond(500, _INTERNAL_BODY, headers=((b"x-request-id", ctx.request_id.encode()),))
         self.finish()
 
     def client_gone(self) -> None:

@@ -28,6 +28,7 @@ import orjson
 from pydantic import BaseModel
 
 from gateway.core.context import RequestContext
+from gateway.core.errors import GatewayError
 
 
 @dataclass(slots=True)
@@ -66,6 +67,25 @@ class Response:
 
 
 Decision = Response | None
+
+
+class FilterError(GatewayError):
+    """A filter's hook raised something other than a `GatewayError`: a bug in that filter.
+
+    The client gets a 500 naming the filter (never the exception's text, which may hold anything);
+    the access log and `ctx.error` get `detail`, with the phase and the exception."""
+
+    status = 500
+    code = "filter_error"
+
+    def __init__(self, filter_name: str, phase: str, cause: BaseException) -> None:
+        super().__init__(f"filter '{filter_name}' failed")
+        self.filter_name = filter_name
+        self.phase = phase
+        self.detail = f"filter '{filter_name}' failed in its {phase} phase: {type(cause).__name__}: {cause}"
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error": self.message, "code": self.code, "filter": self.filter_name})
 
 
 class Filter:
