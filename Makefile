@@ -12,7 +12,8 @@ COMPILED_SOURCES := $(shell python3 gateway/core/native.py)
 $(PY):
 	python3 -m venv $(VENV)
 
-# Reinstall only when the project's dependencies change.
+# Reinstall only when the project's dependencies change. The dev extra includes every other one
+# (workers, reports), so the demo and the tests have everything.
 $(STAMP): pyproject.toml | $(PY)
 	@echo "turnout [$$(date +%T)]: installing turnout and its dev tools into $(VENV): about 2-3 minutes and 1 GB the first time ..."
 	$(PIP) install --upgrade pip 'setuptools>=77' wheel >/dev/null
@@ -56,7 +57,7 @@ bench: $(NATIVE)
 clean:
 	rm -rf $(VENV) build *.egg-info
 	find gateway routing -name "*.so" -delete
-	rm -f *__mypyc.*.so
+	rm -f *__mypyc.*.so gateway/core/native_build.json
 
 # `make loadtest SCENARIO=ab USERS=50 DURATION=20s`: one Locust scenario, headless, against the demo
 # stack (started for the run when it is not up). Scenarios and their summaries: loadtests/README.md.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import os
 import subprocess
@@ -32,17 +33,19 @@ def _run(code: str, **env: str) -> str:
     return done.stdout.strip()
 
 
-def _tree(tmp_path: Path, source_mtime: float, built_mtime: float | None) -> Path:
-    """A copy of the listed sources' layout, with a compiled module beside one of them."""
+def _tree(tmp_path: Path, built: bool, recorded: str | None) -> Path:
+    """A copy of the listed sources' layout, with a compiled module beside one of them when `built`,
+    and a build record of the sources as they were when `recorded` names what they held then."""
     for source in native.COMPILED_MODULES:
         path = tmp_path / source
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("VALUE = 'from source'\n")
-        os.utime(path, (source_mtime, source_mtime))
-    if built_mtime is not None:
-        built = tmp_path / "gateway" / "http" / f"pool{SUFFIX}"
-        built.write_bytes(b"")
-        os.utime(built, (built_mtime, built_mtime))
+        path.write_text(recorded if recorded is not None else "VALUE = 'from source'\n")
+    if recorded is not None:
+        native.write_build_record(tmp_path, tmp_path)
+    for source in native.COMPILED_MODULES:
+        (tmp_path / source).write_text("VALUE = 'from source'\n")
+    if built:
+        (tmp_path / "gateway" / "http" / f"pool{SUFFIX}").write_bytes(b"")
     return tmp_path
 
 
@@ -53,9 +56,42 @@ def test_the_listed_modules_are_the_data_path_sources() -> None:
 
 
 def test_a_source_edited_after_its_build_is_stale(tmp_path: Path) -> None:
-    assert native.stale_modules(_tree(tmp_path, source_mtime=2000.0, built_mtime=1000.0)) == [
-        "gateway/http/pool.py"
-    ]
+    root = _tree(tmp_path, built=True, recorded="VALUE = 'as compiled'\n")
+    assert native.stale_modules(root) == ["gateway/http/pool.py"]
+
+
+def test_a_source_as_compiled_is_current_whatever_its_file_time(tmp_path: Path) -> None:
+    # What pip does to a wheel: the source lands after its compiled module, with a newer file time.
+    root = _tree(tmp_path, built=True, recorded="VALUE = 'from source'\n")
+    built = root / "gateway" / "http" / f"pool{SUFFIX}"
+    os.utime(built, (1000.0, 1000.0))
+    os.utime(root / "gateway" / "http" / "pool.py", (2000.0, 2000.0))
+    assert native.stale_modules(root) == []
+
+
+def test_a_compiled_module_without_a_build_record_is_stale(tmp_path: Path) -> None:
+    assert native.stale_modules(_tree(tmp_path, built=True, recorded=None)) == ["gateway/http/pool.py"]
+
+
+def test_an_unreadable_build_record_names_no_source(tmp_path: Path) -> None:
+    root = _tree(tmp_path, built=True, recorded="VALUE = 'from source'\n")
+    (root / native.BUILD_RECORD).write_text("{not json")
+    assert native.read_build_record(root) == ({}, None)
+    assert native.stale_modules(root) == ["gateway/http/pool.py"]
+
+
+def test_sources_without_a_build_are_not_stale(tmp_path: Path) -> None:
+    assert native.stale_modules(_tree(tmp_path, built=False, recorded=None)) == []
+
+
+def test_the_build_record_holds_each_source_digest_or_why_nothing_was_compiled(tmp_path: Path) -> None:
+    root = _tree(tmp_path, built=False, recorded="VALUE = 'from source'\n")
+    digests, why_not = native.read_build_record(root)
+    assert why_not is None
+    assert sorted(digests) == sorted(native.COMPILED_MODULES)
+    assert digests["gateway/proxy.py"] == hashlib.sha256(b"VALUE = 'from source'\n").hexdigest()
+    native.write_build_record(root, root, why_not="the C build failed (no gcc)")
+    assert native.read_build_record(root) == ({}, "the C build failed (no gcc)")
 
 
 def _prefer_sources_in_child(root: Path, then: str) -> str:
@@ -75,39 +111,52 @@ def _prefer_sources_in_child(root: Path, then: str) -> str:
     )
 
 
-def test_a_build_newer_than_its_source_is_current(tmp_path: Path) -> None:
-    assert native.stale_modules(_tree(tmp_path, source_mtime=1000.0, built_mtime=2000.0)) == []
-
-
-def test_sources_without_a_build_are_not_stale(tmp_path: Path) -> None:
-    assert native.stale_modules(_tree(tmp_path, source_mtime=1000.0, built_mtime=None)) == []
-
-
 def test_a_stale_build_makes_every_listed_module_load_from_source(tmp_path: Path) -> None:
-    root = _tree(tmp_path, source_mtime=2000.0, built_mtime=1000.0)
+    root = _tree(tmp_path, built=True, recorded="VALUE = 'as compiled'\n")
     output = _prefer_sources_in_child(
         root,
         """
         import importlib.util
         for name in ("gateway.http.pool", "gateway.proxy", "routing.endpoints"):
             print(importlib.util.find_spec(name).origin)
+        print(native.data_path_mode())
         """,
     )
-    reason, *origins = output.splitlines()
+    reason, *origins, mode = output.splitlines()
     assert reason == f"{native.STALE_BUILD}: gateway/http/pool.py"
     assert origins == [
         str(root / "gateway/http/pool.py"),
         str(root / "gateway/proxy.py"),
         str(root / "routing/endpoints.py"),
     ]
+    assert mode == f"pure Python ({reason})"
 
 
 def test_a_current_build_is_left_in_charge(tmp_path: Path) -> None:
-    root = _tree(tmp_path, source_mtime=1000.0, built_mtime=2000.0)
+    root = _tree(tmp_path, built=True, recorded="VALUE = 'from source'\n")
     output = _prefer_sources_in_child(
         root, "print(any(isinstance(f, native._SourceFinder) for f in sys.meta_path))"
     )
     assert output.splitlines() == ["None", "False"]
+
+
+def test_an_install_left_uncompiled_says_why(tmp_path: Path) -> None:
+    root = _tree(tmp_path, built=False, recorded=None)
+    native.write_build_record(root, root, why_not="the C build failed (no gcc)")
+    output = _prefer_sources_in_child(
+        root,
+        f"""
+        import types
+        proxy = types.ModuleType("gateway.proxy")
+        proxy.__file__ = {str(root / "gateway" / "proxy.py")!r}
+        sys.modules["gateway.proxy"] = proxy
+        print(native.data_path_mode(Path({str(root)!r})))
+        """,
+    )
+    assert output.splitlines() == [
+        "None",
+        f"pure Python ({native.NOT_COMPILED}: the C build failed (no gcc))",
+    ]
 
 
 def test_turnout_pure_python_runs_the_data_path_from_source() -> None:
@@ -124,13 +173,13 @@ def test_turnout_pure_python_runs_the_data_path_from_source() -> None:
     reason, proxy_file, mode = output.splitlines()
     assert reason == "TURNOUT_PURE_PYTHON is set"
     assert proxy_file == str(ROOT / "gateway" / "proxy.py")
-    assert mode == "pure Python"
+    assert mode == "pure Python (TURNOUT_PURE_PYTHON is set)"
 
 
 def test_a_compiled_install_runs_the_compiled_data_path() -> None:
     built = list((ROOT / "gateway").glob(f"proxy{SUFFIX}"))
     if not built or native.stale_modules():
-        message = "this install's data path is not compiled (no C compiler, or TURNOUT_PURE_PYTHON)"
+        message = "this install's data path is not compiled (no C compiler, or sources edited since)"
         if os.environ.get("TURNOUT_REQUIRE_COMPILED"):  # set by CI, where a compiler is installed
             pytest.fail(message)
         pytest.skip(message)
