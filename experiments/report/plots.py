@@ -13,14 +13,19 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
-import matplotlib
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
 
 from experiments.report import text
 from experiments.report.model import ExposureSeries, LatencyCdf, LiftSeries, PlotData
+from gateway.core.extras import MissingExtra
+
+try:
+    import matplotlib
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import LogFormatter
+except ImportError as missing:  # the plots come with the `reports` extra
+    raise MissingExtra("reports", "the report's plots", ("matplotlib",)) from missing
 
 # 9 x 3.6 inches at the SVG's 72 points per inch: about 650 x 260 px, the width of the report's
 # column, tall enough to read a confidence band.
