@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from experiments.finite import MAX_MAGNITUDE, usable_value
 from gateway.core.config_types import Duration, StrictModel
 
 # Metrics an experiment can report on: per-request latency and errors, latency quantiles, feedback
@@ -50,6 +51,20 @@ DEFAULT_SHADOW_TIMEOUT_S = 30.0
 DEFAULT_TOLERANCE = 1e-4
 
 
+# A feedback metric's name as sent in `{"metric": NAME}`: what `feedback:NAME` allows in `metrics`.
+FEEDBACK_METRIC_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
+# The recorder's loss window. A group of events is written every 50 ms or as soon as 256 are queued,
+# whichever comes first: a kill -9 loses at most the group being filled and the one being written.
+# 256 events are one SQLite transaction of about a millisecond; 50 ms keeps dashboards live and
+# costs at most 20 transactions a second at low traffic.
+DEFAULT_FLUSH_INTERVAL_S = 0.05
+DEFAULT_FLUSH_EVENTS = 256
+# Events held in memory while the store is slow or away: a few MB, seconds of heavy traffic.
+DEFAULT_RECORDER_CAPACITY = 10_000
+
+
 def _as_list(value: Any) -> Any:
     """`unit: header:x-user-id` is short for a one-element list."""
     return [value] if isinstance(value, str) else value
@@ -81,6 +96,54 @@ class NamespaceConfig(StrictModel):
         return self
 
 
+class RecorderConfig(StrictModel):
+    """How experiment events reach the store: the bound on what a crash (kill -9) can lose.
+
+    Events are written in groups: every `flush_interval`, or as soon as `flush_events` are queued.
+    A crash loses the events not yet written: at most the group being filled (under `flush_events`
+    events, none older than `flush_interval`) and the group being written, while the store keeps
+    up. A store slower than the traffic grows a backlog (up to `capacity`, then new events are
+    dropped and counted) and a crash loses that backlog too.
+    """
+
+    flush_interval: Duration = Field(
+        default=DEFAULT_FLUSH_INTERVAL_S, gt=0.0, le=60.0, description="Longest wait before a write."
+    )
+    flush_events: int = Field(
+        default=DEFAULT_FLUSH_EVENTS, ge=1, le=100_000, description="Queued events that start a write."
+    )
+    capacity: int = Field(
+        default=DEFAULT_RECORDER_CAPACITY, ge=1, description="Most events held while the store is slow."
+    )
+
+
+class FeedbackBounds(StrictModel):
+    """The values a feedback metric may take; anything else is refused with a 400 when it is sent.
+
+    The default admits every finite value up to `MAX_MAGNITUDE` (1e15) either way: enough for any
+    count or amount, and far enough below overflow that no sum of stored values can become infinite.
+    """
+
+    min: float = Field(default=-MAX_MAGNITUDE, description="The smallest value accepted.")
+    max: float = Field(default=MAX_MAGNITUDE, description="The largest value accepted.")
+
+    @model_validator(mode="after")
+    def _ordered_and_finite(self) -> Self:
+        for bound in (self.min, self.max):
+            if not usable_value(bound):
+                raise ValueError(f"bounds must be finite numbers within ±{MAX_MAGNITUDE:g}, got {bound}")
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+    def admits(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+
+# Feedback for a metric without declared bounds: finite and within ±MAX_MAGNITUDE.
+DEFAULT_FEEDBACK_BOUNDS = FeedbackBounds()
+
+
 class AssignedConfig(StrictModel):
     """Fields shared by the kinds that assign units: how units are found, kept and forced."""
 
@@ -101,6 +164,11 @@ class AssignedConfig(StrictModel):
     )
     force_scope: str = Field(default=DEFAULT_FORCE_SCOPE, description="Scope a principal needs to force.")
     metrics: list[str] = Field(default=list(DEFAULT_METRICS), description="Metrics analysed per arm.")
+    feedback_bounds: dict[str, FeedbackBounds] = Field(
+        default_factory=dict,
+        description="Per feedback metric (the name sent as `metric`), the values accepted: {min, max}. "
+        "Undeclared metrics accept finite values within ±1e15.",
+    )
     affinity: bool = Field(
         default=False,
         description="Consistent-hash endpoint affinity on the unit id inside the arm's cluster.",
@@ -128,6 +196,18 @@ class AssignedConfig(StrictModel):
                     "output:NAME"
                 )
         return value
+
+    @field_validator("feedback_bounds")
+    @classmethod
+    def _feedback_metric_names(cls, value: dict[str, FeedbackBounds]) -> dict[str, FeedbackBounds]:
+        for name in value:
+            if not FEEDBACK_METRIC_PATTERN.match(name):
+                raise ValueError(f"feedback metric {name!r}: 1 to 100 letters, digits, '_', '.' or '-'")
+        return value
+
+    def bounds_of(self, metric: str) -> FeedbackBounds:
+        """The values feedback for `metric` may take."""
+        return self.feedback_bounds.get(metric, DEFAULT_FEEDBACK_BOUNDS)
 
     @field_validator("force_header")
     @classmethod

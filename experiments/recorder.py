@@ -2,11 +2,13 @@
 
 `record(event)` appends to a bounded in-memory queue and returns at once; when the queue is full the
 event is dropped and counted (a slow or dead store must cost the data path nothing, and a drop is
-visible in `stats()`). One background task writes the queue to the store in batches: when a batch
-fills, or every `flush_interval` otherwise. A failed write keeps its batch at the head of the queue
-and is retried after `retry_delay`. `stop()` writes everything still queued before it returns, so a
-shutdown on SIGTERM loses no event (while the store answers; `stats().lost` counts any it could not
-write within `stop`'s deadline).
+visible in `stats()`). One background task writes the queue to the store in batches: as soon as a
+batch fills, and `flush_interval` after the previous round of writes began otherwise. That is the
+loss window of a crash (kill -9): the events queued and the batch being written, under two batches
+and one interval of traffic while the store keeps up (see `experiments.config.RecorderConfig`).
+A failed write keeps its batch at the head of the queue and is retried after `retry_delay`. `stop()`
+writes everything still queued before it returns, so a shutdown on SIGTERM loses no event (while the
+store answers; `stats().lost` counts any it could not write within `stop`'s deadline).
 """
 
 from __future__ import annotations
@@ -17,20 +19,18 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from experiments.config import DEFAULT_FLUSH_EVENTS, DEFAULT_FLUSH_INTERVAL_S, DEFAULT_RECORDER_CAPACITY
 from experiments.events import Event
 from experiments.store.base import EventStore
 
 _log = logging.getLogger(__name__)
 
-# 10,000 events are a few MB: enough to ride out a store hiccup of seconds at thousands of
-# requests per second, small enough that a dead store cannot exhaust memory.
-DEFAULT_CAPACITY = 10_000
-# 500 events per transaction amortises a store round trip to microseconds per event.
-DEFAULT_BATCH_SIZE = 500
-# Events reach the store within half a second at low traffic, so dashboards stay fresh.
-DEFAULT_FLUSH_INTERVAL_S = 0.5
+# The defaults and their reasons live with the config that sets them.
+DEFAULT_CAPACITY = DEFAULT_RECORDER_CAPACITY
+DEFAULT_BATCH_SIZE = DEFAULT_FLUSH_EVENTS
 # After a failed write, wait this long before retrying: a restarting store gets time to come back.
 DEFAULT_RETRY_DELAY_S = 1.0
 # How long `stop()` keeps trying to write what is left before giving up and counting it lost.
@@ -90,6 +90,13 @@ class EventRecorder:
             self._wake.set()
         return True
 
+    def queued(self) -> Iterator[Event]:
+        """Events accepted but not yet written, oldest first (feedback looks here for an exposure
+        that is still on its way to the store)."""
+        if self._retry is not None:
+            yield from self._retry[0]
+        yield from self._queue
+
     @property
     def _backlog(self) -> int:
         return len(self._queue) + (len(self._retry[0]) if self._retry else 0)
@@ -132,12 +139,18 @@ class EventRecorder:
         wake = self._wake
         if wake is None:
             return
+        next_round = time.monotonic() + self._flush_interval
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._flush_interval)
+            # The interval runs from the start of the previous round, so a slow write does not
+            # stretch the window; a full batch wakes the task at once.
+            delay = next_round - time.monotonic()
+            if delay > 0.0 and len(self._queue) < self._batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), delay)
             wake.clear()
             if self._stopping:
                 return
+            next_round = time.monotonic() + self._flush_interval
             while self._backlog and not self._stopping:
                 if not await self._write_one_batch():
                     await self._sleep_unless_stopping(self._retry_delay)

@@ -19,7 +19,7 @@ import orjson
 
 from experiments.config import AbConfig, BlueGreenConfig, CanaryConfig, ShadowConfig
 from experiments.controller import CanaryController
-from experiments.events import Feedback, exposure_for, outcome_for
+from experiments.events import exposure_for, outcome_for
 from experiments.outbound import OutboundRequest
 from experiments.outputs import output_metric_names, summarize_outputs
 from experiments.recorder import EventRecorder
@@ -34,6 +34,7 @@ from experiments.sync import SplitStateSync
 from gateway.cluster import ClusterRuntime
 from gateway.config import GatewayConfig, StateConfig
 from gateway.core.context import RequestContext
+from gateway.experiments_feedback import FeedbackIntake, exposure_id_for
 from gateway.internal_client import send_to_cluster
 
 log = logging.getLogger("turnout.experiments")
@@ -61,9 +62,16 @@ class ExperimentsService:
     ) -> None:
         self.store: EventStore = open_store(redis_url=state.redis_url, sqlite_path=state.sqlite_path)
         self._sqlite_path = None if state.redis_url else Path(state.sqlite_path)
-        self.recorder = EventRecorder(self.store)
+        recorder = state.recorder
+        self.recorder = EventRecorder(
+            self.store,
+            capacity=recorder.capacity,
+            batch_size=recorder.flush_events,
+            flush_interval=recorder.flush_interval,
+        )
         self.splits: dict[str, Split] = {}
         self.configs: dict[str, AnyExperiment] = {}
+        self.feedback = FeedbackIntake(self.store, self.recorder, self.configs, recorder.flush_interval)
         self.output_names: dict[str, tuple[str, ...]] = {}
         self._fingerprints: dict[str, str] = {}
         self.controllers: dict[str, CanaryController] = {}
@@ -159,11 +167,14 @@ class ExperimentsService:
 
     # ----- per request -----
 
-    def expose(self, assignment: Assignment, ctx: RequestContext) -> None:
+    def expose(self, assignment: Assignment, ctx: RequestContext) -> str:
+        """Record the exposure; its id, for the client to name in feedback (x-turnout-exposure-id)."""
         ctx.experiment = assignment.experiment
         ctx.arm = assignment.arm
         ctx.unit_id = assignment.unit_id
-        self.recorder.record(exposure_for(assignment, ctx.request_id, time.time()))
+        exposure_id = exposure_id_for(ctx)
+        self.recorder.record(exposure_for(assignment, ctx.request_id, time.time(), exposure_id))
+        return exposure_id
 
     def record_outcome(
         self, assignment: Assignment, ctx: RequestContext, total_s: float, body: bytes | None
@@ -207,34 +218,11 @@ class ExperimentsService:
         for arm, cluster in assignment.mirrors:
             mirror.offer(ShadowJob(arm, cluster, request, status, body, latency_s))
 
-    def record_feedback(self, payload: Any) -> str | None:
-        """Record one feedback value; the problem with the payload, or None when it was accepted."""
-        if not isinstance(payload, dict):
-            return 'body must be a JSON object like {"request_id": "...", "metric": "conversion", "value": 1}'
-        metric = payload.get("metric")
-        value = payload.get("value")
-        request_id = payload.get("request_id")
-        unit_id = payload.get("unit_id")
-        experiment = payload.get("experiment")
-        if not isinstance(metric, str) or not metric:
-            return "metric: a non-empty string is required"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return "value: a number is required"
-        if not isinstance(request_id, str) and not isinstance(unit_id, str):
-            return "request_id or unit_id: one of them is required (a string)"
-        if experiment is not None and not isinstance(experiment, str):
-            return "experiment: must be a string"
-        accepted = self.recorder.record(
-            Feedback(
-                metric=metric,
-                value=float(value),
-                time=time.time(),
-                request_id=request_id if isinstance(request_id, str) else None,
-                unit_id=unit_id if isinstance(unit_id, str) else None,
-                experiment=experiment,
-            )
-        )
-        return None if accepted else "the event queue is full; retry shortly"
+    async def accept_feedback(self, payload: Any) -> dict[str, Any]:
+        """Record one feedback document (parsed JSON); the 202 answer's body, or a GatewayError:
+        400 for a malformed document or a value out of bounds, 404 for an exposure nobody knows,
+        503 when the event queue is full or the store cannot be read."""
+        return await self.feedback.accept(payload)
 
     # ----- what the package asks the gateway to send -----
 

@@ -24,6 +24,7 @@ from gateway import SOURCE_REASON
 from gateway.admin import build_admin_app
 from gateway.config import ConfigError, GatewayConfig, TlsConfig
 from gateway.core.native import STALE_BUILD, data_path_mode
+from gateway.experiments_metrics import ExperimentsCollector
 from gateway.experiments_runtime import ExperimentsService, needs_experiments
 from gateway.http.listener import HttpServer, ListenerLimits
 from gateway.loading import load_gateway_config
@@ -52,6 +53,7 @@ class Gateway:
         self._runtime: Runtime | None = None
         self.experiments: ExperimentsService | None = None
         self.registry.register(ClusterStateCollector(lambda: self._runtime.clusters if self._runtime else {}))
+        self.registry.register(ExperimentsCollector(lambda: self.experiments))
         self.listener: HttpServer | None = None
         self._proxy: Proxy | None = None
         self._admin_runner: web.AppRunner | None = None

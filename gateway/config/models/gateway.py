@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from experiments.config import ExperimentConfig
+from experiments.config import ExperimentConfig, RecorderConfig
 from gateway.config.models.cluster import ClusterConfig
 from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenConfig
 from gateway.config.models.located import errors_at
@@ -40,6 +40,10 @@ class StateConfig(StrictModel):
         default="var/turnout.db",
         description="The experiment event store when backend is memory (relative to the working "
         "directory): SQLite, written off the request path.",
+    )
+    recorder: RecorderConfig = Field(
+        default_factory=RecorderConfig,
+        description="How often experiment events are written: the bound on what a crash can lose.",
     )
 
     @property
