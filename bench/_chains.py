@@ -7,7 +7,8 @@
                  carries the same valid token, minted here with PyJWT, so each one is verified;
                * rate_limit: in this process, one limit per principal far above any offered load,
                  so every request is counted against its bucket and none is refused;
-               * cache: in memory, default options, and every request has its own query string, so
+               * cache: in memory, per principal (`vary_on: [principal]`: an authenticated answer is
+                 cached only for its caller), and every request has its own query string, so
                  every request is keyed, looked up, misses, leads its (single) flight, goes upstream
                  and has its answer stored, and once the cache holds max_entries answers each store
                  also evicts the oldest: the steady state of a cache whose hit ratio is zero.
@@ -84,7 +85,7 @@ def _typical_filters(secret: str) -> tuple[Mapping[str, Any], ...]:
     return (
         {"auth_jwt": {"providers": [provider]}},
         {"rate_limit": {"limits": [{"key": "principal", "rate": NEVER_REFUSING_RATE}]}},
-        {"cache": {}},
+        {"cache": {"vary_on": ["principal"]}},
     )
 
 
@@ -109,7 +110,7 @@ def build_chain(name: str, secret: str | None = None) -> Chain:
             (("Authorization", f"Bearer {mint_token(key)}"),),
             unique_query=True,
             description="auth_jwt (HS256, one valid token per request) -> rate_limit (memory, "
-            f"{NEVER_REFUSING_RATE} per principal: never refuses) -> cache (memory; a query string per "
+            f"{NEVER_REFUSING_RATE} per principal: never refuses) -> cache (memory, per principal; a query string per "
             "request, so every request is looked up, misses and is stored)",
         )
     raise ValueError(f"unknown chain {name!r}: use one of {', '.join(CHAIN_NAMES)}")

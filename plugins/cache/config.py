@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator
 
-from gateway.core.config_types import ByteSize, Duration, StrictModel
+from gateway.core.config_types import ByteSize, Duration, RedisUrl, StrictModel
 from plugins._request_headers import HeaderName
+
+CallerPart = Literal["principal", "tenant"]
+"""Who a cached answer belongs to: the authenticated principal, or the principal's tenant."""
 
 
 class CacheConfig(StrictModel):
@@ -29,7 +32,7 @@ class CacheConfig(StrictModel):
     backend: Literal["memory", "redis"] = Field(
         default="memory", description="memory: this process only; redis: shared by every gateway."
     )
-    redis_url: str | None = Field(default=None, description="The Redis to use; default: the gateway's.")
+    redis_url: RedisUrl | None = Field(default=None, description="The Redis to use; default: the gateway's.")
     # 50 ms: far above a healthy Redis round trip, and a bounded price for a cache that cannot answer.
     redis_timeout: Duration = Field(
         default=0.05, gt=0, description="The most a lookup or store waits on Redis (then: a miss)."
@@ -43,6 +46,14 @@ class CacheConfig(StrictModel):
         default=(),
         description="Request headers whose values are part of the key (the caller's tenant always is).",
     )
+    vary_on: tuple[CallerPart, ...] = Field(
+        default=(),
+        description="Make answers to authenticated callers cacheable, kept apart per caller: principal "
+        "(each principal its own answers), tenant (the principals of one tenant share them), or both. "
+        "Without it, a request with credentials (an authenticated principal, Authorization or Cookie) "
+        "is answered from the cache and stored only when the answer allows a shared cache to (RFC 9111 "
+        "3.5: Cache-Control public, s-maxage or must-revalidate).",
+    )
     coalesce: bool = Field(
         default=True,
         description="Concurrent identical requests wait for the first one's answer instead of each "
@@ -55,6 +66,13 @@ class CacheConfig(StrictModel):
         gt=0,
         description="The most a request waits for an identical one in flight before going upstream itself.",
     )
+
+    @field_validator("vary_on")
+    @classmethod
+    def _each_part_once(cls, parts: tuple[CallerPart, ...]) -> tuple[CallerPart, ...]:
+        if len(set(parts)) != len(parts):
+            raise ValueError(f"lists a part twice; each of {', '.join(get_args(CallerPart))} at most once")
+        return parts
 
     @field_validator("methods")
     @classmethod

@@ -3,12 +3,14 @@
 Only what describes the answer itself is kept. Hop-by-hop headers, framing (the data path frames a
 body it sends whole), and headers that belong to one request (rate-limit state, request ids, Age)
 are dropped. An answer is stored only when it is a 2xx with a buffered body, sets no cookie, and the
-upstream did not mark it `no-store` or `private`.
+upstream did not mark it `no-store` or `private`. An answer that allows a shared cache to keep it
+for any caller (`shared_use_allowed`) may also serve, and be stored for, requests with credentials.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Final
@@ -40,6 +42,9 @@ _NOT_KEPT: Final = frozenset(
     }
 )
 _UNCACHEABLE_DIRECTIVES: Final = frozenset({"no-store", "private"})
+# RFC 9111 3.5: the directives with which an answer to a request with credentials may be stored by a
+# shared cache and used for other requests.
+_SHARED_USE_DIRECTIVES: Final = frozenset({"public", "s-maxage", "must-revalidate"})
 # Python's own bookkeeping per stored answer (slot object, tuples, dict entry): an estimate, so that
 # many tiny answers still count against max_bytes.
 ENTRY_OVERHEAD_BYTES: Final = 256
@@ -88,6 +93,14 @@ def directives(value: str | None) -> frozenset[str]:
     if not value:
         return frozenset()
     return frozenset(part.partition("=")[0].strip().lower() for part in value.split(","))
+
+
+def shared_use_allowed(headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether an answer's Cache-Control lets a shared cache use it for requests with credentials."""
+    return any(
+        name == "cache-control" and not directives(value).isdisjoint(_SHARED_USE_DIRECTIVES)
+        for name, value in headers
+    )
 
 
 def storable(response: Response) -> CachedResponse | None:

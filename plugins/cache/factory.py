@@ -37,7 +37,9 @@ class CacheFilterFactory:
         else:
             url = config.redis_url or build.redis_url
             if url is None:
-                raise ValueError("cache: backend redis needs `redis_url` or the gateway's state.redis url")
+                raise ValueError(
+                    "backend redis needs a Redis: set `redis_url` here, or `state: {backend: redis, url: ...}`"
+                )
             guard = RedisGuard(
                 url,
                 timeout=config.redis_timeout,
@@ -51,9 +53,10 @@ class CacheFilterFactory:
             )
         return CacheFilter(
             store,
-            CacheKeyBuilder(build.route, config.vary_headers),
+            CacheKeyBuilder(build.route, config.vary_headers, by_principal="principal" in config.vary_on),
             metrics,
             methods=config.methods,
             coalesce=config.coalesce,
             coalesce_timeout=config.coalesce_timeout,
+            vary_on=config.vary_on,
         )

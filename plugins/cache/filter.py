@@ -9,6 +9,17 @@ Response phase: a miss stores a storable answer (see `entry`), and the leader ha
 followers before the store, so they never wait on the backend. The logging phase releases the
 followers of a leader that never got a response. Entries are keyed per `keys`.
 
+Credentials (RFC 9111 3.5). A request with credentials (a principal established by an authentication
+filter, whose credential header is usually removed by then, or an `Authorization` or `Cookie`
+header) may get an answer meant for that caller alone. Without `vary_on`, such a request is
+*private*: it is answered from the cache, by a stored or coalesced answer, only when that answer
+allows shared use (`public`, `s-maxage`, `must-revalidate`), and its own answer is stored or shared
+only when it allows it too. With `vary_on: [principal]` and/or `[tenant]`, the caller is part of the
+key (the tenant always is; `principal` adds the principal's id), so a request whose principal (and
+tenant, when asked for) is known is cached as usual, per caller; one without stays private.
+A principal that appears only after this filter's request phase (an authentication filter placed
+after it) was not in the key: that answer is not stored.
+
 The experiment arm is part of the key, so it must be known when the key is made. If the arm was
 assigned only after this filter's request phase, the answer is neither stored nor shared: that
 would serve one arm's answers to the other's callers.
@@ -23,15 +34,18 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from gateway.core.context import RequestContext
+from gateway.core.context import Principal, RequestContext
 from gateway.core.filters import Decision, Filter, Response
 from plugins._redis import RedisUnavailable
-from plugins.cache.entry import CACHE_HEADER, CachedResponse, directives, storable
+from plugins.cache.entry import CACHE_HEADER, CachedResponse, directives, shared_use_allowed, storable
 from plugins.cache.keys import CacheKey, CacheKeyBuilder
 from plugins.cache.metrics import FILTER_NAME, CacheMetrics
 from plugins.cache.single_flight import SingleFlight
 
 _BYPASS = "bypass"
+# Request headers that carry a caller's credentials (RFC 9111 3.5 names Authorization; a Cookie
+# identifies a caller just as well).
+_CREDENTIAL_HEADERS = ("authorization", "cookie")
 
 
 class CacheStore(Protocol):
@@ -50,8 +64,11 @@ class _Ticket:
 
     key: CacheKey
     arm: str | None
+    principal: Principal | None
     generation: int
     leader: bool
+    private: bool
+    """The request has credentials its key does not name: only answers allowing shared use."""
     served: bool = False
     """Answered by this filter (hit or coalesced): nothing to store."""
 
@@ -65,6 +82,8 @@ class CacheFilter(Filter):
     needs_response_body: ClassVar[bool] = True
     needs_experiment_arm: ClassVar[bool] = True
     __slots__ = (
+        "_by_principal",
+        "_by_tenant",
         "_coalesce",
         "_coalesce_timeout",
         "_flights",
@@ -84,8 +103,11 @@ class CacheFilter(Filter):
         methods: Collection[str],
         coalesce: bool,
         coalesce_timeout: float,
+        vary_on: Collection[str] = (),
     ) -> None:
         self._store = store
+        self._by_principal = "principal" in vary_on
+        self._by_tenant = "tenant" in vary_on
         self._keys = keys
         self._metrics = metrics
         self._methods = frozenset(methods)
@@ -104,25 +126,27 @@ class CacheFilter(Filter):
             lookups["bypass"].inc()
             return None
         key = self._keys.key(ctx)
-        ticket = _Ticket(key, ctx.arm, self._generation, leader=False)
+        private = self._private(ctx)
+        ticket = _Ticket(key, ctx.arm, ctx.principal, self._generation, leader=False, private=private)
         ctx.state[FILTER_NAME] = ticket
+        missed = lookups["private" if private else "miss"]
         if "no-cache" not in control:
             entry = await self._lookup(key)
-            if entry is not None:
+            if entry is not None and (not private or shared_use_allowed(entry.headers)):
                 ticket.served = True
                 lookups["hit"].inc()
                 return entry.response("hit")
             flight = self._flights.in_flight(key.value) if self._coalesce else None
             if flight is not None:
                 shared = await SingleFlight.follow(flight, self._coalesce_timeout)
-                if shared is not None:
+                if shared is not None and (not private or shared_use_allowed(shared.headers)):
                     ticket.served = True
                     lookups["coalesced"].inc()
                     return shared.response("coalesced")
-                lookups["miss"].inc()  # the leader's answer was not shareable: go upstream alone
+                missed.inc()  # the leader's answer was not shareable: go upstream alone
                 return None
         ticket.leader = self._coalesce and self._flights.lead(key.value)
-        lookups["miss"].inc()
+        missed.inc()
         return None
 
     async def on_response(self, ctx: RequestContext, response: Response) -> None:
@@ -135,8 +159,15 @@ class CacheFilter(Filter):
         if ticket.served:
             return
         entry = storable(response)
-        if entry is not None and (ticket.arm != ctx.arm or ticket.generation != self._generation):
-            entry = None  # keyed without the arm it was answered by, or invalidated while in flight
+        if entry is not None and (
+            ticket.arm != ctx.arm
+            or ticket.generation != self._generation
+            or ticket.principal is not ctx.principal
+            or (ticket.private and not shared_use_allowed(entry.headers))
+        ):
+            # Keyed without the arm or the caller it was answered for, invalidated while in flight,
+            # or an answer for one caller that does not allow sharing.
+            entry = None
         response.set_header(CACHE_HEADER, "miss")
         if ticket.leader:
             ticket.leader = False
@@ -149,6 +180,16 @@ class CacheFilter(Filter):
         if isinstance(ticket, _Ticket) and ticket.leader:
             ticket.leader = False
             self._flights.finish(ticket.key.value, None)
+
+    def _private(self, ctx: RequestContext) -> bool:
+        """Whether the request has credentials that its key does not stand for (see above)."""
+        principal = ctx.principal
+        if principal is None:
+            headers = ctx.headers
+            return any(name in headers for name in _CREDENTIAL_HEADERS)
+        if self._by_principal:
+            return self._by_tenant and principal.tenant is None
+        return not (self._by_tenant and principal.tenant is not None)
 
     async def invalidate(self, model: str | None) -> int:
         """Drop the stored answers of `model` (of every model for None); returns how many."""

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 from plugins._metrics import counter
 
 FILTER_NAME = "cache"
-LOOKUP_RESULTS = ("hit", "miss", "coalesced", "bypass")
+LOOKUP_RESULTS = ("hit", "miss", "coalesced", "bypass", "private")
 EVICTION_REASONS = ("capacity", "expired", "invalidated")
 
 
@@ -19,7 +19,8 @@ class CacheMetrics:
             registry,
             "turnout_cache_lookups_total",
             "Cacheable requests by outcome: hit, miss, coalesced (shared an identical request's "
-            "answer) or bypass (Cache-Control: no-store)",
+            "answer), bypass (Cache-Control: no-store) or private (a caller's credentials and no "
+            "answer that allows sharing: went upstream, not stored)",
             ("route", "result"),
         )
         self.lookups = {result: lookups.labels(route, result) for result in LOOKUP_RESULTS}
