@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+from collections.abc import Mapping
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ NATIVE = runpy.run_path(str(ROOT / "gateway" / "core" / "native.py"))
 # Commands that build or install code. Anything else (egg_info, dist_info, sdist: what pip runs to
 # read the metadata or the build requirements) must not spend a minute type-checking and compiling.
 _BUILD_COMMANDS = frozenset({"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"})
+METADATA_ONLY = "metadata only"
 
 # mypyc type-checks what it compiles, with the project's strict mypy settings (pyproject.toml).
 # The compiled modules' own third-party imports are build requirements (pyproject.toml), so their
@@ -42,11 +45,11 @@ _BUILD_COMMANDS = frozenset({"build", "build_ext", "bdist_wheel", "editable_whee
 _CHECKS = ["--follow-imports=silent"]
 
 
-def _extensions() -> tuple[list[Any], str | None]:
-    """The extension modules to build, or none and why."""
-    if not any(command in _BUILD_COMMANDS for command in sys.argv[1:]):
-        return [], "metadata only"
-    if os.environ.get("TURNOUT_PURE_PYTHON"):
+def extensions(argv: list[str], environ: Mapping[str, str]) -> tuple[list[Any], str | None]:
+    """The extension modules to build for the setup.py command line `argv`, or none and why."""
+    if not any(command in _BUILD_COMMANDS for command in argv[1:]):
+        return [], METADATA_ONLY
+    if environ.get("TURNOUT_PURE_PYTHON"):
         return [], "TURNOUT_PURE_PYTHON was set"
     try:
         from mypyc.build import mypycify
@@ -54,11 +57,10 @@ def _extensions() -> tuple[list[Any], str | None]:
         return [], "mypyc is not installed"
     try:
         return list(mypycify([*NATIVE["COMPILED_MODULES"], *_CHECKS], opt_level="3")), None
-    except (Exception, SystemExit) as exc:  # mypyc exits on a type error: never block the install
-        return [], f"mypyc could not compile it ({exc or 'type errors, printed above'})"
-
-
-EXTENSIONS, WHY_NOT = _extensions()
+    except SystemExit:  # how mypyc reports type errors, after printing them
+        return [], "the data path does not type-check in the build environment (mypyc's errors above)"
+    except Exception as exc:  # a module mypyc cannot compile must not block the install
+        return [], f"mypyc could not compile it ({exc})"
 
 
 def _say(why_not: str) -> None:
@@ -70,11 +72,14 @@ class RecordingBuildPy(build_py):
 
     def run(self) -> None:
         super().run()
-        if not EXTENSIONS and WHY_NOT != "metadata only":
+        if not EXTENSIONS and WHY_NOT != METADATA_ONLY:
             why_not = WHY_NOT or "nothing to compile"
             _say(why_not)
             NATIVE["write_build_record"](Path(self.build_lib), ROOT, why_not)
-            if self.editable_mode:
+            if self.editable_mode:  # the checkout is what runs: an earlier build there must go
+                for source in NATIVE["COMPILED_MODULES"]:
+                    path = ROOT / source
+                    path.with_name(path.stem + EXTENSION_SUFFIXES[0]).unlink(missing_ok=True)
                 NATIVE["write_build_record"](ROOT, ROOT, why_not)
 
 
@@ -108,4 +113,7 @@ class OptionalBuildExt(build_ext):
                 (ROOT / built).unlink(missing_ok=True)
 
 
-setup(ext_modules=EXTENSIONS, cmdclass={"build_ext": OptionalBuildExt, "build_py": RecordingBuildPy})
+# Run by pip's build backend (and `python setup.py ...`) as __main__; tests load it under another name.
+if __name__ == "__main__":
+    EXTENSIONS, WHY_NOT = extensions(sys.argv, os.environ)
+    setup(ext_modules=EXTENSIONS, cmdclass={"build_ext": OptionalBuildExt, "build_py": RecordingBuildPy})
