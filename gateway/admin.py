@@ -19,9 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.admin_experiments import add_experiment_routes
 from gateway.admin_guard import mutation_guard
-from gateway.admin_inputs import InputError, endpoint_address, endpoint_weight, json_object, required
+from gateway.admin_inputs import Refused, endpoint_address, endpoint_weight, json_object, required
 from gateway.admin_openapi import openapi
 from gateway.config_redaction import redact
+from gateway.core.filters import InvalidatesCache
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -46,8 +47,8 @@ async def _errors_as_json(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except InputError as exc:
-        return _error(400, str(exc), field=exc.field)
+    except Refused as exc:
+        return _json(exc.body(), exc.status)
     except web.HTTPException as exc:
         if exc.status >= 400:
             return _error(exc.status, exc.reason)
@@ -114,7 +115,12 @@ async def reload(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     errors = await gateway.reload("admin")
     if errors:
-        return _error(400, "the new config was refused; the running config is unchanged", errors=errors)
+        return _error(
+            400,
+            "the new config was refused; the running config is unchanged",
+            code="config_invalid",
+            errors=errors,
+        )
     return _json({"reloaded": True})
 
 
@@ -123,7 +129,7 @@ def _cluster_of(request: web.Request) -> tuple[Gateway, str]:
     name = request.match_info["cluster"]
     if name not in gateway.runtime.clusters:
         known = ", ".join(sorted(gateway.runtime.clusters))
-        raise web.HTTPNotFound(reason=f"unknown cluster '{name}' (known: {known})")
+        raise Refused(404, f"unknown cluster '{name}' (known: {known})")
     return gateway, name
 
 
@@ -163,10 +169,9 @@ async def invalidate_cache(request: web.Request) -> web.Response:
     caches = 0
     for route in gateway.runtime.routes:
         for filter_ in route.filters.filters:
-            invalidate = getattr(filter_, "invalidate", None)
-            if invalidate is not None:
+            if isinstance(filter_, InvalidatesCache):
                 caches += 1
-                removed += int(await invalidate(model))
+                removed += int(await filter_.invalidate(model))
     if not caches:
         return _error(404, "no route has a cache filter")
     return _json({"model": model, "removed": removed})
@@ -181,6 +186,12 @@ def build_admin_app(gateway: Gateway, token: str) -> web.Application:
     app[GATEWAY_KEY] = gateway
     # Read once, like the token: admin settings take effect on a restart, not a reload.
     app[ALLOW_LINK_LOCAL_KEY] = gateway.runtime.config.admin.allow_link_local_endpoints
+    add_admin_routes(app)
+    return app
+
+
+def add_admin_routes(app: web.Application) -> None:
+    """Every route of the admin API (each one described in `gateway.admin_openapi`)."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -195,4 +206,3 @@ def build_admin_app(gateway: Gateway, token: str) -> web.Application:
     app.router.add_post(
         "/admin/clusters/{cluster}/endpoints/{address}/{action:drain|undrain}", drain_endpoint
     )
-    return app

@@ -29,7 +29,7 @@ from experiments.splits.base import InvalidTransition
 from experiments.splits.blue_green import BlueGreenSplit, SwitchRefused
 from experiments.splits.canary import CanarySplit
 from experiments.splits.shadow import ShadowSplit
-from gateway.admin_inputs import InputError, arm_weights, json_object, number, required, text
+from gateway.admin_inputs import Refused, arm_weights, json_object, number, required, text
 
 if TYPE_CHECKING:
     from gateway.experiments_runtime import ExperimentsService
@@ -55,7 +55,7 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
     def service(request: web.Request) -> ExperimentsService:
         experiments = gateway_of(request).experiments
         if experiments is None:
-            raise web.HTTPNotFound(reason="no experiment is configured")
+            raise Refused(404, "no experiment is configured")
         return experiments
 
     def split_of(request: web.Request) -> tuple[ExperimentsService, str, Any]:
@@ -64,7 +64,7 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
         split = experiments.splits.get(name)
         if split is None:
             known = ", ".join(sorted(experiments.splits)) or "none"
-            raise web.HTTPNotFound(reason=f"unknown experiment '{name}' (known: {known})")
+            raise Refused(404, f"unknown experiment '{name}' (known: {known})")
         return experiments, name, split
 
     async def listing(request: web.Request) -> web.Response:
@@ -105,8 +105,6 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
                     await result
             except (SwitchRefused, InvalidTransition) as exc:  # not possible in the current state
                 return _error(409, str(exc))
-            except InputError:
-                raise  # answered by the admin app with the field it names
             except (ValueError, KeyError, TypeError) as exc:
                 return _error(400, str(exc))
             if not await experiments.sync.publish(split):

@@ -52,12 +52,29 @@ _ALLOW_HINT: Final = " (admin.allow_link_local_endpoints allows it)"
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class InputError(ValueError):
+class Refused(Exception):
+    """A call the admin API answers with `status` and `{"error": message}`.
+
+    Raised rather than answered with aiohttp's HTTP exceptions: their reason goes into the status
+    line, where a name taken from the request (a cluster called "a\r") cannot go."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def body(self) -> dict[str, str]:
+        return {"error": str(self)}
+
+
+class InputError(Refused):
     """A body field the admin API refuses; answered with a JSON 400 that names the field."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(400, message)
         self.field = field
+
+    def body(self) -> dict[str, str]:
+        return {"error": str(self), "field": self.field}
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

@@ -256,21 +256,6 @@ OPENAPI: Final[Json] = {
                 **{"404": _error("No cluster has this name.")},
             ),
         },
-        "/admin/clusters/{cluster}/endpoints/{address}": {
-            "parameters": [
-                _path("cluster", "A cluster's name."),
-                _path("address", "The endpoint's host:port."),
-            ],
-            "delete": {
-                "summary": "Remove an endpoint; requests in flight to it finish.",
-                "requestBody": {**_NO_DATA, "required": False},
-                "responses": {
-                    "200": _answer("Removed.", _ref("EndpointChange")),
-                    "404": _error("No such cluster, or it has no such endpoint."),
-                    **_MUTATION_REFUSALS,
-                },
-            },
-        },
         "/admin/clusters/{cluster}/endpoints/{address}/{action}": {
             "parameters": [
                 _path("cluster", "A cluster's name."),
@@ -288,6 +273,21 @@ OPENAPI: Final[Json] = {
                 "requestBody": _NO_DATA,
                 "responses": {
                     "200": _answer("Done.", _ref("EndpointChange")),
+                    "404": _error("No such cluster, or it has no such endpoint."),
+                    **_MUTATION_REFUSALS,
+                },
+            },
+        },
+        "/admin/clusters/{cluster}/endpoints/{address}": {
+            "parameters": [
+                _path("cluster", "A cluster's name."),
+                _path("address", "The endpoint's host:port."),
+            ],
+            "delete": {
+                "summary": "Remove an endpoint; requests in flight to it finish.",
+                "requestBody": {**_NO_DATA, "required": False},
+                "responses": {
+                    "200": _answer("Removed.", _ref("EndpointChange")),
                     "404": _error("No such cluster, or it has no such endpoint."),
                     **_MUTATION_REFUSALS,
                 },
