@@ -299,6 +299,9 @@ async def test_unknown_cluster_or_endpoint_gets_json_404(
             assert headers["content-type"] == "application/json"
         status, _, body = await _call(session, "POST", f"{admin}/up/endpoints/127.0.0.1:9/drain")
         assert (status, body) == (404, {"error": "cluster 'up' has no endpoint 127.0.0.1:9"})
+        # A name that cannot go in a status line still gets its JSON 404 (it once got a 500).
+        status, _, body = await _call(session, "DELETE", f"{admin}/up%0D%0AX-Injected:%201/endpoints/a:1")
+        assert (status, body) == (404, {"error": "unknown cluster 'up\r\nX-Injected: 1' (known: fraud, up)"})
 
 
 async def test_malformed_registration_gets_json_400_and_changes_nothing(
