@@ -1,7 +1,9 @@
-"""From verified claims to a `Principal` and to the headers forwarded upstream."""
+"""From verified claims to a `Principal` and to the headers forwarded upstream, and the check that
+the time claims are numbers."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,9 +13,30 @@ from gateway.core.context import Principal
 from plugins._request_headers import check_header_value
 from plugins.auth_jwt.config import JwtProvider
 
+# RFC 7519 4.1.4-4.1.6: the claims whose value is a NumericDate.
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+
 
 class MissingPrincipalClaim(Exception):
     """The token has no usable principal claim."""
+
+
+def non_numeric_date(claims: Mapping[str, Any]) -> str | None:
+    """The first time claim that is present but not a NumericDate, or None.
+
+    RFC 7519 2 defines a NumericDate as a JSON number. PyJWT converts these claims with `int()`, so
+    it takes the string "9999999999" for a time and `true` for 1; a string `exp` also escaped the
+    verified-token cache, which can only bound a number. Such a token is refused: JSON numbers only,
+    finite ones (Python's JSON reader also accepts NaN and Infinity)."""
+    for name in NUMERIC_DATE_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return name
+        if isinstance(value, float) and not math.isfinite(value):
+            return name
+    return None
 
 
 def _text(value: Any) -> str | None:

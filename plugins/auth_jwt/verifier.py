@@ -17,7 +17,7 @@ import orjson
 from jwt import exceptions as jwt_errors
 
 from gateway.core.context import Principal
-from plugins.auth_jwt.claims import ClaimMapping, MissingPrincipalClaim
+from plugins.auth_jwt.claims import ClaimMapping, MissingPrincipalClaim, non_numeric_date
 from plugins.auth_jwt.config import JwtProvider
 from plugins.auth_jwt.keys import KeySource
 
@@ -136,6 +136,9 @@ class ProviderVerifier:
             )
         except jwt_errors.PyJWTError as error:
             raise TokenRejected(_reason(error)) from None
+        not_a_number = non_numeric_date(claims)
+        if not_a_number is not None:
+            raise TokenRejected(f"the token's {not_a_number} claim is not a number")
         try:
             principal = self._claims.principal(claims)
         except MissingPrincipalClaim as error:
@@ -207,8 +210,8 @@ class TokenVerifier:
         verified = await self._verify(token)
         until = now + VERIFIED_CACHE_TTL_S
         exp = verified.claims.get("exp")
-        if isinstance(exp, int | float):
-            until = min(until, float(exp))
+        if isinstance(exp, int | float) and exp < until:
+            until = float(exp)  # below a float, so it converts (an int of any size compares exactly)
         if len(self._cache) >= VERIFIED_CACHE_ENTRIES:
             self._cache.pop(next(iter(self._cache)))  # the oldest entry
         self._cache[token] = (verified, until)
