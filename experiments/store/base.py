@@ -85,6 +85,8 @@ class ArmData:
     unit_sums: Mapping[str, float] = field(default_factory=dict)
     latency: LogHistogram = field(default_factory=LogHistogram)
     labels: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    unusable: frozenset[str] = frozenset()
+    """Per-unit counters whose stored sums were left out: their metrics have no value."""
 
     @property
     def requests(self) -> int:
@@ -98,6 +100,8 @@ class ArmData:
         if self.units < 2:
             return None
         numerator, denominator = metric_ratio(metric)
+        if numerator in self.unusable or denominator in self.unusable:
+            return None
         n = float(self.units)
         s_m, ss_m = self.unit_sum(f"s:{numerator}"), self.unit_sum(f"ss:{numerator}")
         if denominator is None:
@@ -164,6 +168,7 @@ def build_phase_data(
             unit_sums=arm_units,
             latency=LogHistogram.from_counts(histograms.get(arm, {})),
             labels=labels.get(arm, {}),
+            unusable=frozenset(bad_counters),
         )
     return PhaseData(experiment, phase, data, dict(counters), tuple(unusable))
 
