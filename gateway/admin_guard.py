@@ -49,6 +49,8 @@ def is_loopback_host(host: str) -> bool:
 
 def _split_host_header(value: str) -> str | None:
     """The host part of a Host header (`[::1]:9901` -> `::1`), or None when it does not parse."""
+    if "@" in value:  # user-info has no place in Host: "evil@127.0.0.1" is not a loopback name
+        return None
     try:
         return urlsplit(f"//{value}").hostname
     except ValueError:

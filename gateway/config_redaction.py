@@ -4,7 +4,8 @@ The effective config is dumped to plain JSON values first; this module walks tha
 what would let a reader act as the gateway or its clients:
 
 - values under keys that name a secret (`token`, `secret`, `password`, `sha256`, ...), whatever
-  their type: a YAML `password: 1234` is a number, a list of tokens is a list;
+  their type but a boolean: a YAML `password: 1234` is a number, a list of tokens is a list, and
+  `forward_token: true` is a switch;
 - the password in any URL (`redis://:pw@host`, `redis://user:pw@host`), a lone user-info part
   (`redis://pw@host`, which some clients read as the password), and query parameters that name a
   secret (`?password=`, `?token=`);
@@ -133,7 +134,7 @@ def redact(value: Any) -> Any:
         private_jwk = "kty" in value
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if _empty(item):
+            if _empty(item) or isinstance(item, bool):  # a switch (forward_token: true) tells nothing
                 out[key] = item
             elif _names_secret(key) or (private_jwk and key in PRIVATE_JWK_MEMBERS):
                 out[key] = MASK

@@ -102,7 +102,13 @@ async def test_a_rebinding_host_is_refused_and_loopback_hosts_accepted(
     async with make_gateway(gateway_config([a])) as gw, aiohttp.ClientSession() as session:
         admin = f"http://127.0.0.1:{gw.admin_port}"
         add = f"{admin}/admin/clusters/up/endpoints"
-        for host in ("rebind.evil", f"rebind.evil:{gw.admin_port}", "127.0.0.1.evil", "10.0.0.1", "[::2]:80"):
+        for host in (
+            "rebind.evil",
+            f"rebind.evil:{gw.admin_port}",
+            "127.0.0.1.evil",
+            "evil@127.0.0.1",
+            "[::2]:80",
+        ):
             status, _, body = await _call(
                 session, "POST", add, json={"address": "127.0.0.1:9"}, headers={"Host": host}
             )

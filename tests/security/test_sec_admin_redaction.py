@@ -138,6 +138,7 @@ def test_key_material_is_hidden_but_key_paths_stay() -> None:
         "db_password": 12345678,
         "api_keys_sha256": ["ab" * 32],
         "balancer": {"hash_on": "header", "key": "x-user"},
+        "auth_jwt": {"forward_token": True, "allow_credentials": False},
     }
     assert redact(tree) == {
         "listen": {"tls": {"cert": "certs/server.pem", "key": "certs/server.key"}},
@@ -153,4 +154,5 @@ def test_key_material_is_hidden_but_key_paths_stay() -> None:
         "db_password": MASK,
         "api_keys_sha256": MASK,
         "balancer": {"hash_on": "header", "key": "x-user"},
+        "auth_jwt": {"forward_token": True, "allow_credentials": False},
     }
