@@ -13,6 +13,7 @@ import orjson
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
+    from gateway.config.errors import BuildError
     from gateway.loading import load_gateway_config
     from gateway.server import Gateway
 
@@ -33,6 +34,9 @@ def _run(args: argparse.Namespace) -> int:
     gateway = Gateway(config, path, watch=not args.no_watch)
     try:
         asyncio.run(gateway.serve_forever())
+    except BuildError as err:  # a file the config names changed after it was checked at load
+        print(err.unlocated(str(path)), file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"turnout: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -30,6 +30,7 @@ from gateway.config import (
     RouteConfig,
 )
 from gateway.config import HeaderMatch as HeaderMatchConfig
+from gateway.config.errors import BuildError, describe_exception
 from gateway.core.context import RequestContext
 from gateway.core.errors import ServiceUnavailable
 from gateway.experiments_runtime import ExperimentsService
@@ -183,6 +184,14 @@ def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | N
     )
 
 
+def _located_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | None) -> ClusterRuntime:
+    """`build_cluster`, with whatever it refuses pinned on the cluster's section of the file."""
+    try:
+        return build_cluster(name, config, previous)
+    except Exception as exc:
+        raise BuildError(("clusters", name), f"cannot build: {describe_exception(exc)}") from exc
+
+
 def balancer_factory(config: AnyBalancer, total_weight: int) -> BalancerFactory:
     """The balancer factory for a balancer config section (`total_weight`: of the configured
     endpoints, to spread a ring's points over them)."""
@@ -301,12 +310,12 @@ def build_runtime(
             clusters[name] = old
             carried.add(name)
         else:
-            clusters[name] = build_cluster(name, cluster_config, old)
+            clusters[name] = _located_cluster(name, cluster_config, old)
     routes: list[CompiledRoute] = []
     rules: list[RouteRule[CompiledRoute]] = []
     previous_routes = {route.name: route for route in previous.routes} if previous else {}
     carried_chains: set[int] = set()
-    for route in config.routes:
+    for index, route in enumerate(config.routes):
         backend = route.backend
         cluster = clusters[backend.cluster] if backend.cluster is not None else None
         if cluster is not None:
@@ -327,7 +336,9 @@ def build_runtime(
             carried_chains.add(id(filters))
         else:
             before = None
-            filters = build_filters(route, label, metrics.registry, base_dir, config.state.redis_url, metrics)
+            filters = build_filters(
+                route, index, label, metrics.registry, base_dir, config.state.redis_url, metrics
+            )
         compiled = CompiledRoute(
             name=route.name,
             cluster=cluster,

@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import signal
-import ssl
 from pathlib import Path
 
 from aiohttp import web
@@ -22,7 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from gateway import SOURCE_REASON
 from gateway.admin import build_admin_app
-from gateway.config import ConfigError, GatewayConfig, TlsConfig
+from gateway.config import ConfigError, GatewayConfig
+from gateway.config.errors import BuildError, describe_exception, one_line
 from gateway.core.native import STALE_BUILD, data_path_mode
 from gateway.experiments_metrics import ExperimentsCollector
 from gateway.experiments_runtime import ExperimentsService, needs_experiments
@@ -31,6 +31,7 @@ from gateway.loading import load_gateway_config
 from gateway.observability import AccessLog, ClusterStateCollector, GatewayMetrics
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime, build_runtime
+from gateway.tls import build_tls_context
 from routing.endpoints import Endpoint
 
 log = logging.getLogger("turnout")
@@ -59,6 +60,7 @@ class Gateway:
         self._admin_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Future[list[str]]] = set()
         self._registered: dict[str, dict[str, int]] = {}
         """Endpoints added through the admin API, re-applied to a cluster rebuilt by a reload."""
         self.draining = False
@@ -152,44 +154,78 @@ class Gateway:
         await web.TCPSite(self._admin_runner, admin.host, admin.port).start()
 
     async def reload(self, source: str) -> list[str]:
-        """Load the config file again and swap it in; returns the errors when it is refused."""
+        """Load the config file again and swap it in; returns the errors when it is refused.
+
+        Never raises: whatever stops the new config (a located config error, or a failure while
+        building or starting it) is logged as one error line and returned, and the running config
+        keeps serving."""
         if self.config_path is None:
             return ["the gateway was started without a config file"]
         async with self._reload_lock:
             try:
                 config = load_gateway_config(self.config_path)
+                await self._swap_in(config, source)
             except ConfigError as err:
-                self.metrics.reloads.labels("refused").inc()
-                log.error("config reload (%s) refused, keeping the running config:\n%s", source, err)
-                return err.errors
-            old = self.runtime
-            if (
-                config.listen != old.config.listen
-                or config.admin != old.config.admin
-                or config.access_log != old.config.access_log
-            ):
-                log.warning("config reload (%s): listen/admin/access_log changes need a restart", source)
-            await self._update_experiments(config)
-            new = build_runtime(
-                config,
-                self.metrics,
-                self.access_log,
-                previous=old,
-                base_dir=self.base_dir,
-                experiments=self.experiments,
+                errors = err.errors
+            except BuildError as err:  # a file it names changed between the preflight and the build
+                errors = [err.unlocated(str(self.config_path))]
+            except Exception as exc:
+                log.debug("config reload (%s) failed", source, exc_info=exc)
+                reason = describe_exception(exc)
+                errors = [f"{self.config_path}: the new config could not be applied: {reason}"]
+            else:
+                self.metrics.reloads.labels("ok").inc()
+                log.info("config reloaded (%s)", source)
+                return []
+            self.metrics.reloads.labels("refused").inc()
+            log.error(
+                "config reload (%s) refused, keeping the running config: %s",
+                source,
+                "; ".join(one_line(error) for error in errors),
             )
+            return errors
+
+    async def _swap_in(self, config: GatewayConfig, source: str) -> None:
+        """Build and start a runtime for `config`, then make it the one serving new requests. The
+        runtime is built before anything running is touched; if it fails to start, what it started
+        is stopped again and the running runtime stays."""
+        old = self.runtime
+        if (
+            config.listen != old.config.listen
+            or config.admin != old.config.admin
+            or config.access_log != old.config.access_log
+        ):
+            log.warning("config reload (%s): listen/admin/access_log changes need a restart", source)
+        new = build_runtime(
+            config,
+            self.metrics,
+            self.access_log,
+            previous=old,
+            base_dir=self.base_dir,
+            experiments=self.experiments,
+        )
+        try:
+            await self._update_experiments(config)
+            new.experiments = self.experiments
             await new.start()
-            for cluster, endpoints in self._registered.items():
-                if cluster in new.clusters:
-                    for address, weight in endpoints.items():
-                        _add_endpoint(new, cluster, address, weight)
-            self._runtime = new
-            if self._proxy is not None:
-                self._proxy.runtime = new
-            await old.stop_replaced(new)
-            self.metrics.reloads.labels("ok").inc()
-            log.info("config reloaded (%s)", source)
-            return []
+        except BaseException:
+            await new.stop_replaced(old)
+            raise
+        for cluster, endpoints in self._registered.items():
+            if cluster in new.clusters:
+                for address, weight in endpoints.items():
+                    _add_endpoint(new, cluster, address, weight)
+        self._runtime = new
+        if self._proxy is not None:
+            self._proxy.runtime = new
+        await old.stop_replaced(new)
+
+    def _reload_in_background(self, source: str) -> None:
+        """Start a reload from a signal handler. The task is kept until it ends (the loop holds
+        tasks only weakly); `reload` reports its own errors, so the task never ends in one."""
+        task = asyncio.ensure_future(self.reload(source))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def _update_experiments(self, config: GatewayConfig) -> None:
         """Start the experiments service when the config first needs it; apply the config's experiments."""
@@ -272,20 +308,9 @@ class Gateway:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(self.shutdown()))
         loop.add_signal_handler(signal.SIGINT, lambda: asyncio.ensure_future(self.shutdown()))
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP")))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._reload_in_background("SIGHUP"))
         await self.start()
         await self.stopped.wait()
-
-
-def build_tls_context(tls: TlsConfig, base_dir: Path) -> ssl.SSLContext:
-    """The listener's TLS settings; files are relative to the config file's directory."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(base_dir / tls.cert, base_dir / tls.key)
-    if tls.client_cert != "none":
-        assert tls.client_ca is not None
-        context.load_verify_locations(base_dir / tls.client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED if tls.client_cert == "require" else ssl.CERT_OPTIONAL
-    return context
 
 
 def _add_endpoint(runtime: Runtime, cluster: str, address: str, weight: int) -> str | None:

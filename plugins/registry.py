@@ -6,6 +6,8 @@ import difflib
 import importlib
 from collections.abc import Mapping
 
+from pydantic import BaseModel
+
 from gateway.core.filters import FilterFactory
 
 
@@ -25,10 +27,17 @@ def resolve_factory(name: str, builtins: Mapping[str, FilterFactory]) -> FilterF
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import plugin module '{module_name}': {exc}") from None
+    except Exception as exc:
+        # The module was found but its own code failed while importing (a bug, a missing setting):
+        # the config is still what names it, so it is still a config error, never a traceback.
+        raise ValueError(
+            f"importing plugin module '{module_name}' failed: {type(exc).__name__}: {exc}"
+        ) from None
     factory = getattr(module, attribute, None)
     if factory is None:
         raise ValueError(f"plugin module '{module_name}' has no attribute '{attribute}'")
-    if not callable(factory) or not hasattr(factory, "config_model"):
+    model = getattr(factory, "config_model", None)
+    if not callable(factory) or not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise ValueError(
             f"'{name}' is not a filter factory: it must be callable as factory(config, build) and have "
             "a `config_model` (a pydantic model of its options)"

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
 
 class StrictModel(BaseModel):
@@ -154,3 +154,20 @@ RateValue = Annotated[
         }
     ),
 ]
+
+
+def check_redis_url(value: str) -> str:
+    """A URL that redis-py can open (redis://, rediss:// or unix://), checked without connecting."""
+    # The pool the gateway makes at start, made here to read the URL: redis-py's own parser, so the
+    # check accepts exactly what starting will. A pool connects only when first used.
+    from redis.asyncio import ConnectionPool
+
+    try:
+        ConnectionPool.from_url(value)
+    except ValueError as exc:
+        raise ValueError(f"invalid Redis URL: {exc}") from None
+    return value
+
+
+RedisUrl = Annotated[str, AfterValidator(check_redis_url)]
+"""A Redis URL, like redis://host:6379/0; checked when the config loads, connected to only at start."""

@@ -38,7 +38,8 @@ class CacheFilterFactory:
             url = config.redis_url or build.redis_url
             if url is None:
                 raise ValueError(
-                    "backend redis needs a Redis: set `redis_url` here, or `state: {backend: redis, url: ...}`"
+                    "backend redis needs a Redis: set `redis_url` here, "
+                    "or `state: {backend: redis, url: ...}`"
                 )
             guard = RedisGuard(
                 url,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.core.config_types import Duration, RateValue, StrictModel
+from gateway.core.config_types import Duration, RateValue, RedisUrl, StrictModel
 from plugins._request_headers import check_header_name
 
 KEY_KINDS = ("principal", "tenant", "route", "model", "client_ip")
@@ -77,7 +77,7 @@ class RateLimitConfig(StrictModel):
         default="memory",
         description="memory: this process only; redis: shared by every gateway using the same Redis.",
     )
-    redis_url: str | None = Field(
+    redis_url: RedisUrl | None = Field(
         default=None, description="The Redis to use; default: the gateway's state backend."
     )
     # 50 ms: well above a healthy Redis round trip (under 1 ms on a LAN), well below what a caller

@@ -52,7 +52,9 @@ class RateLimitFilterFactory:
             return memory_class(limits, policy, metrics)
         url = config.redis_url or build.redis_url
         if url is None:
-            raise ValueError("rate_limit: backend redis needs `redis_url` or the gateway's state.redis url")
+            raise ValueError(
+                "backend redis needs a Redis: set `redis_url` here, or `state: {backend: redis, url: ...}`"
+            )
         guard = RedisGuard(
             url,
             timeout=config.redis_timeout,

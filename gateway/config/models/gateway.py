@@ -14,7 +14,7 @@ from gateway.config.models.route import RouteConfig
 from gateway.config.models.types import Name
 from gateway.config.paths import Path
 from gateway.config.suggest import closest
-from gateway.core.config_types import StrictModel
+from gateway.core.config_types import RedisUrl, StrictModel
 
 # Binding these addresses takes the port on every interface, so they clash with any other host.
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
@@ -26,7 +26,7 @@ class StateConfig(StrictModel):
     backend: Literal["memory", "redis"] = Field(
         default="memory", description="memory: each gateway keeps its own; redis: replicas share it."
     )
-    url: str | None = Field(
+    url: RedisUrl | None = Field(
         default=None, description="The Redis URL (redis://host:port/db) when backend is redis."
     )
 
