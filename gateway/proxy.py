@@ -31,7 +31,7 @@ from gateway.core.errors import (
     ServiceUnavailable,
     error_body,
 )
-from gateway.core.filters import Filter, FilterError, Response
+from gateway.core.filters import FilterError, Response
 from gateway.core.json_bounds import JsonTooComplex, loads
 from gateway.filter_chain import ResponsePending
 from gateway.http.exchange import HttpExchange
@@ -45,12 +45,14 @@ from gateway.http.headers import (
 )
 from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFailure
 from gateway.internal_client import failure_error
+from gateway.upstream_request import header_edits, request_target
 from routing.affinity import affinity_pick
 
 if TYPE_CHECKING:
     from experiments.splits.base import Assignment
     from gateway.cluster import ClusterRuntime
-    from gateway.route import CompiledRoute, UpstreamLayer
+    from gateway.core.filters import UpstreamLayer
+    from gateway.route import CompiledRoute
     from gateway.runtime import Runtime
     from routing.endpoints import Endpoint
     from routing.resilience.retry import RetryPolicy
@@ -209,6 +211,10 @@ class ProxyRequest:
         if chain.broken is not None:
             self.fail(chain.broken)
             return
+        if chain.on_request:
+            # What the request phase leaves in ctx.headers is what the upstream gets: the client's
+            # headers are kept apart to tell what the filters changed.
+            ctx.headers = dict(exchange.headers)
         if chain.needs_request_body:
             if not exchange.body_complete:
                 self.spawn(self._request_phase_async(0, None))
@@ -423,32 +429,32 @@ class ProxyRequest:
             self._send_on(conn)
 
     def _upstream_path(self) -> str:
-        """The path the upstream sees: the client's, after the route's prefix rewrite."""
+        """The path the upstream sees: the request filters', after the route's prefix rewrite."""
         route = self.route
-        path = self.exchange.path
+        path = self.ctx.path
         return path if route is None or route.rewrite is None else route.rewrite.apply(path)
 
     def _request_head(self, route: CompiledRoute, endpoint: Endpoint) -> bytes:
         exchange = self.exchange
         ctx = self.ctx
-        if route.rewrite is None and ctx.query == exchange.query:
+        if route.rewrite is None and ctx.path == exchange.path and ctx.query == exchange.query:
             target = exchange.target  # as the client sent it
-        else:
-            path = self._upstream_path()
-            # A filter may have removed a parameter (a token) from ctx.query.
-            target = (f"{path}?{ctx.query}" if ctx.query else path).encode("latin-1")
-        state = ctx.state
+        else:  # a rewrite, or a filter changed the path or the query (removed a token)
+            target = request_target(self._upstream_path(), ctx.query)
+        headers = ctx.headers
+        # The request filters worked on a copy of the client's headers (see `start`).
+        edits = None if headers is exchange.headers else header_edits(exchange.headers, headers)
         return build_request_head(
             exchange.method,
             target,
             exchange.raw_headers,
-            exchange.headers,
+            headers,
             route.request_headers,
-            forwarding_lines(exchange.headers, ctx.client_ip, self.proxy.proto_line, ctx.request_id),
+            forwarding_lines(headers, ctx.client_ip, self.proxy.proto_line, ctx.request_id),
             len(self.body) if self.body is not None else None,
             endpoint.address,
-            state.get("strip_request_headers") if state else None,
-            state.get("add_request_headers") if state else None,
+            edits.strip if edits is not None else None,
+            edits.add if edits is not None else None,
         )
 
     async def _connect_then_send(self, pool: Any) -> None:
@@ -493,23 +499,20 @@ class ProxyRequest:
 
             self.exchange.on_gone = leave
         ctx = self.ctx
-        if self.route is not None and self.route.rewrite is not None:
-            ctx.state["upstream_path"] = self._upstream_path()
         try:
             if ctx.body is None:
                 ctx.body = await self.exchange.read_body()
             ctx.bytes_in = len(ctx.body)
-            response = await layer.forward(ctx)
+            response = await layer.forward(ctx, self._upstream_path())
         except GatewayError as error:
             self.fail(error)
             return
-        except Exception as exc:  # a bug in the layer's filter, not in the upstream
-            assert self.route is not None
-            name = layer.name if isinstance(layer, Filter) else "upstream layer"
-            self.fail(self.route.filters.failed(name, "upstream", exc))
-            return
         except (asyncio.CancelledError, ConnectionResetError):
             self.client_gone()
+            return
+        except Exception as exc:  # a bug in the layer's filter, not in the upstream
+            assert self.route is not None
+            self.fail(self.route.filters.failed(layer.name, "upstream", exc))
             return
         finally:
             self.exchange.on_gone = None

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from gateway.cluster import ClusterRuntime
-from gateway.core.context import RequestContext
-from gateway.core.filters import Response
+from gateway.core.filters import UpstreamLayer
 from gateway.filter_chain import FilterChain
 from gateway.http.headers import HeaderRules
 from gateway.observability import RouteMetrics
 from routing.resilience.retry import RetryPolicy
-
-
-class UpstreamLayer(Protocol):
-    async def forward(self, ctx: RequestContext) -> Response: ...
 
 
 @dataclass(frozen=True, slots=True)

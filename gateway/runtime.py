@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -33,13 +33,14 @@ from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.config.errors import BuildError, describe_exception
 from gateway.core.context import RequestContext
 from gateway.core.errors import ServiceUnavailable
+from gateway.core.filters import UpstreamLayer, UsesModelMetadata
 from gateway.experiments_runtime import ExperimentsService
 from gateway.filter_chain import FilterChain
 from gateway.filters_config import build_filters
 from gateway.http.headers import HeaderRules
 from gateway.internal_client import send_to_cluster
 from gateway.observability import AccessLog, GatewayMetrics
-from gateway.route import CompiledRoute, PrefixRewrite, UpstreamLayer
+from gateway.route import CompiledRoute, PrefixRewrite
 from routing.balancers import BalancerFactory, make_balancer_factory
 from routing.discovery.dns import DnsDiscovery
 from routing.discovery.pool_file import PoolFileDiscovery
@@ -238,13 +239,12 @@ def _route_rule(route: RouteConfig, compiled: CompiledRoute) -> RouteRule[Compil
 def _attach_layer(route: CompiledRoute, clusters: list[ClusterRuntime]) -> UpstreamLayer | None:
     """The route's upstream layer (batching), given a sender for each cluster the route can reach."""
     for filter_ in route.filters.filters:
-        attach = getattr(filter_, "attach_upstream", None)
-        if attach is not None:
+        if isinstance(filter_, UpstreamLayer):
             for cluster in clusters:
                 retry = route.retry if route.retry is not None else cluster.retry
                 timeout = route.timeout if route.timeout is not None else cluster.request_timeout
-                attach(cluster.name, batch_upstream(cluster, retry, timeout))
-            return cast(UpstreamLayer, filter_)
+                filter_.attach_upstream(cluster.name, batch_upstream(cluster, retry, timeout))
+            return filter_
     return None
 
 
@@ -255,9 +255,8 @@ def _attach_metadata(route: CompiledRoute, clusters: list[ClusterRuntime]) -> No
         return
     cluster = clusters[0]
     for filter_ in route.filters.filters:
-        setter = getattr(filter_, "set_metadata_fetcher", None)
-        if setter is not None and not getattr(filter_, "has_metadata_source", False):
-            setter(metadata_fetcher(cluster))
+        if isinstance(filter_, UsesModelMetadata) and not filter_.has_metadata_source:
+            filter_.set_metadata_fetcher(metadata_fetcher(cluster))
 
 
 def metadata_fetcher(
@@ -386,4 +385,4 @@ def _chain_key(
 def _keeps_state(chain: FilterChain) -> bool:
     """Whether a chain may outlive a reload: every filter says it is built from its options alone
     (a third-party filter, or one that reads a file when built, is rebuilt every time)."""
-    return all(getattr(f, "keeps_state_across_reloads", False) for f in chain.filters)
+    return all(f.keeps_state_across_reloads for f in chain.filters)

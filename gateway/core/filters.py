@@ -3,16 +3,37 @@
 A filter has up to three phases, in the order of a request's life (Pingora's and Envoy's shape):
 
 - `on_request(ctx)`: before the upstream is chosen. Return None to continue, or a `Response` to answer
-  the client at once (401, 403, 429, 400, a cache hit); the remaining filters and the upstream are
-  skipped, but response and logging phases of the filters that already ran still run.
-- `on_response(ctx, response)`: after the upstream answered (or a filter did); may change the status,
-  headers and, when the filter asked for it with `needs_response_body`, the body.
-- `on_log(ctx)`: always, once, after the response was sent or the request failed. Never raises.
+  the client at once (401, 403, 429, 400, a cache hit); the remaining request phases and the upstream
+  are skipped, the response and logging phases still run. What the phase leaves in `ctx.headers`,
+  `ctx.path` and `ctx.query` is exactly what the upstream receives (Envoy's mutable header map):
+  `ctx.headers["x-tenant"] = "acme"` adds or replaces a header (every copy the client sent is
+  replaced, so a client cannot smuggle a header a filter sets), `ctx.headers.pop("cookie", None)`
+  removes one, and a new `ctx.path` or `ctx.query` changes the request target (the route's prefix
+  rewrite applies to the path after the filters). `ctx.body`, for a filter with `needs_request_body`,
+  is the body sent.
+- `on_response(ctx, response)`: after the upstream answered (or a filter did); what it leaves in
+  `response.status`, `response.headers` and, with `needs_response_body`, `response.body` is what the
+  client receives.
+- `on_log(ctx)`: always, once, after the response was sent or the request failed.
 
-Each phase may be a plain method or a coroutine (`async def`); the chain looks once, when the route is
-compiled, which phases a filter implements and which must be awaited, so the hot path never calls an
-empty hook. Filters are shared by all requests of a route: per-request state goes in
-`ctx.state[filter.name]`.
+A hook is awaited when what it returns is awaitable, whatever its declaration (`async def`, or a
+plain method returning a coroutine); the chain looks once, when the route is compiled, which phases
+a filter implements, so the hot path never calls an empty hook. Filters are shared by all requests
+of a route: per-request state goes in `ctx.state[self.name]`. Every filter has a name, set when its
+route is built: its key in the config (`cache`) or its plugin path (`my_filters:REQUIRE_TENANT`),
+with `#2`, `#3`, ... when a route uses the same one again; metrics and logs use it.
+
+A hook that raises a `GatewayError` answers with it (its status and message). Any other exception is
+a bug in the filter, and it is contained: the client gets a 500 `{"error", "code": "filter_error",
+"filter": NAME}` (or, once the answer has started, a closed connection), the logging phase runs,
+`turnout_filter_errors_total{route,filter,phase}` counts it, and the upstream endpoint is not charged.
+An exception in `on_log` or `stop` is logged and counted; one in `start` makes the route answer
+every request with that 500 until the filter is rebuilt.
+
+Optional capabilities, which the gateway checks with `isinstance` when a route is built: `Filter.
+keeps_state_across_reloads`, `UpstreamLayer` (the filter sends the route's requests itself:
+batching), `UsesModelMetadata` (the gateway hands it a fetcher of model metadata) and
+`InvalidatesCache` (the admin API's cache invalidation reaches it).
 
 A factory builds a filter from its validated config model; `plugins/__init__.py` maps names to
 factories and third-party filters load by import path through the same factory shape.
@@ -22,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import orjson
 from pydantic import BaseModel
@@ -99,6 +120,10 @@ class Filter:
     needs_experiment_arm: ClassVar[bool] = False
     """The request phase reads `ctx.arm` (a cache key): on an experiment route the arm is assigned
     just before this filter's request phase instead of after the whole chain."""
+    keeps_state_across_reloads: bool = False
+    """The filter is built from its options alone (no file, nothing outside its config): a reload that
+    leaves its route's filters, retry and timeout unchanged keeps the whole chain, with its
+    in-process state, when every filter in it says so. Otherwise the chain is rebuilt."""
 
     def on_request(self, ctx: RequestContext) -> Decision | Awaitable[Decision]:
         return None
@@ -106,7 +131,7 @@ class Filter:
     def on_response(self, ctx: RequestContext, response: Response) -> Awaitable[None] | None:
         return None
 
-    def on_log(self, ctx: RequestContext) -> None:
+    def on_log(self, ctx: RequestContext) -> Awaitable[None] | None:
         return None
 
     async def start(self) -> None:
@@ -139,3 +164,61 @@ class FilterFactory(Protocol):
 
 
 RequestHook = Callable[[RequestContext], Decision | Awaitable[Decision]]
+
+UpstreamReply = tuple[int, Mapping[str, str], bytes]
+"""(status, headers, body) of an answer from a cluster."""
+
+
+class ClusterSender(Protocol):
+    """How an upstream layer reaches one cluster, through its balancer, retries and timeout."""
+
+    @property
+    def send(self) -> Callable[[str, bytes, str, Mapping[str, str]], Awaitable[UpstreamReply]]:
+        """`send(path, body, content_type, headers)`: POST one request to the cluster; raises a
+        `GatewayError` (502, 503, 504) when no answer came."""
+
+    @property
+    def endpoint_count(self) -> Callable[[], int]:
+        """How many endpoints can take requests now (sizes in-flight limits)."""
+
+
+@runtime_checkable
+class UpstreamLayer(Protocol):
+    """A filter that sends its route's requests itself (batching) instead of letting the proxy
+    forward each one. The gateway attaches a sender for every cluster the route can reach before
+    `start`, and then calls `forward` after the request phase instead of proxying."""
+
+    name: str
+
+    def attach_upstream(self, cluster: str, upstream: ClusterSender) -> None:
+        """Use `upstream` for requests to `cluster`."""
+
+    async def forward(self, ctx: RequestContext, path: str) -> Response:
+        """Answer this request through `ctx.cluster`; `path` is the path the upstream sees (after
+        the request filters' edits and the route's rewrite). Raise a `GatewayError` to refuse."""
+
+
+MetadataFetcher = Callable[[str, str | None], Awaitable[Mapping[str, Any] | None]]
+"""(model, version or None) -> the model's metadata document (OIP v2 `GET /v2/models/{model}`), or
+None when the model is unknown there."""
+
+
+@runtime_checkable
+class UsesModelMetadata(Protocol):
+    """A filter that checks requests against model metadata (input names, shapes, types)."""
+
+    @property
+    def has_metadata_source(self) -> bool:
+        """True when the filter's own config says where metadata comes from; the gateway then
+        leaves it alone."""
+
+    def set_metadata_fetcher(self, fetcher: MetadataFetcher) -> None:
+        """The gateway's fetcher from the route's own cluster, given when the route is built."""
+
+
+@runtime_checkable
+class InvalidatesCache(Protocol):
+    """A filter holding cached answers that the admin API can drop (`POST /admin/cache/invalidate`)."""
+
+    async def invalidate(self, model: str | None) -> int:
+        """Drop the cached answers of `model` (every model when None); returns how many."""

@@ -7,7 +7,6 @@ from prometheus_client import Counter
 from gateway.core.context import RequestContext
 from gateway.core.filters import Decision, Filter
 from plugins._bearer import BearerChallenge
-from plugins._request_headers import remove_request_header
 from plugins.auth_apikey.config import AUTHORIZATION
 from plugins.auth_apikey.keystore import ApiKeyStore
 
@@ -99,5 +98,5 @@ class ApiKeyFilter(Filter):
             if found is None:
                 found = key
             if not self._forward:
-                remove_request_header(ctx, source)
+                ctx.headers.pop(source, None)
         return found

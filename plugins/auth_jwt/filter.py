@@ -11,7 +11,6 @@ from gateway.core.context import RequestContext
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.filters import Decision, Filter, Response
 from plugins._bearer import BearerChallenge
-from plugins._request_headers import remove_request_header, set_request_header
 from plugins.auth_jwt.jwks import JwksKeySet
 from plugins.auth_jwt.token_source import TokenSource
 from plugins.auth_jwt.verifier import TokenRejected, TokenVerifier
@@ -77,7 +76,7 @@ class JwtFilter(Filter):
     async def on_request(self, ctx: RequestContext) -> Decision:
         # Identity headers come only from a verified token, never from the client.
         for header in self._forwarded_headers:
-            remove_request_header(ctx, header)
+            ctx.headers.pop(header, None)
         token = self._source.take(ctx)  # also removes it from the upstream request, unless forwarded
         if ctx.principal is not None:
             # An earlier authentication filter already knows the caller (a route accepting a key or
@@ -101,6 +100,6 @@ class JwtFilter(Filter):
         ctx.principal = verified.principal
         ctx.state[self.name] = verified.claims
         for header, value in verified.forwarded:
-            set_request_header(ctx, header, value)
+            ctx.headers[header] = value
         self._count["allow"].inc()
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from gateway.core.context import RequestContext
-from plugins._request_headers import remove_request_header, set_request_header
 
 _AUTHORIZATION = "authorization"
 _COOKIE = "cookie"
@@ -50,7 +49,7 @@ class TokenSource:
         if header is not None:
             token = _bearer_token(header)
             if token is not None and not self._forward:
-                remove_request_header(ctx, _AUTHORIZATION)
+                ctx.headers.pop(_AUTHORIZATION, None)
         if self._cookie is not None:
             found = ctx.cookie(self._cookie)
             if found:
@@ -69,6 +68,6 @@ class TokenSource:
     def _cut_cookie(ctx: RequestContext, name: str) -> None:
         rest = _without_cookie(ctx.headers[_COOKIE], name)
         if rest:
-            set_request_header(ctx, _COOKIE, rest)
+            ctx.headers[_COOKIE] = rest
         else:
-            remove_request_header(ctx, _COOKIE)
+            ctx.headers.pop(_COOKIE, None)

@@ -95,7 +95,11 @@ class Batcher:
         return len(self._in_flight)
 
     def submit(
-        self, ctx: RequestContext, request: BatchableRequest, original: EncodedBatch | None = None
+        self,
+        ctx: RequestContext,
+        request: BatchableRequest,
+        original: EncodedBatch | None = None,
+        path: str | None = None,
     ) -> PendingRequest:
         """Queue one parsed request (OIP v2 `InferRequest` or KServe `V1Request`) for batching.
         `original`, the request as its caller sent it, lets a batch of this request alone go out
@@ -121,8 +125,8 @@ class Batcher:
         except BadRequest:
             self._metrics.rejected(model, ctx.cluster, "invalid")
             raise
-        # The path the upstream sees: the data path puts the route's rewrite of it in ctx.state.
-        path = ctx.state.get("upstream_path") or ctx.path
+        if path is None:  # the path the upstream sees, when the caller knows it (a route's rewrite)
+            path = ctx.path
         key: LaneKey = (ctx.cluster, path, model, ctx.model_version or "", payload.signature)
         lane = self._lanes.get(key)
         if lane is None:

@@ -13,7 +13,7 @@ import asyncio
 from pydantic import BaseModel
 
 from gateway.core.context import RequestContext
-from gateway.core.filters import BuildContext, Filter, Response
+from gateway.core.filters import BuildContext, ClusterSender, Filter, Response
 from gateway.core.protocols.binary import HEADER_LENGTH
 from gateway.core.protocols.kserve_v1 import V1Request, decode_v1_request
 from gateway.core.protocols.oip_v2 import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, InferRequest, decode_request
@@ -39,9 +39,9 @@ class BatchingFilter(Filter):
         self._upstreams: dict[str, BatchUpstream] = {}
         self._batcher: Batcher | None = None
 
-    def attach_upstream(self, cluster: str, upstream: BatchUpstream) -> None:
+    def attach_upstream(self, cluster: str, upstream: ClusterSender) -> None:
         """The gateway gives each cluster this route can reach its batch sender (before `start`)."""
-        self._upstreams[cluster] = upstream
+        self._upstreams[cluster] = BatchUpstream(upstream.send, upstream.endpoint_count)
 
     async def start(self) -> None:
         self._batcher = Batcher(self.config, self._upstreams, self.metrics)
@@ -50,8 +50,9 @@ class BatchingFilter(Filter):
         if self._batcher is not None:
             await self._batcher.stop()
 
-    async def forward(self, ctx: RequestContext) -> Response:
-        """Send this request as part of a batch to `ctx.cluster`; the answer is this member's share."""
+    async def forward(self, ctx: RequestContext, path: str) -> Response:
+        """Send this request as part of a batch to `ctx.cluster` at `path` (the path the upstream
+        sees); the answer is this member's share."""
         assert self._batcher is not None, "the batching filter was not started"
         body = ctx.body or b""
         request: InferRequest | V1Request
@@ -67,14 +68,14 @@ class BatchingFilter(Filter):
             original = EncodedBatch(
                 body, content_type, {} if header_length is None else {HEADER_LENGTH: header_length}
             )
-        pending = self._batcher.submit(ctx, request, original)
+        pending = self._batcher.submit(ctx, request, original, path)
         try:
             answer = await pending
         except asyncio.CancelledError:
             pending.cancel()  # the client left while queued: it leaves the queue too
             raise
         ctx.upstream_latency = answer.upstream_latency
-        ctx.state["batch"] = {
+        ctx.state[self.name] = {
             "rows": answer.rows,
             "batch_rows": answer.batch_rows,
             "queue_delay_ms": round(answer.queue_delay * 1000, 3),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from gateway.core.context import RequestContext
 from gateway.core.filters import Response
-from plugins._request_headers import remove_request_header, set_request_header
 from plugins.transform.config import HeaderEdits
 
 
@@ -22,12 +21,12 @@ class RequestHeaderEdits:
         for old, new in self._rename:
             value = ctx.headers.get(old)
             if value is not None:
-                remove_request_header(ctx, old)
-                set_request_header(ctx, new, value)
+                ctx.headers.pop(old, None)
+                ctx.headers[new] = value
         for name in self._remove:
-            remove_request_header(ctx, name)
+            ctx.headers.pop(name, None)
         for name, value in self._add:
-            set_request_header(ctx, name, value)
+            ctx.headers[name] = value
 
 
 class ResponseHeaderEdits:

@@ -22,10 +22,10 @@ class UpstreamAuthConfig(StrictModel):
 
 class UpstreamAuth(Filter):
     def __init__(self, config: UpstreamAuthConfig) -> None:
-        self._header = [("x-upstream-auth", config.api_token or "")]
+        self._token = config.api_token or ""
 
     def on_request(self, ctx: RequestContext) -> Decision:
-        ctx.state["add_request_headers"] = self._header
+        ctx.headers["x-upstream-auth"] = self._token
         return None
 
 
