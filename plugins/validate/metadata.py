@@ -25,6 +25,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from gateway.core import json_bounds
 from gateway.core.errors import NotFound
 from plugins.validate.signature import ModelSignature, signature_from_metadata
 
@@ -76,8 +77,8 @@ class HttpMetadataFetcher:
                     return None
                 if response.status != 200:
                     raise MetadataUnavailable(f"{url} answered {response.status}")
-                document = orjson.loads(await response.read())
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+                document = json_bounds.loads(await response.read(), "the metadata")
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, json_bounds.JsonTooComplex) as exc:
             raise MetadataUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
         if not isinstance(document, dict):
             raise MetadataUnavailable(f"{url} answered JSON that is not an object")
