@@ -49,6 +49,7 @@ def _body(schema: Json, description: str, required: bool = True) -> Json:
 _NO_DATA: Final = _body(
     {"type": "object", "description": "Ignored."},
     "No data is needed; the body may be empty or {}, but the Content-Type must be application/json.",
+    required=False,
 )
 # Answers every state-changing call may get, whatever it does: refused by the admin guard or token.
 _MUTATION_REFUSALS: Final = {
@@ -285,7 +286,7 @@ OPENAPI: Final[Json] = {
             ],
             "delete": {
                 "summary": "Remove an endpoint; requests in flight to it finish.",
-                "requestBody": {**_NO_DATA, "required": False},
+                "requestBody": _NO_DATA,
                 "responses": {
                     "200": _answer("Removed.", _ref("EndpointChange")),
                     "404": _error("No such cluster, or it has no such endpoint."),
