@@ -65,7 +65,10 @@ def _header_value(value: Any) -> str | None:
     elif isinstance(value, list):
         text = ",".join(item for item in (_text(element) for element in value) if item is not None)
     elif isinstance(value, dict):
-        text = orjson.dumps(value).decode()
+        try:
+            text = orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            return None  # nested deeper than JSON can be written back (254 levels)
     else:
         scalar = _text(value)
         if scalar is None:

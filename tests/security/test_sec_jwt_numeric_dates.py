@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from plugins.auth_jwt.claims import ClaimMapping
+from plugins.auth_jwt.config import JwtProvider
 from tests.conftest import gateway_config
 from tests.support.processes import Process
 
@@ -121,3 +123,16 @@ async def test_a_remembered_verification_ends_at_exp(send: Send) -> None:
     await asyncio.sleep(max(0.0, int(time.time()) + 3 - time.time()))  # past exp, with leeway 0
     status, challenge = await send(short)
     assert status == 401 and "expired" in challenge
+
+
+def test_a_forwarded_claim_nested_too_deep_to_write_is_dropped() -> None:
+    provider = JwtProvider.model_validate(
+        {"name": "idp", "issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"], "secret": SECRET}
+        | {"forward_claims": {"ctx": "x-ctx"}}
+    )
+    deep: dict[str, Any] = {"v": 1}
+    for _ in range(300):  # orjson writes at most 254 levels
+        deep = {"a": deep}
+    mapping = ClaimMapping(provider)
+    assert mapping.forwarded({"ctx": deep}) == []
+    assert mapping.forwarded({"ctx": {"a": [1]}}) == [("x-ctx", '{"a":[1]}')]
