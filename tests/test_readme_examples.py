@@ -13,8 +13,9 @@ the README's:
 - `uniq -c` counts of statuses (the rate-limit burst) must show the same statuses, adding up to the
   same number of requests: how many of each varies with the machine.
 
-The other tests need no processes: the files the README names exist, the tour creates every body
-it posts, and "A gateway of your own" does not use the demo's ports.
+The other tests need no processes: the files the README names exist, every link of the README and
+of docs/ reaches its file and heading, the tour creates every body it posts, and "A gateway of your
+own" does not use the demo's ports.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ QUICKSTART_CONFIG = ROOT / "config" / "examples" / "quickstart.yaml"
 TOUR_HEADING = re.compile(r"^(#{2,3}) (?:The demo stack|A tour of the demo)\s*$", re.MULTILINE)
 OWN_GATEWAY_HEADING = re.compile(r"^(#{2,3}) A gateway of your own\s*$", re.MULTILINE)
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+HEADING = re.compile(r"^#{1,6} (.*)$")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+DOC_PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 # The demo's addresses as the README writes them, and the ports of its workers (gateway/demo.py).
 DEMO_GATEWAY_PORT = 8080
 DEMO_ADMIN_PORT = 9901
@@ -216,16 +220,58 @@ def test_a_changed_header_or_status_is_a_difference() -> None:
     assert differences(Example("x", "  3 200\n  2 429"), "  5 200")
 
 
-def test_the_files_and_pages_the_readme_names_exist() -> None:
-    text = _readme()
-    named = set(re.findall(r"`((?:config|docs|loadtests|bench|gateway|plugins|tests)/[\w./-]*\w)`", text))
-    linked = {
-        target
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
-        if not target.startswith(("http://", "https://", "mailto:"))
+def _prose_lines(text: str) -> Iterator[str]:
+    """The lines outside fenced code blocks."""
+    inside = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            inside = not inside
+        elif not inside:
+            yield line
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as dashes."""
+    return {
+        re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+        for match in map(HEADING.match, _prose_lines(text))
+        if match
     }
-    missing = sorted(path for path in named | linked if not (ROOT / path).exists())
+
+
+def test_heading_anchors_are_githubs() -> None:
+    text = "## listen, admin, access_log\n### A/B tests\n```sh\n# not a heading\n```\n## `turnout report` and export\n"
+    assert heading_anchors(text) == {"listen-admin-access_log", "ab-tests", "turnout-report-and-export"}
+
+
+def test_the_files_the_readme_names_exist() -> None:
+    named = set(
+        re.findall(r"`((?:config|docs|loadtests|bench|gateway|plugins|tests)/[\w./-]*\w)`", _readme())
+    )
+    missing = sorted(path for path in named if not (ROOT / path).exists())
     assert not missing, f"the README names files that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=[str(page.relative_to(ROOT)) for page in DOC_PAGES])
+def test_every_link_of_the_readme_and_docs_leads_somewhere(page: Path) -> None:
+    """Relative links reach a file, and a link to a heading (`page.md#anchor`) reaches that heading:
+    what moves between the README and docs/ keeps its links working."""
+    broken = []
+    for line in _prose_lines(page.read_text()):
+        for target in LINK.findall(line):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            destination = (page.parent / path).resolve() if path else page
+            if not destination.exists():
+                broken.append(f"{target} (no such file)")
+            elif (
+                anchor
+                and destination.suffix == ".md"
+                and anchor not in heading_anchors(destination.read_text())
+            ):
+                broken.append(f"{target} (no such heading)")
+    assert not broken, f"{page.relative_to(ROOT)} has broken links: {broken}"
 
 
 def test_the_tour_creates_every_body_it_posts() -> None:
