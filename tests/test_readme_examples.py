@@ -240,7 +240,10 @@ def heading_anchors(text: str) -> set[str]:
 
 
 def test_heading_anchors_are_githubs() -> None:
-    text = "## listen, admin, access_log\n### A/B tests\n```sh\n# not a heading\n```\n## `turnout report` and export\n"
+    text = (
+        "## listen, admin, access_log\n### A/B tests\n"
+        "```sh\n# not a heading\n```\n## `turnout report` and export\n"
+    )
     assert heading_anchors(text) == {"listen-admin-access_log", "ab-tests", "turnout-report-and-export"}
 
 
