@@ -162,6 +162,11 @@ class HttpExchange:
         return self._body_done and self._body_error is None
 
     @property
+    def body_received(self) -> int:
+        """Request body bytes received so far."""
+        return self._body_size
+
+    @property
     def buffered_body_size(self) -> int:
         return sum(len(c) for c in self._body_chunks)
 

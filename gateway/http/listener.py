@@ -10,8 +10,11 @@ only what a reverse proxy needs, and does it strictly:
   never repeated (RFC 9112 3.2);
 - the path normalised once, before anything reads it (`gateway/core/paths.py`): the exchange's path
   and target are the normalised ones, so routes, filters, logs and the upstream see the same path;
-- a head-read timeout against slowloris and an idle timeout for keep-alive connections, both enforced
-  by one sweeper per server instead of a timer per request;
+- a head-read timeout against slowloris and an idle timeout for keep-alive connections and for a
+  request body that stops arriving, all enforced by one sweeper per server instead of a timer per
+  request;
+- a client that half-closes before its request body ended gets a 400, not a wait for bytes that
+  cannot come;
 - half-closed connections: a client that shuts its write side still gets its answers.
 """
 
@@ -29,7 +32,7 @@ from typing import Any, cast
 
 import httptools
 
-from gateway.core.errors import error_body
+from gateway.core.errors import BadRequest, GatewayError, error_body
 from gateway.core.paths import InvalidPath, normalize_path
 from gateway.http.exchange import REASONS, HttpExchange
 
@@ -61,6 +64,11 @@ class ListenerLimits:
     """Keep %2F and %5C escaped in paths instead of refusing them (`listen.escaped_slashes: keep`)."""
 
 
+class RequestBodyTimeout(GatewayError):
+    status = 408
+    code = "request_timeout"
+
+
 class _Reject(Exception):
     """Raised inside a parser callback to stop parsing and answer with an error."""
 
@@ -76,6 +84,9 @@ class HttpConnection(asyncio.Protocol):
 
     __slots__ = (
         "_active",
+        "_body_mark",
+        "_body_mark_at",
+        "_body_watched",
         "_head_bytes",
         "_limits",
         "_parser",
@@ -116,6 +127,10 @@ class HttpConnection(asyncio.Protocol):
         self._producer_pause: Callable[[], None] | None = None
         self._producer_resume: Callable[[], None] | None = None
         self._peer_eof = False
+        # The sweeper's view of the body being received: whose, how many bytes, since when.
+        self._body_watched: HttpExchange | None = None
+        self._body_mark = 0
+        self._body_mark_at = 0.0
         self.closed = False
         self.accepting = True
         self.tls_subject: str | None = None
@@ -172,6 +187,10 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._peer_eof = True
+        parsing = self._parsing
+        if parsing is not None:
+            # The rest of this body can never arrive: answer now rather than wait for it.
+            parsing.fail_body(BadRequest("the client closed its side before the request body ended"))
         # Keep the write side open while there is something to answer; else let asyncio close.
         return self._active is not None or bool(self._queue)
 
@@ -380,12 +399,29 @@ class HttpConnection(asyncio.Protocol):
     # ----- called by the server -----
 
     def expire(self, now: float) -> None:
-        """Close the connection if it is past its head-read or idle deadline."""
+        """Close the connection if it is past its head-read or idle deadline; fail a request whose
+        body has not moved for the idle timeout."""
         if self.deadline and now > self.deadline and self._active is None:
             if self._parsing is not None or self._head_bytes:
                 self._reject(408, "timed out reading the request", "request_timeout")
             else:
                 self._close()
+            return
+        parsing = self._parsing
+        if parsing is None:
+            return
+        # Watched here, not per body chunk, so a request pays nothing for it. A body held back by
+        # our own flow control (reading paused) is not the client's stall.
+        received = parsing.body_received
+        if parsing is not self._body_watched or received != self._body_mark or self._reading_paused:
+            self._body_watched = parsing
+            self._body_mark = received
+            self._body_mark_at = now
+        elif now - self._body_mark_at > self._limits.idle_timeout:
+            self._body_watched = None
+            self.accepting = False
+            self._pause_reading()
+            parsing.fail_body(RequestBodyTimeout(f"no request body bytes for {self._limits.idle_timeout:g}s"))
 
     def stop_accepting(self) -> None:
         """Draining: finish what is in progress, take no new request."""

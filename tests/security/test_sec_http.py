@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ def _config(echo: RawEcho) -> dict[str, Any]:
             },
             {"name": "open", "match": {"prefix": "/"}, "backend": {"cluster": "up"}},
         ],
-        listen={"header_timeout": "2s"},
+        listen={"header_timeout": "2s", "idle_timeout": "1s"},
     )
 
 
@@ -125,3 +126,37 @@ async def test_a_refused_request_pipelined_behind_a_good_one_waits_for_its_answe
         assert await asyncio.wait_for(reader.read(), READ_TIMEOUT_S) == b""  # then closed
         writer.close()
         assert echo.targets == ["/open"]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /open HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",
+        b"POST /open HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    ],
+)
+async def test_a_request_body_that_stops_arriving_is_given_up(make_gateway: Any, head: bytes) -> None:
+    async with RawEcho() as echo, make_gateway(_config(echo)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.data_port)
+        started = time.monotonic()
+        writer.write(head)
+        answer = await read_response(reader)
+        waited = time.monotonic() - started
+        assert answer.status == 408
+        assert answer.json()["code"] == "request_timeout"
+        # The idle timeout (1 s) and at most two sweeps (0.5 s each) of the listener.
+        assert 1.0 <= waited < 1.0 + 2 * 0.5 + 1.0
+        assert await asyncio.wait_for(reader.read(), READ_TIMEOUT_S) == b""
+        writer.close()
+
+
+async def test_a_body_cut_short_by_a_half_close_is_answered_at_once(make_gateway: Any) -> None:
+    async with RawEcho() as echo, make_gateway(_config(echo)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.data_port)
+        started = time.monotonic()
+        writer.write(b"POST /open HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        writer.write_eof()
+        answer = await read_response(reader)
+        assert answer.status == 400
+        assert time.monotonic() - started < 1.0  # not the idle timeout
+        writer.close()

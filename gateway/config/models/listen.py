@@ -75,7 +75,8 @@ class ListenConfig(StrictModel):
     )
     idle_timeout: PositiveDuration = Field(
         default=60.0,
-        description="How long an idle keep-alive connection stays open.",
+        description="How long an idle keep-alive connection stays open, and how long a request body may "
+        "stop arriving before the request is given up (408).",
     )
     drain_timeout: Duration = Field(
         default=30.0,
