@@ -41,9 +41,9 @@ async def cache(
 
 
 def request(model: str = "m", body: bytes = b'{"inputs": [1]}', tenant: str | None = None) -> RequestContext:
-    ctx = RequestContext(
-        "POST", f"/v2/models/{model}/infer", "", {}, "10.0.0.1", 0.0, principal=Principal("c", tenant=tenant)
-    )
+    # Anonymous unless a tenant is named: a request with credentials is cached only with `vary_on`.
+    principal = None if tenant is None else Principal("c", tenant=tenant)
+    ctx = RequestContext("POST", f"/v2/models/{model}/infer", "", {}, "10.0.0.1", 0.0, principal=principal)
     ctx.route, ctx.model, ctx.body = "infer", model, body
     return ctx
 
