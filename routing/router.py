@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from gateway.core.paths import InvalidPath, normalize_path
 from routing.model_path import model_from_path
 
 T = TypeVar("T")
@@ -34,6 +35,16 @@ class HeaderMatch:
             raise ValueError(f"header match names are lower-case: {self.name!r}")
         if self.kind in ("exact", "regex") and self.value is None:
             raise ValueError(f"header match {self.kind!r} on {self.name!r} needs a value")
+
+
+def _require_normalized(rule: str, path: str) -> None:
+    """Requests are matched on their normalised path: a path or prefix in another form never matches."""
+    try:
+        normal = normalize_path(path, keep_escaped_slashes=True)
+    except InvalidPath as exc:
+        raise ValueError(f"route {rule!r}: {exc.message}: {path!r}") from None
+    if normal != path:
+        raise ValueError(f"route {rule!r}: paths are matched normalised, so write {normal!r}, not {path!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +73,8 @@ class RouteRule(Generic[T]):
         for value in (self.path, self.prefix):
             if value is not None and not value.startswith("/"):
                 raise ValueError(f"route {self.name!r}: a path or prefix starts with '/', got {value!r}")
+            if value is not None:
+                _require_normalized(self.name, value)
 
 
 class RouteMatch(Generic[T]):
@@ -181,8 +194,9 @@ class Router(Generic[T]):
         self._needs_host = any(rule.host is not None for rule in self.rules)
 
     def match(self, method: str, path: str, host: str, headers: Mapping[str, str]) -> RouteMatch[T] | None:
-        """The first matching rule. `method` is compared as sent (methods are case-sensitive);
-        `headers` must answer lower-case names (RequestContext.headers does)."""
+        """The first matching rule. `path` is the normalised path (`gateway/core/paths.py`, done by
+        the listener); `method` is compared as sent (methods are case-sensitive); `headers` must
+        answer lower-case names (RequestContext.headers does)."""
         model, version = model_from_path(path)
         if self._needs_host:
             host = normalize_host(host)

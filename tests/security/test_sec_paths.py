@@ -248,3 +248,49 @@ async def test_a_cache_key_is_the_normalised_path(make_gateway: Any) -> None:
             assert first.status == second.status == 200
             assert second.body == first.body
         assert echo.targets == ["/models/a"]
+
+
+@pytest.mark.parametrize(
+    ("match", "says"),
+    [
+        ("{prefix: /api//v1/}", "write '/api/v1/'"),
+        ("{path: /%7Euser}", "write '/~user'"),
+        ("{prefix: /a/../b}", "write '/b'"),
+        ("{prefix: /a%zz}", "invalid percent-encoding"),
+        ("{path: '/a\\b'}", "backslash"),
+    ],
+)
+def test_a_route_that_no_normalised_path_could_match_is_refused_at_load(
+    tmp_path: Path, match: str, says: str
+) -> None:
+    from gateway.config import ConfigError
+    from gateway.loading import load_gateway_config
+
+    path = tmp_path / "routes.yaml"
+    clusters = "clusters: {up: {endpoints: [127.0.0.1:9]}}\n"
+    path.write_text(f"{clusters}routes:\n  - match: {match}\n    backend: {{cluster: up}}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_gateway_config(path)
+    assert any(error.startswith(f"{path}:3:") and says in error for error in refused.value.errors), (
+        refused.value.errors
+    )
+
+
+def test_escaped_slashes_takes_reject_or_keep(tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+    from gateway.loading import load_gateway_config
+
+    path = tmp_path / "listen.yaml"
+    path.write_text("listen: {escaped_slashes: decode}\nclusters: {up: {endpoints: [127.0.0.1:9]}}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_gateway_config(path)
+    assert any("escaped_slashes" in error and "reject" in error for error in refused.value.errors)
+
+
+def test_a_router_rule_refuses_a_path_it_could_never_match() -> None:
+    from routing.router import RouteRule
+
+    with pytest.raises(ValueError, match="write '/a/b'"):
+        RouteRule(name="r", payload=None, prefix="/a//b")
+    with pytest.raises(ValueError, match="percent-encoding"):
+        RouteRule(name="r", payload=None, path="/a%zz")
