@@ -48,7 +48,13 @@ class YamlDocument:
 def read_yaml(text: str, env: Mapping[str, str]) -> YamlDocument:
     """Parse one YAML document; syntax errors and value problems come back as located issues."""
     document = YamlDocument()
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks every character when it is made: a control character raises here.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        document.readable = False
+        document.issues.append(_reader_issue(text, exc))
+        return document
     try:
         root = loader.get_single_node()
         if root is not None:
@@ -57,12 +63,21 @@ def read_yaml(text: str, env: Mapping[str, str]) -> YamlDocument:
     except yaml.MarkedYAMLError as exc:
         document.readable = False
         document.issues.append(_syntax_issue(exc))
+    except yaml.reader.ReaderError as exc:  # met while reading on, past the reader's first buffer
+        document.readable = False
+        document.issues.append(_reader_issue(text, exc))
     except yaml.YAMLError as exc:
         document.readable = False
         document.issues.append(LocatedIssue(1, (), f"invalid YAML: {exc}"))
     finally:
         loader.dispose()
     return document
+
+
+def _reader_issue(text: str, exc: yaml.reader.ReaderError) -> LocatedIssue:
+    """A character YAML does not allow (a control character, say), on the line where it is."""
+    line = text.count("\n", 0, max(exc.position, 0)) + 1
+    return LocatedIssue(line, (), f"invalid YAML: the character #x{exc.character:04x} is not allowed in YAML")
 
 
 def _syntax_issue(exc: yaml.MarkedYAMLError) -> LocatedIssue:
