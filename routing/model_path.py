@@ -2,6 +2,9 @@
 
 OIP v2 (KServe v2, Triton):  /v2/models/{name}[/versions/{v}][/infer|/ready|...]
 KServe v1 (TF Serving):      /v1/models/{name}[/versions/{v}][:predict|:explain]
+
+The path is the normalised one (`gateway/core/paths.py`): `/v2/models/ris%6B/infer` names `risk`,
+as the upstream will read it. Escapes of other characters stay escaped in the name (`my%20model`).
 """
 
 from __future__ import annotations
