@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from gateway.core.config_types import Duration, StrictModel
 from plugins._request_headers import HeaderName
+from plugins._urls import is_http_url
 from plugins.auth_jwt.keys import SigningKeys
 
 Algorithm = Literal["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA", "HS256", "HS384", "HS512"]
@@ -89,8 +90,8 @@ class JwtProvider(StrictModel):
             if problems or not len(keys):
                 detail = "; ".join(problems) or f"no key suits {', '.join(self.algorithms)}"
                 raise ValueError(f"the inline jwks is not usable: {detail}")
-        if self.jwks_url is not None and not self.jwks_url.startswith(("http://", "https://")):
-            raise ValueError("jwks_url must be an http:// or https:// URL")
+        if self.jwks_url is not None and not is_http_url(self.jwks_url):
+            raise ValueError("jwks_url must be an http:// or https:// URL with a host")
         if self.jwks_min_refresh_interval > self.jwks_refresh_interval:
             raise ValueError("jwks_min_refresh_interval cannot exceed jwks_refresh_interval")
         if len(set(self.forward_claims.values())) != len(self.forward_claims):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.core.config_types import ByteSize, Duration, RedisUrl, StrictModel
+from plugins._redis_options import redis_options_need_redis
 from plugins._request_headers import HeaderName
 
 CallerPart = Literal["principal", "tenant"]
 """Who a cached answer belongs to: the authenticated principal, or the principal's tenant."""
+
+# Options that only the Redis backend reads.
+_REDIS_OPTIONS = ("redis_url", "redis_timeout", "redis_retry_interval", "key_prefix")
 
 
 class CacheConfig(StrictModel):
@@ -78,3 +82,8 @@ class CacheConfig(StrictModel):
     @classmethod
     def _upper_case(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(method.strip().upper() for method in methods))
+
+    @model_validator(mode="after")
+    def _redis_options_with_redis(self) -> CacheConfig:
+        redis_options_need_redis(self.backend, self.model_fields_set, _REDIS_OPTIONS)
+        return self

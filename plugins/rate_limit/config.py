@@ -8,12 +8,15 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gateway.core.config_types import Duration, RateValue, RedisUrl, StrictModel
+from plugins._redis_options import redis_options_need_redis
 from plugins._request_headers import check_header_name
 
 KEY_KINDS = ("principal", "tenant", "route", "model", "client_ip")
 HEADER_KEY_PREFIX = "header:"
 
 CostKind = Literal["one", "rows", "tokens"]
+# Options that only the Redis backend reads.
+_REDIS_OPTIONS = ("redis_url", "redis_timeout", "redis_retry_interval", "on_redis_failure", "key_prefix")
 
 
 def check_key(value: str) -> str:
@@ -105,4 +108,5 @@ class RateLimitConfig(StrictModel):
             raise ValueError(f"two limits share a name ({', '.join(names)}); give them distinct `name`s")
         if self.redis_timeout <= 0:
             raise ValueError("redis_timeout must be above zero")
+        redis_options_need_redis(self.backend, self.model_fields_set, _REDIS_OPTIONS)
         return self

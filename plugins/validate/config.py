@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from gateway.core.config_types import ByteSize, Duration, StrictModel
+from plugins._urls import is_http_url
 
 
 class ValidateConfig(StrictModel):
@@ -49,8 +50,8 @@ class ValidateConfig(StrictModel):
     @field_validator("metadata_from")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"metadata_from must be an http:// or https:// URL, got {value!r}")
+        if value is not None and not is_http_url(value):
+            raise ValueError(f"metadata_from must be an http:// or https:// URL with a host, got {value!r}")
         return value.rstrip("/") if value is not None else None
 
     @model_validator(mode="after")
