@@ -10,6 +10,8 @@ from pathlib import Path
 
 import orjson
 
+from gateway.core.extras import MissingExtra
+
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
@@ -116,13 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # Worker commands own their arguments: hand them everything after the command name.
-    if argv and argv[0] in ("worker", "workers"):
-        from inference_workers.cli import pool_main, worker_main
+    try:
+        # Worker commands own their arguments: hand them everything after the command name.
+        if argv and argv[0] in ("worker", "workers"):
+            from inference_workers.cli import pool_main, worker_main
 
-        return (worker_main if argv[0] == "worker" else pool_main)(argv[1:])
-    args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+            return (worker_main if argv[0] == "worker" else pool_main)(argv[1:])
+        args = build_parser().parse_args(argv)
+        result: int = args.handler(args)
+    except MissingExtra as missing:  # the workers or the report's plots, on a gateway-only install
+        print(f"turnout: {missing}", file=sys.stderr)
+        return 1
     return result
 
 
