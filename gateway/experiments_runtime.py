@@ -20,6 +20,7 @@ import orjson
 from experiments.config import AbConfig, BlueGreenConfig, CanaryConfig, ShadowConfig
 from experiments.controller import CanaryController
 from experiments.events import exposure_for, outcome_for
+from experiments.journal import EventJournal
 from experiments.outbound import OutboundRequest
 from experiments.outputs import output_metric_names, summarize_outputs
 from experiments.recorder import EventRecorder
@@ -40,6 +41,8 @@ from gateway.internal_client import send_to_cluster
 log = logging.getLogger("turnout.experiments")
 
 AnyExperiment = AbConfig | CanaryConfig | BlueGreenConfig | ShadowConfig
+# The recorder's journal lives beside the SQLite file (SQLite's own files end in -wal, -shm, -journal).
+JOURNAL_SUFFIX = ".recorder-journal"
 # Shadow copies and smoke checks may take this long: a mirror is never waited for by a client.
 INTERNAL_TIMEOUT_S = 30.0
 
@@ -63,11 +66,13 @@ class ExperimentsService:
         self.store: EventStore = open_store(redis_url=state.redis_url, sqlite_path=state.sqlite_path)
         self._sqlite_path = None if state.redis_url else Path(state.sqlite_path)
         recorder = state.recorder
+        journaled = self._sqlite_path is not None and recorder.journal and state.sqlite_path != ":memory:"
         self.recorder = EventRecorder(
             self.store,
             capacity=recorder.capacity,
             batch_size=recorder.flush_events,
             flush_interval=recorder.flush_interval,
+            journal=EventJournal(f"{state.sqlite_path}{JOURNAL_SUFFIX}") if journaled else None,
         )
         self.splits: dict[str, Split] = {}
         self.configs: dict[str, AnyExperiment] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +41,12 @@ from experiments.store.sqlite_schema import (
 
 T = TypeVar("T")
 
+# Batch ids are remembered for a day: a journal is replayed at the next start, minutes after a crash.
+BATCH_MEMORY_S = 24 * 3600.0
+# Forgetting old ids costs an index scan: once per thousand writes is negligible and keeps the table
+# at about a day of batches.
+_PRUNE_EVERY = 1000
+
 
 class SqliteEventStore:
     """Events and statistics in one SQLite file (":memory:" for a throwaway store)."""
@@ -48,6 +55,7 @@ class SqliteEventStore:
         self._path = str(path)
         self._executor: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
+        self._writes = 0
 
     async def start(self) -> None:
         if self._executor is not None:
@@ -98,17 +106,22 @@ class SqliteEventStore:
         return self._connection
 
     async def write(self, events: Sequence[Event], *, batch_id: str | None = None) -> None:
-        """One transaction per batch: a failed write left nothing behind, so a retry needs no id."""
+        """One transaction per batch: a failed write left nothing behind. A batch id is remembered
+        in the same transaction, so a batch replayed from the recorder's journal after a crash that
+        came after its write is not applied twice."""
         if events:
-            await self._run(self._write, events)
+            await self._run(self._write, events, batch_id)
 
-    def _write(self, events: Sequence[Event]) -> None:
+    def _write(self, events: Sequence[Event], batch_id: str | None) -> None:
         db = self._db
         exposures = [e for e in events if isinstance(e, Exposure)]
         outcomes = [e for e in events if isinstance(e, Outcome)]
         feedback = [e for e in events if isinstance(e, Feedback)]
         db.execute("BEGIN")
         try:
+            if batch_id is not None and not self._first_time(batch_id):
+                db.execute("ROLLBACK")
+                return
             self._insert_exposures(exposures)
             joined, unmatched = self._join(feedback)
             deltas = aggregate(exposures, outcomes, joined, unmatched)
@@ -122,6 +135,15 @@ class SqliteEventStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _first_time(self, batch_id: str) -> bool:
+        """Remember `batch_id`; False when it was applied before. Ids older than a replay can be
+        are forgotten now and then, so the table stays small."""
+        now = time.time()
+        self._writes += 1
+        if self._writes % _PRUNE_EVERY == 0:
+            self._db.execute("DELETE FROM batches WHERE time < ?", (now - BATCH_MEMORY_S,))
+        return bool(self._db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?)", (batch_id, now)).rowcount)
 
     def _insert_rows(self, kind: EventKind, rows: list[dict[str, Any]]) -> None:
         if not rows:

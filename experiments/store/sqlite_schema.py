@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, revision INTEGER, paylo
 CREATE TABLE IF NOT EXISTS decisions (id INTEGER PRIMARY KEY, experiment TEXT, time REAL, phase INTEGER,
     action TEXT, payload TEXT);
 CREATE INDEX IF NOT EXISTS decisions_by_experiment ON decisions (experiment, id);
+CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, time REAL) WITHOUT ROWID;
 """
 
 # Columns added after the first release, as (table, column, how to fill rows written before it):

@@ -1,5 +1,6 @@
-"""The event recorder never blocks the request path, counts drops, retries failed writes, and loses
-nothing on stop (including a real SIGTERM to a process that records)."""
+"""The event recorder never blocks the request path, counts drops, retries failed writes, loses
+nothing on stop (including a real SIGTERM to a process that records), and after a crash replays its
+journal so that only the group being filled is lost."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.events import Event, Exposure
+from experiments.events import Event, Exposure, Feedback, Outcome, OutputSummary
+from experiments.journal import EventJournal
 from experiments.recorder import EventRecorder
 from experiments.store.base import EventStore
 from experiments.store.redis import RedisEventStore
@@ -176,3 +178,53 @@ async def test_sigterm_loses_no_event(kind: str, tmp_path: Path, request: pytest
     async with store:
         stored = (await store.phase_data("e", 0)).arm("a").exposures
     assert stored == accepted, f"{accepted - stored} events lost ({dropped} dropped at the door)"
+
+
+async def test_a_crash_loses_only_the_group_being_filled(tmp_path: Path) -> None:
+    journal_path = tmp_path / "events.db.recorder-journal"
+    async with SqliteEventStore(tmp_path / "events.db") as store:
+        journal = EventJournal(journal_path)
+        journal.open()
+        # Never started: nothing reaches the store, as when a kill -9 comes before any write.
+        crashed = EventRecorder(store, batch_size=10, flush_interval=60.0, journal=journal)
+        for event in exposures(25):
+            assert crashed.record(event)
+        journal.close()  # the process dies here: two sealed groups journaled, five events filling
+        assert (await store.phase_data("e", 0)).arm("a").exposures == 0
+        restarted = EventRecorder(store, batch_size=10, journal=EventJournal(journal_path))
+        await restarted.start()
+        assert restarted.stats().replayed == 20
+        assert (await store.phase_data("e", 0)).arm("a").exposures == 20
+        await restarted.stop()
+    assert journal_path.stat().st_size == 0  # everything in it is in the store
+
+
+async def test_a_replayed_group_the_store_already_holds_is_not_applied_twice(tmp_path: Path) -> None:
+    journal_path = tmp_path / "journal"
+    group = exposures(10)
+    async with SqliteEventStore(tmp_path / "events.db") as store:
+        journal = EventJournal(journal_path)
+        journal.open()
+        journal.append("batch-1", group)
+        journal.close()
+        await store.write(group, batch_id="batch-1")  # written, then the crash came before the clear
+        with journal_path.open("ab") as damaged:
+            damaged.write(b'{"id": "batch-2", "events": [["e", {"experi')  # a line cut short
+        recorder = EventRecorder(store, journal=EventJournal(journal_path))
+        await recorder.start()
+        await recorder.stop()
+        assert recorder.stats().replayed == 10
+        assert (await store.phase_data("e", 0)).arm("a").exposures == 10
+
+
+async def test_the_journal_keeps_every_kind_of_event(tmp_path: Path) -> None:
+    events: list[Event] = [
+        Exposure("e", "a", "u1", "r1", 1.0, phase=2, forced=True, exposure_id="x1"),
+        Outcome("r1", "e", "a", "u1", 2.0, 0.25, 503, True, 10, (OutputSummary("o", ("cat",), 0.5),), 2),
+        Feedback("revenue", 3.5, 3.0, unit_id="u1", experiment="e", exposure_id="x1"),
+    ]
+    journal = EventJournal(tmp_path / "journal")
+    journal.open()
+    journal.append("b", events)
+    journal.close()
+    assert list(journal.groups()) == [("b", events)]
