@@ -14,7 +14,13 @@ from reading the answer, not the request from taking effect. So every call that 
   any port. A rebinding page's requests carry its own host name.
 
 With a token the token is the guard (a page cannot attach it), and only the content type is
-checked. Reads are not affected.
+checked.
+
+Reads change nothing, but a rebinding page that reads `/admin/config` or `/metrics` learns the
+topology behind the gateway. So without a token, a read on a listener bound to a loopback address
+must name a loopback `Host` too. A listener bound to another address keeps serving reads whatever
+the `Host`: Prometheus and the kubelet's probes reach it by the pod's address, and a rebinding page
+can only reach this machine's loopback listeners.
 """
 
 from __future__ import annotations
@@ -78,18 +84,29 @@ def _listener_port(request: web.Request) -> int | None:
     return int(sockname[1]) if sockname else None
 
 
+def _bound_to_loopback(request: web.Request) -> bool:
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    return bool(sockname) and is_loopback_host(str(sockname[0]))
+
+
+def _names_loopback_host(request: web.Request) -> bool:
+    host = _split_host_header(request.headers.get("Host", ""))
+    return host is not None and is_loopback_host(host)
+
+
 def mutation_guard(check_origin_and_host: bool) -> Any:
     """The middleware; `check_origin_and_host` is true when no admin token is set."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method not in MUTATING_METHODS:
+            if check_origin_and_host and _bound_to_loopback(request) and not _names_loopback_host(request):
+                return _refused(403, "the Host header must name a loopback address, like 127.0.0.1")
             return await handler(request)
         if request.content_type != "application/json":
             return _refused(415, "calls that change state need Content-Type: application/json")
         if check_origin_and_host:
-            host = _split_host_header(request.headers.get("Host", ""))
-            if host is None or not is_loopback_host(host):
+            if not _names_loopback_host(request):
                 return _refused(403, "the Host header must name a loopback address, like 127.0.0.1")
             origin = request.headers.get("Origin")
             port = _listener_port(request)

@@ -126,6 +126,24 @@ async def test_a_rebinding_host_is_refused_and_loopback_hosts_accepted(
             assert status == 201, (host, body)
 
 
+async def test_reads_on_a_loopback_listener_need_a_loopback_host_without_a_token(
+    make_gateway: Any, upstream_a: Process
+) -> None:
+    # A rebinding page could otherwise read the redacted config and the metrics of every cluster.
+    a = f"127.0.0.1:{upstream_a.port}"
+    async with make_gateway(gateway_config([a])) as gw, aiohttp.ClientSession() as session:
+        admin = f"http://127.0.0.1:{gw.admin_port}"
+        for path in ("/admin/config", "/admin/clusters", "/metrics"):
+            status, _, body = await _call(session, "GET", f"{admin}{path}", headers={"Host": "rebind.evil"})
+            assert status == 403, (path, body)
+            assert "Host" in body["error"]
+            async with session.get(
+                f"{admin}{path}", headers={"Host": f"localhost:{gw.admin_port}"}
+            ) as response:
+                assert response.status == 200, path
+        assert await _endpoints(session, admin) == {a: False}
+
+
 async def test_with_a_token_the_token_guards_and_origin_and_host_are_not_needed(
     make_gateway: Any, upstream_a: Process
 ) -> None:
