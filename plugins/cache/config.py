@@ -58,6 +58,13 @@ class CacheConfig(StrictModel):
         "is answered from the cache and stored only when the answer allows a shared cache to (RFC 9111 "
         "3.5: Cache-Control public, s-maxage or must-revalidate).",
     )
+    # turnout_uid: the experiments' own unit cookie. It picks the arm, and the arm is in the key.
+    shared_cookies: tuple[str, ...] = Field(
+        default=("turnout_uid",),
+        description="Cookies that do not identify a caller for caching: a request whose Cookie header "
+        "holds only these is not treated as carrying credentials. The default names the experiments' "
+        "unit cookie, whose arm is already part of the key.",
+    )
     coalesce: bool = Field(
         default=True,
         description="Concurrent identical requests wait for the first one's answer instead of each "

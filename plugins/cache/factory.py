@@ -60,4 +60,5 @@ class CacheFilterFactory:
             coalesce=config.coalesce,
             coalesce_timeout=config.coalesce_timeout,
             vary_on=config.vary_on,
+            shared_cookies=config.shared_cookies,
         )

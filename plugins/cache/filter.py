@@ -11,12 +11,14 @@ followers of a leader that never got a response. Entries are keyed per `keys`.
 
 Credentials (RFC 9111 3.5). A request with credentials (a principal established by an authentication
 filter, whose credential header is usually removed by then, or an `Authorization` or `Cookie`
-header) may get an answer meant for that caller alone. Without `vary_on`, such a request is
-*private*: it is answered from the cache, by a stored or coalesced answer, only when that answer
-allows shared use (`public`, `s-maxage`, `must-revalidate`), and its own answer is stored or shared
-only when it allows it too. With `vary_on: [principal]` and/or `[tenant]`, the caller is part of the
-key (the tenant always is; `principal` adds the principal's id), so a request whose principal (and
-tenant, when asked for) is known is cached as usual, per caller; one without stays private.
+header) may get an answer meant for that caller alone. RFC 9111 names Authorization; a cookie
+identifies a caller just as well, except the `shared_cookies` (by default the experiments' unit
+cookie, whose arm is already in the key). Without `vary_on`, such a request is *private*: it is
+answered from the cache, by a stored or coalesced answer, only when that answer allows shared use
+(`public`, `s-maxage`, `must-revalidate`), and its own answer is stored or shared only when it
+allows it too. With `vary_on: [principal]` and/or `[tenant]`, the caller is part of the key (the
+tenant always is; `principal` adds the principal's id), so a request whose principal (and tenant,
+when asked for) is known is cached as usual, per caller; one without stays private.
 A principal that appears only after this filter's request phase (an authentication filter placed
 after it) was not in the key: that answer is not stored.
 
@@ -43,9 +45,6 @@ from plugins.cache.metrics import FILTER_NAME, CacheMetrics
 from plugins.cache.single_flight import SingleFlight
 
 _BYPASS = "bypass"
-# Request headers that carry a caller's credentials (RFC 9111 3.5 names Authorization; a Cookie
-# identifies a caller just as well).
-_CREDENTIAL_HEADERS = ("authorization", "cookie")
 
 
 class CacheStore(Protocol):
@@ -104,8 +103,10 @@ class CacheFilter(Filter):
         coalesce: bool,
         coalesce_timeout: float,
         vary_on: Collection[str] = (),
+        shared_cookies: Collection[str] = (),
     ) -> None:
         self._store = store
+        self._shared_cookies = frozenset(shared_cookies)
         self._by_principal = "principal" in vary_on
         self._by_tenant = "tenant" in vary_on
         self._keys = keys
@@ -186,10 +187,23 @@ class CacheFilter(Filter):
         principal = ctx.principal
         if principal is None:
             headers = ctx.headers
-            return any(name in headers for name in _CREDENTIAL_HEADERS)
+            if "authorization" in headers:
+                return True
+            cookie = headers.get("cookie")
+            return cookie is not None and self._cookie_identifies_caller(cookie)
         if self._by_principal:
             return self._by_tenant and principal.tenant is None
         return not (self._by_tenant and principal.tenant is not None)
+
+    def _cookie_identifies_caller(self, cookie: str) -> bool:
+        """Whether a Cookie header holds any cookie besides the configured shared ones."""
+        if not self._shared_cookies:
+            return True
+        for pair in cookie.split(";"):
+            name = pair.partition("=")[0].strip()
+            if name and name not in self._shared_cookies:
+                return True
+        return False
 
     async def invalidate(self, model: str | None) -> int:
         """Drop the stored answers of `model` (of every model for None); returns how many."""

@@ -135,6 +135,16 @@ async def test_an_answer_to_a_cookie_is_neither_stored_nor_served(post: Post) ->
     assert (outcome, bob["cookie"]) == ("miss", "session=bob")
 
 
+async def test_the_experiments_unit_cookie_alone_keeps_a_request_cacheable(post: Post) -> None:
+    # The unit cookie picks an experiment arm, and the arm is part of the key: it names no caller.
+    _, first = await post("/open/u", headers={"Cookie": "turnout_uid=u-1"})
+    outcome, second = await post("/open/u", headers={"Cookie": "turnout_uid=u-2"})
+    assert (outcome, second) == ("hit", first)
+    # Any other cookie beside it makes the request private again.
+    outcome, mixed = await post("/open/u", headers={"Cookie": "turnout_uid=u-1; session=alice"})
+    assert outcome == "miss" and mixed["call"] > first["call"]
+
+
 async def test_principals_never_share_answers_without_vary_on(post: Post) -> None:
     _, alice = await post("/keyed/x", "alice")
     for caller in ("bob", "carol", "alice"):  # the same tenant, another tenant, alice herself
