@@ -36,6 +36,24 @@ def array_from_json(data: Any, datatype: str, shape: Sequence[int], where: str) 
     return flat.reshape(shape)
 
 
+def datatype_of_json(data: Any) -> str:
+    """The datatype a JSON `data` value reads as when its sender did not say: BOOL, INT64, FP64 or
+    BYTES, from the first value (an empty tensor reads as FP32, the commonest model output)."""
+    leaves: list[Any] = []
+    _collect_leaves(data, leaves)
+    if not leaves:
+        return "FP32"
+    first = leaves[0]
+    if isinstance(first, bool):
+        return "BOOL"
+    if isinstance(first, str):
+        return BYTES
+    # One float anywhere makes the tensor floating point, as numpy reads the list.
+    if any(isinstance(leaf, float) for leaf in leaves):
+        return "FP64"
+    return "INT64"
+
+
 def array_to_json(array: np.ndarray, datatype: str, where: str) -> Any:
     """An array -> a flat, row-major JSON-serialisable value (orjson serialises numpy natively)."""
     if datatype == BYTES:

@@ -28,7 +28,7 @@ from gateway.core.protocols.binary import (
     split_body,
 )
 from gateway.core.protocols.datatypes import numpy_dtype
-from gateway.core.protocols.json_tensors import array_from_json, array_to_json
+from gateway.core.protocols.json_tensors import array_from_json, array_to_json, datatype_of_json
 
 Parameter = bool | int | float | str
 Parameters = dict[str, Parameter]
@@ -108,8 +108,8 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferReques
         raise BadRequest("request: 'inputs' must be a non-empty list of tensors")
     inputs = _decode_tensors(raw_inputs, "input", parts)
     parts.finish()
-    outputs = _decode_requested_outputs(document.get("outputs", []))
-    parameters = _decode_parameters(document.get("parameters", {}), "request parameters")
+    outputs = _decode_requested_outputs(_optional(document, "outputs", []))
+    parameters = _decode_parameters(document.get("parameters"), "request parameters")
     binary_output = parameters.pop(BINARY_DATA_OUTPUT, False)
     if not isinstance(binary_output, bool):
         raise BadRequest(f"request parameters: '{BINARY_DATA_OUTPUT}' must be true or false")
@@ -130,7 +130,7 @@ def decode_response(body: bytes, header_length: str | None = None) -> InferRespo
     version = document.get("model_version")
     if version is not None and not isinstance(version, str):
         raise BadRequest("response: 'model_version' must be a string")
-    parameters = _decode_parameters(document.get("parameters", {}), "response parameters")
+    parameters = _decode_parameters(document.get("parameters"), "response parameters")
     return InferResponse(model_name, outputs, version, _decode_id(document), parameters)
 
 
@@ -195,11 +195,15 @@ def _decode_tensor(entry: Any, position: str, kind: str, parts: BinaryParts) -> 
         raise BadRequest(f"{position}: 'name' must be a non-empty string")
     where = f"{kind} '{name}'"
     datatype = entry.get("datatype")
+    if datatype is None and kind == "output" and "data" in entry:
+        # Optional on response outputs (TorchServe's kservev2 envelope leaves it out): read it
+        # from the JSON values, as a client reading the answer directly would.
+        datatype = datatype_of_json(entry["data"])
     if not isinstance(datatype, str):
         raise BadRequest(f"{where}: 'datatype' must be a string such as FP32")
     numpy_dtype(datatype, where)
     shape = _decode_shape(entry.get("shape"), where)
-    parameters = _decode_parameters(entry.get("parameters", {}), f"{where} parameters")
+    parameters = _decode_parameters(entry.get("parameters"), f"{where} parameters")
     binary_size = parameters.pop(BINARY_DATA_SIZE, None)
     if binary_size is None:
         if "data" not in entry:
@@ -235,7 +239,7 @@ def _decode_requested_outputs(value: Any) -> list[RequestedOutput]:
         if name in seen:
             raise BadRequest(f"requested output '{name}' appears more than once")
         seen.add(name)
-        parameters = _decode_parameters(entry.get("parameters", {}), f"requested output '{name}' parameters")
+        parameters = _decode_parameters(entry.get("parameters"), f"requested output '{name}' parameters")
         binary = parameters.pop(BINARY_DATA, None)
         if binary is not None and not isinstance(binary, bool):
             raise BadRequest(f"requested output '{name}': '{BINARY_DATA}' must be true or false")
@@ -243,7 +247,15 @@ def _decode_requested_outputs(value: Any) -> list[RequestedOutput]:
     return outputs
 
 
+def _optional(document: dict[str, Any], key: str, default: Any) -> Any:
+    """An optional field: the spec lets servers and clients send null for one they leave out."""
+    value = document.get(key)
+    return default if value is None else value
+
+
 def _decode_parameters(value: Any, where: str) -> Parameters:
+    if value is None:  # absent, or null as KServe and MLServer write it
+        return {}
     if not isinstance(value, dict):
         raise BadRequest(f"{where}: must be a JSON object")
     for key, item in value.items():
