@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from experiments.finite import MAX_MAGNITUDE
 from experiments.report.model import HealthBanner, HealthCheck
 from experiments.stats.srm import DEFAULT_SRM_ALPHA
 from experiments.status import ArmReport, Health, SrmReport
@@ -90,9 +91,12 @@ def _stored_data_check(unusable: Sequence[str], unusable_rows: int) -> HealthChe
     name = "stored values"
     lines = list(unusable)
     if unusable_rows:
-        lines.append(f"{unusable_rows} raw feedback values are not finite and are left out of the plots")
+        lines.append(
+            f"{unusable_rows} raw feedback values are missing, not finite or beyond ±{MAX_MAGNITUDE:g}, "
+            "and are left out of the plots"
+        )
     if not lines:
-        return HealthCheck(name, "ok", "every stored value is finite")
+        return HealthCheck(name, "ok", "every stored value can be analysed")
     return HealthCheck(name, "warning", "; ".join(lines))
 
 
