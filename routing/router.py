@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from gateway.core.paths import InvalidPath, normalize_path
+from gateway.core.errors import InvalidPath
+from gateway.core.paths import normalize_path
 from routing.model_path import model_from_path
 
 T = TypeVar("T")

@@ -6,6 +6,8 @@ the boundary where they occur, so the data path only ever handles these::
 
     GatewayError                    status, message, JSON body {"error": ..., "code": ...}
     ├── BadRequest                  400  malformed request (bad JSON, bad tensor shape, ...)
+    │   ├── InvalidPath             400  a path that has no normal form (gateway/core/paths.py)
+    │   ├── RequestTimeout          408  a request body that stopped arriving
     │   ├── PayloadTooLarge         413
     │   └── HeadersTooLarge         431
     ├── Unauthorized                401  missing or invalid credentials
@@ -45,6 +47,15 @@ class GatewayError(Exception):
 class BadRequest(GatewayError):
     status = 400
     code = "bad_request"
+
+
+class InvalidPath(BadRequest):
+    code = "invalid_path"
+
+
+class RequestTimeout(BadRequest):
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(BadRequest):

@@ -23,7 +23,7 @@ in a request target. The query string is not this module's business: it is forwa
 
 from __future__ import annotations
 
-from gateway.core.errors import BadRequest
+from gateway.core.errors import InvalidPath
 
 # RFC 3986 2.3: decoding these never changes what a URI means, so every server must treat the
 # encoded and plain forms alike; decoding anything else could.
@@ -31,10 +31,6 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _HEX = frozenset("0123456789abcdefABCDEF")
 # Escapes of the separators: decoded, they would add segments that routes never saw.
 _SLASHES = frozenset("/\\")
-
-
-class InvalidPath(BadRequest):
-    code = "invalid_path"
 
 
 def normalize_path(path: str, keep_escaped_slashes: bool = False) -> str:

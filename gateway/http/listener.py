@@ -32,8 +32,8 @@ from typing import Any, cast
 
 import httptools
 
-from gateway.core.errors import BadRequest, GatewayError, error_body
-from gateway.core.paths import InvalidPath, normalize_path
+from gateway.core.errors import BadRequest, InvalidPath, RequestTimeout, error_body
+from gateway.core.paths import normalize_path
 from gateway.http.exchange import REASONS, HttpExchange
 
 log = logging.getLogger("turnout.listener")
@@ -62,11 +62,6 @@ class ListenerLimits:
     idle_timeout: float = 60.0
     keep_escaped_slashes: bool = False
     """Keep %2F and %5C escaped in paths instead of refusing them (`listen.escaped_slashes: keep`)."""
-
-
-class RequestBodyTimeout(GatewayError):
-    status = 408
-    code = "request_timeout"
 
 
 class _Reject(Exception):
@@ -263,7 +258,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             path = normalize_path(sent_path, limits.keep_escaped_slashes)
         except InvalidPath as exc:
-            raise _Reject(400, exc.message, exc.code) from None
+            raise _Reject(exc.status, exc.message, exc.code) from None
         if path is not sent_path:
             url = path.encode("latin-1") + separator + query_bytes
         length_text = headers.get("content-length")
@@ -421,7 +416,7 @@ class HttpConnection(asyncio.Protocol):
             self._body_watched = None
             self.accepting = False
             self._pause_reading()
-            parsing.fail_body(RequestBodyTimeout(f"no request body bytes for {self._limits.idle_timeout:g}s"))
+            parsing.fail_body(RequestTimeout(f"no request body bytes for {self._limits.idle_timeout:g}s"))
 
     def stop_accepting(self) -> None:
         """Draining: finish what is in progress, take no new request."""
@@ -542,11 +537,19 @@ class HttpServer:
         assert self._loop is not None
         return self._loop
 
-    async def start(self, host: str, port: int, backlog: int = 1024) -> None:
+    async def start(self, host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> None:
+        """Listen on host:port. `reuse_port` lets sibling processes bind the same port (SO_REUSEPORT):
+        the kernel then spreads new connections across their listening sockets."""
         self._loop = asyncio.get_running_loop()
         self.clock = self._loop.time
         self._server = await self._loop.create_server(
-            lambda: HttpConnection(self), host, port, backlog=backlog, reuse_address=True, ssl=self.tls
+            lambda: HttpConnection(self),
+            host,
+            port,
+            backlog=backlog,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            ssl=self.tls,
         )
         self._sweeper = asyncio.create_task(self._sweep())
 

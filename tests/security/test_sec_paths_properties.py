@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.paths import InvalidPath, normalize_path
+from gateway.core.errors import InvalidPath
+from gateway.core.paths import normalize_path
 
 # Pure functions: many examples cost well under a second each.
 EXAMPLES = 400

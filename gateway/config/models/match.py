@@ -10,7 +10,8 @@ from gateway.config.models.located import errors_at
 from gateway.config.models.types import HeaderName, Regex, Text, UrlPath, is_dns_name
 from gateway.config.paths import Path
 from gateway.core.config_types import StrictModel
-from gateway.core.paths import InvalidPath, normalize_path
+from gateway.core.errors import InvalidPath
+from gateway.core.paths import normalize_path
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
 HTTP_METHODS: frozenset[str] = frozenset(get_args(HttpMethod))
