@@ -10,7 +10,15 @@ are, at no cost.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+from gateway.http.headers import build_request_head, forwarding_lines
+
+if TYPE_CHECKING:
+    from gateway.core.context import RequestContext
+    from gateway.http.exchange import HttpExchange
+    from gateway.route import CompiledRoute
 
 # Header names the gateway writes itself (gateway/http/headers.py): hop-by-hop and framing headers,
 # whose edit could only desynchronise the two connections (RFC 9110 7.6.1, RFC 9112 6), and the
@@ -86,3 +94,40 @@ def request_target(path: str, query: str) -> bytes:
     if query:
         target += "?" + quote(query, safe=_QUERY_SAFE)
     return target.encode("ascii")
+
+
+def upstream_path(ctx: RequestContext, route: CompiledRoute) -> str:
+    """The path the upstream sees: the request filters', after the route's prefix rewrite."""
+    rewrite = route.rewrite
+    return ctx.path if rewrite is None else rewrite.apply(ctx.path)
+
+
+def upstream_head(
+    exchange: HttpExchange,
+    ctx: RequestContext,
+    route: CompiledRoute,
+    proto_line: bytes,
+    body: bytes | None,
+    address: str,
+) -> bytes:
+    """The request head sent to `address`: the client's request as the filters left it, with the
+    route's header rules and the gateway's forwarding headers; `body` None means a chunked body."""
+    if route.rewrite is None and ctx.path == exchange.path and ctx.query == exchange.query:
+        target = exchange.target  # as the client sent it
+    else:  # a rewrite, or a filter changed the path or the query (removed a token)
+        target = request_target(upstream_path(ctx, route), ctx.query)
+    headers = ctx.headers
+    # On a route with request filters they worked on a copy of the client's headers (request_phase).
+    edits = None if headers is exchange.headers else header_edits(exchange.headers, headers)
+    return build_request_head(
+        exchange.method,
+        target,
+        exchange.raw_headers,
+        headers,
+        route.request_headers,
+        forwarding_lines(headers, ctx.client_ip, proto_line, ctx.request_id),
+        len(body) if body is not None else None,
+        address,
+        edits.strip if edits is not None else None,
+        edits.add if edits is not None else None,
+    )

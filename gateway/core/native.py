@@ -31,6 +31,7 @@ from types import ModuleType
 # routing/balancers/base.py stay Python: mypyc compiles neither generic dataclasses nor
 # runtime-checkable protocols.)
 COMPILED_MODULES = (
+    "gateway/backend.py",
     "gateway/cluster.py",
     "gateway/core/context.py",
     "gateway/filter_chain.py",
@@ -41,7 +42,11 @@ COMPILED_MODULES = (
     "gateway/http/upstream.py",
     "gateway/observability.py",
     "gateway/proxy.py",
+    "gateway/request_phase.py",
+    "gateway/response_phase.py",
     "gateway/route.py",
+    "gateway/upstream_attempt.py",
+    "gateway/upstream_request.py",
     "routing/affinity.py",
     "routing/balancers/consistent_hash.py",
     "routing/balancers/hash_ring.py",

@@ -1,0 +1,161 @@
+"""The response phase: from the upstream's (or a filter's) answer to the bytes the client receives.
+
+    head arrives  no response filters (and no experiment that reads the body): the head's lines are
+                  filtered and rendered in one pass and the body is relayed as it arrives;
+                  plain response filters that do not read the body: they run on the head, then the
+                  body streams; async filters, filters that read the body, or an experiment that
+                  records it: the body is buffered (`UpstreamAttempt.buffer`) and the filters run
+                  on the whole answer
+    answer        a filter's answer, a batched answer or a buffered one runs the response hooks
+                  (awaiting those that return an awaitable) and is written with its length
+
+What the response hooks leave in the `Response` is what the client receives, after the route's own
+response-header rules. A hook that raises gets the client a 500 naming the filter (`FilterError`),
+and the endpoint, which answered, is not charged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.core.errors import GatewayError
+from gateway.core.filters import Response
+from gateway.http.headers import relayable_headers, relayed_header_lines
+from gateway.upstream_request import upstream_path
+
+if TYPE_CHECKING:
+    from gateway.filter_chain import ResponsePending
+    from gateway.http.upstream import ResponseHead
+    from gateway.proxy import ProxyRequest
+    from gateway.upstream_attempt import UpstreamAttempt
+
+
+def on_upstream_head(request: ProxyRequest, attempt: UpstreamAttempt, head: ResponseHead) -> None:
+    """The upstream's head, accepted (no retry): relay it, run the response hooks on it, or hold
+    the answer back until its body is complete."""
+    route = request.route
+    assert route is not None
+    chain = route.filters
+    exchange = request.exchange
+    if not chain.on_response and not request.buffer_response:
+        lines = relayed_header_lines(
+            head.headers, route.response_headers, request.ctx.request_id.encode(), request.extra_headers
+        )
+        attempt.relaying = True
+        exchange.send_head_block(head.status, lines, head.content_length, head.reason or None)
+        return
+    if chain.needs_response_body or not chain.response_is_sync or request.buffer_response:
+        attempt.buffer = []  # the filters see the whole answer before the client does
+        request.upstream_head = head
+        return
+    response = Response(head.status, decode_headers(relayable_headers(head.headers)), None)
+    try:
+        pending = chain.run_response_sync(request.ctx, response)
+    except GatewayError as error:
+        attempt.drop()  # the endpoint answered well: it is not charged
+        request.fail(error)
+        return
+    if pending is not None:  # a plain hook returned an awaitable: hold the answer back
+        attempt.buffer = []
+        request.upstream_head = head
+        request.held_response = (response, pending)
+        return
+    request.ctx.status = response.status
+    attempt.relaying = True
+    exchange.send_head(
+        response.status, final_headers(request, response), head.content_length, head.reason or None
+    )
+
+
+def respond_through_filters(request: ProxyRequest, body: bytes) -> None:
+    """A held-back answer is complete: its mirrors get a copy, the response hooks run on it."""
+    head = request.upstream_head
+    assert head is not None
+    request.response_body = body
+    offer_to_mirrors(request, head.status, body)
+    held = request.held_response
+    if held is not None:  # the response hooks began on the head and wait for an awaitable
+        request.held_response = None
+        response, pending = held
+        response.body = body
+        request.spawn(respond_async(request, response, pending))
+        return
+    run_response(request, Response(head.status, decode_headers(relayable_headers(head.headers)), body))
+
+
+def run_response(request: ProxyRequest, response: Response) -> None:
+    """The response hooks on a whole answer, then the answer to the client."""
+    route = request.route
+    assert route is not None
+    chain = route.filters
+    if not chain.response_is_sync:
+        request.spawn(respond_async(request, response, None))
+        return
+    try:
+        pending = chain.run_response_sync(request.ctx, response)
+    except GatewayError as error:
+        request.fail(error)
+        return
+    if pending is None:
+        write_response(request, response)
+    else:
+        request.spawn(respond_async(request, response, pending))
+
+
+async def respond_async(request: ProxyRequest, response: Response, pending: ResponsePending | None) -> None:
+    route = request.route
+    assert route is not None
+    try:
+        if pending is None:
+            await route.filters.run_response(request.ctx, response)
+        else:
+            await route.filters.run_response(request.ctx, response, pending.index, pending.awaitable)
+    except GatewayError as error:
+        request.fail(error)
+        return
+    write_response(request, response)
+
+
+def final_headers(request: ProxyRequest, response: Response) -> list[tuple[bytes, bytes]]:
+    """A response's headers as the client gets them: the route's header rules applied."""
+    route = request.route
+    assert route is not None
+    rules = route.response_headers
+    headers = [
+        (n.encode("latin-1"), v.encode("latin-1"))
+        for n, v in response.headers
+        if n.encode("latin-1") not in rules.remove
+    ]
+    headers.extend(rules.add_pairs)
+    headers.append((b"x-request-id", request.ctx.request_id.encode()))
+    if request.extra_headers:
+        headers.extend(request.extra_headers)
+    return headers
+
+
+def write_response(request: ProxyRequest, response: Response) -> None:
+    """A whole answer to the client, with its length; then the request finishes."""
+    request.ctx.status = response.status
+    body = response.body or b""
+    request.response_body = body
+    exchange = request.exchange
+    exchange.send_head(response.status, final_headers(request, response), len(body))
+    exchange.send_body(body)
+    exchange.end()
+    request.finish()
+
+
+def offer_to_mirrors(request: ProxyRequest, status: int, body: bytes) -> None:
+    """Copy a request of a shadow experiment to its mirrors, with the primary's answer."""
+    assignment = request.assignment
+    experiments = request.runtime.experiments
+    route = request.route
+    if assignment is not None and assignment.mirrors and experiments is not None and route is not None:
+        ctx = request.ctx
+        experiments.offer_shadow(
+            assignment, ctx, upstream_path(ctx, route), status, body, ctx.upstream_latency
+        )
+
+
+def decode_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in headers]

@@ -1,0 +1,372 @@
+"""The upstream call of one request: admission, endpoint choice, retries, and the answer's bytes.
+
+An `UpstreamAttempt` is made once the backend is chosen and lives until the request finishes. It
+owns what the call to the cluster needs and nothing else (Tower's retry and limit layers, as one
+object per request):
+
+    admit()       the cluster's circuit breaker and retry budget (503 x-turnout-overloaded when full)
+    send()        pick an endpoint (unit affinity first, then the balancer, avoiding the last failure),
+                  take an idle pooled connection or open one, write the head and body
+    on_head       charge or credit the endpoint; retry a 5xx by policy and budget; else hand the head
+                  to the response phase (gateway/response_phase.py), which streams or buffers
+    on_body       relayed to the client as it arrives, or buffered for the response filters
+    on_end        connection back to the pool; the request finishes (or its filters run)
+    on_error      retry by policy and budget (a reused connection reset before answering gets one
+                  free try for idempotent requests); else 502/503/504; a started answer is cut
+    release()     breaker and budget given back, from the request's finish()
+
+The endpoint is charged only for what it did: a 5xx, a reset, a timeout, a malformed answer. When
+the gateway drops an exchange for its own reasons (a response filter that failed, a bug, a retry
+decided on the head), `drop` closes the connection without a word to the endpoint's health.
+Every callback from the upstream connection contains its own exceptions (`ProxyRequest.crash`): one
+escaping into the parser would be reported as a malformed answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from gateway.core.errors import GatewayError, Overloaded, ServiceUnavailable
+from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFailure
+from gateway.internal_client import failure_error
+from gateway.response_phase import on_upstream_head, respond_through_filters
+from gateway.upstream_request import upstream_head
+from routing.affinity import affinity_pick
+
+if TYPE_CHECKING:
+    from gateway.cluster import ClusterRuntime
+    from gateway.http.pool import EndpointPool
+    from gateway.proxy import ProxyRequest
+    from routing.endpoints import Endpoint
+    from routing.resilience.retry import RetryPolicy
+
+_QUEUE_DEPTH = b"x-turnout-queue-depth"
+_INFLIGHT = b"x-turnout-inflight"
+# A connection the upstream closed while it sat idle in the pool: the request never reached the
+# upstream, so idempotent requests get one fresh try whatever the retry policy says.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+class UpstreamAttempt:
+    """One request's call to its cluster, retries included (the upstream connection's observer)."""
+
+    __slots__ = (
+        "admitted",
+        "affinity_key",
+        "attempt",
+        "body",
+        "buffer",
+        "cluster",
+        "conn",
+        "endpoint",
+        "failed_endpoint",
+        "flow_controlled",
+        "head_bytes",
+        "relaying",
+        "request",
+        "retry",
+        "sent_at",
+        "streaming_body",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        request: ProxyRequest,
+        cluster: ClusterRuntime,
+        retry: RetryPolicy,
+        timeout: float,
+        affinity_key: str | None,
+    ) -> None:
+        self.request = request
+        self.cluster = cluster
+        self.retry = retry
+        self.timeout = timeout
+        self.affinity_key = affinity_key
+        """Set when the experiment pins each unit to one endpoint of its arm's cluster."""
+        self.admitted = False
+        self.attempt = 0
+        self.body: bytes | None = None
+        """The whole request body; None while it streams upstream (chunked) or is not read yet."""
+        self.streaming_body = False
+        self.head_bytes: bytes | None = None
+        """The request head as sent, built once and reused by retries."""
+        self.endpoint: Endpoint | None = None
+        self.conn: UpstreamConnection | None = None
+        self.failed_endpoint: Endpoint | None = None
+        """Where the last attempt failed: a retry goes elsewhere when it can."""
+        self.sent_at = 0.0
+        self.buffer: list[bytes] | None = None
+        """The answer's body so far, when the response phase holds it back (set by on_upstream_head)."""
+        self.relaying = False
+        """The answer's head went to the client: from now on an upstream failure cuts the connection."""
+        self.flow_controlled = False
+
+    # ----- admission -----
+
+    def admit(self) -> GatewayError | None:
+        """Take a place in the cluster's breaker and budget; the error to answer when there is none."""
+        cluster = self.cluster
+        if not cluster.breaker.try_acquire():
+            cluster.breaker_rejections += 1
+            return Overloaded(f"cluster '{cluster.name}' is at its limit of concurrent requests")
+        cluster.retry.budget.request_started()
+        self.admitted = True
+        return None
+
+    def release(self) -> None:
+        """Give back the place `admit` took (the request's finish calls this, once)."""
+        if self.admitted:
+            self.admitted = False
+            self.cluster.retry.budget.request_finished()
+            self.cluster.breaker.release()
+
+    # ----- sending -----
+
+    def send(self) -> None:
+        """One attempt: pick an endpoint and send the request on an idle connection (or a new one)."""
+        cluster = self.cluster
+        request = self.request
+        endpoint = None
+        if self.affinity_key is not None:
+            endpoint = affinity_pick(cluster.endpoints.eligible, self.affinity_key)
+        if endpoint is None:
+            endpoint = cluster.endpoints.pick(request.ctx, self.failed_endpoint)
+        if endpoint is None:
+            request.fail(ServiceUnavailable(f"cluster '{cluster.name}' has no healthy endpoint"))
+            return
+        self.endpoint = endpoint
+        request.ctx.endpoint = endpoint.address
+        if self.head_bytes is None:
+            route = request.route
+            assert route is not None
+            self.head_bytes = upstream_head(
+                request.exchange, request.ctx, route, request.proxy.proto_line, self.body, endpoint.address
+            )
+        cluster.endpoints.on_start(endpoint)
+        pool = cluster.pool_for(endpoint)
+        conn = pool.take_idle()
+        if conn is None:
+            request.spawn(self._connect_then_send(pool))
+        else:
+            self._send_on(conn)
+
+    async def _connect_then_send(self, pool: EndpointPool) -> None:
+        try:
+            conn = await pool.acquire(self.cluster.breaker)
+        except UpstreamFailure as failure:
+            self.on_error(failure)
+            return
+        self._send_on(conn)
+
+    def _send_on(self, conn: UpstreamConnection) -> None:
+        assert self.head_bytes is not None
+        request = self.request
+        self.conn = conn
+        self.sent_at = monotonic()
+        conn.send_request(self.head_bytes, self.body, request.exchange.method == "HEAD", self.timeout, self)
+        if self.streaming_body:
+            request.spawn(self._pump_body(conn))
+
+    async def _pump_body(self, conn: UpstreamConnection) -> None:
+        """Stream a chunked request body upstream as it arrives."""
+        request = self.request
+        try:
+            while chunk := await request.exchange.read_chunk():
+                request.ctx.bytes_in += len(chunk)
+                conn.send_body_chunk(chunk)
+        except GatewayError as error:
+            conn.close()
+            request.fail(error)
+            return
+        except ConnectionResetError:
+            conn.close()
+            return
+        conn.send_body_chunk(b"")
+
+    # ----- the upstream's answer (ExchangeObserver) -----
+
+    def on_head(self, head: ResponseHead) -> None:
+        try:
+            self._on_head(head)
+        except Exception as exc:
+            self.request.crash(exc)
+
+    def _on_head(self, head: ResponseHead) -> None:
+        request = self.request
+        ctx = request.ctx
+        cluster = self.cluster
+        endpoint = self.endpoint
+        assert endpoint is not None
+        now = monotonic()
+        ctx.upstream_latency = now - self.sent_at
+        if head.status >= 500:
+            cluster.endpoints.on_failure(endpoint, now)
+            if self._may_retry("", head.status):
+                self.failed_endpoint = endpoint
+                self.drop()
+                self._retry(budgeted=True)
+                return
+        else:
+            cluster.endpoints.on_success(endpoint, ctx.upstream_latency, now)
+        if cluster.protocol != "http":
+            _note_load_report(head, endpoint)
+        ctx.status = head.status
+        on_upstream_head(request, self, head)
+
+    def on_body(self, data: bytes) -> None:
+        try:
+            buffer = self.buffer
+            exchange = self.request.exchange
+            if buffer is not None:
+                buffer.append(data)
+            elif exchange.conn.closed:
+                conn = self.conn
+                if conn is not None:  # the client left: stop reading an answer nobody will see
+                    conn.close()
+            else:
+                exchange.send_body(data)
+        except Exception as exc:
+            self.request.crash(exc)
+
+    def on_data_processed(self) -> None:
+        """A packet was relayed and the answer goes on: flush it, and from now on let a slow client
+        pause the upstream. (Most answers end within their first packet and never get here.)"""
+        if self.relaying:
+            try:
+                exchange = self.request.exchange
+                exchange.flush()  # a stream's first bytes must not wait for the next packet
+                conn = self.conn
+                if not self.flow_controlled and conn is not None:
+                    self.flow_controlled = True
+                    exchange.set_flow_control(conn.pause_reading, conn.resume_reading)
+            except Exception as exc:
+                self.request.crash(exc)
+
+    def on_end(self) -> None:
+        try:
+            self._on_end()
+        except Exception as exc:
+            self.request.crash(exc)
+
+    def _on_end(self) -> None:
+        request = self.request
+        conn = self.conn
+        self.conn = None
+        buffer = self.buffer
+        if buffer is not None:
+            self.buffer = None
+            if conn is not None:
+                conn.release()
+            self._finish_attempt()
+            respond_through_filters(request, b"".join(buffer))
+            return
+        if self.flow_controlled:
+            request.exchange.set_flow_control(None, None)
+        request.exchange.end()
+        if conn is not None:
+            conn.release()
+        self._finish_attempt()
+        request.finish()
+
+    def on_error(self, failure: UpstreamFailure) -> None:
+        try:
+            self._on_error(failure)
+        except Exception as exc:
+            self.request.crash(exc)
+
+    def _on_error(self, failure: UpstreamFailure) -> None:
+        request = self.request
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.close()
+        endpoint = self.endpoint
+        self._finish_attempt()
+        cluster = self.cluster
+        if self.relaying:  # bytes reached the client: nothing to do but cut the connection
+            if self.flow_controlled:
+                request.exchange.set_flow_control(None, None)
+            request.ctx.error = failure.message
+            request.exchange.abort()
+            request.finish()
+            return
+        if failure.kind == "overloaded":  # our own limit, not the endpoint's fault
+            request.fail(failure_error(failure, cluster.name))
+            return
+        if endpoint is not None:
+            cluster.endpoints.on_failure(endpoint, monotonic())
+            self.failed_endpoint = endpoint
+        if self._may_retry(failure.kind, None):
+            self._retry(budgeted=True)
+        elif (
+            failure.kind == "reset"
+            and conn is not None
+            and conn.reused
+            and self.attempt == 0
+            and self.body is not None
+            and request.exchange.method in _IDEMPOTENT
+        ):
+            self._retry(budgeted=False)
+        else:
+            request.fail(failure_error(failure, cluster.name))
+
+    # ----- retries and the end of an exchange -----
+
+    def _may_retry(self, kind: str, status: int | None) -> bool:
+        retry = self.retry
+        if self.attempt >= retry.max_retries or self.body is None or not retry.should_retry(kind, status):
+            return False
+        return self.cluster.retry.budget.try_acquire_retry()
+
+    def drop(self) -> None:
+        """Give up the exchange in flight without charging its endpoint (the answer was fine, or
+        the gateway failed): the connection is closed, since its answer was not read to the end."""
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.detach()
+            conn.close()
+        self._finish_attempt()
+        if self.flow_controlled:
+            self.flow_controlled = False
+            self.request.exchange.set_flow_control(None, None)
+
+    def _finish_attempt(self) -> None:
+        endpoint = self.endpoint
+        if endpoint is not None:
+            self.cluster.endpoints.on_finish(endpoint)
+        self.endpoint = None
+
+    def _retry(self, budgeted: bool) -> None:
+        request = self.request
+        delay = self.retry.backoff(self.attempt)
+        self.attempt += 1
+        request.ctx.retries = self.attempt
+        self.cluster.retries += 1
+        budget = self.cluster.retry.budget
+
+        def again() -> None:
+            if budgeted:
+                budget.release_retry()
+            try:
+                if request.exchange.client_connected:
+                    self.send()
+                else:
+                    request.client_gone()
+            except Exception as exc:  # a timer callback: nobody else would end the request
+                request.crash(exc)
+
+        asyncio.get_running_loop().call_later(delay, again)
+
+
+def _note_load_report(head: ResponseHead, endpoint: Endpoint) -> None:
+    """Workers report their queue depth and in-flight count in headers: remember them."""
+    for name, value in head.headers:
+        if len(name) == 21 and name.lower() == _QUEUE_DEPTH:
+            if value.isdigit():
+                endpoint.queue_depth = int(value)
+        elif len(name) == 18 and name.lower() == _INFLIGHT and value.isdigit():
+            endpoint.reported_inflight = int(value)
