@@ -17,7 +17,7 @@ def _run(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
     from gateway.config.errors import BuildError
     from gateway.loading import load_gateway_config
-    from gateway.server import Gateway
+    from gateway.server import Gateway, StartError
 
     path = Path(args.config)
     try:
@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     except BuildError as err:  # a file the config names changed after it was checked at load
         print(err.unlocated(str(path)), file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, StartError) as exc:
         print(f"turnout: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

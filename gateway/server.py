@@ -36,6 +36,12 @@ from routing.endpoints import Endpoint
 
 log = logging.getLogger("turnout")
 
+
+class StartError(Exception):
+    """Something the config names could not be opened when the gateway started (the check at load
+    cannot connect to it); `turnout run` prints it on one line."""
+
+
 # Housekeeping cadence: flushes the access-log buffer and closes idle upstream connections.
 HOUSEKEEPING_INTERVAL_S = 0.5
 
@@ -87,7 +93,11 @@ class Gateway:
         config = self._initial_config
         if config.access_log.enabled:
             self.access_log = AccessLog(config.access_log.path)
-        await self._update_experiments(config)
+        try:
+            await self._update_experiments(config)
+        except Exception as exc:  # a store that is down at start is no traceback, but one clear line
+            where = "state.url" if config.state.redis_url else "state.sqlite_path"
+            raise StartError(f"the experiments' event store ({where}): {describe_exception(exc)}") from exc
         self._runtime = build_runtime(
             config,
             self.metrics,

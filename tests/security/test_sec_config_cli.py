@@ -266,3 +266,18 @@ def test_a_redis_backend_with_the_gateways_redis_validates_without_connecting(tm
     result = _turnout("validate", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{path}: ok: ")
+
+
+def test_run_with_its_event_store_down_exits_with_one_line(tmp_path: Path) -> None:
+    """Whether a Redis answers is not the file's fault, so validate says ok (it connects to nothing);
+    run cannot start without its event store and says so on one line, not with a traceback."""
+    config = _with(state={"backend": "redis", "url": f"redis://127.0.0.1:{free_port()}/0"})
+    config["routes"].append({"name": "fb", "match": {"path": "/v1/feedback"}, "backend": {"feedback": True}})
+    path, _ = _write(tmp_path, "store-down", config)
+    assert _turnout("validate", str(path)).returncode == 0
+    ran = _turnout("run", "--config", str(path), "--no-watch")
+    assert ran.returncode == 1
+    assert "Traceback" not in ran.stderr
+    # Log lines may come first (the store's own warning); the last line is the reason it stopped.
+    last = ran.stderr.splitlines()[-1]
+    assert last.startswith("turnout: cannot start: the experiments' event store (state.url): ConnectionError")
