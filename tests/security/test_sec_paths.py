@@ -294,3 +294,26 @@ def test_a_router_rule_refuses_a_path_it_could_never_match() -> None:
         RouteRule(name="r", payload=None, prefix="/a//b")
     with pytest.raises(ValueError, match="percent-encoding"):
         RouteRule(name="r", payload=None, path="/a%zz")
+
+
+async def test_a_rate_limit_by_model_counts_every_spelling_of_the_model(make_gateway: Any) -> None:
+    limit = {"rate_limit": {"limits": [{"key": "model", "rate": "1/min"}]}}
+    routes = [
+        {
+            "name": "models",
+            "match": {"prefix": "/v2/models/"},
+            "backend": {"cluster": "up"},
+            "filters": [limit],
+        }
+    ]
+    async with RawEcho() as echo:
+        async with make_gateway(gateway_config([echo.endpoint], routes=routes)) as gw:
+            assert (await get(gw.data_port, "/v2/models/risk/infer")).status == 200
+            for spelling in (
+                "/v2/models/ris%6B/infer",
+                "/%762/models/risk/infer",
+                "/v2//models/./risk/infer",
+            ):
+                assert (await get(gw.data_port, spelling)).status == 429, spelling
+            assert (await get(gw.data_port, "/v2/models/churn/infer")).status == 200  # its own bucket
+        assert echo.targets == ["/v2/models/risk/infer", "/v2/models/churn/infer"]
