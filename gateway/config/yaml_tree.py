@@ -26,6 +26,10 @@ from gateway.config.paths import LocatedIssue, Path
 # A real gateway config has hundreds of values, a large one a few thousand. Aliases can make a small
 # file expand exponentially ("billion laughs"); stopping far above any real config bounds that cost.
 MAX_VALUES = 100_000
+# A real config nests about ten levels (a filter's options inside a route inside the list of routes).
+# PyYAML's composer, this reader and the models all recurse once per level, so a file nested a few
+# hundred levels deep would exhaust Python's stack; 64 is far above any config and far below that.
+MAX_DEPTH = 64
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
@@ -56,6 +60,11 @@ def read_yaml(text: str, env: Mapping[str, str]) -> YamlDocument:
         document.issues.append(_reader_issue(text, exc))
         return document
     try:
+        too_deep = _depth_issue(text)
+        if too_deep is not None:
+            document.readable = False
+            document.issues.append(too_deep)
+            return document
         root = loader.get_single_node()
         if root is not None:
             document.lines[()] = root.start_mark.line + 1
@@ -72,6 +81,25 @@ def read_yaml(text: str, env: Mapping[str, str]) -> YamlDocument:
     finally:
         loader.dispose()
     return document
+
+
+def _depth_issue(text: str) -> LocatedIssue | None:
+    """The first collection nested deeper than MAX_DEPTH, found on the parser's flat event stream
+    before the recursive composer sees the text. (Aliases can nest deeper once expanded: the tree
+    builder checks that.)"""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return LocatedIssue(event.start_mark.line + 1, (), _too_deep())
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+    return None
+
+
+def _too_deep() -> str:
+    return f"the document nests deeper than {MAX_DEPTH} levels"
 
 
 def _reader_issue(text: str, exc: yaml.reader.ReaderError) -> LocatedIssue:
@@ -107,6 +135,10 @@ class _TreeBuilder:
             )
         if isinstance(node, ScalarNode):
             return self._scalar(node, path)
+        if len(path) >= MAX_DEPTH:  # only aliases get here: the text itself was checked before
+            self._document.readable = False
+            self._document.issues.append(LocatedIssue(node.start_mark.line + 1, (), _too_deep()))
+            return None
         if id(node) in self._open:
             self._issue(node, path, "this alias refers to a value that contains it")
             return None

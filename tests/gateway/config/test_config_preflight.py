@@ -139,12 +139,3 @@ def test_the_build_is_not_tried_when_names_or_options_are_already_wrong(tmp_path
     assert len(errors) == 2, errors
     assert "routes[0].backend.experiment: unknown experiment 'nope'" in errors[0]
     assert "routes[0].filters[0].rate_limit.limits[0].key: unknown key 'nobody'" in errors[1]
-
-
-@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1f", "\ufffe"])
-def test_a_character_yaml_forbids_is_a_located_error(tmp_path: Path, character: str) -> None:
-    text = HEAD + f"# a comment with {character} in it\n"
-    errors = _errors(text, tmp_path)
-    assert errors == [
-        f"gw.yaml:10: invalid YAML: the character #x{ord(character):04x} is not allowed in YAML"
-    ], errors
