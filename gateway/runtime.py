@@ -33,7 +33,7 @@ from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.config.errors import BuildError, describe_exception
 from gateway.core.context import RequestContext
 from gateway.core.errors import ServiceUnavailable
-from gateway.core.filters import UpstreamLayer, UsesModelMetadata
+from gateway.core.filters import ReadsUpstreamPath, UpstreamLayer, UsesModelMetadata
 from gateway.experiments_runtime import ExperimentsService
 from gateway.filter_chain import FilterChain
 from gateway.filters_config import build_filters
@@ -257,6 +257,8 @@ def _attach_metadata(route: CompiledRoute, clusters: list[ClusterRuntime]) -> No
     for filter_ in route.filters.filters:
         if isinstance(filter_, UsesModelMetadata) and not filter_.has_metadata_source:
             filter_.set_metadata_fetcher(metadata_fetcher(cluster))
+        if route.rewrite is not None and isinstance(filter_, ReadsUpstreamPath):
+            filter_.use_upstream_path(route.rewrite.apply)
 
 
 def metadata_fetcher(
@@ -270,7 +272,16 @@ def metadata_fetcher(
             path += f"/versions/{quote(version, safe='')}"
         reply = await send_to_cluster(cluster, "GET", path, (), b"", cluster.retry, cluster.request_timeout)
         if reply.status == 404:
-            return None
+            # A server that answers GET /v2 speaks OIP v2 metadata and does not know the model; one
+            # that does not (TorchServe's v2 envelope) publishes no metadata at all.
+            server = await send_to_cluster(
+                cluster, "GET", "/v2", (), b"", cluster.retry, cluster.request_timeout
+            )
+            if server.status == 200:
+                return None
+            raise ServiceUnavailable(
+                f"model metadata for '{model}': the upstream publishes none (GET /v2 {server.status})"
+            )
         if reply.status != 200:
             raise ServiceUnavailable(f"model metadata for '{model}': upstream answered {reply.status}")
         document = orjson.loads(reply.body)

@@ -32,7 +32,8 @@ every request with that 500 until the filter is rebuilt.
 
 Optional capabilities, which the gateway checks with `isinstance` when a route is built: `Filter.
 keeps_state_across_reloads`, `UpstreamLayer` (the filter sends the route's requests itself:
-batching), `UsesModelMetadata` (the gateway hands it a fetcher of model metadata) and
+batching), `UsesModelMetadata` (the gateway hands it a fetcher of model metadata), `ReadsUpstreamPath` (it
+is told the route's rewrite) and
 `InvalidatesCache` (the admin API's cache invalidation reaches it).
 
 A factory builds a filter from its validated config model; `plugins/__init__.py` maps names to
@@ -214,6 +215,15 @@ class UsesModelMetadata(Protocol):
 
     def set_metadata_fetcher(self, fetcher: MetadataFetcher) -> None:
         """The gateway's fetcher from the route's own cluster, given when the route is built."""
+
+
+@runtime_checkable
+class ReadsUpstreamPath(Protocol):
+    """A filter that reads the request's path as the upstream will see it (after the route's
+    rewrite); the gateway hands it the route's rewrite when the route has one."""
+
+    def use_upstream_path(self, upstream_path: Callable[[str], str]) -> None:
+        """`upstream_path(ctx.path)` is the path the upstream will receive."""
 
 
 @runtime_checkable

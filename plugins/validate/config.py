@@ -5,7 +5,46 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from gateway.core.config_types import ByteSize, Duration, StrictModel
+from gateway.core.protocols.datatypes import DATATYPES
 from plugins._urls import is_http_url
+
+# A shape dimension of -1 accepts any size, as in OIP v2 metadata.
+_ANY_SIZE = -1
+
+
+class TensorSignatureConfig(StrictModel):
+    """One input as the model expects it, written in the config."""
+
+    name: str = Field(min_length=1, description="The input's name.")
+    datatype: str = Field(description="Its OIP v2 datatype, like FP32 or BYTES.")
+    shape: tuple[int, ...] = Field(
+        description="Its shape; -1 accepts any size (usually the batch dimension)."
+    )
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype {value!r}; use one of {', '.join(sorted(DATATYPES))}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _sizes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(size < _ANY_SIZE for size in value):
+            raise ValueError("a dimension is a size, or -1 for any size")
+        return value
+
+
+class ModelSignatureConfig(StrictModel):
+    """A model's signature written in the config, for servers that publish no metadata."""
+
+    inputs: tuple[TensorSignatureConfig, ...] = Field(
+        default=(), description="The model's inputs; empty means unknown (not checked)."
+    )
+    outputs: tuple[str, ...] = Field(
+        default=(), description="Names of the outputs a request may ask for; empty means unknown."
+    )
 
 
 class ValidateConfig(StrictModel):
@@ -39,6 +78,16 @@ class ValidateConfig(StrictModel):
     require_all_inputs: bool = Field(
         default=True, description="Refuse a request that omits one of the model's inputs."
     )
+    strict: bool = Field(
+        default=False,
+        description="Refuse what the model's metadata does not declare (no inputs listed, an output not "
+        "listed) instead of letting it through unchecked and logging it once per model.",
+    )
+    signatures: dict[str, ModelSignatureConfig] = Field(
+        default_factory=dict,
+        description="Signatures by model name, used instead of fetched metadata (for servers, like "
+        "TorchServe, that publish none).",
+    )
 
     @field_validator("content_types")
     @classmethod
@@ -58,6 +107,10 @@ class ValidateConfig(StrictModel):
     def _checks_something(self) -> ValidateConfig:
         if self.max_body_bytes is None and self.content_types is None and not self.oip_v2:
             raise ValueError("validate checks nothing: set max_body_bytes, content_types or oip_v2")
-        if self.metadata_from is not None and not self.oip_v2:
-            raise ValueError("metadata_from is used only with oip_v2: true")
+        if not self.oip_v2:
+            for name, value in (("metadata_from", self.metadata_from), ("signatures", self.signatures)):
+                if value:
+                    raise ValueError(f"{name} is used only with oip_v2: true")
+            if self.strict:
+                raise ValueError("strict is used only with oip_v2: true")
         return self

@@ -11,6 +11,7 @@ from plugins._metrics import decision_counters
 from plugins.validate.config import ValidateConfig
 from plugins.validate.filter import DECISIONS, FILTER_NAME, BodyRulesFilter, OipValidateFilter
 from plugins.validate.metadata import HttpMetadataFetcher, SignatureCache
+from plugins.validate.signature import ModelSignature, TensorSpec
 
 _log = logging.getLogger("turnout.validate")
 
@@ -39,4 +40,13 @@ class ValidateFilterFactory:
             signatures=SignatureCache(http_fetcher, config.metadata_ttl, _log),
             http_fetcher=http_fetcher,
             require_all_inputs=config.require_all_inputs,
+            strict=config.strict,
+            configured={
+                model: ModelSignature(
+                    model,
+                    {spec.name: TensorSpec(spec.name, spec.datatype, spec.shape) for spec in written.inputs},
+                    frozenset(written.outputs),
+                )
+                for model, written in config.signatures.items()
+            },
         )

@@ -9,12 +9,22 @@ expected rank and fixed dimensions, known requested outputs. Each refusal is a 4
 names the input and the problem; a model the upstream does not serve gets 404.
 
 When the metadata cannot be fetched, requests still get the structural checks and go through:
-the upstream remains the authority, and a metadata outage must not become a route outage.
+the upstream remains the authority, and a metadata outage must not become a route outage. A model
+listed under `signatures` in the config is checked against that instead, and its metadata is never
+fetched. What the metadata does not declare (no inputs listed, an output not listed) passes and is
+logged once per model, unless `strict`. On a route with a rewrite, the path checked is the one the
+upstream sees, so a client path like /predictions/m rewritten to /v2/models/m/infer is checked.
+
+A body without a Content-Type is taken as JSON when JSON is accepted and the body, once read (with
+`oip_v2`, or when another filter read it), starts as a JSON object or array: clients such as
+tritonclient's synchronous HTTP client send none.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from typing import ClassVar, Final
 from urllib.parse import unquote
 
@@ -25,7 +35,7 @@ from gateway.core.errors import GatewayError
 from gateway.core.filters import Decision, Filter, Response
 from gateway.core.protocols.oip_v2 import decode_request
 from plugins.validate.metadata import HttpMetadataFetcher, MetadataFetcher, SignatureCache
-from plugins.validate.signature import check_request
+from plugins.validate.signature import ModelSignature, check_request
 
 FILTER_NAME: Final = "validate"
 DECISIONS: Final = ("allow", "unchecked", "too_large", "unsupported_type", "invalid", "unknown_model")
@@ -33,6 +43,14 @@ DECISIONS: Final = ("allow", "unchecked", "too_large", "unsupported_type", "inva
 
 _INFER_PATH: Final = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _BINARY_HEADER: Final = "inference-header-content-length"
+_JSON: Final = "application/json"
+# Bytes JSON may start with after optional whitespace, for a body sent without a Content-Type.
+_JSON_WHITESPACE: Final = b" \t\r\n"
+_JSON_OPENERS: Final = (b"{", b"[")
+# Models whose unchecked parts were logged; far above the models one route serves, it bounds memory
+# when clients send arbitrary model names.
+_MAX_NOTED_MODELS: Final = 1024
+_log = logging.getLogger("turnout.validate")
 
 
 class BodyRules(Filter):
@@ -79,6 +97,8 @@ class BodyRules(Filter):
         if allowed is not None and has_body:
             raw = headers.get("content-type")
             media_type = raw.split(";", 1)[0].strip().lower() if raw else ""
+            if not media_type and _JSON in allowed and _may_be_json(ctx.body):
+                media_type = _JSON
             if media_type not in allowed:
                 self._count["unsupported_type"].inc()
                 sent = f"content type '{media_type}' is" if media_type else "a body without a content type is"
@@ -106,7 +126,15 @@ class OipValidateFilter(BodyRules):
     """Body rules, then OIP v2 inference requests checked against the model's signature."""
 
     needs_request_body: ClassVar[bool] = True
-    __slots__ = ("_http_fetcher", "_require_all", "_signatures")
+    __slots__ = (
+        "_configured",
+        "_http_fetcher",
+        "_noted",
+        "_require_all",
+        "_signatures",
+        "_strict",
+        "_upstream_path",
+    )
 
     def __init__(
         self,
@@ -117,11 +145,17 @@ class OipValidateFilter(BodyRules):
         signatures: SignatureCache,
         http_fetcher: HttpMetadataFetcher | None,
         require_all_inputs: bool,
+        strict: bool = False,
+        configured: dict[str, ModelSignature] | None = None,
     ) -> None:
         super().__init__(max_body_bytes=max_body_bytes, content_types=content_types, counters=counters)
         self._signatures = signatures
         self._http_fetcher = http_fetcher
         self._require_all = require_all_inputs
+        self._strict = strict
+        self._configured = configured or {}
+        self._noted: set[str] = set()
+        self._upstream_path: Callable[[str], str] | None = None
 
     @property
     def has_metadata_source(self) -> bool:
@@ -132,26 +166,56 @@ class OipValidateFilter(BodyRules):
         """Use `fetcher` for model metadata (instead of `metadata_from`); forgets what was fetched."""
         self._signatures.set_fetcher(fetcher)
 
+    def use_upstream_path(self, upstream_path: Callable[[str], str]) -> None:
+        """The route rewrites paths: check requests by the path the upstream will see."""
+        self._upstream_path = upstream_path
+
     async def on_request(self, ctx: RequestContext) -> Decision:
         refusal = self._body_rules(ctx)
         if refusal is not None:
             return refusal
-        match = _INFER_PATH.match(ctx.path) if ctx.method == "POST" else None
+        match = None
+        if ctx.method == "POST":
+            rewrite = self._upstream_path
+            match = _INFER_PATH.match(ctx.path if rewrite is None else rewrite(ctx.path))
         if match is None:
             self._count["allow"].inc()
             return None
-        model = ctx.model or unquote(match.group(1))
+        # The path's own names: on a rewritten route the client's path may name no model at all.
+        model = (
+            unquote(match.group(1))
+            if self._upstream_path is not None
+            else ctx.model or unquote(match.group(1))
+        )
         version = ctx.model_version or (unquote(match.group(2)) if match.group(2) else None)
         try:
             request = decode_request(ctx.body or b"", ctx.headers.get(_BINARY_HEADER))
-            signature = await self._signatures.signature(model, version)
+            signature = self._configured.get(model)
+            if signature is None:
+                signature = await self._signatures.signature(model, version)
             if signature is not None:
-                check_request(request, signature, require_all_inputs=self._require_all)
+                unchecked = check_request(
+                    request, signature, require_all_inputs=self._require_all, strict=self._strict
+                )
+                if unchecked:
+                    self._note(model, unchecked)
         except GatewayError as error:
             self._count["unknown_model" if error.status == 404 else "invalid"].inc()
             return Response.error(error.status, error.message, error.code)
         self._count["allow" if signature is not None else "unchecked"].inc()
         return None
+
+    def _note(self, model: str, unchecked: tuple[str, ...]) -> None:
+        """Say once per model what its metadata leaves unchecked (a log line per request would flood)."""
+        noted = self._noted
+        if model in noted or len(noted) >= _MAX_NOTED_MODELS:
+            return
+        noted.add(model)
+        _log.warning(
+            "model %r does not declare %s: such requests pass unchecked (set strict: true to refuse them)",
+            model,
+            ", ".join(unchecked),
+        )
 
     async def start(self) -> None:
         if self._http_fetcher is not None:
@@ -160,6 +224,12 @@ class OipValidateFilter(BodyRules):
     async def stop(self) -> None:
         if self._http_fetcher is not None:
             await self._http_fetcher.stop()
+
+
+def _may_be_json(body: bytes | None) -> bool:
+    """A body sent without a Content-Type that reads as JSON. An unread body (the body rules alone
+    decide from headers) is not guessed at."""
+    return body is not None and body.lstrip(_JSON_WHITESPACE)[:1] in _JSON_OPENERS
 
 
 def _content_length(value: str | None) -> int | None:

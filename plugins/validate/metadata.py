@@ -74,6 +74,7 @@ class HttpMetadataFetcher:
         try:
             async with self._session.get(url) as response:
                 if response.status == 404:
+                    await self._check_serves_metadata(url)
                     return None
                 if response.status != 200:
                     raise MetadataUnavailable(f"{url} answered {response.status}")
@@ -83,6 +84,15 @@ class HttpMetadataFetcher:
         if not isinstance(document, dict):
             raise MetadataUnavailable(f"{url} answered JSON that is not an object")
         return document
+
+    async def _check_serves_metadata(self, url: str) -> None:
+        """After a 404: the model is unknown when the server answers GET /v2, as every server
+        publishing OIP v2 metadata does; MetadataUnavailable when it does not (TorchServe's v2
+        envelope answers 404 for every metadata path, known model or not)."""
+        assert self._session is not None
+        async with self._session.get(f"{self._base_url}/v2") as server:
+            if server.status != 200:
+                raise MetadataUnavailable(f"{url} answered 404 and GET /v2 {server.status}: no metadata here")
 
 
 class _Unknown:

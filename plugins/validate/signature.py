@@ -3,6 +3,12 @@
 Metadata is `{"name", "inputs": [{"name", "datatype", "shape"}], "outputs": [...]}`, where a shape
 dimension of -1 accepts any size (usually the batch dimension). Every refusal is a `BadRequest`
 whose message names the input and says what the model expects.
+
+The specs make `inputs` and `outputs` lists that a server may leave empty (MLServer and KServe do
+for a model that declares no signature), so an empty list means "unknown", not "none": those checks
+are skipped. Declared outputs are not taken as exhaustive either (MLServer's scikit-learn runtime
+serves `predict_proba` whatever the metadata lists). `check_request` answers what it could not
+check, so the filter can say so once; with `strict` each of those is a refusal instead.
 """
 
 from __future__ import annotations
@@ -29,23 +35,33 @@ class TensorSpec:
 class ModelSignature:
     model: str
     inputs: dict[str, TensorSpec]
+    """Empty: the model declares no inputs, so they are unknown."""
     outputs: frozenset[str]
+    """Empty: the model declares no outputs, so they are unknown."""
 
 
 def signature_from_metadata(model: str, metadata: Mapping[str, Any]) -> ModelSignature:
     """The signature in a metadata document; ValueError when the document is not valid metadata."""
-    inputs = _tensors(metadata.get("inputs"), "inputs")
-    outputs = _tensors(metadata.get("outputs", []), "outputs")
+    inputs = _tensors(_list_or_empty(metadata, "inputs"), "inputs")
+    outputs = _tensors(_list_or_empty(metadata, "outputs"), "outputs")
     return ModelSignature(
         model, {spec.name: spec for spec in inputs}, frozenset(spec.name for spec in outputs)
     )
 
 
-def check_request(request: InferRequest, signature: ModelSignature, *, require_all_inputs: bool) -> None:
-    """Raise BadRequest at the first way `request` does not fit `signature`."""
+def check_request(
+    request: InferRequest, signature: ModelSignature, *, require_all_inputs: bool, strict: bool = False
+) -> tuple[str, ...]:
+    """Raise BadRequest at the first way `request` does not fit `signature`; answer what could not
+    be checked because the model does not declare it (refused instead when `strict`)."""
     model = signature.model
     expected = signature.inputs
-    for tensor in request.inputs:
+    unchecked: list[str] = []
+    if not expected:
+        if strict:
+            raise BadRequest(f"model '{model}' declares no inputs, and this route accepts only declared ones")
+        unchecked.append("inputs (none declared)")
+    for tensor in request.inputs if expected else ():
         spec = expected.get(tensor.name)
         if spec is None:
             raise BadRequest(
@@ -62,13 +78,15 @@ def check_request(request: InferRequest, signature: ModelSignature, *, require_a
         for name in expected:
             if name not in sent:
                 raise BadRequest(f"input '{name}' of model '{model}' is missing from the request")
-    if signature.outputs:
-        for output in request.outputs:
-            if output.name not in signature.outputs:
+    for output in request.outputs:
+        if output.name not in signature.outputs:
+            if strict:
                 raise BadRequest(
                     f"requested output '{output.name}' is not an output of model '{model}'; its outputs "
                     f"are {_names(signature.outputs)}"
                 )
+            unchecked.append(f"output '{output.name}' (not declared)")
+    return tuple(unchecked)
 
 
 def _check_shape(name: str, shape: tuple[int, ...], spec: TensorSpec, model: str) -> None:
@@ -84,6 +102,12 @@ def _check_shape(name: str, shape: tuple[int, ...], spec: TensorSpec, model: str
                 f"input '{name}': dimension {axis} of shape {format_shape(shape)} is {size}; model '{model}' "
                 f"expects {fixed} ({wanted})"
             )
+
+
+def _list_or_empty(metadata: Mapping[str, Any], field: str) -> Any:
+    """Both fields are optional in the specs, and servers write null for them."""
+    value = metadata.get(field)
+    return [] if value is None else value
 
 
 def _tensors(value: Any, field: str) -> list[TensorSpec]:
