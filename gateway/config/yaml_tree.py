@@ -92,7 +92,8 @@ def _depth_issue(text: str) -> LocatedIssue | None:
         if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                return LocatedIssue(event.start_mark.line + 1, (), _too_deep())
+                line = event.start_mark.line + 1 if event.start_mark is not None else 1
+                return LocatedIssue(line, (), _too_deep())
         elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
             depth -= 1
     return None
