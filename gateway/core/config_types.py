@@ -6,6 +6,7 @@ without importing the rest of gateway/.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -23,6 +24,14 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+def _finite(seconds: float) -> float:
+    # YAML reads .nan and .inf as floats, and 400 digits overflow to inf: event-loop timers refuse NaN
+    # (uvloop raises when the timer is armed, long after the config was accepted).
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
+    return seconds
+
+
 def parse_duration(value: Any) -> float:
     """'250ms' -> 0.25, '2s' -> 2.0, '1m' -> 60.0; plain numbers are seconds."""
     if isinstance(value, bool):
@@ -30,11 +39,11 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        return _finite(float(value))
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+            return _finite(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
     raise ValueError(f"invalid duration {value!r}: use a number with a unit (us, ms, s, m, h), like 250ms")
 
 

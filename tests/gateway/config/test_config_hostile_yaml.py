@@ -72,3 +72,15 @@ def test_nesting_up_to_the_limit_is_read(tmp_path: Path) -> None:
     errors = _errors(HEAD + f"extra: {deep}\n")
     assert errors and all(TOO_DEEP not in error for error in errors), errors
     assert errors[0].startswith("gw.yaml:7: extra: unknown field"), errors
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "1" + "0" * 400 + "s"])
+def test_a_duration_that_is_not_a_finite_number_is_refused(value: str) -> None:
+    """YAML reads .nan and .inf as floats, and 400 digits overflow to inf; a NaN timer makes the
+    event loop raise when the timer is armed, long after the config was accepted."""
+    text = HEAD.replace(
+        "up: {endpoints: [127.0.0.1:9]}", f"up: {{endpoints: [127.0.0.1:9], timeouts: {{request: {value}}}}}"
+    )
+    assert _errors(text) == [
+        "gw.yaml:2: clusters.up.timeouts.request: a duration must be a finite number of seconds"
+    ]
