@@ -37,22 +37,25 @@ def check_experiments(config: GatewayConfig) -> Iterable[Issue]:
                 yield ("experiments", name), unknown_cluster_message(cluster, clusters)
 
 
-def gateway_checks(base_dir: Path) -> ConfigCheck:
+def gateway_checks(base_dir: Path, *, build: bool = True) -> ConfigCheck:
     """The checks of the composed gateway for a config file in `base_dir`. The preflight build runs
-    only on a config that passed the others: building from unknown names or invalid filter options
-    would only repeat their errors less clearly."""
+    (unless `build` is False) only on a config that passed the others: building from unknown names
+    or invalid filter options would only repeat their errors less clearly."""
 
     def check(config: GatewayConfig) -> Iterable[Issue]:
         issues = [*check_filters(config), *check_experiments(config)]
-        return issues or preflight(config, base_dir)
+        return issues or (preflight(config, base_dir) if build else [])
 
     return check
 
 
-def load_gateway_config(path: Path | str) -> GatewayConfig:
+def load_gateway_config(path: Path | str, *, build: bool = True) -> GatewayConfig:
     """Load and validate a config file, filter options and experiments included, and build (without
-    starting) everything the gateway builds from it; raises ConfigError listing every problem."""
-    return load_config(path, checks=(gateway_checks(Path(path).parent),))
+    starting) everything the gateway builds from it; raises ConfigError listing every problem.
+
+    `build=False` skips the build, for tools that only read the config (`turnout report` on another
+    machine need not have the gateway's certificates or keys files)."""
+    return load_config(path, checks=(gateway_checks(Path(path).parent, build=build),))
 
 
 def load_gateway_config_text(

@@ -66,7 +66,7 @@ def _store_location(args: argparse.Namespace) -> tuple[GatewayConfig, str | None
     if demo:
         args.config = str(DEFAULT_CONFIG)
     try:
-        config = load_gateway_config(Path(args.config))
+        config = load_gateway_config(Path(args.config), build=False)  # reads it only: nothing to build
     except ConfigError as err:
         print(err, file=sys.stderr)
         return None
