@@ -10,11 +10,18 @@ id, which the store applies at most once, and emptied once the store holds every
 One line per group: `{"id": BATCH_ID, "events": [[KIND, FIELDS], ...]}` in JSON. A line cut short
 (the machine itself crashed mid-write) is skipped on replay. Only an operating-system crash can lose
 sealed groups: the journal is not fsynced, as the SQLite store's own commits are not.
+
+Several gateway processes may share one SQLite file, so each holds a journal of its own: `open`
+takes the first of PATH, PATH.1, PATH.2, ... that no live process holds (an exclusive `flock`, which
+the kernel releases when its holder dies, even by SIGKILL). It also takes every other such file left
+by a process that died, so their groups are replayed too; those files are deleted once the store
+holds their groups (`clear`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -41,20 +48,53 @@ def _decode(kind: str, fields: dict[str, Any]) -> Event:
     return Outcome(**fields, outputs=outputs)
 
 
+def _lock(path: Path) -> int | None:
+    """An appending descriptor of `path` under this process's exclusive lock, or None when another
+    live process holds it."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class EventJournal:
     """An append-only file of sealed event groups (`open` before use, `close` after)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.base = Path(path)
+        self.path = self.base
+        """The file this process appends to (the base path, or a numbered sibling)."""
         self._fd: int | None = None
+        self._orphans: dict[Path, int] = {}
+        self._dirty = True  # what the file held before this process opened it is unknown
+
+    def _siblings(self) -> list[Path]:
+        numbered = self.base.parent.glob(self.base.name + ".*")
+        return [self.base, *sorted(p for p in numbered if p.suffix[1:].isdigit())]
 
     def open(self) -> None:
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        """Take a journal of this process's own, and the journals of processes that died."""
+        if self._fd is not None:
+            return
+        self.base.parent.mkdir(parents=True, exist_ok=True)
+        for slot in range(len(self._siblings()) + 1):
+            path = self.base if slot == 0 else self.base.with_name(f"{self.base.name}.{slot}")
+            fd = _lock(path)
+            if fd is not None:
+                self.path, self._fd = path, fd
+                break
+        for path in self._siblings():
+            if path != self.path and path.exists() and (fd := _lock(path)) is not None:
+                self._orphans[path] = fd
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
+        for orphan_fd in self._orphans.values():
+            os.close(orphan_fd)
+        self._orphans.clear()
         if fd is not None:
             os.close(fd)
 
@@ -64,6 +104,7 @@ class EventJournal:
         if self._fd is None:
             return False
         line = orjson.dumps({"id": batch_id, "events": [(_KINDS[type(e)], e) for e in events]}) + b"\n"
+        self._dirty = True
         try:
             written = os.write(self._fd, line)
         except OSError:
@@ -72,19 +113,30 @@ class EventJournal:
         return written == len(line)
 
     def clear(self) -> None:
-        """Empty the journal: the store holds every group written to it."""
-        if self._fd is not None:
+        """Empty the journal (and delete dead processes' journals): the store holds every group."""
+        if self._fd is not None and self._dirty:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
+            self._dirty = False
+        for path, fd in self._orphans.items():
+            with contextlib.suppress(OSError):
+                path.unlink()
+            os.close(fd)
+        self._orphans.clear()
 
     def groups(self) -> Iterator[tuple[str, list[Event]]]:
-        """The groups in the file, oldest first; a damaged line is skipped."""
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as handle:
-            for number, line in enumerate(handle, start=1):
-                try:
-                    record = orjson.loads(line)
-                    yield str(record["id"]), [_decode(kind, fields) for kind, fields in record["events"]]
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    _log.warning("experiment events: journal line %d is damaged; skipped", number)
+        """The groups in this process's journal and in those of dead processes, each file oldest
+        first; a damaged line is skipped."""
+        for path in (self.path, *self._orphans):
+            if path.exists():
+                yield from _read(path)
+
+
+def _read(path: Path) -> Iterator[tuple[str, list[Event]]]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                record = orjson.loads(line)
+                yield str(record["id"]), [_decode(kind, fields) for kind, fields in record["events"]]
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                _log.warning("experiment events: %s line %d is damaged; skipped", path.name, number)

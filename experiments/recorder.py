@@ -147,11 +147,11 @@ class EventRecorder:
         """Queue the journal's groups ahead of anything new and write them now; a group the store
         already applied (the crash came after its write) is recognised by its batch id. A group the
         store refuses stays queued and journaled, and the background task retries it."""
+        journal.open()
         for batch_id, group in journal.groups():
             self._sealed.append((group, batch_id))
             self._waiting += len(group)
             self._replayed += len(group)
-        journal.open()
         if self._replayed:
             _log.info("experiment events: replaying %d events from the journal", self._replayed)
             await self.flush()

@@ -228,3 +228,27 @@ async def test_the_journal_keeps_every_kind_of_event(tmp_path: Path) -> None:
     journal.append("b", events)
     journal.close()
     assert list(journal.groups()) == [("b", events)]
+
+
+def test_processes_sharing_a_store_keep_journals_of_their_own(tmp_path: Path) -> None:
+    base = tmp_path / "events.db.recorder-journal"
+    first, second = EventJournal(base), EventJournal(base)
+    first.open()
+    second.open()  # another live process: the base file is taken
+    assert first.path == base and second.path == base.with_name(base.name + ".1")
+    first.append("from-first", exposures(2))
+    second.append("from-second", exposures(3))
+    second.clear()  # the second process caught up: the first one's groups stay
+    first.close()  # the first process dies without clearing
+    successor = EventJournal(base)
+    successor.open()
+    assert [batch_id for batch_id, _ in successor.groups()] == ["from-first"]
+    second.append("later", exposures(1))
+    second.close()  # now the second dies too: its journal is an orphan for the next process
+    last = EventJournal(base)
+    last.open()
+    assert last.path == base.with_name(base.name + ".1")  # the base is still the successor's
+    assert [batch_id for batch_id, _ in last.groups()] == ["later"]
+    last.clear()
+    successor.close()
+    last.close()
