@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from gateway.core.config_types import StrictModel
-from plugins._request_headers import HeaderName
+from plugins._request_headers import HeaderName, HeaderValue
 
 _HEX_DIGITS = frozenset("0123456789abcdef")
 _SHA256_HEX_LENGTH = 64  # 32 bytes of digest, two hex digits each
@@ -59,7 +59,7 @@ class ApiKeyConfig(StrictModel):
     forward_credentials: bool = Field(
         default=False, description="Send the key upstream; by default its header is removed."
     )
-    realm: str = Field(default="turnout", description="The realm named in WWW-Authenticate.")
+    realm: HeaderValue = Field(default="turnout", description="The realm named in WWW-Authenticate.")
 
     @model_validator(mode="after")
     def _has_keys(self) -> ApiKeyConfig:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from gateway.core.config_types import Duration, StrictModel
-from plugins._request_headers import HeaderName
+from plugins._request_headers import HeaderName, HeaderValue
 from plugins._urls import is_http_url
 from plugins.auth_jwt.keys import SigningKeys
 
@@ -116,7 +116,7 @@ class JwtConfig(StrictModel):
     forward_token: bool = Field(
         default=False, description="Send the token upstream; by default it is removed."
     )
-    realm: str = Field(default="turnout", description="The realm named in WWW-Authenticate.")
+    realm: HeaderValue = Field(default="turnout", description="The realm named in WWW-Authenticate.")
 
     @model_validator(mode="after")
     def _distinct_providers(self) -> JwtConfig:

@@ -139,3 +139,16 @@ def test_the_build_is_not_tried_when_names_or_options_are_already_wrong(tmp_path
     assert len(errors) == 2, errors
     assert "routes[0].backend.experiment: unknown experiment 'nope'" in errors[0]
     assert "routes[0].filters[0].rate_limit.limits[0].key: unknown key 'nobody'" in errors[1]
+
+
+@pytest.mark.parametrize("filter_name", ["auth_apikey", "auth_jwt"])
+def test_a_realm_that_would_split_the_challenge_header_is_refused(tmp_path: Path, filter_name: str) -> None:
+    """The realm is written into WWW-Authenticate: a line break in it would add a header of its own."""
+    sources = {
+        "auth_apikey": "keys: [{sha256: '" + "a" * 64 + "', principal: p}]",
+        "auth_jwt": "providers: [{name: p, issuer: i, audiences: [a], jwks_url: 'https://idp.example/jwks'}]",
+    }
+    options = f'{filter_name}: {{{sources[filter_name]}, realm: "api\\r\\nSet-Cookie: session=x"}}'
+    errors = _errors(_with_filter(options), tmp_path)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"gw.yaml:11: routes[0].filters[0].{filter_name}.realm: invalid header value")
