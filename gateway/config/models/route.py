@@ -10,7 +10,7 @@ from gateway.config.models.filters import FILTER_ENTRY_SCHEMA, FilterSpec, filte
 from gateway.config.models.located import errors_at
 from gateway.config.models.match import MatchConfig
 from gateway.config.models.resilience import RetryConfig
-from gateway.config.models.types import HeaderName, Name, PositiveDuration, Text, UrlPath
+from gateway.config.models.types import HeaderName, HeaderValue, Name, PositiveDuration, UrlPath
 from gateway.core.config_types import StrictModel
 
 
@@ -23,7 +23,7 @@ class RewriteConfig(StrictModel):
 class HeaderEdits(StrictModel):
     """Headers to set and remove."""
 
-    add: dict[HeaderName, Text] = Field(
+    add: dict[HeaderName, HeaderValue] = Field(
         default_factory=dict, description="Headers to set, replacing any of the same name."
     )
     remove: tuple[HeaderName, ...] = Field(default=(), description="Header names to remove.")

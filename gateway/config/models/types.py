@@ -117,6 +117,18 @@ HeaderName = Annotated[
 """A header name, lower-cased: HTTP header names are case-insensitive."""
 
 
+def header_value(value: str) -> str:
+    # RFC 9110 section 5.5: a field value holds no CR, LF or NUL. A line break in a configured value
+    # would end the header there and start another one of the config's making in every message.
+    if any((ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F for char in value):
+        raise ValueError(f"invalid header value {value!r}: control characters (a line break) are not allowed")
+    return value
+
+
+HeaderValue = Annotated[Text, AfterValidator(header_value)]
+"""A header value to send: text (a YAML number reads as its digits) without control characters."""
+
+
 def url_path(value: str) -> str:
     if not value.startswith("/") or any(ch.isspace() for ch in value):
         raise ValueError(f"invalid path {value!r}: a path starts with '/' and has no spaces")

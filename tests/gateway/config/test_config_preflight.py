@@ -152,3 +152,18 @@ def test_a_realm_that_would_split_the_challenge_header_is_refused(tmp_path: Path
     errors = _errors(_with_filter(options), tmp_path)
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"gw.yaml:11: routes[0].filters[0].{filter_name}.realm: invalid header value")
+
+
+@pytest.mark.parametrize("section", ["request_headers", "response_headers"])
+def test_a_route_header_value_with_a_line_break_is_refused(tmp_path: Path, section: str) -> None:
+    text = HEAD + f'    {section}: {{add: {{x-team: "ml\\r\\nx-injected: 1"}}}}\n'
+    errors = _errors(text, tmp_path)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"gw.yaml:10: routes[0].{section}.add.x-team: invalid header value"), errors
+
+
+def test_a_route_header_value_may_be_a_number(tmp_path: Path) -> None:
+    config = load_gateway_config_text(
+        HEAD + "    request_headers: {add: {x-version: 2}}\n", "gw.yaml", tmp_path, env={}
+    )
+    assert config.routes[0].request_headers.add == {"x-version": "2"}
