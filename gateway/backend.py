@@ -60,7 +60,7 @@ def choose_backend(request: ProxyRequest) -> None:
     if refusal is not None:
         request.fail(refusal)
         return
-    if route.layer is not None:
+    if route.layer is not None and ctx.method == "POST":  # inference calls; GET health checks pass by
         request.spawn(forward_through_layer(request, route.layer))
         return
     exchange = request.exchange

@@ -26,4 +26,8 @@ def batch_upstream(cluster: ClusterRuntime, retry: RetryPolicy, timeout: float) 
     def endpoint_count() -> int:
         return max(1, len(cluster.endpoints.eligible))
 
-    return BatchUpstream(send, endpoint_count)
+    async def get(path: str) -> tuple[int, bytes]:
+        reply = await send_to_cluster(cluster, "GET", path, (), b"", retry, timeout)
+        return reply.status, reply.body
+
+    return BatchUpstream(send, endpoint_count, get)

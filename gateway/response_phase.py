@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
-from gateway.http.headers import relayable_headers, relayed_header_lines
+from gateway.http.headers import REQUEST_ID, TURNOUT_REQUEST_ID, relayable_headers, relayed_header_lines
 from gateway.upstream_request import upstream_path
 
 if TYPE_CHECKING:
@@ -127,7 +127,12 @@ def final_headers(request: ProxyRequest, response: Response) -> list[tuple[bytes
         if n.encode("latin-1") not in rules.remove
     ]
     headers.extend(rules.add_pairs)
-    headers.append((b"x-request-id", request.ctx.request_id.encode()))
+    own_id = request.ctx.request_id.encode()
+    upstream_id = next((value for name, value in headers if name.lower() == REQUEST_ID), None)
+    if upstream_id is None:
+        headers.append((REQUEST_ID, own_id))
+    elif upstream_id != own_id:  # the upstream's id is kept for its logs; ours gets its own header
+        headers.append((TURNOUT_REQUEST_ID, own_id))
     if request.extra_headers:
         headers.extend(request.extra_headers)
     return headers

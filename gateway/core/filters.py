@@ -182,6 +182,11 @@ class ClusterSender(Protocol):
     def endpoint_count(self) -> Callable[[], int]:
         """How many endpoints can take requests now (sizes in-flight limits)."""
 
+    @property
+    def get(self) -> Callable[[str], Awaitable[tuple[int, bytes]]] | None:
+        """`get(path)`: GET a path on one endpoint (server metadata, say): `(status, body)`; raises
+        a `GatewayError` when no answer came. None where the sender cannot."""
+
 
 @runtime_checkable
 class UpstreamLayer(Protocol):

@@ -36,7 +36,11 @@ _SET_BY_GATEWAY = frozenset(
     }
 )
 _REQUEST_SKIP = HOP_BY_HOP | _SET_BY_GATEWAY
-_RESPONSE_SKIP = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+# The upstream's x-request-id is relayed: clients match it against the server's own logs. When it
+# differs from the gateway's id, that one goes in TURNOUT_REQUEST_ID (see `request_id_lines`).
+_RESPONSE_SKIP = HOP_BY_HOP | {b"content-length"}
+REQUEST_ID = b"x-request-id"
+TURNOUT_REQUEST_ID = b"x-turnout-request-id"
 
 # Longest client-sent request id that is kept; longer ones are replaced (they end up in logs).
 MAX_REQUEST_ID_LENGTH = 200
@@ -170,14 +174,23 @@ def relayed_header_lines(
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> bytes:
     """The upstream's response headers as relayed to the client, rendered as `name: value\\r\\n`
-    lines: hop-by-hop, framing and removed headers dropped; the request id, the route's added
+    lines: hop-by-hop, framing and removed headers dropped; the request id (unless the upstream
+    sent one: then the gateway's own in x-turnout-request-id where they differ), the route's added
     headers and `extra` (experiment headers) appended."""
     skip = rules.response_skip
     lines: list[bytes] = []
+    upstream_id: bytes | None = None
     for name, value in upstream:
-        if name.lower() not in skip:
+        lowered = name.lower()
+        if lowered not in skip:
+            if lowered == REQUEST_ID:
+                upstream_id = value
             lines += (name, b": ", value, b"\r\n")
-    lines += (b"x-request-id: ", request_id, b"\r\n", rules.add)
+    if upstream_id is None:
+        lines += (b"x-request-id: ", request_id, b"\r\n")
+    elif upstream_id != request_id:
+        lines += (b"x-turnout-request-id: ", request_id, b"\r\n")
+    lines.append(rules.add)
     if extra:
         for name, value in extra:
             lines += (name, b": ", value, b"\r\n")

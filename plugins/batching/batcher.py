@@ -25,6 +25,7 @@ from gateway.core.context import RequestContext
 from gateway.core.errors import BadRequest, ServiceUnavailable
 from gateway.core.protocols.oip_v2 import InferRequest
 from plugins.batching.config import BatchingConfig
+from plugins.batching.extensions import ServerExtensions
 from plugins.batching.lane import BatchLane, LaneKey
 from plugins.batching.member import BatchAnswer, Member, PendingRequest, fail_members
 from plugins.batching.metrics import BatchingMetrics
@@ -46,6 +47,7 @@ class Batcher:
         "_batch_ids",
         "_closing",
         "_config",
+        "_extensions",
         "_in_flight",
         "_lanes",
         "_metrics",
@@ -68,6 +70,12 @@ class Batcher:
         self._policy = QueuePolicy(config)
         self._oip = OipBatchFormat(config.upstream_binary_tensors)
         self._v1 = V1BatchFormat()
+        # Binary batches only to servers that say they take them (GET /v2), read once per cluster.
+        self._extensions = {
+            name: ServerExtensions(upstream.get)
+            for name, upstream in upstreams.items()
+            if config.upstream_binary_tensors and upstream.get is not None
+        }
         per_endpoint = config.max_inflight_batches_per_endpoint
         self._slots = {
             name: BatchSlots(per_endpoint, upstream.endpoint_count) for name, upstream in upstreams.items()
@@ -174,7 +182,7 @@ class Batcher:
         metrics.batch_members.observe(len(members))
         self._batch_ids += 1
         epoch = lane.aimd.epoch if lane.aimd is not None else 0
-        batch = Batch(self._batch_ids, members, rows, now, epoch)
+        batch = Batch(self._batch_ids, members, rows, now, epoch, self._extensions.get(lane.key[0]))
         task = asyncio.get_running_loop().create_task(send_batch(lane, batch), name=f"batch-{batch.id}")
         self._in_flight.add(task)
         task.add_done_callback(lambda done: self._batch_done(done, lane, batch))

@@ -41,7 +41,7 @@ class BatchingFilter(Filter):
 
     def attach_upstream(self, cluster: str, upstream: ClusterSender) -> None:
         """The gateway gives each cluster this route can reach its batch sender (before `start`)."""
-        self._upstreams[cluster] = BatchUpstream(upstream.send, upstream.endpoint_count)
+        self._upstreams[cluster] = BatchUpstream(upstream.send, upstream.endpoint_count, upstream.get)
 
     async def start(self) -> None:
         self._batcher = Batcher(self.config, self._upstreams, self.metrics)

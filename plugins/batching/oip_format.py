@@ -66,7 +66,7 @@ class OipBatchFormat:
         signature = ("oip_v2", tuple(inputs), outputs, parameters_signature(request.parameters))
         return Payload(request, rows, signature, self, original)
 
-    def merge(self, payloads: Sequence[Payload]) -> EncodedBatch:
+    def merge(self, payloads: Sequence[Payload], binary: bool = True) -> EncodedBatch:
         requests = [_oip(payload) for payload in payloads]
         first = requests[0]
         inputs = [
@@ -81,8 +81,9 @@ class OipBatchFormat:
         # Binary-ness of outputs is left to the batch's own choice: each member's share is re-encoded
         # as that member asked, so only names and parameters of requested outputs travel.
         outputs = [RequestedOutput(output.name, None, output.parameters) for output in first.outputs]
-        batch = InferRequest(inputs, outputs, None, dict(first.parameters), self._binary)
-        encoded = encode_request(batch, binary_inputs=self._binary)
+        binary = binary and self._binary
+        batch = InferRequest(inputs, outputs, None, dict(first.parameters), binary)
+        encoded = encode_request(batch, binary_inputs=binary)
         headers = {} if encoded.header_length is None else {HEADER_LENGTH: str(encoded.header_length)}
         return EncodedBatch(encoded.body, encoded.content_type, headers)
 
@@ -92,24 +93,22 @@ class OipBatchFormat:
         except BadRequest as exc:
             raise BadGateway(f"the upstream's answer to a batch is malformed: {exc.message}") from None
         total = sum(payload.rows for payload in payloads)
-        for output in response.outputs:
-            shape = output.data.shape
-            if not shape or shape[0] != total:
-                raise BadGateway(
-                    f"the upstream answered a batch of {total} rows with output '{output.name}' of shape "
-                    f"{list(shape)}; it cannot be split by rows (is the model batched along dim 0?)"
-                )
+        # Values per row of each output: 1 for outputs batched along dim 0 (their rows are cut);
+        # k for a flat output of total * k values (TorchServe flattens), cut k values per row.
+        per_row = [_values_per_row(output, total) for output in response.outputs]
         members: list[MemberBody] = []
         start = 0
         for payload in payloads:
             end = start + payload.rows
             request = _oip(payload)
             outputs = [
-                Tensor(output.name, output.datatype, output.data[start:end], output.parameters)
-                for output in response.outputs
+                Tensor(output.name, output.datatype, output.data[start * k : end * k], output.parameters)
+                for output, k in zip(response.outputs, per_row, strict=True)
             ]
+            # The member's own id when it sent one; else the upstream's, as a direct call would get.
+            answer_id = request.id if request.id is not None else response.id
             share = InferResponse(
-                response.model_name, outputs, response.model_version, request.id, response.parameters
+                response.model_name, outputs, response.model_version, answer_id, response.parameters
             )
             binary = [output.name for output in outputs if request.wants_binary(output.name)]
             encoded = encode_response(share, binary)
@@ -141,6 +140,19 @@ def _input(request: InferRequest, index: int, name: str) -> np.ndarray:
         if tensor.name == name:
             return tensor.data
     raise KeyError(name)  # equal signatures guarantee the same input names
+
+
+def _values_per_row(output: Tensor, total: int) -> int:
+    """How many entries along dim 0 belong to one row of the batch; BadGateway when not a whole number."""
+    shape = output.data.shape
+    if shape and shape[0] == total:
+        return 1
+    if len(shape) == 1 and shape[0] > total and shape[0] % total == 0:
+        return int(shape[0]) // total
+    raise BadGateway(
+        f"the upstream answered a batch of {total} rows with output '{output.name}' of shape "
+        f"{list(shape)}; it cannot be split by rows (is the model batched along dim 0?)"
+    )
 
 
 def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:

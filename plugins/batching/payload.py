@@ -58,8 +58,9 @@ class BatchFormat(Protocol):
         `original` is the request's body as sent, if the caller has it (see `Payload.original`)."""
         ...
 
-    def merge(self, payloads: Sequence[Payload]) -> EncodedBatch:
-        """Concatenate the members' inputs along dim 0, in order, into one request body."""
+    def merge(self, payloads: Sequence[Payload], binary: bool = True) -> EncodedBatch:
+        """Concatenate the members' inputs along dim 0, in order, into one request body; `binary`
+        False keeps it JSON whatever the format's own option says (the server takes no binary)."""
         ...
 
     def split(self, headers: Mapping[str, str], body: bytes, payloads: Sequence[Payload]) -> list[MemberBody]:

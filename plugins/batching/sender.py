@@ -18,15 +18,32 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.core.errors import BadGateway, GatewayError, ServiceUnavailable
-from gateway.core.protocols.binary import HEADER_LENGTH
+from plugins.batching.extensions import ServerExtensions
 from plugins.batching.lane import BatchLane
 from plugins.batching.member import BatchAnswer, Member, fail_members
 from plugins.batching.payload import MemberBody
 
 # Upstream headers that still describe a failed answer once it is copied to each member.
 _KEPT_ON_FAILURE: Final = ("content-type", "retry-after")
-# Upstream headers that describe an answer relayed whole to a lone member.
-_KEPT_ON_RELAY: Final = ("content-type", HEADER_LENGTH.lower())
+# Upstream headers that would not describe a member's answer: hop-by-hop and framing headers (the
+# gateway frames each answer itself). Everything else, cache-control and x-request-id included,
+# describes an answer relayed whole to a lone member.
+_NOT_RELAYED: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+# Upstream headers that still hold for each member's share of a split answer: the model's caching
+# rules apply to every row it computed.
+_KEPT_ON_SPLIT: Final = ("cache-control", "pragma", "expires")
 
 
 @dataclass(slots=True)
@@ -38,6 +55,8 @@ class Batch:
     """time.monotonic() when the batch left its queue."""
     epoch: int
     """The adaptive controller's epoch when the batch was formed."""
+    extensions: ServerExtensions | None = None
+    """Set when the batch may travel as binary tensors if the cluster's servers take them."""
     holds_slot: bool = True
     """Until the upstream call ends: the batch holds one of its cluster's in-flight slots."""
 
@@ -57,9 +76,16 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
     payloads = [member.payload for member in members]
     metrics = lane.metrics
     alone = payloads[0].original if len(payloads) == 1 else None
+    extensions = batch.extensions
+    sent_binary = False
     try:
         try:
-            encoded = alone or payloads[0].format.merge(payloads)
+            if alone is not None:
+                encoded = alone
+            else:
+                binary = extensions is None or await extensions.binary()
+                encoded = payloads[0].format.merge(payloads, binary)
+                sent_binary = extensions is not None and bool(encoded.headers)
             started = time.monotonic()
             status, raw_headers, body = await lane.upstream.send(
                 lane.path, encoded.body, encoded.content_type, encoded.headers
@@ -72,11 +98,18 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
         lane.observe(latency, batch.rows, batch.epoch)
         headers = {name.lower(): value for name, value in raw_headers.items()}
         if 200 <= status < 300 and alone is not None:
-            shares = [MemberBody(_kept(headers, _KEPT_ON_RELAY), body)]
+            relayed = tuple((name, value) for name, value in headers.items() if name not in _NOT_RELAYED)
+            shares = [MemberBody(relayed, body)]
         elif 200 <= status < 300:
-            shares = payloads[0].format.split(headers, body, payloads)
+            kept = _kept(headers, _KEPT_ON_SPLIT)
+            shares = [
+                MemberBody(share.headers + kept, share.body)
+                for share in payloads[0].format.split(headers, body, payloads)
+            ]
         else:
             metrics.upstream_failures.inc()
+            if sent_binary and extensions is not None:
+                extensions.forget()  # the servers may have changed: ask again before the next batch
             shares = [MemberBody(_kept(headers, _KEPT_ON_FAILURE), body)] * len(members)
     except asyncio.CancelledError:
         fail_members(members, ServiceUnavailable("the gateway stopped before the batch was answered"))

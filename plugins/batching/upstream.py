@@ -7,6 +7,10 @@ GatewayTimeout, ...) when no answer came; foreign exceptions are translated ther
 transport boundary, though the batcher turns any other exception into BadGateway as a last resort.
 `path` is the first member's request path: every member of a batch has the same one.
 
+`get(path)` reads a path on one of the cluster's endpoints as `(status, body)`: the server metadata
+(`GET /v2`) that says whether it takes binary tensors (see `extensions.py`). Without it, the
+`upstream_binary_tensors` option is trusted as written.
+
 `endpoint_count()` sizes the in-flight limit: `max_inflight_batches_per_endpoint` batches per
 endpoint; it is read whenever a batch finishes, so it can follow discovery and health.
 """
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 
 UpstreamReply = tuple[int, Mapping[str, str], bytes]
 SendBatch = Callable[[str, bytes, str, Mapping[str, str]], Awaitable[UpstreamReply]]
+GetPath = Callable[[str], Awaitable[tuple[int, bytes]]]
 
 
 def _one_endpoint() -> int:
@@ -28,3 +33,4 @@ def _one_endpoint() -> int:
 class BatchUpstream:
     send: SendBatch
     endpoint_count: Callable[[], int] = _one_endpoint
+    get: GetPath | None = None

@@ -49,7 +49,7 @@ class V1BatchFormat:
             raise BadRequest("request: there are no examples to predict")
         return Payload(request, rows, signature, self, original)
 
-    def merge(self, payloads: Sequence[Payload]) -> EncodedBatch:
+    def merge(self, payloads: Sequence[Payload], binary: bool = True) -> EncodedBatch:
         batches = [_v1(payload) for payload in payloads]
         first = batches[0]
         merged: V1Instances
