@@ -57,7 +57,7 @@ FEEDBACK_METRIC_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 # The recorder's loss window. A group of events is sealed every 50 ms or as soon as 256 are queued,
 # whichever comes first; with the journal a kill -9 loses at most the group being filled. 256 events
-# are one journal write of about 50 KB and one SQLite transaction of a few milliseconds; 50 ms keeps
+# are one journal write of about 30 KB and one SQLite transaction of a few milliseconds; 50 ms keeps
 # dashboards live and costs at most 20 transactions a second at low traffic.
 DEFAULT_FLUSH_INTERVAL_S = 0.05
 DEFAULT_FLUSH_EVENTS = 256

@@ -7,7 +7,10 @@ killed with SIGKILL keeps every sealed group even when the store never got it; o
 filling is lost. On the next start the journal is replayed into the store under each group's batch
 id, which the store applies at most once, and emptied once the store holds everything in it.
 
-One line per group: `{"id": BATCH_ID, "events": [[KIND, FIELDS], ...]}` in JSON. A line cut short
+One line per group in JSON: `{"id": BATCH_ID, "e": [...], "o": [...], "f": [...]}`, each event of a
+kind (exposure, outcome, feedback) as the list of its fields in declaration order: a store applies a
+group's exposures before its feedback whatever their order, and field lists cost a third of what
+named fields cost to write (about 0.5 µs an event, on the event loop). A line cut short
 (the machine itself crashed mid-write) is skipped on replay. Only an operating-system crash can lose
 sealed groups: the journal is not fsynced, as the SQLite store's own commits are not.
 
@@ -21,8 +24,10 @@ holds their groups (`clear`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
+import operator
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,19 +38,34 @@ import orjson
 from experiments.events import Event, Exposure, Feedback, Outcome, OutputSummary
 
 _log = logging.getLogger(__name__)
-_KINDS: dict[type[Any], str] = {Exposure: "e", Outcome: "o", Feedback: "f"}
+_TAGS: dict[type[Any], str] = {Exposure: "e", Outcome: "o", Feedback: "f"}
+_FIELDS = {cls: operator.attrgetter(*(f.name for f in dataclasses.fields(cls))) for cls in _TAGS}
+# Where an outcome's model-output summaries sit in its field list.
+_OUTPUTS = [f.name for f in dataclasses.fields(Outcome)].index("outputs")
 
 
-def _decode(kind: str, fields: dict[str, Any]) -> Event:
-    if kind == "e":
-        return Exposure(**fields)
-    if kind == "f":
-        return Feedback(**fields)
-    outputs = tuple(
-        OutputSummary(o["output"], tuple(o.get("labels", ())), o.get("score"))
-        for o in fields.pop("outputs", ())
+def encode(batch_id: str, events: Sequence[Event]) -> bytes:
+    """One journal line for a group."""
+    columns: dict[str, list[Any]] = {"e": [], "o": [], "f": []}
+    for event in events:
+        columns[_TAGS[event.__class__]].append(_FIELDS[event.__class__](event))
+    return orjson.dumps({"id": batch_id, **columns}) + b"\n"
+
+
+def _outcome(fields: list[Any]) -> Outcome:
+    fields[_OUTPUTS] = tuple(
+        OutputSummary(o["output"], tuple(o.get("labels", ())), o.get("score")) for o in fields[_OUTPUTS]
     )
-    return Outcome(**fields, outputs=outputs)
+    return Outcome(*fields)
+
+
+def decode(line: bytes) -> tuple[str, list[Event]]:
+    """The batch id and events of one journal line (ValueError, KeyError or TypeError if damaged)."""
+    record = orjson.loads(line)
+    events: list[Event] = [Exposure(*fields) for fields in record["e"]]
+    events += [_outcome(fields) for fields in record["o"]]
+    events += [Feedback(*fields) for fields in record["f"]]
+    return str(record["id"]), events
 
 
 def _lock(path: Path) -> int | None:
@@ -103,7 +123,7 @@ class EventJournal:
         memory only, as without a journal)."""
         if self._fd is None:
             return False
-        line = orjson.dumps({"id": batch_id, "events": [(_KINDS[type(e)], e) for e in events]}) + b"\n"
+        line = encode(batch_id, events)
         self._dirty = True
         try:
             written = os.write(self._fd, line)
@@ -136,7 +156,6 @@ def _read(path: Path) -> Iterator[tuple[str, list[Event]]]:
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             try:
-                record = orjson.loads(line)
-                yield str(record["id"]), [_decode(kind, fields) for kind, fields in record["events"]]
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                yield decode(line)
+            except (KeyError, TypeError, ValueError):  # orjson.JSONDecodeError is a ValueError
                 _log.warning("experiment events: %s line %d is damaged; skipped", path.name, number)
