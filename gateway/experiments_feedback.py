@@ -21,7 +21,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from experiments.config import AbConfig, BlueGreenConfig, CanaryConfig, ShadowConfig
+from experiments.config import (
+    DEFAULT_FEEDBACK_BOUNDS,
+    AbConfig,
+    BlueGreenConfig,
+    CanaryConfig,
+    FeedbackBounds,
+    ShadowConfig,
+)
 from experiments.events import Exposure, Feedback
 from experiments.feedback import FeedbackDocument, OutOfBounds, check_bounds, parse_feedback
 from experiments.recorder import EventRecorder
@@ -91,14 +98,19 @@ class FeedbackIntake:
             raise NotFound(_unknown(document))
         experiments = sorted({target.experiment for target in targets})
         for name in experiments:
-            config = self._configs.get(name)
-            if isinstance(config, AbConfig | CanaryConfig):
-                check_bounds(document, name, config.bounds_of(document.metric))
+            check_bounds(document, name, self._bounds(name, document.metric))
         if not self._recorder.record(feedback):
             raise ServiceUnavailable("the event queue is full; retry shortly")
         if document.exposure_id:
             return {"accepted": True, "exposure_id": document.exposure_id, "experiments": experiments}
         return {"accepted": True, "unit_id": document.unit_id, "experiments": experiments}
+
+    def _bounds(self, experiment: str, metric: str) -> FeedbackBounds:
+        """The metric's declared bounds; the default for kinds without metrics (or a retired one)."""
+        config = self._configs.get(experiment)
+        if isinstance(config, AbConfig | CanaryConfig):
+            return config.bounds_of(metric)
+        return DEFAULT_FEEDBACK_BOUNDS
 
     async def _targets(self, feedback: Feedback) -> list[JoinTarget]:
         give_up_at = time.monotonic() + self._hold

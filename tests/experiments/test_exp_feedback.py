@@ -165,7 +165,12 @@ async def test_values_outside_the_declared_bounds_are_refused(
     with pytest.raises(OutOfBounds, match="outside the bounds of metric 'clicks'"):
         await feed.accept({"exposure_id": "e1", "metric": "clicks", "value": 1e308})  # default bounds
     await feed.accept({"exposure_id": "e1", "metric": "revenue", "value": 100})
-    assert feed.counts["out_of_bounds"] == 2 and feed.counts["accepted"] == 1
+    # An experiment without metrics of its own (blue-green, shadow, or one since retired) still
+    # refuses what no metric may hold.
+    recorder.record(Exposure("retired", "blue", "u1", "r", 1.0, exposure_id="e2"))
+    with pytest.raises(OutOfBounds, match="experiment 'retired'"):
+        await feed.accept({"exposure_id": "e2", "metric": "revenue", "value": -1e308})
+    assert feed.counts["out_of_bounds"] == 3 and feed.counts["accepted"] == 1
 
 
 async def test_a_full_event_queue_answers_503(tmp_path: Path) -> None:
