@@ -232,6 +232,8 @@ def _route_rule(route: RouteConfig, compiled: CompiledRoute) -> RouteRule[Compil
         headers=headers,
         model=match.model,
         version=match.version,
+        # An experiment's arms may speak different protocols: its paths are read in every layout.
+        protocol=compiled.cluster.protocol if compiled.cluster is not None else "http",
         payload=compiled,
     )
 

@@ -15,7 +15,7 @@ from typing import Generic, Literal, TypeVar
 
 from gateway.core.errors import InvalidPath
 from gateway.core.paths import normalize_path
-from routing.model_path import model_from_path
+from routing.model_path import ModelPathParser, model_from_path, path_parser
 
 T = TypeVar("T")
 
@@ -67,6 +67,8 @@ class RouteRule(Generic[T]):
     headers: tuple[HeaderMatch, ...] = ()
     model: str | None = None
     version: str | None = None
+    protocol: str = "http"
+    """The upstream protocol, which decides how the path names a model (`routing/model_path.py`)."""
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.path, self.prefix, self.regex)) > 1:
@@ -172,7 +174,7 @@ def _predicate(rule: RouteRule[T]) -> Predicate | None:
 
 
 class Router(Generic[T]):
-    __slots__ = ("_compiled", "_needs_host", "rules")
+    __slots__ = ("_compiled", "_needs_host", "_parsers", "_single_parser", "rules")
 
     def __init__(self, rules: Sequence[RouteRule[T]]) -> None:
         names = [rule.name for rule in rules]
@@ -191,6 +193,11 @@ class Router(Generic[T]):
             else:
                 compiled.append((_ANY, "", None, predicate, rule))
         self._compiled = tuple(compiled)
+        # Each rule reads the model from the path as its upstream protocol lays paths out; in the
+        # common router every rule has the same protocol and the path is read once per request.
+        self._parsers = tuple(path_parser(rule.protocol) for rule in self.rules)
+        distinct = set(self._parsers) or {model_from_path}
+        self._single_parser: ModelPathParser | None = distinct.pop() if len(distinct) == 1 else None
         # Host normalization costs a lower() and a split; skip it when no rule looks at the host.
         self._needs_host = any(rule.host is not None for rule in self.rules)
 
@@ -198,10 +205,12 @@ class Router(Generic[T]):
         """The first matching rule. `path` is the normalised path (`gateway/core/paths.py`, done by
         the listener); `method` is compared as sent (methods are case-sensitive); `headers` must
         answer lower-case names (RequestContext.headers does)."""
-        model, version = model_from_path(path)
+        single = self._single_parser
+        parser: ModelPathParser | None = single
+        model, version = single(path) if single is not None else (None, None)
         if self._needs_host:
             host = normalize_host(host)
-        for kind, text, pattern, predicate, rule in self._compiled:
+        for index, (kind, text, pattern, predicate, rule) in enumerate(self._compiled):
             if kind == _PREFIX:
                 if not path.startswith(text):
                     continue
@@ -210,6 +219,9 @@ class Router(Generic[T]):
                     continue
             elif pattern is not None and pattern.search(path) is None:
                 continue
+            if single is None and parser is not self._parsers[index]:
+                parser = self._parsers[index]
+                model, version = parser(path)
             if predicate is None or predicate(method, host, headers, model, version):
                 return RouteMatch(rule, path, model, version)
         return None
