@@ -81,7 +81,8 @@ def is_own_origin(origin: str, port: int) -> bool:
 
 def _listener_port(request: web.Request) -> int | None:
     sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
-    return int(sockname[1]) if sockname else None
+    # A Unix socket (a supervised process's private admin API) has a path for a name and no port.
+    return int(sockname[1]) if isinstance(sockname, tuple) else None
 
 
 def _bound_to_loopback(request: web.Request) -> bool:

@@ -7,10 +7,14 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from gateway.core.extras import MissingExtra
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -18,6 +22,7 @@ def _run(args: argparse.Namespace) -> int:
     from gateway.config.errors import BuildError
     from gateway.loading import load_gateway_config
     from gateway.server import Gateway, StartError
+    from gateway.supervisor import resolve_processes
 
     path = Path(args.config)
     try:
@@ -32,8 +37,18 @@ def _run(args: argparse.Namespace) -> int:
     )
     # The config watcher's library logs every change in the config's directory; ours logs reloads.
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    if args.admin_socket is None:
+        processes = resolve_processes(args.processes if args.processes is not None else config.processes)
+        if processes > 1:
+            return _supervise(config, path, processes, args)
     _install_uvloop()
-    gateway = Gateway(config, path, watch=not args.no_watch)
+    gateway = Gateway(
+        config,
+        path,
+        watch=not args.no_watch,
+        reuse_port=args.admin_socket is not None,
+        admin_socket=args.admin_socket,
+    )
     try:
         asyncio.run(gateway.serve_forever())
     except BuildError as err:  # a file the config names changed after it was checked at load
@@ -43,6 +58,32 @@ def _run(args: argparse.Namespace) -> int:
         print(f"turnout: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _supervise(config: GatewayConfig, path: Path, processes: int, args: argparse.Namespace) -> int:
+    """Run `processes` gateway processes on the one port, under a supervisor (gateway.supervisor)."""
+    from gateway.supervisor import Supervisor, SupervisorError
+
+    supervisor = Supervisor(config, path, processes, watch=not args.no_watch, log_level=args.log_level)
+    try:
+        asyncio.run(supervisor.run())
+    except SupervisorError as err:
+        print(f"turnout: cannot run {processes} processes: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _process_count(value: str) -> int | str:
+    """--processes: a whole number from 1, or auto (the CPUs this process may use)."""
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
 
 
 def _install_uvloop() -> None:
@@ -96,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="the YAML config file")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--no-watch", action="store_true", help="do not reload when the config file changes")
+    run.add_argument(
+        "--processes",
+        type=_process_count,
+        default=None,
+        help="gateway processes sharing the port, or auto for one per usable CPU (default: the "
+        "config's processes, 1 unless set)",
+    )
+    # Set by the supervisor for each process it runs: that process shares the data port and serves
+    # its admin API on this private Unix socket.
+    run.add_argument("--admin-socket", default=None, help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser("validate", help="check config files; exit 1 when one is invalid")

@@ -48,8 +48,19 @@ HOUSEKEEPING_INTERVAL_S = 0.5
 
 class Gateway:
     def __init__(
-        self, config: GatewayConfig, config_path: Path | None = None, *, watch: bool = False
+        self,
+        config: GatewayConfig,
+        config_path: Path | None = None,
+        *,
+        watch: bool = False,
+        reuse_port: bool = False,
+        admin_socket: str | None = None,
     ) -> None:
+        """`reuse_port` and `admin_socket` are set for a process run by the supervisor
+        (`gateway.supervisor`): the data port is shared with its siblings, and the admin API is
+        served on a private Unix socket that the supervisor's own admin port reads and aggregates."""
+        self._reuse_port = reuse_port
+        self._admin_socket = admin_socket
         self.config_path = config_path
         self.base_dir = config_path.parent if config_path is not None else Path.cwd()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -128,12 +139,12 @@ class Gateway:
         gc.collect()
         gc.freeze()
         self.ready = True
+        admin_at = self._admin_socket or f"{config.admin.host}:{self.admin_port}"
         log.info(
-            "turnout listening on %s:%d, admin on %s:%d (data path: %s)",
+            "turnout listening on %s:%d, admin on %s (data path: %s)",
             config.listen.host,
             self.data_port,
-            config.admin.host,
-            self.admin_port,
+            admin_at,
             data_path_mode(),
         )
         if SOURCE_REASON is not None and SOURCE_REASON.startswith(STALE_BUILD):
@@ -157,11 +168,14 @@ class Gateway:
         self._proxy = proxy = Proxy(self.runtime, b"https" if tls is not None else b"http")
         self.listener = HttpServer(proxy.handle, limits, tls)
         self.metrics.listener_rejections = lambda: dict(self.listener.rejections) if self.listener else {}
-        await self.listener.start(listen.host, listen.port, listen.backlog)
+        await self.listener.start(listen.host, listen.port, listen.backlog, reuse_port=self._reuse_port)
         admin = config.admin
         self._admin_runner = web.AppRunner(build_admin_app(self, admin.token), access_log=None)
         await self._admin_runner.setup()
-        await web.TCPSite(self._admin_runner, admin.host, admin.port).start()
+        if self._admin_socket is not None:
+            await web.UnixSite(self._admin_runner, self._admin_socket).start()
+        else:
+            await web.TCPSite(self._admin_runner, admin.host, admin.port).start()
 
     async def reload(self, source: str) -> list[str]:
         """Load the config file again and swap it in; returns the errors when it is refused.

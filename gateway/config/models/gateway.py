@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -11,7 +11,7 @@ from gateway.config.models.cluster import ClusterConfig
 from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenConfig
 from gateway.config.models.located import errors_at
 from gateway.config.models.route import RouteConfig
-from gateway.config.models.types import Name
+from gateway.config.models.types import Integer, Name
 from gateway.config.paths import Path
 from gateway.config.suggest import closest
 from gateway.core.config_types import RedisUrl, StrictModel
@@ -71,6 +71,12 @@ class GatewayConfig(StrictModel):
     )
     routes: tuple[RouteConfig, ...] = Field(
         min_length=1, description="Routes, tried in order; the first that matches takes the request."
+    )
+    processes: Annotated[Integer, Field(ge=1)] | Literal["auto"] = Field(
+        default=1,
+        description="Gateway processes sharing the listen port (SO_REUSEPORT) under one supervisor that "
+        "serves the admin port; auto runs one per usable CPU. Rate limits and caches on the memory "
+        "backend are then per process: state.backend redis shares them. Changes take a restart.",
     )
 
     @field_validator("admin")

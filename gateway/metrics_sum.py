@@ -1,0 +1,81 @@
+"""Sums the Prometheus expositions of several gateway processes into one.
+
+The supervisor (`gateway.supervisor`) serves one `/metrics` for all its processes, so a scrape sees
+the host's gateway as one: every sample with the same name and labels is added up across processes.
+For counters and histograms (buckets, `_count`, `_sum`) that is the host's total. Gauges are summed
+too: `turnout_endpoint_inflight` becomes the host's in-flight count, and
+`turnout_endpoint_healthy` the number of processes that find the endpoint available. `_created`
+samples are dropped: each process has its own, and a sum of timestamps means nothing. Info and
+state-set samples are taken as the largest value (they are 0 or 1, the same in every process).
+
+A process that is restarting answers no scrape: its counters are missing from the sum until it is
+back, and start again from zero, as after any restart. Prometheus' `rate()` reads such a drop as a
+counter reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+# Families whose samples are flags rather than amounts: summing them would count processes.
+_TAKE_LARGEST = frozenset({"info", "stateset"})
+
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(slots=True)
+class _Family:
+    name: str
+    documentation: str
+    type: str
+    samples: dict[SampleKey, float] = field(default_factory=dict)
+
+
+class MetricsSum(Collector):
+    """The sum of the expositions given to `add`, yielded as a collector for `generate_latest`."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+
+    def add(self, exposition: str) -> None:
+        for parsed in text_string_to_metric_families(exposition):
+            family = self._families.get(parsed.name)
+            if family is None:
+                family = self._families[parsed.name] = _Family(parsed.name, parsed.documentation, parsed.type)
+            largest = family.type in _TAKE_LARGEST
+            for sample in parsed.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                old = family.samples.get(key)
+                if old is None:
+                    family.samples[key] = sample.value
+                else:
+                    family.samples[key] = max(old, sample.value) if largest else old + sample.value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families.values():
+            if not family.samples:  # a `_created` family, all of its samples dropped
+                continue
+            metric = Metric(family.name, family.documentation, family.type)
+            for (name, labels), value in family.samples.items():
+                metric.add_sample(name, dict(labels), value)
+            yield metric
+
+
+def sum_expositions(expositions: Iterable[str], extra: Iterable[Collector] = ()) -> bytes:
+    """One exposition with every sample summed across `expositions`, plus the `extra` collectors'."""
+    total = MetricsSum()
+    for exposition in expositions:
+        total.add(exposition)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(total)
+    for collector in extra:
+        registry.register(collector)
+    return generate_latest(registry)
