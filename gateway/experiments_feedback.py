@@ -17,6 +17,7 @@ neither choose nor share one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +38,8 @@ from experiments.store.base import EventStore
 from gateway.core.context import RequestContext
 from gateway.core.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.http.headers import new_request_id
+
+log = logging.getLogger("turnout.experiments")
 
 # Room for the store's own round trips on top of the recorders' write intervals.
 HOLD_MARGIN_S = 0.25
@@ -116,12 +119,16 @@ class FeedbackIntake:
         give_up_at = time.monotonic() + self._hold
         while True:
             try:
-                targets = await self._store.feedback_targets(feedback)
+                stored = await self._store.feedback_targets(feedback)
             except Exception as exc:  # a store that cannot answer: the client may retry
-                raise ServiceUnavailable(f"the experiment store cannot be read: {exc}") from exc
-            targets = targets or self._queued_targets(feedback)
+                log.warning("feedback: the experiment store cannot be read", exc_info=True)
+                raise ServiceUnavailable("the experiment store cannot be read; retry shortly") from exc
+            # The value joins both: a unit may have a stored exposure in one experiment and a queued
+            # one in another, and each experiment's bounds apply.
+            targets = {target.experiment: target for target in self._queued_targets(feedback)}
+            targets.update((target.experiment, target) for target in stored)
             if targets or time.monotonic() >= give_up_at:
-                return targets
+                return list(targets.values())
             await asyncio.sleep(HOLD_POLL_S)
 
     def _queued_targets(self, feedback: Feedback) -> list[JoinTarget]:

@@ -181,3 +181,12 @@ async def test_a_full_event_queue_answers_503(tmp_path: Path) -> None:
         with pytest.raises(ServiceUnavailable, match="queue is full"):
             await feed.accept({"exposure_id": "e1", "metric": "revenue", "value": 1})
         assert feed.counts["unavailable"] == 1
+
+
+async def test_a_store_that_cannot_be_read_answers_503_without_its_details(tmp_path: Path) -> None:
+    closed = SqliteEventStore(tmp_path / "events.db")  # never started: every read fails
+    feed = intake(closed, EventRecorder(closed, flush_interval=FLUSH_S))
+    with pytest.raises(ServiceUnavailable) as raised:
+        await feed.accept({"exposure_id": "e1", "metric": "revenue", "value": 1})
+    assert raised.value.message == "the experiment store cannot be read; retry shortly"
+    assert feed.counts["unavailable"] == 1
