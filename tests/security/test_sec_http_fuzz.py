@@ -31,8 +31,9 @@ from tests.support.processes import GatewayProcess, Process, http_ok, start_gate
 KEY = "fuzz-key"
 # The gateway's head-read timeout; kept short so a request it must time out costs little.
 HEADER_TIMEOUT_S = 1.0
-# An example's connection must end within this: the head-read timeout, a sweep (0.5 s) and slack for
-# a busy 2-core machine. A hang fails the example instead of blocking the test.
+# An example's connection must end within this: the longest the gateway may wait (the upstream's
+# request timeout, 3 s, below), a sweep (0.5 s) and slack for a busy 2-core machine. A hang fails the
+# example instead of blocking the test.
 CONNECTION_DEADLINE_S = 8.0
 # Modest counts: the whole file runs in well under a minute on a busy 2-core machine.
 FUZZ = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -195,6 +196,8 @@ def _exchange(port: int, data: bytes) -> tuple[_Answers, bytes]:
     answers = _Answers()
     answers.parser = httptools.HttpResponseParser(answers)
     answers.parser.feed_data(raw)  # raises on a malformed answer
+    # Every answer is complete, but for a last one that ends with the connection (HTTP/1.0).
+    assert answers.complete >= len(answers.statuses) - 1, raw
     return answers, raw
 
 
