@@ -13,6 +13,7 @@ from gateway.http.pool import EndpointPool
 from routing.endpoint_set import EndpointSet
 from routing.endpoints import Endpoint
 from routing.resilience.circuit_breaker import CircuitBreaker
+from routing.resilience.model_errors import ModelErrorPolicy
 from routing.resilience.retry import RetryPolicy
 
 # How often overdue upstream responses are looked for: the precision of request timeouts. One sweep
@@ -46,6 +47,8 @@ class ClusterRuntime:
     fingerprint: str
     """A digest of the cluster's config: a reload keeps this object when it is unchanged."""
     background: Sequence[BackgroundTask] = ()
+    model_errors: ModelErrorPolicy | None = None
+    """Which 5xx answers are a model's error (the request's fault), never charged to the endpoint."""
     pools: dict[str, EndpointPool] = field(default_factory=dict)
     breaker_rejections: int = 0
     retries: int = 0

@@ -114,7 +114,10 @@ async def send_to_cluster(
         latency = monotonic() - started
         conn.release()
         cluster.endpoints.on_finish(endpoint)
-        if response.status >= 500:
+        model_errors = cluster.model_errors
+        if response.status >= 500 and (
+            model_errors is None or not model_errors.is_model_error(response.status, data)
+        ):
             cluster.endpoints.on_failure(endpoint, monotonic())
             failed = endpoint
             if _may_retry(retry, attempt, "", response.status):

@@ -50,6 +50,7 @@ from routing.endpoints import Endpoint
 from routing.health.active import HttpHealthChecker
 from routing.health.outlier import OutlierDetector
 from routing.resilience.circuit_breaker import CircuitBreaker
+from routing.resilience.model_errors import ModelErrorPolicy
 from routing.resilience.retry import RetryPolicy
 from routing.router import HeaderMatch, Router, RouteRule
 
@@ -182,6 +183,11 @@ def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | N
         ),
         fingerprint=_fingerprint(config),
         background=background,
+        model_errors=(
+            ModelErrorPolicy(config.model_errors.statuses, config.model_errors.markers)
+            if config.model_errors is not None
+            else None
+        ),
     )
 
 

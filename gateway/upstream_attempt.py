@@ -8,7 +8,9 @@ object per request):
     send()        pick an endpoint (unit affinity first, then the balancer, avoiding the last failure),
                   take an idle pooled connection or open one, write the head and body
     on_head       charge or credit the endpoint; retry a 5xx by policy and budget; else hand the head
-                  to the response phase (gateway/response_phase.py), which streams or buffers
+                  to the response phase (gateway/response_phase.py), which streams or buffers;
+                  a small 5xx that may be a model's error is held until its body says (the
+                  cluster's `model_errors`: a model's error is relayed, never retried or charged)
     on_body       relayed to the client as it arrives, or buffered for the response filters
     on_end        connection back to the pool; the request finishes (or its filters run)
     on_error      retry by policy and budget (a reused connection reset before answering gets one
@@ -64,6 +66,7 @@ class UpstreamAttempt:
         "failed_endpoint",
         "flow_controlled",
         "head_bytes",
+        "held_error",
         "relaying",
         "request",
         "retry",
@@ -103,6 +106,8 @@ class UpstreamAttempt:
         self.relaying = False
         """The answer's head went to the client: from now on an upstream failure cuts the connection."""
         self.flow_controlled = False
+        self.held_error: ResponseHead | None = None
+        """A 5xx head held back until its body says whether the model raised (`model_errors`)."""
 
     # ----- admission -----
 
@@ -202,6 +207,11 @@ class UpstreamAttempt:
         assert endpoint is not None
         now = monotonic()
         ctx.upstream_latency = now - self.sent_at
+        model_errors = cluster.model_errors
+        if model_errors is not None and model_errors.may_be_model_error(head.status, head.content_length):
+            self.held_error = head  # charged, retried or relayed once its body is read (`_on_end`)
+            self.buffer = []
+            return
         if head.status >= 500:
             cluster.endpoints.on_failure(endpoint, now)
             if self._may_retry("", head.status):
@@ -252,6 +262,9 @@ class UpstreamAttempt:
             self.request.crash(exc)
 
     def _on_end(self) -> None:
+        if self.held_error is not None:
+            self._decide_held_error(self.held_error)
+            return
         request = self.request
         conn = self.conn
         self.conn = None
@@ -281,6 +294,9 @@ class UpstreamAttempt:
         request = self.request
         conn = self.conn
         self.conn = None
+        if self.held_error is not None:  # a held 5xx cut short: a failure like any other, nothing sent yet
+            self.held_error = None
+            self.buffer = None
         if conn is not None:
             conn.close()
         endpoint = self.endpoint
@@ -312,6 +328,36 @@ class UpstreamAttempt:
             self._retry(budgeted=False)
         else:
             request.fail(failure_error(failure, cluster.name))
+
+    def _decide_held_error(self, head: ResponseHead) -> None:
+        """A held 5xx is complete: a model's error is the request's, relayed as is; anything else
+        is the endpoint's failure, retried by policy like any 5xx."""
+        self.held_error = None
+        buffer, self.buffer = self.buffer or [], None
+        body = b"".join(buffer)
+        request = self.request
+        cluster = self.cluster
+        endpoint = self.endpoint
+        policy = cluster.model_errors
+        assert endpoint is not None and policy is not None
+        now = monotonic()
+        if policy.is_model_error(head.status, body):
+            cluster.endpoints.on_success(endpoint, request.ctx.upstream_latency, now)
+        else:
+            cluster.endpoints.on_failure(endpoint, now)
+            if self._may_retry("", head.status):
+                self.failed_endpoint = endpoint
+                self.drop()  # as for any retried 5xx: that exchange's connection is not reused
+                self._retry(budgeted=True)
+                return
+        if cluster.protocol != "http":
+            _note_load_report(head, endpoint)
+        request.ctx.status = head.status
+        on_upstream_head(request, self, head)  # relayed, or held for the filters, as any answer
+        if request.upstream is self and self.conn is not None:  # still this exchange's to finish
+            if body:
+                self.on_body(body)
+            self._on_end()
 
     # ----- retries and the end of an exchange -----
 

@@ -10,6 +10,7 @@ from gateway.config.models.balancer import BalancerConfig, RoundRobinBalancer
 from gateway.config.models.endpoint import EndpointConfig, endpoint_from_text
 from gateway.config.models.health import HealthCheckConfig, OutlierConfig
 from gateway.config.models.located import errors_at
+from gateway.config.models.model_errors import ModelErrorsConfig
 from gateway.config.models.resilience import CircuitBreakerConfig, RetryConfig, TimeoutsConfig
 from gateway.config.models.types import Integer, Number, PositiveDuration
 from gateway.config.paths import Path
@@ -91,6 +92,11 @@ class ClusterConfig(StrictModel):
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retries; a route may override it.")
     circuit_breaker: CircuitBreakerConfig = Field(
         default_factory=CircuitBreakerConfig, description="Caps on the load sent to this cluster."
+    )
+    model_errors: ModelErrorsConfig | None = Field(
+        default_factory=ModelErrorsConfig,
+        description="5xx answers whose body says the model raised: relayed as is, never retried and "
+        "never counted against the endpoint; null counts every 5xx as the endpoint's failure.",
     )
 
     @model_validator(mode="after")
