@@ -11,6 +11,7 @@ the upstream (aiohttp, which decodes the path) reads the path it was sent.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import socket
 import time
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
-import orjson
 import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
@@ -220,7 +220,8 @@ def _check(gateway: GatewayProcess, data: bytes) -> _Answers:
     assert 500 not in answers.statuses, raw
     for status, body in zip(answers.statuses, answers.bodies, strict=False):
         if status == 200 and body.startswith(b"{"):
-            echoed = orjson.loads(body)
+            # Not orjson: the echo writes undecodable header bytes as lone surrogates.
+            echoed = json.loads(body)
             if echoed.get("name") == UPSTREAM_NAME:
                 seen = _decoded_segments_normalised(echoed["path"])
                 assert not seen.startswith("/limited/"), (
@@ -289,4 +290,4 @@ def test_the_guarded_route_is_guarded(gateway: GatewayProcess) -> None:
     )
     assert refused.statuses == [401]
     assert allowed.statuses == [200]
-    assert orjson.loads(allowed.bodies[0])["path"] == "/limited/x"
+    assert json.loads(allowed.bodies[0])["path"] == "/limited/x"
