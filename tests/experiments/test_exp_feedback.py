@@ -12,9 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from experiments.config import AbConfig
-from experiments.events import Exposure
+from experiments.events import Exposure, Feedback
 from experiments.feedback import OutOfBounds, parse_feedback
 from experiments.recorder import EventRecorder
+from experiments.store.base import EventStore
 from experiments.store.sqlite import SqliteEventStore
 from gateway.core.errors import BadRequest, NotFound, ServiceUnavailable
 from gateway.experiments_feedback import FeedbackIntake, exposure_id_for, hold_window
@@ -190,3 +191,25 @@ async def test_a_store_that_cannot_be_read_answers_503_without_its_details(tmp_p
         await feed.accept({"exposure_id": "e1", "metric": "revenue", "value": 1})
     assert raised.value.message == "the experiment store cannot be read; retry shortly"
     assert feed.counts["unavailable"] == 1
+
+
+async def test_both_stores_find_an_exposure_by_its_id_or_its_unit(store: EventStore) -> None:
+    await store.write(
+        [
+            Exposure("exp", "treatment", "u1", "shared", 1.0, exposure_id="e1"),
+            Exposure("exp", "control", "u2", "shared", 1.0, exposure_id="e2"),
+            Exposure("other", "blue", "u1", "r3", 1.0),  # no exposure id: its request id stands in
+        ]
+    )
+
+    async def arms(**names: str) -> set[tuple[str, str]]:
+        found = await store.feedback_targets(Feedback("m", 1.0, 2.0, **names))
+        return {(target.experiment, target.arm) for target in found}
+
+    assert await arms(exposure_id="e1") == {("exp", "treatment")}
+    assert await arms(request_id="e2") == {("exp", "control")}
+    assert await arms(request_id="shared") == set()  # a client's id names no exposure
+    assert await arms(request_id="r3") == {("other", "blue")}
+    assert await arms(unit_id="u1") == {("exp", "treatment"), ("other", "blue")}
+    assert await arms(unit_id="u1", experiment="other") == {("other", "blue")}
+    assert await arms(exposure_id="nobody") == set()
