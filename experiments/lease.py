@@ -3,8 +3,8 @@
 With Redis, the lease is a key set with NX and an expiry; the holder renews it every tick, and only
 while the stored owner is still itself (a compare-and-extend script), so a replica that stalled past
 the expiry cannot extend a lease another replica has since taken. If the leader dies, the key
-expires and another replica takes over within one TTL. A single process (the SQLite store) always
-holds its own lease.
+expires and another replica takes over within one TTL. The processes of one host on a SQLite store
+share a lock file instead (`experiments.file_lease`); `LocalLease` is for a store only one process uses.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any, Self, TypeVar
 import orjson
 
 from experiments.events import Decision, Event, Exposure, Feedback, Outcome
+from experiments.file_lease import FileLease
 from experiments.finite import finite
 from experiments.lease import Lease, LocalLease
 from experiments.store.aggregate import ANY_EXPERIMENT, JoinTarget, aggregate, unit_moment_deltas
@@ -326,7 +327,10 @@ class SqliteEventStore:
         return [_from_sql(dict(zip(columns, row, strict=True))) for row in rows]
 
     def lease(self, name: str, ttl: float, owner: str) -> Lease:
-        return LocalLease(owner)
+        # Every gateway process of a host on this file competes for one lock file beside it.
+        if self._path in ("", ":memory:"):
+            return LocalLease(owner)
+        return FileLease(f"{self._path}.lease-{name}", owner)
 
 
 def _add_columns(connection: sqlite3.Connection) -> None:

@@ -131,7 +131,9 @@ async def test_the_controller_resumes_after_a_restart(
     assert (await controller.tick()).action == "advance"  # type: ignore[union-attr]
     started_second_step = first.state.step_started_at
 
-    # The process restarts: a new split (at step 0 by config) and a new controller, same store.
+    # The process restarts: its lease goes with it; a new split (at step 0 by config) and a new
+    # controller, same store.
+    await controller.stop()
     restarted = CanarySplit("risk", config, clock=clock)
     assert restarted.state.step == 0
     again = CanaryController("risk", config, restarted, sqlite_store, clock=clock)
