@@ -188,7 +188,7 @@ class Gateway:
         async with self._reload_lock:
             try:
                 config = load_gateway_config(self.config_path)
-                await self._swap_in(config, source)
+                replaced = await self._swap_in(config, source)
             except ConfigError as err:
                 errors = err.errors
             except BuildError as err:  # a file it names changed between the preflight and the build
@@ -200,6 +200,7 @@ class Gateway:
             else:
                 self.metrics.reloads.labels("ok").inc()
                 log.info("config reloaded (%s)", source)
+                await self._stop_replaced(replaced)
                 return []
             self.metrics.reloads.labels("refused").inc()
             log.error(
@@ -209,10 +210,10 @@ class Gateway:
             )
             return errors
 
-    async def _swap_in(self, config: GatewayConfig, source: str) -> None:
-        """Build and start a runtime for `config`, then make it the one serving new requests. The
-        runtime is built before anything running is touched; if it fails to start, what it started
-        is stopped again and the running runtime stays."""
+    async def _swap_in(self, config: GatewayConfig, source: str) -> Runtime:
+        """Build and start a runtime for `config`, then make it the one serving new requests; returns
+        the runtime it replaced. The runtime is built before anything running is touched; if it
+        fails to start, what it started is stopped again and the running runtime stays."""
         old = self.runtime
         if (
             config.listen != old.config.listen
@@ -242,7 +243,15 @@ class Gateway:
         self._runtime = new
         if self._proxy is not None:
             self._proxy.runtime = new
-        await old.stop_replaced(new)
+        return old
+
+    async def _stop_replaced(self, old: Runtime) -> None:
+        """Stop what only the replaced runtime used. The new config already serves: a failure here
+        is worth an error line, not a refusal."""
+        try:
+            await old.stop_replaced(self.runtime)
+        except Exception as exc:
+            log.error("config reload: stopping what the old config ran failed: %s", describe_exception(exc))
 
     def _reload_in_background(self, source: str) -> None:
         """Start a reload from a signal handler. The task is kept until it ends (the loop holds
