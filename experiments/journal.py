@@ -80,6 +80,17 @@ def _lock(path: Path) -> int | None:
     return fd
 
 
+def _end_line(path: Path, fd: int) -> None:
+    """End a line a crash cut short, so the next group starts a line of its own."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    with path.open("rb") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) != b"\n":
+            os.write(fd, b"\n")
+
+
 class EventJournal:
     """An append-only file of sealed event groups (`open` before use, `close` after)."""
 
@@ -105,6 +116,7 @@ class EventJournal:
             fd = _lock(path)
             if fd is not None:
                 self.path, self._fd = path, fd
+                _end_line(path, fd)
                 break
         for path in self._siblings():
             if path != self.path and path.exists() and (fd := _lock(path)) is not None:

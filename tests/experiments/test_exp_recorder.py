@@ -210,11 +210,15 @@ async def test_a_replayed_group_the_store_already_holds_is_not_applied_twice(tmp
         await store.write(group, batch_id="batch-1")  # written, then the crash came before the clear
         with journal_path.open("ab") as damaged:
             damaged.write(b'{"id": "batch-2", "events": [["e", {"experi')  # a line cut short
-        recorder = EventRecorder(store, journal=EventJournal(journal_path))
+        recorder = EventRecorder(store, batch_size=5, journal=EventJournal(journal_path))
         await recorder.start()
-        await recorder.stop()
         assert recorder.stats().replayed == 10
-        assert (await store.phase_data("e", 0)).arm("a").exposures == 10
+        for event in exposures(5, start=10):  # a group journaled after the cut-short line
+            recorder.record(event)
+        journaled = [batch_id for batch_id, _ in EventJournal(journal_path).groups()]
+        assert len(journaled) == 2 and journaled[0] == "batch-1"  # the new group is whole
+        await recorder.stop()
+        assert (await store.phase_data("e", 0)).arm("a").exposures == 15
 
 
 async def test_the_journal_keeps_every_kind_of_event(tmp_path: Path) -> None:
