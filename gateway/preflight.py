@@ -21,7 +21,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from experiments.config import CanaryConfig, ShadowConfig
+from experiments.controller import CanaryController
+from experiments.outbound import OutboundRequest
+from experiments.shadow import ShadowMirror
 from experiments.splits import build_split
+from experiments.splits.canary import CanarySplit
+from experiments.store import open_store
 from gateway.config import GatewayConfig
 from gateway.config.errors import BuildError, describe_exception
 from gateway.config.paths import Issue
@@ -87,12 +93,23 @@ def _clusters(config: GatewayConfig) -> Iterator[Issue]:
 
 
 def _experiments(config: GatewayConfig) -> Iterator[Issue]:
+    """Each experiment's split, and a canary's controller or a shadow's mirror, as
+    `ExperimentsService.apply` builds them (over a store that is made, not opened)."""
     secure = config.listen.tls is not None
+    store = open_store(redis_url=config.state.redis_url, sqlite_path=config.state.sqlite_path)
     for name, experiment in config.experiments.items():
         try:
-            build_split(name, experiment, secure_cookie=secure)
+            split = build_split(name, experiment, secure_cookie=secure)
+            if isinstance(experiment, CanaryConfig) and isinstance(split, CanarySplit):
+                CanaryController(name, experiment, split, store)
+            if isinstance(experiment, ShadowConfig):
+                ShadowMirror(name, experiment, _no_send)
         except Exception as exc:
             yield ("experiments", name), f"cannot build: {describe_exception(exc)}"
+
+
+async def _no_send(cluster: str, request: OutboundRequest) -> tuple[int, bytes, float]:
+    raise AssertionError("the preflight never starts a mirror")
 
 
 def _tls(config: GatewayConfig, base_dir: Path) -> Iterator[Issue]:
