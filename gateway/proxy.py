@@ -218,6 +218,9 @@ class ProxyRequest:
         upstream = self.upstream
         if upstream is not None:
             upstream.release()
+            # The attempt and the request point at each other: unlinked here, both are freed by
+            # their reference counts instead of waiting for the cycle collector.
+            self.upstream = None
         ctx.bytes_out = self.exchange.response_bytes
         total = monotonic() - ctx.started
         if route is not None:

@@ -403,5 +403,6 @@ def _chain_key(
 
 def _keeps_state(chain: FilterChain) -> bool:
     """Whether a chain may outlive a reload: every filter says it is built from its options alone
-    (a third-party filter, or one that reads a file when built, is rebuilt every time)."""
-    return all(f.keeps_state_across_reloads for f in chain.filters)
+    (a third-party filter, or one that reads a file when built, is rebuilt every time), and none
+    failed to start (a reload is the way to try again)."""
+    return chain.broken is None and all(f.keeps_state_across_reloads for f in chain.filters)

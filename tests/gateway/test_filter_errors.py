@@ -167,6 +167,24 @@ async def test_a_filter_that_fails_to_start_closes_its_route_and_only_it(
     assert _metric(after_stop, "turnout_filter_errors_total", route="fine", phase="stop") == 1
 
 
+async def test_a_reload_retries_a_filter_that_failed_to_start(
+    make_gateway: Any, upstream_a: Process, tmp_path: Path
+) -> None:
+    """Even a filter whose chain may outlive reloads is rebuilt after it failed to start."""
+    flag = tmp_path / "redis-is-down"
+    flag.write_text("")
+    faulty = _faulty(phase="start", start_fails_while=str(flag), keeps_state=True)
+    config = gateway_config([f"127.0.0.1:{upstream_a.port}"], routes=[_route([faulty])])
+    async with make_gateway(config) as gw, aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{gw.data_port}/echo"
+        status, _, _ = await _timed_get(session, url)
+        assert status == 500
+        flag.unlink()
+        assert await gw.reload("test") == []
+        status, _, _ = await _timed_get(session, url)
+        assert status == 200
+
+
 @asynccontextmanager
 async def _oip_upstream() -> AsyncIterator[int]:
     """An OIP v2 model server on loopback that answers one output per row (for batching)."""

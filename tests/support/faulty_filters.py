@@ -10,6 +10,7 @@ serving other requests; every logging phase that runs records the status it saw.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable
 from typing import Literal
 
@@ -25,6 +26,10 @@ class FaultConfig(StrictModel):
     path: str = "/boom"
     buffer: bool = False
     """Ask for the response body, so the answer is buffered instead of streamed."""
+    start_fails_while: str | None = None
+    """With phase "start": start raises only while this file exists."""
+    keeps_state: bool = False
+    """Say `keeps_state_across_reloads`, so an unchanged reload may keep the chain."""
 
 
 class FilterBug(RuntimeError):
@@ -35,6 +40,8 @@ class _Faulty(Filter):
     def __init__(self, config: FaultConfig) -> None:
         self.phase = config.phase
         self.path = config.path
+        self.start_fails_while = config.start_fails_while
+        self.keeps_state_across_reloads = config.keeps_state
         self.logged: list[int] = []
 
     def _fails(self, phase: str, ctx: RequestContext) -> bool:
@@ -45,8 +52,13 @@ class _Faulty(Filter):
             raise FilterBug("on_log broke")
         self.logged.append(ctx.status)
 
+    def _start_fails(self) -> bool:
+        return self.phase == "start" and (
+            self.start_fails_while is None or os.path.exists(self.start_fails_while)
+        )
+
     async def start(self) -> None:
-        if self.phase == "start":
+        if self._start_fails():
             raise FilterBug("start broke")
 
     async def stop(self) -> None:
