@@ -260,7 +260,11 @@ class Supervisor:
 
         target = os.path.abspath(self.config_path)  # noqa: ASYNC240
         async for changes in awatch(os.path.dirname(target)):
-            if any(os.path.abspath(changed) == target for _, changed in changes):  # noqa: ASYNC240
+            # A mounted Kubernetes ConfigMap changes by swapping its `..data` link, not the file's path.
+            if any(
+                os.path.abspath(changed) == target or os.path.basename(changed) == "..data"  # noqa: ASYNC240
+                for _, changed in changes
+            ):
                 await self._reload_and_log("file change")
 
     async def _stop_all(self) -> None:
