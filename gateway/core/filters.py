@@ -30,11 +30,11 @@ a bug in the filter, and it is contained: the client gets a 500 `{"error", "code
 An exception in `on_log` or `stop` is logged and counted; one in `start` makes the route answer
 every request with that 500 until the filter is rebuilt.
 
-Optional capabilities, which the gateway checks with `isinstance` when a route is built: `Filter.
-keeps_state_across_reloads`, `UpstreamLayer` (the filter sends the route's requests itself:
-batching), `UsesModelMetadata` (the gateway hands it a fetcher of model metadata), `ReadsUpstreamPath` (it
-is told the route's rewrite) and
-`InvalidatesCache` (the admin API's cache invalidation reaches it).
+Optional capabilities, which the gateway checks with `isinstance` when a route is built:
+`Filter.keeps_state_across_reloads`, `UpstreamLayer` (the filter sends the route's requests itself:
+batching), `UsesModelMetadata` (the gateway hands it a fetcher of model metadata),
+`ReadsUpstreamPath` (it is told the route's rewrite) and `InvalidatesCache` (the admin API's cache
+invalidation reaches it).
 
 A factory builds a filter from its validated config model; `plugins/__init__.py` maps names to
 factories and third-party filters load by import path through the same factory shape.
