@@ -3,7 +3,7 @@
     python bench/proxy.py [--concurrency 32,128] [--duration 10s] [--warmup 2s]
                           [--targets direct,turnout,nginx] [--loadgen auto|wrk|python]
                           [--upstream auto|nginx|python] [--turnout COMMAND] [--access-log] [--json]
-                          [--chain none|typical|cache-hit] [--compare-chain]
+                          [--chain none|typical|cache-hit] [--compare-chain] [--processes 1,2]
 
 Every target fronts the same upstream (nginx returning a fixed 2-byte 200 when nginx is installed,
 else bench/upstream.py), so the differences between rows are the proxies' own cost. The load is
@@ -19,6 +19,9 @@ a cache that every request misses; `cache-hit` is a cache that answers every req
 first. --compare-chain also runs turnout with no filters, and prints what the chain costs: CPU
 µs/request, p50 and p99 added, and the req/s ratio. Only turnout's row changes with the chain.
 
+--processes 1,2 measures turnout with N gateway processes (`turnout run --processes N`) against
+nginx with N workers instead, for each N (bench/_scaling.py says how each N is pinned).
+
 Every child runs in its own process group and is stopped, group and all, on exit, error, Ctrl-C or
 SIGTERM. Exit status: 0 when every requested target was measured or deliberately skipped (nginx not
 installed), 1 when a target failed, 2 on bad arguments, 130 on Ctrl-C.
@@ -26,6 +29,7 @@ installed), 1 when a target failed, 2 on bad arguments, 130 on Ctrl-C.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import shutil
@@ -38,6 +42,7 @@ from typing import Protocol
 from _chains import Chain, build_chain
 from _loadgen import PythonLoadgenRunner
 from _options import Options, parse_options
+from _options import _positive_ints as positive_ints
 from _procs import (
     ChildFailed,
     Pinning,
@@ -49,6 +54,7 @@ from _procs import (
 )
 from _report import Measured, Outcome, Unavailable, render_tables, summary
 from _results import LoadResult
+from _scaling import run_scaling
 from _targets import Bench, Target, plan_targets, start_target, start_upstream
 from _turnout import data_path_mode
 from _wrk import WrkRunner
@@ -149,14 +155,26 @@ def run_benchmark(bench: Bench) -> int:
     return 1 if failed else 0
 
 
+def _split_processes(argv: Sequence[str] | None) -> tuple[tuple[int, ...] | None, list[str]]:
+    """`--processes 1,2` (see bench/_scaling.py), and the other arguments for parse_options."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--processes", type=positive_ints, default=None)
+    known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    return known.processes, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    opts = parse_options(argv, __doc__)
+    processes, rest = _split_processes(argv)
+    opts = parse_options(rest, __doc__)
     exit_on_termination()
     stack = contextlib.ExitStack()
     try:
         workdir = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)  # registered first, so removed last
-        return run_benchmark(Bench(opts, stack, workdir, choose_pinning(), build_chain(opts.chain)))
+        bench = Bench(opts, stack, workdir, choose_pinning(), build_chain(opts.chain))
+        if processes is not None:
+            return run_scaling(bench, processes, choose_runner, measure)
+        return run_benchmark(bench)
     except KeyboardInterrupt:
         _progress("interrupted: stopping every child process")
         return 130
