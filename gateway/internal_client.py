@@ -112,7 +112,10 @@ async def send_to_cluster(
                 continue
             raise failure_error(failure, cluster.name) from None
         latency = monotonic() - started
-        conn.release()
+        if response.status >= 500:
+            conn.close()  # uvicorn-based servers close after an exception without saying so
+        else:
+            conn.release()
         cluster.endpoints.on_finish(endpoint)
         model_errors = cluster.model_errors
         if response.status >= 500 and (

@@ -354,9 +354,15 @@ class UpstreamAttempt:
             _note_load_report(head, endpoint)
         request.ctx.status = head.status
         on_upstream_head(request, self, head)  # relayed, or held for the filters, as any answer
-        if request.upstream is self and self.conn is not None:  # still this exchange's to finish
+        conn = self.conn
+        if request.upstream is self and conn is not None:  # still this exchange's to finish
             if body:
                 self.on_body(body)
+            # Not back to the pool: servers on uvicorn close the connection after an exception
+            # in the model without saying so, and the next request on it would fail.
+            self.conn = None
+            conn.detach()
+            conn.close()
             self._on_end()
 
     # ----- retries and the end of an exchange -----
