@@ -87,7 +87,8 @@ def _listener_port(request: web.Request) -> int | None:
 
 def _bound_to_loopback(request: web.Request) -> bool:
     sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
-    return bool(sockname) and is_loopback_host(str(sockname[0]))
+    # A Unix socket has no Host to rebind: only an IP listener on loopback needs the read check.
+    return isinstance(sockname, tuple) and is_loopback_host(str(sockname[0]))
 
 
 def _names_loopback_host(request: web.Request) -> bool:
