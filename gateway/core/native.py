@@ -34,6 +34,7 @@ COMPILED_MODULES = (
     "gateway/backend.py",
     "gateway/cluster.py",
     "gateway/core/context.py",
+    "gateway/core/paths.py",
     "gateway/filter_chain.py",
     "gateway/http/exchange.py",
     "gateway/http/headers.py",
