@@ -53,8 +53,12 @@ async def test_bad_inputs_run_once_and_eject_no_replica(
         assert all(endpoint.ejected_until == 0 for endpoint in endpoints), "no replica may be ejected"
         assert all(endpoint.total_failures == 0 for endpoint in endpoints)
         for _ in range(4):
-            async with session.post(url, json=[[1, 2]]) as answer:
+            async with session.post(url, json=[[1, 2]], headers={"x-request-id": "client-7"}) as answer:
                 assert answer.status == 200 and await answer.json() == [[2, 4]]
+                # TorchServe's own id is kept for its logs; turnout's (the client's) goes alongside.
+                assert answer.headers.getall("x-request-id") != ["client-7"]
+                assert len(answer.headers.getall("x-request-id")) == 1
+                assert answer.headers["x-turnout-request-id"] == "client-7"
 
 
 async def test_without_model_errors_a_handler_exception_counts_as_a_server_failure(
