@@ -179,6 +179,8 @@ class Supervisor:
         assert child.proc is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
+            if self.stopping:  # SIGTERM while starting: stop waiting, the processes are stopped next
+                return None
             if child.proc.returncode is not None:
                 return f"process {child.index} {child.why(await child.wait())}"
             if await child.is_ready():
@@ -239,8 +241,11 @@ class Supervisor:
                 self.config.admin,
             ):
                 log.warning("config reload (%s): processes/listen/admin changes need a restart", source)
+            # A process still starting reads the file as it starts; and before its handlers are in
+            # place, SIGHUP would end it.
             for child in self.children:
-                child.signal(signal.SIGHUP)
+                if child.ready:
+                    child.signal(signal.SIGHUP)
             return []
 
     async def _reload_and_log(self, source: str) -> None:
