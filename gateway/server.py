@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -33,6 +34,9 @@ from gateway.proxy import Proxy
 from gateway.runtime import Runtime, build_runtime
 from gateway.tls import build_tls_context
 from routing.endpoints import Endpoint
+
+if TYPE_CHECKING:
+    from gateway.mesh.server import MeshServer
 
 log = logging.getLogger("turnout")
 
@@ -74,6 +78,8 @@ class Gateway:
         self.registry.register(ExperimentsCollector(lambda: self.experiments))
         self.listener: HttpServer | None = None
         self._proxy: Proxy | None = None
+        self.mesh: MeshServer | None = None
+        """Envoy's ext_proc, ext_authz, RLS and ADS server, when the config has a mesh section."""
         self._admin_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -176,6 +182,11 @@ class Gateway:
             await web.UnixSite(self._admin_runner, self._admin_socket).start()
         else:
             await web.TCPSite(self._admin_runner, admin.host, admin.port).start()
+        if config.mesh is not None:
+            from gateway.mesh import open_mesh
+
+            self.mesh = open_mesh(config.mesh, lambda: self.runtime)
+            await self.mesh.start()
 
     async def reload(self, source: str) -> list[str]:
         """Load the config file again and swap it in; returns the errors when it is refused.
@@ -326,6 +337,8 @@ class Gateway:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.mesh is not None:
+            await self.mesh.stop()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         if self._runtime is not None:

@@ -10,6 +10,7 @@ from experiments.config import ExperimentConfig, RecorderConfig
 from gateway.config.models.cluster import ClusterConfig
 from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenConfig
 from gateway.config.models.located import errors_at
+from gateway.config.models.mesh import MeshConfig
 from gateway.config.models.route import RouteConfig
 from gateway.config.models.types import Integer, Name
 from gateway.config.paths import Path
@@ -78,6 +79,40 @@ class GatewayConfig(StrictModel):
         "serves the admin port; auto runs one per usable CPU. Rate limits and caches on the memory "
         "backend are then per process: state.backend redis shares them. Changes take a restart.",
     )
+    mesh: MeshConfig | None = Field(
+        default=None,
+        description="Serve Envoy's ext_proc, ext_authz, rate limit and xDS (ADS) on one gRPC port "
+        "(docs/mesh.md). Changes take a restart.",
+    )
+
+    @field_validator("mesh")
+    @classmethod
+    def _mesh_routes(cls, mesh: MeshConfig | None, info: ValidationInfo) -> MeshConfig | None:
+        routes = info.data.get("routes")
+        if mesh is None:
+            return mesh
+        problems: list[tuple[Path, str, Any]] = []
+        if info.data.get("processes", 1) != 1:  # every process would bind the one gRPC port
+            problems.append(((), "the mesh server runs in a single process: set processes: 1", mesh.port))
+        if isinstance(routes, tuple):  # absent when the routes section itself is invalid
+            names = [route.name for route in routes]
+            problems.extend(
+                (("request_body", name), f"unknown route {name!r} (known: {', '.join(names)})", name)
+                for name in mesh.request_body
+                if name not in names
+            )
+        for section in ("listen", "admin"):
+            other = info.data.get(section)
+            if (
+                isinstance(other, ListenConfig | AdminConfig)
+                and other.port == mesh.port
+                and _same_interface(other.host, mesh.host)
+            ):
+                message = f"{mesh.port} is also {section}.port on the same address"
+                problems.append((("port",), message, mesh.port))
+        if problems:
+            raise errors_at(cls.__name__, problems)
+        return mesh
 
     @field_validator("admin")
     @classmethod

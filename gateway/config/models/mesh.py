@@ -1,0 +1,33 @@
+"""The `mesh:` section: turnout beside Envoy, as its ext_proc, ext_authz, rate-limit and xDS server."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from gateway.config.models.listen import DEFAULT_MAX_BODY_BYTES
+from gateway.config.models.types import Host, Integer, Name
+from gateway.core.config_types import ByteSize, StrictModel
+
+BodyMode = Literal["none", "buffered", "streamed"]
+
+
+class MeshConfig(StrictModel):
+    """One gRPC port serving Envoy's external processing, external authorization, rate limit service
+    and aggregated discovery (xDS), all decided by this config's routes, filters and experiments."""
+
+    host: Host = Field(default="127.0.0.1", description="Address of the gRPC server.")
+    port: Integer = Field(default=18000, ge=1, le=65535, description="Port of the gRPC server.")
+    request_body: dict[Name, BodyMode] = Field(
+        default_factory=dict,
+        description="Per route name: how ext_proc asks Envoy for the request body before deciding. "
+        "none (the default) decides on the headers; buffered and streamed ask for the whole body "
+        "(Envoy's BUFFERED or STREAMED mode, through a mode override Envoy must allow) for routes "
+        "whose filters read it.",
+    )
+    max_body_bytes: ByteSize = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        gt=0,
+        description="Largest request body ext_proc gathers; a larger one ends the stream with an error.",
+    )

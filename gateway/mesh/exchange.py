@@ -1,0 +1,271 @@
+"""One request as Envoy describes it, decided by the same objects that decide the proxy's requests.
+
+`MeshExchange` is the mesh's `ProxyRequest` without bytes: Envoy carries the request, turnout
+decides. It is built from the request headers Envoy sends (ext_proc, ext_authz), matched by the
+runtime's router, and then `decide` runs the route's request filters (the same filter objects as the
+proxy's route, so a limit or a cache is one state for both doors), assigns the experiment arm with
+the same split (so a unit gets the same arm from either door), and picks the endpoint with the
+cluster's balancer, health and load reports. `finish` is the single exit, as in the proxy: endpoint
+accounting, route metrics, the filters' logging phase, the experiment outcome and the access log,
+exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from inspect import isawaitable
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from gateway.core.context import RequestContext
+from gateway.core.errors import GatewayError, NotFound, ServiceUnavailable
+from gateway.core.filters import FilterError, Response
+from gateway.core.paths import normalize_path
+from gateway.http.headers import request_id_of
+
+if TYPE_CHECKING:
+    from experiments.splits.base import Assignment
+    from gateway.cluster import ClusterRuntime
+    from gateway.route import CompiledRoute
+    from gateway.runtime import Runtime
+    from routing.endpoints import Endpoint
+
+# Fallback endpoints offered after the pick: the endpoint-picker protocol lets the proxy try them in
+# order when the first fails; three covers a retry budget without listing a whole fleet.
+MAX_FALLBACKS = 3
+
+
+@dataclass(slots=True)
+class Forward:
+    """The decision to let the request through: where to, and what to change on the way."""
+
+    cluster: str
+    endpoint: str
+    fallbacks: tuple[str, ...]
+    set_headers: list[tuple[str, str]]
+    remove_headers: list[str]
+
+
+def error_response(error: GatewayError) -> Response:
+    """A `GatewayError` as the answer Envoy sends instead of forwarding."""
+    headers = [("content-type", "application/json"), *((k.lower(), v) for k, v in error.headers.items())]
+    return Response(error.status, headers, error.body())
+
+
+def split_pseudo_headers(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """Envoy's header list -> (pseudo-headers without the colon, headers by lower-case name, repeated
+    headers joined with ", " as the proxy joins them)."""
+    pseudo: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    for key, value in pairs:
+        name = key.lower()
+        if name.startswith(":"):
+            pseudo[name[1:]] = value
+        elif name in headers:
+            headers[name] = f"{headers[name]}, {value}"
+        else:
+            headers[name] = value
+    return pseudo, headers
+
+
+class MeshExchange:
+    """One request's way through the decision: the state its phases share, and its single exit."""
+
+    __slots__ = (
+        "assignment",
+        "ctx",
+        "endpoint",
+        "extra_response_headers",
+        "finished",
+        "route",
+        "runtime",
+        "sent_headers",
+    )
+
+    def __init__(self, runtime: Runtime, ctx: RequestContext, route: CompiledRoute | None) -> None:
+        self.runtime = runtime
+        self.ctx = ctx
+        self.route = route
+        self.sent_headers = dict(ctx.headers)
+        """The headers as Envoy sent them: what the filters changed is told apart from these."""
+        self.assignment: Assignment | None = None
+        self.endpoint: Endpoint | None = None
+        self.extra_response_headers: list[tuple[str, str]] = []
+        self.finished = False
+
+    @classmethod
+    def from_headers(
+        cls, runtime: Runtime, pairs: Iterable[tuple[str, str]], client_ip: str = ""
+    ) -> MeshExchange:
+        """Match the request Envoy describes; raises `GatewayError` for a path with no normal form."""
+        pseudo, headers = split_pseudo_headers(pairs)
+        target = pseudo.get("path", "/")
+        raw_path, _, query = target.partition("?")
+        path = normalize_path(raw_path)
+        host = pseudo.get("authority") or headers.get("host", "")
+        method = pseudo.get("method", "GET")
+        if not client_ip:
+            forwarded = headers.get("x-forwarded-for", "")
+            client_ip = forwarded.split(",", 1)[0].strip()
+        ctx = RequestContext(
+            method, path, query, headers, client_ip, monotonic(), request_id_of(headers), host
+        )
+        match = runtime.router.match(method, path, host, headers)
+        route: CompiledRoute | None = None
+        if match is not None:
+            route = match.payload
+            ctx.route = route.name
+            ctx.model = match.model
+            ctx.model_version = match.version
+        return cls(runtime, ctx, route)
+
+    # ----- request -----
+
+    async def decide(self) -> Response | Forward:
+        """The route's request filters, the experiment arm and the endpoint: an answer for the
+        client, or where to forward. Never raises for the caller's or a filter's fault."""
+        try:
+            return await self._decide()
+        except GatewayError as error:
+            self.ctx.error = error.detail if isinstance(error, FilterError) else error.message
+            return error_response(error)
+
+    async def _decide(self) -> Response | Forward:
+        route = self.route
+        if route is None:
+            raise NotFound("no route matches this request")
+        chain = route.filters
+        if chain.broken is not None:
+            raise chain.broken
+        ctx = self.ctx
+        if chain.on_request:
+            stop = chain.arm_index if route.experiment is not None else None
+            answer, index = await chain.run_request(ctx, 0, stop)
+            if answer is None and stop is not None:
+                self._assign(route.experiment)
+                answer, index = await chain.run_request(ctx, index)
+            if answer is not None:
+                return answer
+        if route.feedback:
+            raise NotFound("feedback is accepted on turnout's own listener, not through the mesh")
+        cluster = self._assign(route.experiment) if route.experiment is not None else route.cluster
+        assert cluster is not None
+        return self._forward(route, cluster)
+
+    def _assign(self, name: str | None) -> ClusterRuntime:
+        """The experiment's arm for this request (once, sticky to the unit), and its cluster."""
+        runtime = self.runtime
+        if self.assignment is not None:
+            return runtime.clusters[self.assignment.cluster]
+        service = runtime.experiments
+        split = service.splits.get(name) if service is not None and name is not None else None
+        if service is None or split is None:
+            raise ServiceUnavailable(f"experiment '{name}' is not running")
+        ctx = self.ctx
+        assignment = split.choose(ctx)
+        cluster = runtime.clusters.get(assignment.cluster)
+        if cluster is None:
+            raise ServiceUnavailable(f"experiment '{name}': unknown cluster '{assignment.cluster}'")
+        self.assignment = assignment
+        exposure_id = service.expose(assignment, ctx)
+        extra = self.extra_response_headers
+        extra.append(("x-turnout-experiment", assignment.experiment))
+        extra.append(("x-turnout-arm", assignment.arm))
+        extra.append(("x-turnout-exposure-id", exposure_id))
+        if assignment.set_cookie is not None:
+            extra.append(("set-cookie", assignment.set_cookie))
+        return cluster
+
+    def _forward(self, route: CompiledRoute, cluster: ClusterRuntime) -> Forward:
+        ctx = self.ctx
+        ctx.cluster = cluster.name
+        endpoints = cluster.endpoints
+        endpoint = endpoints.pick(ctx)
+        if endpoint is None:
+            raise ServiceUnavailable(f"no healthy endpoint in cluster '{cluster.name}'")
+        endpoints.on_start(endpoint)
+        self.endpoint = endpoint
+        ctx.endpoint = endpoint.address
+        fallbacks = tuple(e.address for e in endpoints.eligible if e is not endpoint)[:MAX_FALLBACKS]
+        sent = self.sent_headers
+        edited = ctx.headers
+        remove = [name for name in sent if name not in edited]
+        set_headers = [(name, value) for name, value in edited.items() if sent.get(name) != value]
+        if route.rewrite is not None:
+            path = route.rewrite.apply(ctx.path)
+            set_headers.append((":path", f"{path}?{ctx.query}" if ctx.query else path))
+        return Forward(cluster.name, endpoint.address, fallbacks, set_headers, remove)
+
+    async def run_filters(self, kinds: frozenset[str]) -> Response | None:
+        """Only the route's request hooks of these filter kinds (config keys: `auth_apikey`,
+        `rate_limit`), in order: ext_authz and RLS each answer for their own concern."""
+        route = self.route
+        if route is None:
+            raise NotFound("no route matches this request")
+        chain = route.filters
+        if chain.broken is not None:
+            raise chain.broken
+        for phase in chain.on_request:
+            if phase.name.partition("#")[0] not in kinds:
+                continue
+            try:
+                result = phase.hook(self.ctx)
+                if result is not None and not isinstance(result, Response) and isawaitable(result):
+                    result = await result
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise chain.failed(phase.name, "request", exc) from exc
+            if isinstance(result, Response):
+                return result
+        return None
+
+    # ----- response -----
+
+    async def respond(self, status: int, headers: list[tuple[str, str]]) -> Response:
+        """The response phase on the upstream's answer head: what the client will see. Raises
+        `GatewayError` when a response hook refuses."""
+        ctx = self.ctx
+        ctx.status = status
+        if self.endpoint is not None and self.route is not None:
+            cluster = self.runtime.clusters.get(ctx.cluster)
+            if cluster is not None:
+                now = monotonic()
+                ctx.upstream_latency = now - ctx.started
+                if status >= 500:
+                    cluster.endpoints.on_failure(self.endpoint, now)
+                else:
+                    cluster.endpoints.on_success(self.endpoint, ctx.upstream_latency, now)
+        response = Response(status, list(headers), None)
+        route = self.route
+        if route is not None and route.filters.on_response:
+            await route.filters.run_response(ctx, response)
+        for name, value in self.extra_response_headers:
+            response.set_header(name, value)
+        return response
+
+    def finish(self, status: int | None = None, error: str | None = None) -> None:
+        """The logging phase: runs once, whatever happened (an answer, a cancelled stream)."""
+        if self.finished:
+            return
+        self.finished = True
+        ctx = self.ctx
+        if status is not None:
+            ctx.status = status
+        if error is not None and ctx.error is None:
+            ctx.error = error
+        route = self.route
+        if self.endpoint is not None:
+            cluster = self.runtime.clusters.get(ctx.cluster)
+            if cluster is not None:
+                cluster.endpoints.on_finish(self.endpoint)
+        total = monotonic() - ctx.started
+        runtime = self.runtime
+        if route is not None:
+            route.metrics.record(ctx, total)
+            if route.filters.on_log:
+                route.filters.run_log(ctx)
+        if self.assignment is not None and runtime.experiments is not None:
+            runtime.experiments.record_outcome(self.assignment, ctx, total, None)
+        runtime.log_request(ctx, route, total)

@@ -1,0 +1,189 @@
+"""`envoy.service.ext_proc.v3.ExternalProcessor/Process`: turnout decides each request Envoy carries.
+
+One bidirectional stream is one HTTP request. Envoy sends, in this order, the request headers, the
+request body (when the processing mode asks for it), the response headers and, where asked, the
+response body and trailers; every message gets exactly one answer, in order.
+
+    request_headers   header-only route: the whole decision (filters, arm, endpoint) -> mutation
+                      + dynamic metadata, or an ImmediateResponse. Body route: CONTINUE with a
+                      mode_override asking for the body (BUFFERED or STREAMED)
+    request_body      STREAMED chunks are answered CONTINUE and kept; at end_of_stream (one message
+                      in BUFFERED mode) the decision runs with the whole body
+    response_headers  endpoint outcome, response-phase filters, experiment headers and outcome
+    anything else     answered CONTINUE
+
+A message out of order (a body before headers, a second request_headers), or a request larger than
+the listener's body limit, ends the stream with INVALID_ARGUMENT; the request is finished (logged,
+endpoint released) whatever way the stream ends, a cancelled one included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from gateway.core.errors import GatewayError
+from gateway.core.filters import Response
+from gateway.mesh.envoy_messages import (
+    forward_mutation,
+    header_mutation,
+    header_pairs,
+    immediate_response,
+)
+from gateway.mesh.exchange import Forward, MeshExchange, error_response
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+_MODE = processing_mode_pb2.ProcessingMode
+BODY_MODES = {"buffered": _MODE.BUFFERED, "streamed": _MODE.STREAMED}
+
+_CONTINUE_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
+
+
+class ProtocolError(Exception):
+    """Envoy's messages broke the protocol's order: the stream ends with INVALID_ARGUMENT."""
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    """The servicer; `runtime()` is read once per stream, so a reload never changes a request."""
+
+    def __init__(self, runtime: Callable[[], Runtime], body_modes: dict[str, str], max_body: int) -> None:
+        self._runtime = runtime
+        self._body_modes = {route: BODY_MODES[mode] for route, mode in body_modes.items() if mode != "none"}
+        self._max_body = max_body
+
+    async def Process(  # gRPC's method name
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        stream = _Stream(self._runtime(), self._body_modes, self._max_body)
+        try:
+            async for message in requests:
+                yield await stream.answer(message)
+        except ProtocolError as exc:
+            stream.end(400, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        finally:
+            stream.end(499, "the ext_proc stream ended before the response")
+
+
+class _Stream:
+    """The state of one request's stream."""
+
+    __slots__ = ("body", "body_mode", "body_modes", "exchange", "max_body", "runtime")
+
+    def __init__(self, runtime: Runtime, body_modes: dict[str, int], max_body: int) -> None:
+        self.runtime = runtime
+        self.body_modes = body_modes
+        self.max_body = max_body
+        self.exchange: MeshExchange | None = None
+        self.body_mode = _MODE.NONE
+        self.body: list[bytes] = []
+
+    async def answer(self, message: Any) -> Any:
+        kind = message.WhichOneof("request")
+        if kind == "request_headers":
+            return await self._request_headers(message.request_headers)
+        if kind == "request_body":
+            return await self._request_body(message.request_body)
+        if kind == "response_headers":
+            return await self._response_headers(message.response_headers)
+        if self.exchange is None:
+            raise ProtocolError(f"{kind or 'an empty message'} before request_headers")
+        field = {"response_body": "response_body", "request_trailers": "request_trailers"}.get(
+            kind or "", "response_trailers"
+        )
+        reply = pb.ProcessingResponse()
+        getattr(reply, field).SetInParent()
+        return reply
+
+    async def _request_headers(self, headers: Any) -> Any:
+        if self.exchange is not None:
+            raise ProtocolError("a second request_headers on one stream")
+        try:
+            exchange = MeshExchange.from_headers(self.runtime, header_pairs(headers.headers))
+        except GatewayError as error:  # a path with no normal form: answered like the proxy does
+            return immediate_response(error_response(error))
+        self.exchange = exchange
+        route = exchange.route
+        mode = self.body_modes.get(route.name, _MODE.NONE) if route is not None else _MODE.NONE
+        if mode != _MODE.NONE and not headers.end_of_stream:
+            self.body_mode = mode
+            return pb.ProcessingResponse(
+                request_headers=pb.HeadersResponse(), mode_override=_MODE(request_body_mode=mode)
+            )
+        return self._decided(await exchange.decide(), "request_headers")
+
+    async def _request_body(self, body: Any) -> Any:
+        exchange = self.exchange
+        if exchange is None:
+            raise ProtocolError("request_body before request_headers")
+        if self.body_mode == _MODE.NONE:  # decided on the headers: Envoy's own mode sends bodies
+            return _CONTINUE_BODY
+        self.body.append(body.body)
+        if sum(len(chunk) for chunk in self.body) > self.max_body:
+            raise ProtocolError(f"the request body is larger than {self.max_body} bytes")
+        if not body.end_of_stream:  # a STREAMED chunk (or BUFFERED_PARTIAL): kept until the end
+            return _CONTINUE_BODY
+        self.body_mode = _MODE.NONE
+        exchange.ctx.body = b"".join(self.body)
+        exchange.ctx.bytes_in = len(exchange.ctx.body)
+        self.body = []
+        return self._decided(await exchange.decide(), "request_body")
+
+    def _decided(self, decision: Response | Forward, phase: str) -> Any:
+        exchange = self.exchange
+        assert exchange is not None
+        if isinstance(decision, Response):
+            for name, value in exchange.extra_response_headers:
+                decision.set_header(name, value)
+            exchange.finish(decision.status)
+            return immediate_response(decision)
+        mutation, metadata = forward_mutation(decision)
+        common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+        reply = pb.ProcessingResponse(dynamic_metadata=metadata)
+        if phase == "request_headers":
+            reply.request_headers.response.CopyFrom(common)
+        else:
+            reply.request_body.response.CopyFrom(common)
+        return reply
+
+    async def _response_headers(self, headers: Any) -> Any:
+        exchange = self.exchange
+        if exchange is None:
+            raise ProtocolError("response_headers before request_headers")
+        if self.body_mode != _MODE.NONE:
+            raise ProtocolError("response_headers before the request body ended")
+        if exchange.finished:  # answered by turnout already: nothing left to decide
+            return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+        pairs = header_pairs(headers.headers)
+        status_text = next((value for name, value in pairs if name == ":status"), "")
+        if not status_text.isdigit():
+            raise ProtocolError("response_headers without a numeric :status")
+        plain = [(name.lower(), value) for name, value in pairs if not name.startswith(":")]
+        sent = dict(plain)
+        try:
+            response = await exchange.respond(int(status_text), plain)
+        except GatewayError as error:
+            exchange.finish(error.status, error.message)
+            return immediate_response(error_response(error))
+        exchange.finish(response.status)
+        edited = dict(response.headers)
+        changed = [(name, value) for name, value in response.headers if sent.get(name) != value]
+        if response.status != int(status_text):
+            changed.append((":status", str(response.status)))
+        removed = [name for name in sent if name not in edited]
+        return pb.ProcessingResponse(
+            response_headers=pb.HeadersResponse(
+                response=pb.CommonResponse(header_mutation=header_mutation(changed, removed))
+            )
+        )
+
+    def end(self, status: int, error: str) -> None:
+        if self.exchange is not None:
+            self.exchange.finish(status, error)

@@ -1,0 +1,101 @@
+"""`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: the route's `rate_limit` filters
+(the same objects, hence the same in-memory or Redis state, as the proxy's route) answer Envoy.
+
+The request's `domain` names the turnout route whose limits apply. Each descriptor is one request as
+the limits see it; its entries fill in what the limit keys read:
+
+    descriptor key              turnout limit key   RequestContext field
+    principal                   principal           principal.id
+    tenant                      tenant              principal.tenant
+    model / version             model               model / model_version
+    client_ip, remote_address   client_ip           client_ip (remote_address: Envoy's action)
+    header:NAME                 header:NAME         headers[NAME]
+    generic_key                 (none)              accepted and ignored (Envoy's generic action)
+
+A descriptor is OVER_LIMIT when one of the route's limits refuses it; the overall code is OVER_LIMIT
+when any descriptor is. An unknown domain is NOT_FOUND and an unknown descriptor key
+INVALID_ARGUMENT, naming what is known: Envoy then applies its own failure mode. `hits_addend` above
+1 is refused (INVALID_ARGUMENT): the limits' costs come from the request (one, rows, tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from envoy.service.ratelimit.v3 import rls_pb2 as pb
+from envoy.service.ratelimit.v3 import rls_pb2_grpc as pb_grpc
+
+from gateway.core.context import Principal, RequestContext
+from gateway.core.errors import GatewayError
+from gateway.mesh.exchange import MeshExchange
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+RATE_LIMIT_FILTERS = frozenset({"rate_limit"})
+KNOWN_KEYS = ("principal", "tenant", "model", "version", "client_ip", "remote_address", "header:NAME")
+_OK = pb.RateLimitResponse.OK
+_OVER_LIMIT = pb.RateLimitResponse.OVER_LIMIT
+
+
+class DescriptorError(ValueError):
+    """A descriptor entry turnout has no limit key for."""
+
+
+def descriptor_context(route: str, entries: Any) -> RequestContext:
+    """The request a descriptor stands for, as the route's limits read it."""
+    ctx = RequestContext("POST", "/", "", {}, "", monotonic(), route=route)
+    principal: str | None = None
+    tenant: str | None = None
+    for entry in entries:
+        key, value = entry.key, entry.value
+        if key == "principal":
+            principal = value
+        elif key == "tenant":
+            tenant = value
+        elif key == "model":
+            ctx.model = value
+        elif key == "version":
+            ctx.model_version = value
+        elif key in ("client_ip", "remote_address"):
+            ctx.client_ip = value
+        elif key.startswith("header:") and len(key) > len("header:"):
+            ctx.headers[key[len("header:") :].lower()] = value
+        elif key != "generic_key":
+            raise DescriptorError(f"unknown descriptor key {key!r} (known: {', '.join(KNOWN_KEYS)})")
+    if principal is not None or tenant is not None:
+        ctx.principal = Principal(principal or tenant or "", tenant)
+    return ctx
+
+
+class RateLimitService(pb_grpc.RateLimitServiceServicer):  # type: ignore[misc]
+    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+        self._runtime = runtime
+
+    async def ShouldRateLimit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # gRPC's name
+        runtime = self._runtime()
+        route = next((r for r in runtime.routes if r.name == request.domain), None)
+        if route is None:
+            known = ", ".join(r.name for r in runtime.routes)
+            message = f"unknown domain {request.domain!r} (routes: {known})"
+            await context.abort(grpc.StatusCode.NOT_FOUND, message)
+            raise AssertionError("abort raises")
+        if request.hits_addend > 1:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hits_addend above 1 is not supported")
+        statuses = []
+        try:
+            for descriptor in request.descriptors:
+                exchange = MeshExchange(runtime, descriptor_context(route.name, descriptor.entries), route)
+                answer = await exchange.run_filters(RATE_LIMIT_FILTERS)
+                statuses.append(
+                    pb.RateLimitResponse.DescriptorStatus(code=_OK if answer is None else _OVER_LIMIT)
+                )
+        except DescriptorError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except GatewayError as error:
+            await context.abort(grpc.StatusCode.INTERNAL, error.message)
+        over = any(status.code == _OVER_LIMIT for status in statuses)
+        return pb.RateLimitResponse(overall_code=_OVER_LIMIT if over else _OK, statuses=statuses)
