@@ -9,6 +9,7 @@ share a lock file instead (`experiments.file_lease`); `LocalLease` is for a stor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -62,7 +63,9 @@ return 0
 class RedisLease:
     """A lease on one Redis key; `ttl` seconds should cover a few controller ticks."""
 
-    def __init__(self, client: Redis, key: str, ttl: float, owner: str) -> None:
+    def __init__(self, client: Callable[[], Redis], key: str, ttl: float, owner: str) -> None:
+        """`client` gives the store's connection when the lease is used: a controller is built
+        (at config load, say) before its store is opened."""
         if ttl <= 0:
             raise ValueError("a lease needs a positive ttl")
         self.owner = owner
@@ -73,13 +76,13 @@ class RedisLease:
     async def acquire(self) -> bool:
         """Take or renew; a Redis failure counts as not holding the lease (never act without it)."""
         try:
-            held = await self._client.eval(_ACQUIRE, 1, self._key, self.owner, self._ttl_ms)
+            held = await self._client().eval(_ACQUIRE, 1, self._key, self.owner, self._ttl_ms)
         except RedisError:
             return False
         return bool(held)
 
     async def release(self) -> None:
         try:
-            await self._client.eval(_RELEASE, 1, self._key, self.owner)
+            await self._client().eval(_RELEASE, 1, self._key, self.owner)
         except RedisError:
             return None

@@ -323,7 +323,7 @@ class RedisEventStore:
             start = "(" + page[-1][0]
 
     def lease(self, name: str, ttl: float, owner: str) -> Lease:
-        return RedisLease(self.client, self._prefix + "lease:" + name, ttl, owner)
+        return RedisLease(lambda: self.client, self._prefix + "lease:" + name, ttl, owner)
 
 
 def _float(value: str) -> float:
