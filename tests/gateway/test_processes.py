@@ -32,6 +32,8 @@ from tests.support.processes import ROOT, GatewayProcess, Process, _env, start_g
 START_S = 60.0
 # The moment around a killed process's exit, during which connections queued for it are reset.
 SETTLE_S = 0.3
+# A request still in flight when SIGTERM arrives: long enough to be caught mid-way.
+IN_FLIGHT_MS = 1500
 
 
 def _write(tmp: Path, config: dict[str, Any], name: str = "gateway.yaml") -> Path:
@@ -235,6 +237,39 @@ def test_sigterm_stops_every_process_within_ten_seconds(upstream_a: Process, tmp
     assert gateway.proc.wait(10) == 0
     wait_until(lambda: not any(psutil.pid_exists(pid) for pid in pids), 10 - (time.monotonic() - started))
     assert time.monotonic() - started < 10
+
+
+def test_sigterm_lets_requests_in_flight_on_every_process_finish(upstream_a: Process, tmp_path: Path) -> None:
+    gateway = _start(tmp_path, gateway_config([f"127.0.0.1:{upstream_a.port}"]))
+    pids = set(_pids(gateway))
+    statuses: list[int] = []
+    # Slow requests on connections held open, until both processes have some in flight.
+    conns: list[http.client.HTTPConnection] = []
+    serving: set[int] = set()
+    try:
+        while serving != pids and len(conns) < 40:
+            conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
+            conn.request("GET", f"/slow?ms={IN_FLIGHT_MS}")
+            conns.append(conn)
+            client_port = conn.sock.getsockname()[1]
+            for pid in pids - serving:
+                if any(
+                    c.raddr and c.raddr.port == client_port
+                    for c in psutil.Process(pid).net_connections("tcp")
+                ):
+                    serving.add(pid)
+        assert serving == pids
+        gateway.proc.send_signal(signal.SIGTERM)
+        for conn in conns:
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+        assert gateway.proc.wait(10) == 0
+    finally:
+        for conn in conns:
+            conn.close()
+        gateway.stop()
+    assert statuses == [200] * len(conns)
 
 
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
