@@ -182,14 +182,22 @@ class UpstreamAttempt:
             while chunk := await request.exchange.read_chunk():
                 request.ctx.bytes_in += len(chunk)
                 conn.send_body_chunk(chunk)
-        except GatewayError as error:
-            conn.close()
+        except GatewayError as error:  # the client's body broke off (too large): not the endpoint's fault
+            self._give_up(conn)
             request.fail(error)
             return
         except ConnectionResetError:
-            conn.close()
+            self._give_up(conn)
+            request.client_gone()
             return
         conn.send_body_chunk(b"")
+
+    def _give_up(self, conn: UpstreamConnection) -> None:
+        """The request body cannot be sent whole: end the exchange without charging the endpoint."""
+        if self.conn is conn:
+            self.drop()
+        else:  # the upstream already answered; the connection must not be reused half-written
+            conn.close()
 
     # ----- the upstream's answer (ExchangeObserver) -----
 

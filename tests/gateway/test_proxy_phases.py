@@ -179,6 +179,24 @@ async def test_the_attempt_retries_a_503_on_the_other_endpoint(tmp_path: Path) -
         assert h.upstreams[first][1].closed  # the abandoned exchange's connection is not reused
 
 
+async def test_a_chunked_body_over_the_limit_is_a_413_that_never_charges_the_endpoint(tmp_path: Path) -> None:
+    async with harness(tmp_path, listen={"max_body_bytes": 16}) as h:
+        client, transport = h.client()
+        client.data_received(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n"
+        )
+        await asyncio.sleep(0.01)  # the body is pumped upstream by a task
+        [address] = h.sent_to()
+        client.data_received(b"10\r\n1234567890abcdef\r\n")  # 24 bytes: over the limit
+        await asyncio.sleep(0.01)
+        assert _status(transport.data) == 413
+        assert h.upstreams[address][1].closed  # the half-sent request is not left to the upstream
+        await asyncio.sleep(0.01)
+        endpoint = h.endpoint(address)
+        assert endpoint["total_failures"] == 0 and endpoint["inflight"] == 0
+        assert h.route_requests() == 1
+
+
 async def test_a_failing_response_hook_is_a_500_and_never_charges_the_endpoint(tmp_path: Path) -> None:
     filters = [
         {"plugin": "tests.support.faulty_filters:FAULTY", "config": {"phase": "response", "path": "/"}}
