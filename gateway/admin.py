@@ -23,6 +23,7 @@ from gateway.admin_inputs import Refused, endpoint_address, endpoint_weight, jso
 from gateway.admin_openapi import openapi
 from gateway.config_redaction import redact
 from gateway.core.filters import InvalidatesCache
+from plugins.monitor import MonitorFilter, model_report
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -177,6 +178,22 @@ async def invalidate_cache(request: web.Request) -> web.Response:
     return _json({"model": model, "removed": removed})
 
 
+async def monitoring(request: web.Request) -> web.Response:
+    """One model's monitoring report: drift per feature, outputs, per version and arm."""
+    gateway = request.app[GATEWAY_KEY]
+    model = request.match_info["model"]
+    monitors = {
+        id(filter_): filter_
+        for route in gateway.runtime.routes
+        for filter_ in route.filters.filters
+        if isinstance(filter_, MonitorFilter)
+    }
+    report = model_report(monitors.values(), model)
+    if report is None:
+        return _error(404, f"no route monitors model '{model}'")
+    return _json(report)
+
+
 def build_admin_app(gateway: Gateway, token: str) -> web.Application:
     # Outermost first: the token, then the guard on state changes, then errors as JSON.
     middlewares = [mutation_guard(check_origin_and_host=not token), _errors_as_json]
@@ -200,6 +217,7 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/clusters", clusters)
     app.router.add_post("/admin/reload", reload)
     app.router.add_post("/admin/cache/invalidate", invalidate_cache)
+    app.router.add_get("/admin/monitoring/{model}", monitoring)
     add_experiment_routes(app, lambda request: request.app[GATEWAY_KEY])
     app.router.add_post("/admin/clusters/{cluster}/endpoints", add_endpoint)
     app.router.add_delete("/admin/clusters/{cluster}/endpoints/{address}", remove_endpoint)

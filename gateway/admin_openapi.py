@@ -294,6 +294,43 @@ OPENAPI: Final[Json] = {
                 },
             },
         },
+        "/admin/monitoring/{model}": {
+            "parameters": [_path("model", "The model's name, as routes see it.")],
+            **_read(
+                "A model's quality: drift of each input feature against the reference, and its outputs.",
+                _answer(
+                    "The report: the model's series summed, then each version and arm on its own.",
+                    {
+                        "type": "object",
+                        "required": ["model", "features", "outputs", "series"],
+                        "properties": {
+                            "model": {"type": "string"},
+                            "rows": {"type": "integer"},
+                            "errors": {"type": "array", "items": {"type": "string"}},
+                            "features": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["index", "psi", "ks", "state"],
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "index": {"type": "integer"},
+                                        "psi": {"type": "number", "nullable": True},
+                                        "ks": {"type": "number", "nullable": True},
+                                        "js": {"type": "number", "nullable": True},
+                                        "state": {"type": "string", "enum": ["ok", "warn", "alert"]},
+                                        "samples": {"type": "integer"},
+                                    },
+                                },
+                            },
+                            "outputs": {"type": "object"},
+                            "series": {"type": "array", "items": {"type": "object"}},
+                        },
+                    },
+                ),
+                **{"404": _error("No route monitors this model.")},
+            ),
+        },
         "/admin/experiments": _read(
             "Every experiment, its kind, state and arm shares.",
             _answer("Experiments by name.", {"type": "object", "additionalProperties": {"type": "object"}}),

@@ -10,7 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.core.filters import FilterFactory
-from plugins import auth_apikey, auth_jwt, authz, batching, cache, cors, rate_limit, transform, validate
+from plugins import (
+    auth_apikey,
+    auth_jwt,
+    authz,
+    batching,
+    cache,
+    cors,
+    monitor,
+    rate_limit,
+    transform,
+    validate,
+)
 
 FACTORIES: Mapping[str, FilterFactory] = {
     "auth_apikey": auth_apikey.FACTORY,
@@ -19,6 +30,7 @@ FACTORIES: Mapping[str, FilterFactory] = {
     "batching": batching.FACTORY,
     "cache": cache.FACTORY,
     "cors": cors.FACTORY,
+    "monitor": monitor.FACTORY,
     "rate_limit": rate_limit.FACTORY,
     "transform": transform.FACTORY,
     "validate": validate.FACTORY,

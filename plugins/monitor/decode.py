@@ -1,0 +1,144 @@
+"""Request and response bodies -> what monitoring counts: feature rows, outputs, LLM usage.
+
+Runs in the monitor's background task, never on the request path. The protocol is told by the
+config or, with `auto`, by the body: an OpenAI body has `messages` or `prompt`; an OIP v2 body has
+`inputs` as a list of tensor objects; anything else with `instances` or `inputs` is KServe v1.
+Tensors are read by the shared decoders in `gateway.core.protocols` (with their JSON bounds), so a
+body the gateway would refuse is refused here with the same message, as a `BadRequest`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from gateway.core import json_bounds
+from gateway.core.errors import BadRequest
+from gateway.core.protocols import kserve_v1, oip_v2
+
+
+@dataclass(slots=True)
+class Observation:
+    """One sampled exchange, decoded."""
+
+    rows: np.ndarray | None = None
+    """(examples, features) float64 input rows; None when the inputs are not numeric tensors."""
+    names: tuple[str, ...] | None = None
+    """Feature names when the body names them (named KServe columns, several OIP inputs)."""
+    outputs: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    version: str | None = None
+    """The model version the response names (OIP v2 `model_version`)."""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+
+
+def decode(protocol: str, request: bytes, response: bytes, header_length: str | None) -> Observation:
+    """Decode one exchange; raises `BadRequest` naming what could not be read."""
+    if protocol == "auto":
+        # Binary tensor data after a JSON header: only OIP v2 has that.
+        protocol = "oip_v2" if header_length is not None else _guess(request)
+    if protocol == "openai":
+        return _openai(request, response)
+    if protocol == "oip_v2":
+        return _oip(request, response, header_length)
+    return _kserve(request, response)
+
+
+def _guess(request: bytes) -> str:
+    document = _load(request, "request")
+    if "messages" in document or "prompt" in document:
+        return "openai"
+    inputs = document.get("inputs")
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict) and "datatype" in inputs[0]:
+        return "oip_v2"
+    return "kserve_v1"
+
+
+def _oip(request: bytes, response: bytes, header_length: str | None) -> Observation:
+    decoded = oip_v2.decode_request(request, header_length)
+    columns: list[np.ndarray] = []
+    names: list[str] = []
+    for tensor in decoded.inputs:
+        if tensor.data.dtype.kind not in "biuf":
+            continue  # text and bytes inputs have no numeric distribution to sketch
+        block = _as_rows(tensor.data)
+        columns.append(block)
+        names.extend(
+            [tensor.name] if block.shape[1] == 1 else [f"{tensor.name}[{j}]" for j in range(block.shape[1])]
+        )
+    rows = _stack(columns)
+    # Several named inputs: their names; one input tensor's columns: by index.
+    named = tuple(names) if len(decoded.inputs) > 1 else None
+    # A JSON response: the request's header length described the request's binary part, not this one.
+    answer = oip_v2.decode_response(response)
+    outputs = [(tensor.name, tensor.data) for tensor in answer.outputs]
+    return Observation(rows, named, outputs, answer.model_version)
+
+
+def _kserve(request: bytes, response: bytes) -> Observation:
+    instances = kserve_v1.decode_v1_request(request).instances
+    rows: np.ndarray | None
+    names: tuple[str, ...] | None = None
+    if isinstance(instances, dict):
+        names = tuple(instances)
+        rows = _stack([_as_rows(column) for column in instances.values() if column.dtype.kind in "biuf"])
+        if rows is not None and rows.shape[1] != len(names):
+            rows, names = None, None  # a vector-valued named column: no one-name-per-feature mapping
+    else:
+        rows = _as_rows(instances) if instances.dtype.kind in "biuf" else None
+    predictions = kserve_v1.decode_v1_response(response)
+    return Observation(rows, names, [("predictions", predictions)])
+
+
+def _openai(request: bytes, response: bytes) -> Observation:
+    _load(request, "request")  # proves the request is JSON within bounds; its text is not sketched
+    answer = _load(response, "response")
+    usage = answer.get("usage")
+    prompt = completion = None
+    if isinstance(usage, dict):
+        prompt = _count(usage.get("prompt_tokens"))
+        completion = _count(usage.get("completion_tokens"))
+    reasons = []
+    choices = answer.get("choices")
+    if isinstance(choices, list):
+        for choice in choices:
+            if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+                reasons.append(choice["finish_reason"])
+    return Observation(prompt_tokens=prompt, completion_tokens=completion, finish_reasons=reasons)
+
+
+def _as_rows(data: np.ndarray) -> np.ndarray:
+    """A tensor -> (examples, features): the first axis is the batch, the rest are flattened."""
+    array = np.asarray(data, dtype=np.float64)
+    if array.ndim == 0:
+        return array.reshape(1, 1)
+    if array.ndim == 1:
+        return array.reshape(-1, 1)
+    return array.reshape(array.shape[0], -1)
+
+
+def _stack(columns: list[np.ndarray]) -> np.ndarray | None:
+    if not columns:
+        return None
+    lengths = {block.shape[0] for block in columns}
+    if len(lengths) > 1:
+        raise BadRequest(f"inputs have different numbers of examples {sorted(lengths)}")
+    return np.hstack(columns)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _load(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        document = json_bounds.loads(body, f"the {what} body")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"{what} body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest(f"{what} body must be a JSON object")
+    return document
