@@ -5,8 +5,9 @@ the host's gateway as one: every sample with the same name and labels is added u
 For counters and histograms (buckets, `_count`, `_sum`) that is the host's total. Gauges are summed
 too: `turnout_endpoint_inflight` becomes the host's in-flight count, and
 `turnout_endpoint_healthy` the number of processes that find the endpoint available. `_created`
-samples are dropped: each process has its own, and a sum of timestamps means nothing. Info and
-state-set samples are taken as the largest value (they are 0 or 1, the same in every process).
+samples are dropped: each process has its own, and a sum of timestamps means nothing. Info
+(`*_info`) and state-set samples are taken as the largest value (they are 0 or 1, the same in
+every process).
 
 A process that is restarting answers no scrape: its counters are missing from the sum until it is
 back, and start again from zero, as after any restart. Prometheus' `rate()` reads such a drop as a
@@ -48,7 +49,8 @@ class MetricsSum(Collector):
             family = self._families.get(parsed.name)
             if family is None:
                 family = self._families[parsed.name] = _Family(parsed.name, parsed.documentation, parsed.type)
-            largest = family.type in _TAKE_LARGEST
+            # The text format exposes an info metric as a gauge named *_info, always 1.
+            largest = family.type in _TAKE_LARGEST or family.name.endswith("_info")
             for sample in parsed.samples:
                 if sample.name.endswith("_created"):
                     continue
