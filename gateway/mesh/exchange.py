@@ -122,16 +122,35 @@ class MeshExchange:
 
     # ----- request -----
 
-    async def decide(self) -> Response | Forward:
+    async def decide(self, delegated: frozenset[str] = frozenset()) -> Response | Forward:
         """The route's request filters, the experiment arm and the endpoint: an answer for the
-        client, or where to forward. Never raises for the caller's or a filter's fault."""
+        client, or where to forward. Filters of the `delegated` kinds are skipped (Envoy asked
+        ext_authz and RLS already). Never raises for the caller's or a filter's fault."""
         try:
-            return await self._decide()
+            return await self._decide(delegated)
         except GatewayError as error:
             self.ctx.error = error.detail if isinstance(error, FilterError) else error.message
             return error_response(error)
 
-    async def _decide(self) -> Response | Forward:
+    async def _decide(self, delegated: frozenset[str]) -> Response | Forward:
+        route = self.route
+        if route is None:
+            raise NotFound("no route matches this request")
+        answer = await self.run_filters(None, delegated)
+        if answer is not None:
+            return answer
+        if route.feedback:
+            raise NotFound("feedback is accepted on turnout's own listener, not through the mesh")
+        cluster = self._assign(route.experiment) if route.experiment is not None else route.cluster
+        assert cluster is not None
+        return self._forward(route, cluster)
+
+    async def run_filters(
+        self, kinds: frozenset[str] | None, skip: frozenset[str] = frozenset()
+    ) -> Response | None:
+        """The route's request hooks in order (only those of `kinds`, filter config keys such as
+        `auth_apikey`, when given; none of `skip`) until one answers. On an experiment route the arm
+        is assigned before the first hook that reads it, as on the proxy."""
         route = self.route
         if route is None:
             raise NotFound("no route matches this request")
@@ -139,19 +158,26 @@ class MeshExchange:
         if chain.broken is not None:
             raise chain.broken
         ctx = self.ctx
-        if chain.on_request:
-            stop = chain.arm_index if route.experiment is not None else None
-            answer, index = await chain.run_request(ctx, 0, stop)
-            if answer is None and stop is not None:
+        for index, phase in enumerate(chain.on_request):
+            kind = phase.name.partition("#")[0]
+            if kind in skip or (kinds is not None and kind not in kinds):
+                continue
+            if index == chain.arm_index and route.experiment is not None:
                 self._assign(route.experiment)
-                answer, index = await chain.run_request(ctx, index)
-            if answer is not None:
-                return answer
-        if route.feedback:
-            raise NotFound("feedback is accepted on turnout's own listener, not through the mesh")
-        cluster = self._assign(route.experiment) if route.experiment is not None else route.cluster
-        assert cluster is not None
-        return self._forward(route, cluster)
+            try:
+                result = phase.hook(ctx)
+                if result is not None and not isinstance(result, Response) and isawaitable(result):
+                    result = await result
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise chain.failed(phase.name, "request", exc) from exc
+            if isinstance(result, Response):
+                return result
+            if result is not None:
+                error = TypeError(f"a hook returned {type(result).__name__}, not None or a Response")
+                raise chain.failed(phase.name, "request", error)
+        return None
 
     def _assign(self, name: str | None) -> ClusterRuntime:
         """The experiment's arm for this request (once, sticky to the unit), and its cluster."""
@@ -196,30 +222,6 @@ class MeshExchange:
             path = route.rewrite.apply(ctx.path)
             set_headers.append((":path", f"{path}?{ctx.query}" if ctx.query else path))
         return Forward(cluster.name, endpoint.address, fallbacks, set_headers, remove)
-
-    async def run_filters(self, kinds: frozenset[str]) -> Response | None:
-        """Only the route's request hooks of these filter kinds (config keys: `auth_apikey`,
-        `rate_limit`), in order: ext_authz and RLS each answer for their own concern."""
-        route = self.route
-        if route is None:
-            raise NotFound("no route matches this request")
-        chain = route.filters
-        if chain.broken is not None:
-            raise chain.broken
-        for phase in chain.on_request:
-            if phase.name.partition("#")[0] not in kinds:
-                continue
-            try:
-                result = phase.hook(self.ctx)
-                if result is not None and not isinstance(result, Response) and isawaitable(result):
-                    result = await result
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise chain.failed(phase.name, "request", exc) from exc
-            if isinstance(result, Response):
-                return result
-        return None
 
     # ----- response -----
 

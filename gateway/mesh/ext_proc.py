@@ -53,15 +53,22 @@ class ProtocolError(Exception):
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     """The servicer; `runtime()` is read once per stream, so a reload never changes a request."""
 
-    def __init__(self, runtime: Callable[[], Runtime], body_modes: dict[str, str], max_body: int) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        body_modes: dict[str, str],
+        max_body: int,
+        delegated: frozenset[str] = frozenset(),
+    ) -> None:
         self._runtime = runtime
+        self._delegated = delegated
         self._body_modes = {route: BODY_MODES[mode] for route, mode in body_modes.items() if mode != "none"}
         self._max_body = max_body
 
     async def Process(  # gRPC's method name
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        stream = _Stream(self._runtime(), self._body_modes, self._max_body)
+        stream = _Stream(self._runtime(), self._body_modes, self._max_body, self._delegated)
         try:
             async for message in requests:
                 yield await stream.answer(message)
@@ -75,10 +82,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
 class _Stream:
     """The state of one request's stream."""
 
-    __slots__ = ("body", "body_mode", "body_modes", "exchange", "max_body", "runtime")
+    __slots__ = ("body", "body_mode", "body_modes", "delegated", "exchange", "max_body", "runtime")
 
-    def __init__(self, runtime: Runtime, body_modes: dict[str, int], max_body: int) -> None:
+    def __init__(
+        self, runtime: Runtime, body_modes: dict[str, int], max_body: int, delegated: frozenset[str]
+    ) -> None:
         self.runtime = runtime
+        self.delegated = delegated
         self.body_modes = body_modes
         self.max_body = max_body
         self.exchange: MeshExchange | None = None
@@ -117,7 +127,7 @@ class _Stream:
             return pb.ProcessingResponse(
                 request_headers=pb.HeadersResponse(), mode_override=_MODE(request_body_mode=mode)
             )
-        return self._decided(await exchange.decide(), "request_headers")
+        return self._decided(await exchange.decide(self.delegated), "request_headers")
 
     async def _request_body(self, body: Any) -> Any:
         exchange = self.exchange
@@ -134,7 +144,7 @@ class _Stream:
         exchange.ctx.body = b"".join(self.body)
         exchange.ctx.bytes_in = len(exchange.ctx.body)
         self.body = []
-        return self._decided(await exchange.decide(), "request_body")
+        return self._decided(await exchange.decide(self.delegated), "request_body")
 
     def _decided(self, decision: Response | Forward, phase: str) -> Any:
         exchange = self.exchange

@@ -1,10 +1,13 @@
 """`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: the route's `rate_limit` filters
 (the same objects, hence the same in-memory or Redis state, as the proxy's route) answer Envoy.
 
-The request's `domain` names the turnout route whose limits apply. Each descriptor is one request as
-the limits see it; its entries fill in what the limit keys read:
+Each descriptor is one request as the limits see it. Its `route` entry names the turnout route whose
+limits apply (Envoy's generic_key action with descriptor_key "route", as turnout's exported routes
+declare it); without one, the request's `domain` does. Its other entries fill in what the limit keys
+read:
 
     descriptor key              turnout limit key   RequestContext field
+    route                       (selects the route)
     principal                   principal           principal.id
     tenant                      tenant              principal.tenant
     model / version             model               model / model_version
@@ -13,7 +16,7 @@ the limits see it; its entries fill in what the limit keys read:
     generic_key                 (none)              accepted and ignored (Envoy's generic action)
 
 A descriptor is OVER_LIMIT when one of the route's limits refuses it; the overall code is OVER_LIMIT
-when any descriptor is. An unknown domain is NOT_FOUND and an unknown descriptor key
+when any descriptor is. An unknown route (or domain) is NOT_FOUND and an unknown descriptor key
 INVALID_ARGUMENT, naming what is known: Envoy then applies its own failure mode. `hits_addend` above
 1 is refused (INVALID_ARGUMENT): the limits' costs come from the request (one, rows, tokens).
 """
@@ -36,7 +39,16 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 RATE_LIMIT_FILTERS = frozenset({"rate_limit"})
-KNOWN_KEYS = ("principal", "tenant", "model", "version", "client_ip", "remote_address", "header:NAME")
+KNOWN_KEYS = (
+    "route",
+    "principal",
+    "tenant",
+    "model",
+    "version",
+    "client_ip",
+    "remote_address",
+    "header:NAME",
+)
 _OK = pb.RateLimitResponse.OK
 _OVER_LIMIT = pb.RateLimitResponse.OVER_LIMIT
 
@@ -64,7 +76,7 @@ def descriptor_context(route: str, entries: Any) -> RequestContext:
             ctx.client_ip = value
         elif key.startswith("header:") and len(key) > len("header:"):
             ctx.headers[key[len("header:") :].lower()] = value
-        elif key != "generic_key":
+        elif key not in ("generic_key", "route"):
             raise DescriptorError(f"unknown descriptor key {key!r} (known: {', '.join(KNOWN_KEYS)})")
     if principal is not None or tenant is not None:
         ctx.principal = Principal(principal or tenant or "", tenant)
@@ -77,25 +89,25 @@ class RateLimitService(pb_grpc.RateLimitServiceServicer):  # type: ignore[misc]
 
     async def ShouldRateLimit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # gRPC's name
         runtime = self._runtime()
-        route = next((r for r in runtime.routes if r.name == request.domain), None)
-        if route is None:
-            known = ", ".join(r.name for r in runtime.routes)
-            message = f"unknown domain {request.domain!r} (routes: {known})"
-            await context.abort(grpc.StatusCode.NOT_FOUND, message)
-            raise AssertionError("abort raises")
+        routes = {route.name: route for route in runtime.routes}
         if request.hits_addend > 1:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hits_addend above 1 is not supported")
         statuses = []
-        try:
-            for descriptor in request.descriptors:
+        for descriptor in request.descriptors:
+            name = next((e.value for e in descriptor.entries if e.key == "route"), request.domain)
+            route = routes.get(name)
+            if route is None:
+                message = f"unknown route {name!r} (routes: {', '.join(routes)})"
+                await context.abort(grpc.StatusCode.NOT_FOUND, message)
+                raise AssertionError("abort raises")
+            try:
                 exchange = MeshExchange(runtime, descriptor_context(route.name, descriptor.entries), route)
                 answer = await exchange.run_filters(RATE_LIMIT_FILTERS)
-                statuses.append(
-                    pb.RateLimitResponse.DescriptorStatus(code=_OK if answer is None else _OVER_LIMIT)
-                )
-        except DescriptorError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except GatewayError as error:
-            await context.abort(grpc.StatusCode.INTERNAL, error.message)
+            except DescriptorError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except GatewayError as error:
+                await context.abort(grpc.StatusCode.INTERNAL, error.message)
+            code = _OK if answer is None else _OVER_LIMIT
+            statuses.append(pb.RateLimitResponse.DescriptorStatus(code=code))
         over = any(status.code == _OVER_LIMIT for status in statuses)
         return pb.RateLimitResponse(overall_code=_OVER_LIMIT if over else _OK, statuses=statuses)

@@ -46,7 +46,13 @@ class MeshServer:
         config = self.config
         server = grpc.aio.server()
         external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(self._runtime, dict(config.request_body), config.max_body_bytes), server
+            ExternalProcessor(
+                self._runtime,
+                dict(config.request_body),
+                config.max_body_bytes,
+                frozenset(config.delegated_filters),
+            ),
+            server,
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Authorization(self._runtime), server)
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitService(self._runtime), server)

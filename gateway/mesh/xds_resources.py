@@ -10,7 +10,8 @@
                                   A/B test's weights, a canary's step, a blue-green's active color)
     every route, in order         RouteConfiguration "turnout" for Envoy's listeners: first the
                                   cluster ext_proc chose (x-turnout-cluster), then each route's
-                                  path or prefix with its cluster or weighted clusters
+                                  path or prefix with its cluster or weighted clusters, and for a
+                                  route with rate limits the descriptor RLS maps back to them
 
 The shares are the split's (assignment by unit stays turnout's own, through ext_proc); an xDS client
 that balances by weight alone sends about the same fractions. Weights are integers out of
@@ -152,8 +153,22 @@ def _envoy_routes(runtime: Runtime) -> list[Any]:
             match = route_components_pb2.RouteMatch(path=match_config.path)
         else:
             match = route_components_pb2.RouteMatch(prefix=match_config.prefix or "/")
+        if any(f.name.partition("#")[0] == "rate_limit" for f in route.filters.filters):
+            action.rate_limits.append(_rate_limit(route.name))
         routes.append(route_components_pb2.Route(name=route.name, match=match, route=action))
     return routes
+
+
+def _rate_limit(route: str) -> Any:
+    """Envoy asks the rate limit service with the turnout route's name and the client's address
+    (gateway/mesh/rls.py maps both)."""
+    action = route_components_pb2.RateLimit.Action
+    return route_components_pb2.RateLimit(
+        actions=[
+            action(generic_key=action.GenericKey(descriptor_key="route", descriptor_value=route)),
+            action(remote_address=action.RemoteAddress()),
+        ]
+    )
 
 
 def _cluster(name: str) -> Any:

@@ -96,7 +96,7 @@ async def test_rls_shares_the_proxy_route_limiter(make_gateway: Any, tmp_path: P
 @pytest.mark.parametrize(
     ("request_", "code", "text"),
     [
-        (limit_request("nope", [("principal", "a")]), grpc.StatusCode.NOT_FOUND, "unknown domain 'nope'"),
+        (limit_request("nope", [("principal", "a")]), grpc.StatusCode.NOT_FOUND, "unknown route 'nope'"),
         (
             limit_request("limited", [("colour", "red")]),
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -26,6 +26,12 @@ class MeshConfig(StrictModel):
         "(Envoy's BUFFERED or STREAMED mode, through a mode override Envoy must allow) for routes "
         "whose filters read it.",
     )
+    delegated_filters: tuple[Name, ...] = Field(
+        default=(),
+        description="Filter kinds (config keys, like auth_apikey or rate_limit) that Envoy already "
+        "asks turnout about through ext_authz and the rate limit service: ext_proc skips them, so a "
+        "request is not authenticated or counted twice. Empty: ext_proc runs every request filter.",
+    )
     max_body_bytes: ByteSize = Field(
         default=DEFAULT_MAX_BODY_BYTES,
         gt=0,
