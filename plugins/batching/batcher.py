@@ -70,12 +70,8 @@ class Batcher:
         self._policy = QueuePolicy(config)
         self._oip = OipBatchFormat(config.upstream_binary_tensors)
         self._v1 = V1BatchFormat()
-        # Binary batches only to servers that say they take them (GET /v2), read once per cluster.
-        self._extensions = {
-            name: ServerExtensions(upstream.get)
-            for name, upstream in upstreams.items()
-            if config.upstream_binary_tensors and upstream.get is not None
-        }
+        self._extensions: dict[str, ServerExtensions] = {}
+        self.read_extensions_again()
         per_endpoint = config.max_inflight_batches_per_endpoint
         self._slots = {
             name: BatchSlots(per_endpoint, upstream.endpoint_count) for name, upstream in upstreams.items()
@@ -84,6 +80,17 @@ class Batcher:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._batch_ids = 0
         self._closing = False
+
+    def read_extensions_again(self) -> None:
+        """Binary batches only to servers that say they take them (GET /v2), read once per cluster
+        and again from here on (a config reload calls this: the servers may have changed)."""
+        if not self._config.upstream_binary_tensors:
+            return
+        self._extensions = {
+            name: ServerExtensions(upstream.get)
+            for name, upstream in self._upstreams.items()
+            if upstream.get is not None
+        }
 
     async def __aenter__(self) -> Batcher:
         return self

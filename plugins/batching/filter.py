@@ -42,6 +42,8 @@ class BatchingFilter(Filter):
     def attach_upstream(self, cluster: str, upstream: ClusterSender) -> None:
         """The gateway gives each cluster this route can reach its batch sender (before `start`)."""
         self._upstreams[cluster] = BatchUpstream(upstream.send, upstream.endpoint_count, upstream.get)
+        if self._batcher is not None:  # a reload kept this filter: the servers may have changed
+            self._batcher.read_extensions_again()
 
     async def start(self) -> None:
         self._batcher = Batcher(self.config, self._upstreams, self.metrics)

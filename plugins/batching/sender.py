@@ -26,10 +26,15 @@ from plugins.batching.payload import MemberBody
 # Upstream headers that still describe a failed answer once it is copied to each member.
 _KEPT_ON_FAILURE: Final = ("content-type", "retry-after")
 # Upstream headers that would not describe a member's answer: hop-by-hop and framing headers (the
-# gateway frames each answer itself). Everything else, cache-control and x-request-id included,
-# describes an answer relayed whole to a lone member.
+# gateway frames each answer itself), the connection's own date and server, and a worker's load
+# report (for the gateway's balancer, not the client). Everything else, cache-control and
+# x-request-id included, describes an answer relayed whole to a lone member.
 _NOT_RELAYED: Final = frozenset(
     {
+        "date",
+        "server",
+        "x-turnout-queue-depth",
+        "x-turnout-inflight",
         "connection",
         "keep-alive",
         "proxy-authenticate",
