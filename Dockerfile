@@ -17,7 +17,6 @@ COPY routing ./routing
 COPY experiments ./experiments
 COPY plugins ./plugins
 COPY inference_workers ./inference_workers
-COPY loadtests ./loadtests
 # A wheel with the compiled data path; the build fails rather than ship it in pure Python.
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -c "import sys, zipfile; names = zipfile.ZipFile(next(__import__('pathlib').Path('/wheels').glob('*.whl'))).namelist(); sys.exit(0 if any(n.endswith('.so') for n in names) else 'the data path did not compile')"
