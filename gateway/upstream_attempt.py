@@ -173,6 +173,7 @@ class UpstreamAttempt:
         self.sent_at = monotonic()
         conn.send_request(self.head_bytes, self.body, request.exchange.method == "HEAD", self.timeout, self)
         if self.streaming_body:
+            conn.begin_streamed_body()
             request.spawn(self._pump_body(conn))
 
     async def _pump_body(self, conn: UpstreamConnection) -> None:

@@ -62,6 +62,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to one endpoint."""
 
     __slots__ = (
+        "_body_open",
         "_complete",
         "_head",
         "_headers",
@@ -95,6 +96,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._received = False
         self._complete = True
         self._is_head_request = False
+        # A streamed request body not yet ended with its last chunk: the connection is mid-request
+        # even when the answer came first, so it must not go back to the pool.
+        self._body_open = False
 
     # ----- asyncio.Protocol -----
 
@@ -189,6 +193,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head = None
         self._received = False
         self._complete = False
+        self._body_open = False
         self._is_head_request = is_head_request
         self.deadline = self.pool.loop.time() + timeout
         wake_sweeper = self.pool.wake_sweeper
@@ -196,8 +201,14 @@ class UpstreamConnection(asyncio.Protocol):
             wake_sweeper()  # the first exchange after a quiet spell: deadlines matter again
         self.transport.write(head + body if body else head)
 
+    def begin_streamed_body(self) -> None:
+        """The request's body follows in chunks (`send_body_chunk`) after the head just sent."""
+        self._body_open = True
+
     def send_body_chunk(self, data: bytes) -> None:
         """Part of a chunked request body (a streamed request); b"" ends it."""
+        if not data:
+            self._body_open = False
         if self.transport is not None and not self.closed:
             self.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
 
@@ -236,7 +247,13 @@ class UpstreamConnection(asyncio.Protocol):
         """Hand the connection back: pooled when the exchange ended cleanly and both sides keep alive."""
         head = self._head
         self.observer = None
-        if self._complete and head is not None and head.keep_alive and not self.closed:
+        if (
+            self._complete
+            and head is not None
+            and head.keep_alive
+            and not self.closed
+            and not self._body_open
+        ):
             self.resume_reading()
             self.pool.put_idle(self)
         else:
