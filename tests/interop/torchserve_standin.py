@@ -1,5 +1,7 @@
 """A test server that follows TorchServe 0.12's documented inference API, for the behaviours the
-interop tests need, where TorchServe itself (a Java frontend plus PyTorch) cannot run in the suite.
+interop tests need. It stands in for TorchServe itself, which runs a Java frontend and its handlers
+on PyTorch: PyTorch's wheels on PyPI pull the CUDA libraries (gigabytes), too much to install for
+a test of how turnout treats TorchServe's answers.
 
     python -m tests.interop.torchserve_standin --port PORT --name NAME
 
