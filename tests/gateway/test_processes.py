@@ -230,8 +230,14 @@ def test_endpoint_drain_reaches_every_process(supervised: GatewayProcess, upstre
 
 
 def test_sigterm_stops_every_process_within_ten_seconds(upstream_a: Process, tmp_path: Path) -> None:
-    gateway = _start(tmp_path, gateway_config([f"127.0.0.1:{upstream_a.port}"]))
+    # The process count from the file this time: `processes: 2`, no --processes.
+    config = gateway_config([f"127.0.0.1:{upstream_a.port}"], processes=2)
+    path = _write(tmp_path, config)
+    gateway = start_gateway(
+        path, config["listen"]["port"], config["admin"]["port"], tmp_path, ("--no-watch",)
+    )
     pids = _pids(gateway)
+    assert len(set(pids)) == 2
     started = time.monotonic()
     gateway.proc.send_signal(signal.SIGTERM)
     assert gateway.proc.wait(10) == 0
