@@ -1,7 +1,8 @@
 """turnout's config and live state as xDS resources: what the ADS server hands out.
 
     turnout                       xDS
-    cluster NAME                  Cluster NAME (EDS over ADS, round robin) and its
+    cluster NAME                  Cluster NAME (EDS over ADS, round robin, the client's HTTP
+                                  version upstream: HTTP/2 for gRPC) and its
                                   ClusterLoadAssignment: endpoints with HEALTHY / UNHEALTHY from
                                   turnout's health checks, ejections and drains
     route NAME -> cluster         Listener NAME (an API listener, for proxyless gRPC clients on
@@ -24,12 +25,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
 from experiments.splits import AbSplit, BlueGreenSplit, CanarySplit, ShadowSplit, SplitStatus
@@ -171,13 +173,25 @@ def _rate_limit(route: str) -> Any:
     )
 
 
+# Envoy speaks to the upstream in the client's protocol: HTTP/2 for gRPC calls, HTTP/1.1 for REST.
+_HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_SAME_AS_DOWNSTREAM = http_protocol_options_pb2.HttpProtocolOptions(
+    use_downstream_protocol_config=http_protocol_options_pb2.HttpProtocolOptions.UseDownstreamHttpConfig(
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions(),
+        http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+    )
+)
+
+
 def _cluster(name: str) -> Any:
-    return cluster_pb2.Cluster(
+    cluster = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
     )
+    cluster.typed_extension_protocol_options[_HTTP_OPTIONS_KEY].Pack(_SAME_AS_DOWNSTREAM)
+    return cluster
 
 
 def _assignment(runtime: Runtime, name: str, now: float) -> Any:
