@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 CONFIG = ROOT / "config" / "examples" / "demo.yaml"
 ACCESS_LOG = ROOT / "var" / "demo-access.log"
+# The monitor filter's references (demo.yaml names them): each model's training rows, one CSV each.
+MONITORING = ROOT / "var" / "monitoring"
 GATEWAY = "http://127.0.0.1:8080"
 ADMIN = "http://127.0.0.1:9901"
 # (REST port, gRPC port, models) of each demo worker; the ports are those in demo.yaml.
@@ -108,6 +110,25 @@ def build_models(progress: Progress) -> None:
     progress.say("models ready")
 
 
+def write_references(out: Path = MONITORING) -> None:
+    """The training rows of risk and diabetes, as CSV with the feature names: the monitor filter
+    compares the demo's traffic with them (drift per feature at /admin/monitoring/MODEL)."""
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, dataset in (("risk", load_breast_cancer()), ("diabetes", load_diabetes())):
+        header = ",".join(str(feature) for feature in dataset.feature_names)
+        # As FP32, the type the models take: a value the gateway sees is then exactly a reference
+        # value, never one rounded across a bin edge.
+        single = dataset.data.astype(np.float32)
+        rows = "\n".join(",".join(repr(float(value)) for value in row) for row in single)
+        path = out / f"{name}.csv"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(f"{header}\n{rows}\n")
+        temporary.replace(path)
+
+
 EXAMPLES = f"""
 turnout demo is ready.
 
@@ -137,6 +158,7 @@ Model metadata:   curl -s {GATEWAY}/v2/models/diabetes
 Access log:       tail -f {ACCESS_LOG.relative_to(ROOT)}
 Metrics:          curl -s {ADMIN}/metrics | grep turnout_requests
 Endpoints:        curl -s {ADMIN}/admin/clusters
+Model drift:      curl -s {ADMIN}/admin/monitoring/risk
 
 Ctrl-C stops everything.
 """
@@ -153,6 +175,7 @@ def main() -> int:
         return 1
     progress = Progress()
     build_models(progress)  # skipped in a moment when the repository is current
+    write_references()
     ACCESS_LOG.parent.mkdir(exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     stopping = False

@@ -103,7 +103,8 @@ class MonitorFilter(Filter):
         return Thresholds(config.psi_warn, config.psi_alert, config.min_samples, config.window)
 
     def on_response(self, ctx: RequestContext, response: Response) -> None:
-        if response.status != 200 or self._random() >= self._rate:
+        # Inference is a POST; metadata and health reads on the same route are not samples.
+        if response.status != 200 or ctx.method != "POST" or self._random() >= self._rate:
             return
         model = ctx.model
         request, answer, queue = ctx.body, response.body, self._queue
