@@ -13,6 +13,7 @@ import pwd
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 # `-e` (error log path chosen on the command line, before the config is read) arrived in 1.19.5;
@@ -28,6 +29,21 @@ _KEEPALIVE_REQUESTS = 1_000_000
 # measured, so nginx never churns upstream connections (with 64 it opened and closed extra ones at
 # concurrency 128, which made it look slower than a tuned nginx is).
 _UPSTREAM_KEEPALIVE = 256
+# The same fields as turnout's access-log line, as one JSON object (escape=json makes every value a
+# valid JSON string body); route and cluster are constants because the bench has one of each.
+JSON_LOG_FORMAT = (
+    'log_format bench_json escape=json \'{"ts":$msec,"request_id":"$request_id",'
+    '"method":"$request_method","path":"$uri","route":"all","cluster":"up",'
+    '"endpoint":"$upstream_addr","status":$status,"duration_s":$request_time,'
+    '"upstream_s":"$upstream_response_time","bytes_in":$request_length,'
+    '"bytes_out":$bytes_sent,"client":"$remote_addr"}\';'
+)
+# How a deployed nginx writes its access log: through a 64 KiB buffer, flushed at least every second
+# (turnout's own log promises a line on disk within a second too).
+JSON_LOG_BUFFERING = "buffer=64k flush=1s"
+# Request bodies up to this size stay in memory (turnout never writes one to disk); the default is
+# two pages (16 KiB), just about the deployed scenario's large body, past which nginx uses temp files.
+_BODY_BUFFER = "64k"
 
 
 def nginx_path() -> str | None:
@@ -86,15 +102,33 @@ http {{
 """
 
 
-def proxy_config(prefix: Path, port: int, upstream_port: int, access_log: bool) -> str:
-    """nginx as a keep-alive reverse proxy in front of 127.0.0.1:``upstream_port``."""
-    log_line = f"access_log {prefix}/access.log;" if access_log else "access_log off;"
+def proxy_config(
+    prefix: Path,
+    port: int,
+    upstream_port: int,
+    access_log: bool,
+    extra_upstream_ports: Sequence[int] = (),
+    json_log: bool = False,
+) -> str:
+    """nginx as a keep-alive reverse proxy in front of 127.0.0.1:``upstream_port`` (and the
+    ``extra_upstream_ports``, round robin). ``json_log``: the access log is one JSON line per request,
+    the fields of turnout's line, through a buffer (the deployed scenario)."""
+    if json_log:
+        log_line = (
+            f"{JSON_LOG_FORMAT}\n    access_log {prefix}/access.log bench_json {JSON_LOG_BUFFERING};\n"
+            f"    client_body_buffer_size {_BODY_BUFFER};"
+        )
+    elif access_log:
+        log_line = f"access_log {prefix}/access.log;"
+    else:
+        log_line = "access_log off;"
+    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in (upstream_port, *extra_upstream_ports))
     return f"""{_main_section(prefix)}
 http {{
 {_http_common(prefix)}
     {log_line}
     upstream up {{
-        server 127.0.0.1:{upstream_port};
+{servers}
         keepalive {_UPSTREAM_KEEPALIVE};
         keepalive_requests {_KEEPALIVE_REQUESTS};
     }}

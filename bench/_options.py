@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import _nginx
 from _chains import CHAIN_NAMES
+from _scenario import SCENARIO_NAMES
 
 from gateway.core.config_types import parse_duration
 
@@ -30,6 +31,7 @@ class Options:
     json: bool
     chain: str  # one of CHAIN_NAMES: the filters on turnout's route (see _chains)
     compare_chain: bool  # also run turnout with no filters, beside the chain
+    scenario: str = "best"  # one of SCENARIO_NAMES: what every request is (see _scenario)
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -98,7 +100,15 @@ def parse_options(argv: Sequence[str] | None, description: str | None = None) ->
         action="store_true",
         help="measure turnout with no filters and with --chain side by side, and the chain's cost",
     )
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIO_NAMES,
+        default="best",
+        help="best: GET, one upstream; deployed: POST OIP v2 bodies, two upstreams, access logs (wrk)",
+    )
     args = parser.parse_args(argv)
+    if args.scenario == "deployed" and (args.loadgen == "python" or shutil.which("wrk") is None):
+        parser.error("--scenario deployed sends its requests from a wrk script: it needs wrk")
     chain = args.chain or ("typical" if args.compare_chain else "none")
     if args.compare_chain and chain == "none":
         parser.error("--compare-chain compares a chain with none: give --chain typical or cache-hit")
@@ -118,8 +128,10 @@ def parse_options(argv: Sequence[str] | None, description: str | None = None) ->
         loadgen=args.loadgen,
         upstream=args.upstream,
         turnout=args.turnout,
-        access_log=args.access_log,
+        # The deployed scenario logs on both proxies, as deployed proxies do.
+        access_log=args.access_log or args.scenario == "deployed",
         json=args.json,
         chain=chain,
         compare_chain=args.compare_chain,
+        scenario=args.scenario,
     )

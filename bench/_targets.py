@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from _chains import Chain
 from _options import Options
 from _procs import ChildFailed, Pinning, free_port, http_status, start_service
 from _report import Unavailable
+from _scenario import BEST_CASE, Scenario
 
 # Start-up bound per server: nginx is up in milliseconds, turnout imports its whole stack, which can
 # take several seconds on a busy two-core machine; beyond this something is wrong, not slow.
@@ -31,6 +33,7 @@ class Bench:
     workdir: Path
     pinning: Pinning
     chain: Chain
+    scenario: Scenario = BEST_CASE
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +81,15 @@ class Target:
         return f"http://127.0.0.1:{self.port}/"
 
 
-def start_upstream(bench: Bench) -> tuple[int, str]:
-    """Start the fixed-response upstream on the client CPU; return its port and a description."""
+def start_upstream(bench: Bench, index: int = 0) -> tuple[int, str]:
+    """Start the fixed-response upstream on the client CPU; return its port and a description.
+    ``index`` tells apart the files of several upstreams."""
+    suffix = f"-{index}" if index else ""
     port = free_port()
     nginx = _nginx.nginx_path()
     if nginx is not None and bench.opts.upstream in ("auto", "nginx"):
         version = _nginx.nginx_version(nginx)
-        prefix = bench.workdir / "upstream-nginx"
+        prefix = bench.workdir / f"upstream-nginx{suffix}"
         _nginx.write_config(prefix, _nginx.upstream_config(prefix, port))
         argv = _nginx.nginx_argv(nginx, prefix, version)
         description = f"nginx {'.'.join(map(str, version))} returning a fixed 200 (2-byte body)"
@@ -94,7 +99,7 @@ def start_upstream(bench: Bench) -> tuple[int, str]:
     start_service(
         bench.stack,
         bench.pinning.client(argv),
-        bench.workdir / "upstream.log",
+        bench.workdir / f"upstream{suffix}.log",
         lambda: http_status(port) == 200,
         "the upstream",
         READY_TIMEOUT_S,
@@ -102,13 +107,28 @@ def start_upstream(bench: Bench) -> tuple[int, str]:
     return port, description
 
 
-def _start_nginx_proxy(bench: Bench, upstream_port: int) -> Target | Unavailable:
+def start_upstreams(bench: Bench) -> tuple[int, tuple[int, ...], str]:
+    """The scenario's upstreams, each started as start_upstream does: the first port, the others'
+    ports, and a description."""
+    port, description = start_upstream(bench)
+    extra = tuple(start_upstream(bench, index)[0] for index in range(1, bench.scenario.upstreams))
+    if extra:
+        description = f"{len(extra) + 1} x {description}, round robin"
+    return port, extra, description
+
+
+def _start_nginx_proxy(bench: Bench, upstream_port: int, extra: Sequence[int] = ()) -> Target | Unavailable:
     nginx = _nginx.nginx_path()
     if nginx is None:
         return Unavailable("nginx is not installed", failed=False)
     port = free_port()
     prefix = bench.workdir / "proxy-nginx"
-    _nginx.write_config(prefix, _nginx.proxy_config(prefix, port, upstream_port, bench.opts.access_log))
+    _nginx.write_config(
+        prefix,
+        _nginx.proxy_config(
+            prefix, port, upstream_port, bench.opts.access_log, extra, json_log=bench.scenario.access_log
+        ),
+    )
     proc = start_service(
         bench.stack,
         bench.pinning.proxy(_nginx.nginx_argv(nginx, prefix, _nginx.nginx_version(nginx))),
@@ -120,7 +140,9 @@ def _start_nginx_proxy(bench: Bench, upstream_port: int) -> Target | Unavailable
     return Target("nginx", port, proc)
 
 
-def _start_turnout(bench: Bench, spec: TargetSpec, upstream_port: int) -> Target | Unavailable:
+def _start_turnout(
+    bench: Bench, spec: TargetSpec, upstream_port: int, extra: Sequence[int] = ()
+) -> Target | Unavailable:
     turnout = bench.opts.turnout or _turnout.turnout_path()
     if turnout is None:
         return Unavailable("the turnout command is not installed (pip install -e .)", failed=True)
@@ -129,7 +151,9 @@ def _start_turnout(bench: Bench, spec: TargetSpec, upstream_port: int) -> Target
     stem = spec.label.replace("+", "-")
     access_log_path = bench.workdir / f"{stem}-access.log" if bench.opts.access_log else None
     config_path = bench.workdir / f"{stem}.yaml"
-    config_path.write_text(_turnout.turnout_config(port, admin_port, upstream_port, access_log_path, filters))
+    config_path.write_text(
+        _turnout.turnout_config(port, admin_port, upstream_port, access_log_path, filters, extra)
+    )
     headers = bench.chain.headers
     proc = start_service(
         bench.stack,
@@ -142,13 +166,15 @@ def _start_turnout(bench: Bench, spec: TargetSpec, upstream_port: int) -> Target
     return Target(spec.label, port, proc)
 
 
-def start_target(bench: Bench, spec: TargetSpec, upstream_port: int) -> Target | Unavailable:
+def start_target(
+    bench: Bench, spec: TargetSpec, upstream_port: int, extra_upstream_ports: Sequence[int] = ()
+) -> Target | Unavailable:
     """Start the proxy ``spec`` names in front of the upstream; a failure is an outcome, not a crash."""
     try:
         if spec.kind == "direct":
             return Target(spec.label, upstream_port, None)
         if spec.kind == "nginx":
-            return _start_nginx_proxy(bench, upstream_port)
-        return _start_turnout(bench, spec, upstream_port)
+            return _start_nginx_proxy(bench, upstream_port, extra_upstream_ports)
+        return _start_turnout(bench, spec, upstream_port, extra_upstream_ports)
     except (ChildFailed, OSError, RuntimeError) as exc:
         return Unavailable(f"{spec.label} did not start: {exc}", failed=True)

@@ -26,8 +26,10 @@ def turnout_config(
     upstream_port: int,
     access_log_path: Path | None,
     filters: Sequence[Mapping[str, Any]] = (),
+    extra_upstream_ports: Sequence[int] = (),
 ) -> str:
-    """The smallest config that proxies every path to one upstream, round robin, one route.
+    """The smallest config that proxies every path to one upstream (and the ``extra_upstream_ports``),
+    round robin, one route.
 
     ``filters`` (the route's filter chain, as config) are written only when there are any.
     """
@@ -37,12 +39,13 @@ def turnout_config(
         # A JSON string is a valid YAML double-quoted scalar, so any path is quoted safely.
         access_log = f"{{enabled: true, path: {json.dumps(str(access_log_path))}}}"
     # JSON is valid YAML flow syntax, so the filters (secrets included) need no escaping of their own.
+    endpoints = json.dumps([f"127.0.0.1:{port}" for port in (upstream_port, *extra_upstream_ports)])
     route_filters = f", filters: {json.dumps(list(filters))}" if filters else ""
     return f"""listen: {{host: 127.0.0.1, port: {listen_port}}}
 admin: {{host: 127.0.0.1, port: {admin_port}}}
 access_log: {access_log}
 clusters:
-  up: {{endpoints: ["127.0.0.1:{upstream_port}"], balancer: round_robin}}
+  up: {{endpoints: {endpoints}, balancer: round_robin}}
 routes:
   - {{name: all, match: {{prefix: /}}, backend: {{cluster: up}}{route_filters}}}
 """

@@ -4,6 +4,7 @@
                           [--targets direct,turnout,nginx] [--loadgen auto|wrk|python]
                           [--upstream auto|nginx|python] [--turnout COMMAND] [--access-log] [--json]
                           [--chain none|typical|cache-hit] [--compare-chain] [--processes 1,2]
+                          [--scenario best|deployed]
 
 Every target fronts the same upstream (nginx returning a fixed 2-byte 200 when nginx is installed,
 else bench/upstream.py), so the differences between rows are the proxies' own cost. The load is
@@ -18,6 +19,10 @@ what requests it needs; every target gets the same requests): `typical` is auth_
 a cache that every request misses; `cache-hit` is a cache that answers every request after the
 first. --compare-chain also runs turnout with no filters, and prints what the chain costs: CPU
 µs/request, p50 and p99 added, and the req/s ratio. Only turnout's row changes with the chain.
+
+--scenario deployed measures turnout as deployed (bench/_scenario.py): POST of OIP v2 JSON bodies
+of about 100 bytes and 16 KB in turn, two upstreams round robin, and a JSON access log to a file on
+both proxies (nginx's through a 64 KiB buffer flushed every second). It combines with --chain.
 
 --processes 1,2 measures turnout with N gateway processes (`turnout run --processes N`) against
 nginx with N workers instead, for each N (bench/_scaling.py says how each N is pinned).
@@ -55,7 +60,8 @@ from _procs import (
 from _report import Measured, Outcome, Unavailable, render_tables, summary
 from _results import LoadResult
 from _scaling import run_scaling
-from _targets import Bench, Target, plan_targets, start_target, start_upstream
+from _scenario import build_scenario, wrk_script
+from _targets import Bench, Target, plan_targets, start_target, start_upstreams
 from _turnout import data_path_mode
 from _wrk import WrkRunner
 
@@ -69,8 +75,11 @@ class LoadRunner(Protocol):
     def run(self, url: str, connections: int, duration_s: float, log_path: Path) -> LoadResult: ...
 
 
-def choose_runner(opts: Options, pinning: Pinning, chain: Chain) -> LoadRunner:
-    """wrk when asked or installed, else the Python load generator; both send ``chain``'s requests."""
+def choose_runner(opts: Options, pinning: Pinning, chain: Chain, script: Path | None = None) -> LoadRunner:
+    """wrk when asked or installed, else the Python load generator; both send ``chain``'s requests.
+    ``script`` (a wrk Lua script) makes the requests instead, with the chain's headers."""
+    if script is not None:
+        return WrkRunner(pinning.client, chain.headers, script=script)
     if opts.loadgen == "wrk" or (opts.loadgen == "auto" and shutil.which("wrk") is not None):
         return WrkRunner(pinning.client, chain.headers, chain.unique_query)
     return PythonLoadgenRunner(pinning.client, chain.headers, chain.unique_query)
@@ -104,10 +113,19 @@ def _progress(message: str) -> None:
 def run_benchmark(bench: Bench) -> int:
     """Start everything, measure every target at every concurrency, print; 1 if a target failed."""
     opts = bench.opts
-    runner = choose_runner(opts, bench.pinning, bench.chain)
-    upstream_port, upstream_description = start_upstream(bench)
+    script = None
+    requests = bench.chain.requests
+    if bench.scenario.bodies:
+        script = bench.workdir / f"{bench.scenario.name}.lua"
+        script.write_text(wrk_script(bench.scenario, bench.chain.unique_query))
+        requests = bench.scenario.description + (
+            ", a query string per request" if bench.chain.unique_query else ""
+        )
+        requests += "".join(f", with an {name} header" for name, _ in bench.chain.headers)
+    runner = choose_runner(opts, bench.pinning, bench.chain, script)
+    upstream_port, extra_ports, upstream_description = start_upstreams(bench)
     specs = plan_targets(opts, bench.chain, build_chain("none"))
-    started = {spec.label: start_target(bench, spec, upstream_port) for spec in specs}
+    started = {spec.label: start_target(bench, spec, upstream_port, extra_ports) for spec in specs}
     for name, target in started.items():
         if isinstance(target, Unavailable):
             _progress(f"{name}: {'failed' if target.failed else 'skipped'}: {target.reason}")
@@ -134,7 +152,8 @@ def run_benchmark(bench: Bench) -> int:
         "CPU µs/req: the proxy's process group, user+system CPU time / requests",
         f"turnout's filter chain: {bench.chain.name}: {bench.chain.description}",
         f"turnout's data path: {data_path} (turnout-py, when measured: run from source)",
-        f"requests, the same to every target: {bench.chain.requests}",
+        f"scenario: {bench.scenario.name}",
+        f"requests, the same to every target: {requests}",
     ]
     print(render_tables(runs, header), flush=True)
     if opts.json:
@@ -148,7 +167,8 @@ def run_benchmark(bench: Bench) -> int:
             "chain": bench.chain.name,
             "chain_description": bench.chain.description,
             "turnout_data_path": data_path,
-            "requests": bench.chain.requests,
+            "requests": requests,
+            "scenario": bench.scenario.name,
         }
         print(json.dumps(summary(runs, meta)), flush=True)
     failed = any(isinstance(o, Unavailable) and o.failed for per in runs.values() for o in per.values())
@@ -171,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         workdir = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)  # registered first, so removed last
-        bench = Bench(opts, stack, workdir, choose_pinning(), build_chain(opts.chain))
+        bench = Bench(
+            opts, stack, workdir, choose_pinning(), build_chain(opts.chain), build_scenario(opts.scenario)
+        )
         if processes is not None:
             return run_scaling(bench, processes, choose_runner, measure)
         return run_benchmark(bench)
