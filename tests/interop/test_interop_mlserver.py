@@ -139,6 +139,10 @@ async def test_binary_batches_fall_back_to_json_where_the_server_lacks_the_exten
                 return answer.status, await answer.json()
 
         answers = await asyncio.gather(*(post(body) for body in bodies))
+        members = gateway.runtime.routes[0].filters.filters[0].metrics.batch_members
+        merged = [s.value for m in members.collect() for s in m.samples if s.name.endswith("_sum")]
+        batches = [s.value for m in members.collect() for s in m.samples if s.name.endswith("_count")]
+        assert sum(merged) > sum(batches), "some requests were merged, so a batch was encoded here"
     for i, (status, document) in enumerate(answers):
         assert status == 200, document
         assert document["outputs"][0]["data"] == expected[i]
