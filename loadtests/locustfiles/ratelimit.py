@@ -1,8 +1,8 @@
 """Scenario `ratelimit`: authenticated traffic above its limit on the limited diabetes route.
 
-The route allows each principal 20 requests/s with a burst of 20. Every user sends with the demo
+The route allows each principal 5 requests/s with a burst of 5. Every user sends with the demo
 API key (`--api-key`, default demo-key-1) at `--user-rate` requests per second (default 5), so 20
-users offer 100/s, five times the limit. Expected 429s are marked successful in Locust's statistics
+users offer 100/s, twenty times the limit. Expected 429s are marked successful in Locust's statistics
 (they are the limiter working) and counted apart by the observer; a 429 without Retry-After, or any
 other status than 200/429, is a failure. The summary shows how many got through per second, which
 should sit near the limit (plus the burst spread over the run).
@@ -25,7 +25,7 @@ PATH: Final = "/limited/v2/models/diabetes/infer"
 API_KEY_HEADER: Final = "x-api-key"
 # The key demo.yaml gives the limited route's one principal.
 DEFAULT_API_KEY: Final = "demo-key-1"
-# Per user; with the default 20 users this offers five times the route's 20 requests/s.
+# Per user; with the default 20 users this offers twenty times the route's 5 requests/s.
 DEFAULT_USER_RATE: Final = 5.0
 # Read once per Locust process; immutable from then on.
 DIABETES_ROWS: Final = tuple(tuple(row) for row in dataset_rows(DIABETES))
