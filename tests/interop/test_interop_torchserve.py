@@ -173,3 +173,33 @@ async def test_batching_splits_flat_outputs_passes_health_checks_and_keeps_heade
 async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, Any, Any]:
     async with session.post(url, data=body, headers={"content-type": "application/json"}) as answer:
         return answer.status, await answer.json(), answer.headers
+
+
+async def test_a_held_model_error_reaches_the_response_filters(
+    make_gateway: Any, torchserve_pair: tuple[Process, Process]
+) -> None:
+    """A 5xx held back to read its body goes through the route's response filters like any answer."""
+    first, _ = torchserve_pair
+    route = {
+        "name": "filtered",
+        "match": {"prefix": "/"},
+        "backend": {"cluster": "up"},
+        "filters": [{"plugin": "tests.support.plugins:BODY_UPPER"}],
+    }
+    config = gateway_config([f"127.0.0.1:{first.port}"], routes=[route])
+    before = _calls(first)
+    async with make_gateway(config) as gateway, aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{gateway.data_port}/predictions/doubler"
+        for _ in range(3):
+            async with session.post(
+                url, data=b'[["x"]]', headers={"content-type": "application/json"}
+            ) as answer:
+                text = await answer.text()
+                assert answer.status == 503
+                assert "Prediction failed" in text and text.endswith("-- seen by body_upper")
+        async with session.post(
+            url, data=b"[[1, 2]]", headers={"content-type": "application/json"}
+        ) as answer:
+            assert answer.status == 200, "the connection after a model error is a fresh one"
+        assert _calls(first) - before == 4
+        assert _endpoints(gateway)[0].total_failures == 0
