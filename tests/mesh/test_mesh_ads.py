@@ -16,7 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
@@ -233,4 +234,58 @@ async def test_delta_sends_only_what_changed(make_gateway: Any, tmp_path: Path) 
         following = await asyncio.wait_for(call.read(), 5)
         assert [r.name for r in following.resources] == ["risk-v2"]
         assert list(following.removed_resources) == []
+        call.cancel()
+
+
+async def test_canary_steps_and_endpoint_health_are_pushed(make_gateway: Any, tmp_path: Path) -> None:
+    config = mesh_config(tmp_path)
+    config["experiments"]["risk-canary"] = {
+        "kind": "canary",
+        "unit": ["header:x-user-id"],
+        "baseline": {"cluster": "risk-v1"},
+        "candidate": {"cluster": "risk-v2"},
+        "steps": [
+            {"percent": 10, "min_duration": "1h"},
+            {"percent": 50, "min_duration": "1h"},
+            {"percent": 100},
+        ],
+    }
+    config["routes"].insert(
+        0, {"name": "canary", "match": {"prefix": "/canary/"}, "backend": {"experiment": "risk-canary"}}
+    )
+    async with (
+        make_gateway(config) as gateway,
+        grpc.aio.insecure_channel(f"127.0.0.1:{gateway.mesh.port}") as channel,
+    ):
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        await call.write(ads_request(ROUTE, ["canary"]))
+        await call.write(ads_request(ENDPOINTS, ["risk-v1"]))
+        config_ = route_pb2.RouteConfiguration()
+        first: dict[str, Any] = {}
+        for _ in range(2):
+            answer = await asyncio.wait_for(call.read(), 5)
+            first[answer.type_url] = answer
+
+        def weights(answer: Any) -> dict[str, int]:
+            answer.resources[0].Unpack(config_)
+            clusters = config_.virtual_hosts[0].routes[0].route.weighted_clusters.clusters
+            return {c.name: c.weight.value for c in clusters}
+
+        assert weights(first[ROUTE]) == {"risk-v1": 9000, "risk-v2": 1000}
+        moved_at = time.monotonic()
+        gateway.experiments.splits["risk-canary"].advance()  # what the controller does at a step
+        pushed = await asyncio.wait_for(call.read(), 2)
+        assert time.monotonic() - moved_at < 1.0
+        assert pushed.type_url == ROUTE and weights(pushed) == {"risk-v1": 5000, "risk-v2": 5000}
+        # A drained (or failed) endpoint is exported UNHEALTHY.
+        gateway.runtime.clusters["risk-v1"].endpoints.drain("127.0.0.1:9")
+        pushed = await asyncio.wait_for(call.read(), 2)
+        assert pushed.type_url == ENDPOINTS
+        assignment = endpoint_pb2.ClusterLoadAssignment()
+        pushed.resources[0].Unpack(assignment)
+        health = {
+            e.endpoint.address.socket_address.address: e.health_status
+            for e in assignment.endpoints[0].lb_endpoints
+        }
+        assert health == {"127.0.0.1": health_check_pb2.UNHEALTHY, "127.0.0.2": health_check_pb2.HEALTHY}
         call.cancel()
