@@ -37,6 +37,11 @@ DEFAULT_ALPHA = 0.05
 # for a week-long A/B test of an inference service. Any value keeps the error rate; it only moves
 # where the intervals are narrowest.
 DEFAULT_EXPECTED_UNITS = 10_000
+# Arm weights are relative, so no real split needs more than a few digits; the bound keeps the sum
+# of weights finite (inf or 1e308 would make every share NaN) and is far above any sane ratio.
+MAX_ARM_WEIGHT = 1e6
+# A pre-registered minimum detectable effect is relative to the control: above 10x is no plan.
+MAX_RELATIVE_MDE = 10.0
 # The size of the bucket line (see `experiments.assignment.BUCKETS`), repeated here so a namespace
 # range is checked when the config is read.
 BUCKET_COUNT = 10_000
@@ -79,7 +84,12 @@ class ClusterRef(StrictModel):
 class ArmConfig(ClusterRef):
     """One arm of an A/B test: its cluster and its share of units."""
 
-    weight: float = Field(default=1.0, ge=0.0, description="Relative share of units (any scale).")
+    weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=MAX_ARM_WEIGHT,
+        description=f"Relative share of units (any scale up to {MAX_ARM_WEIGHT:g}).",
+    )
 
 
 class NamespaceConfig(StrictModel):
@@ -181,6 +191,19 @@ class AssignedConfig(StrictModel):
     alpha: float = Field(default=DEFAULT_ALPHA, gt=0.0, lt=1.0, description="Significance level.")
     expected_units: int = Field(
         default=DEFAULT_EXPECTED_UNITS, gt=0, description="Units (all arms) where intervals are tightest."
+    )
+    mde: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=MAX_RELATIVE_MDE,
+        description=(
+            "Pre-registered minimum detectable effect, relative to the control (0.05: 5 %); the "
+            "report plans the sample size for it and shows the progress towards it."
+        ),
+    )
+    analysis: Literal["frequentist", "bayesian"] = Field(
+        default="frequentist",
+        description="bayesian adds chance to beat control, expected loss and credible intervals.",
     )
 
     @field_validator("unit")

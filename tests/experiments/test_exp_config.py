@@ -109,3 +109,21 @@ def test_cookie_issuance_follows_the_sources_by_default() -> None:
 def test_mistakes_are_refused(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ADAPTER.validate_python(raw)
+
+
+@pytest.mark.parametrize("weight", [float("inf"), 1e308])
+def test_an_unbounded_arm_weight_is_refused_where_it_is_written(weight: float) -> None:
+    raw = {**AB, "arms": {"control": {"cluster": "a", "weight": weight}, "treatment": {"cluster": "b"}}}
+    with pytest.raises(ValidationError) as caught:
+        ADAPTER.validate_python(raw)
+    text = str(caught.value)
+    assert "arms.control.weight" in text and "less than or equal to 1000000" in text
+    assert "NaN" not in text
+
+
+def test_a_pre_registered_mde_and_the_bayesian_mode_are_read() -> None:
+    config = ADAPTER.validate_python({**AB, "mde": 0.05, "analysis": "bayesian"})
+    assert isinstance(config, AbConfig) and config.mde == 0.05 and config.analysis == "bayesian"
+    assert ADAPTER.validate_python(AB).analysis == "frequentist"
+    with pytest.raises(ValidationError, match="mde"):
+        ADAPTER.validate_python({**AB, "mde": 0})
