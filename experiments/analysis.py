@@ -4,8 +4,14 @@ Every number comes from `experiments.stats`: delta-method ratio differences over
 horizon), Deng-Knoblich-Yu quantile differences, the mixture sequential test and its confidence
 sequence (always valid: dashboards refresh at will), Holm across guardrails and Benjamini-Hochberg
 across goals, chi-square and sequential (Dirichlet-multinomial) sample ratio checks, and the
-sequential sample size for "keep running ~N more units". Roles: feedback metrics are goals; latency,
-error rate and latency quantiles are guardrails; output metrics are descriptive.
+sequential sample size for the pre-registered minimum detectable effect. Roles: feedback metrics
+are goals; latency, error rate and latency quantiles are guardrails; output metrics are descriptive.
+
+With the raw events (`experiments.analysis_events`, which `status_of` reads), ratio metrics are
+looked at every event time, so the always-valid p is the running minimum and the confidence
+sequence the running intersection over the whole phase (`experiments.analysis_history`); latency
+quantiles get intervals over units (requests of one unit are not independent). Relative intervals
+are on the log scale (`experiments.stats.relative`).
 
 Health and the decision (ship / roll back / keep running / unhealthy) are in `experiments.verdict`.
 """
@@ -15,9 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from statistics import NormalDist
 
 import numpy as np
 
+from experiments.analysis_events import ArmEvents, ExperimentEvents, FloatArray, IntArray, load_events
+from experiments.analysis_history import every_event_time, history_metric, ratio_history
 from experiments.analysis_settings import AnalysisSettings
 from experiments.config import AbConfig, CanaryConfig
 from experiments.estimates import (
@@ -34,11 +43,16 @@ from experiments.stats import (
     SequentialSettings,
     benjamini_hochberg,
     holm,
+    quantile_ci,
+    quantile_difference_ci,
     ratio_difference,
     sequential_test,
 )
+from experiments.stats.bayes import bayes_summary
+from experiments.stats.relative import log_relative_interval
 from experiments.status import (
     ArmReport,
+    BayesReport,
     Comparison,
     Direction,
     ExperimentStatus,
@@ -49,7 +63,7 @@ from experiments.store.base import (
     EventStore,
     PhaseData,
 )
-from experiments.verdict import check_health, decide, more_units_needed
+from experiments.verdict import Planning, check_health, decide, plan_units
 
 _NAN = math.nan
 _LATENCY_QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
@@ -77,55 +91,126 @@ def arm_report(arm: ArmData, share: float, metrics: Sequence[str], alpha: float)
     return ArmReport(arm.arm, arm.units, arm.exposures, arm.requests, share, values, quantiles, labels)
 
 
+def _quantile_samples(arm: ArmEvents | None) -> tuple[FloatArray, IntArray] | None:
+    """Latencies with their unit codes: what the quantile interval over units needs."""
+    if arm is None or arm.latency.size == 0:
+        return None
+    return arm.latency, arm.outcome_unit
+
+
+def _clustered_estimate(arm: ArmEvents | None, level: float, alpha: float) -> Estimate | None:
+    samples = _quantile_samples(arm)
+    if samples is None:
+        return None
+    interval = quantile_ci(samples[0], level, alpha=alpha, unit_ids=samples[1])
+    if not interval.enough_data:
+        return None
+    return Estimate(float(interval.estimate), float(interval.standard_error), int(samples[0].size))
+
+
 def _fixed_horizon(
-    control: ArmData, treatment: ArmData, metric: str, alpha: float
-) -> tuple[float, float, float, float, float, float]:
-    """(difference, ci low, ci high, p, relative ci low, relative ci high) at a fixed horizon."""
+    control: ArmData,
+    treatment: ArmData,
+    metric: str,
+    alpha: float,
+    raw: tuple[ArmEvents | None, ArmEvents | None] | None,
+) -> tuple[float, float, float, float]:
+    """(difference, ci low, ci high, p) at a fixed horizon."""
     level = quantile_level(metric)
     if level is not None:
+        if raw is not None:
+            samples_c, samples_t = _quantile_samples(raw[0]), _quantile_samples(raw[1])
+            if samples_c is None or samples_t is None:
+                return _NAN, _NAN, _NAN, 1.0
+            clustered = quantile_difference_ci(
+                samples_c[0],
+                samples_t[0],
+                level,
+                alpha=alpha,
+                control_unit_ids=samples_c[1],
+                treatment_unit_ids=samples_t[1],
+            )
+            if not clustered.enough_data:
+                return _NAN, _NAN, _NAN, 1.0
+            diff = clustered.difference
+            return float(diff.estimate), float(diff.ci_low), float(diff.ci_high), float(diff.p_value)
         found = quantile_comparison(control, treatment, level, alpha)
-        if found is None:
-            return _NAN, _NAN, _NAN, 1.0, _NAN, _NAN
-        return (*found, _NAN, _NAN)
+        return found if found is not None else (_NAN, _NAN, _NAN, 1.0)
     summary_c, summary_t = control.ratio(metric), treatment.ratio(metric)
     if summary_c is None or summary_t is None:
-        return _NAN, _NAN, _NAN, 1.0, _NAN, _NAN
+        return _NAN, _NAN, _NAN, 1.0
     absolute = ratio_difference(summary_c, summary_t, alpha=alpha)
-    rel_low = rel_high = _NAN
-    if float(summary_c.ratio) != 0.0:
-        relative = ratio_difference(summary_c, summary_t, relative=True, alpha=alpha)
-        rel_low, rel_high = float(relative.ci_low), float(relative.ci_high)
     return (
         float(absolute.estimate),
         float(absolute.ci_low),
         float(absolute.ci_high),
         float(absolute.p_value),
-        rel_low,
-        rel_high,
+    )
+
+
+def _sequential(
+    metric: str,
+    est_c: Estimate,
+    est_t: Estimate,
+    settings: AnalysisSettings,
+    raw: tuple[ArmEvents | None, ArmEvents | None] | None,
+) -> tuple[float, float, float]:
+    """(always-valid p, cs low, cs high): over every look of the phase when the raw events are
+    there, else from the current totals alone (one look)."""
+    sequential_settings = SequentialSettings(
+        n_star=settings.expected_units, alpha=settings.alpha, burn_in=settings.burn_in
+    )
+    looks = difference_looks(est_c, est_t)
+    if raw is not None and raw[0] is not None and raw[1] is not None and history_metric(metric):
+        history = ratio_history(raw[0], raw[1], metric, every_event_time(raw[0], raw[1]))
+        if history is not None:
+            looks = history.looks
+    result = sequential_test(looks, sequential_settings)
+    return float(result.p_value[-1]), float(result.ci_low[-1]), float(result.ci_high[-1])
+
+
+def _bayes(metric: str, difference: float, low: float, high: float, alpha: float) -> BayesReport | None:
+    """The posterior under a flat prior, from the fixed-horizon estimate and its standard error."""
+    z = float(NormalDist().inv_cdf(1.0 - alpha / 2.0))
+    se = (high - low) / (2.0 * z)
+    found = bayes_summary(difference, se, higher_is_better=lower_is_better(metric) is False, alpha=alpha)
+    if found is None:
+        return None
+    return BayesReport(
+        found.chance_to_beat_control, found.expected_loss, found.credible_low, found.credible_high
     )
 
 
 def compare(
-    control: ArmData, treatment: ArmData, metric: str, settings: AnalysisSettings
+    control: ArmData,
+    treatment: ArmData,
+    metric: str,
+    settings: AnalysisSettings,
+    raw: tuple[ArmEvents | None, ArmEvents | None] | None = None,
 ) -> tuple[Comparison, Estimate | None, Estimate | None]:
-    """One comparison, before multiple-comparison adjustment (`p_value_adjusted` is the raw one)."""
-    est_c = estimate(control, metric, settings.alpha)
-    est_t = estimate(treatment, metric, settings.alpha)
-    diff, low, high, p_fixed, rel_low, rel_high = _fixed_horizon(control, treatment, metric, settings.alpha)
+    """One comparison, before multiple-comparison adjustment (`p_value_adjusted` is the raw one).
+
+    `raw`: the control's and treatment's raw events of the phase, when read."""
+    level = quantile_level(metric)
+    if level is not None and raw is not None:
+        est_c = _clustered_estimate(raw[0], level, settings.alpha)
+        est_t = _clustered_estimate(raw[1], level, settings.alpha)
+    else:
+        est_c = estimate(control, metric, settings.alpha)
+        est_t = estimate(treatment, metric, settings.alpha)
+    diff, low, high, p_fixed = _fixed_horizon(control, treatment, metric, settings.alpha, raw)
     p_seq, cs_low, cs_high, enough = 1.0, -math.inf, math.inf, False
+    rel_low = rel_high = _NAN
     if est_c is not None and est_t is not None:
-        sequential = sequential_test(
-            difference_looks(est_c, est_t),
-            SequentialSettings(
-                n_star=settings.expected_units, alpha=settings.alpha, burn_in=settings.burn_in
-            ),
-        )
-        p_seq = float(sequential.p_value[-1])
-        cs_low, cs_high = float(sequential.ci_low[-1]), float(sequential.ci_high[-1])
+        p_seq, cs_low, cs_high = _sequential(metric, est_c, est_t, settings, raw)
         enough = min(est_c.n, est_t.n) >= settings.burn_in
+        rel_low, rel_high = log_relative_interval(
+            est_c.value, est_c.standard_error, est_t.value, est_t.standard_error, alpha=settings.alpha
+        )
     value_c = est_c.value if est_c is not None else _NAN
     value_t = est_t.value if est_t is not None else _NAN
     relative = (value_t - value_c) / value_c if math.isfinite(value_c) and value_c != 0.0 else _NAN
+    bayes = _bayes(metric, diff, low, high, settings.alpha) if settings.bayesian else None
     comparison = Comparison(
         metric=metric,
         role=metric_role(metric),
@@ -147,6 +232,7 @@ def compare(
         significant=False,
         direction="none",
         enough_data=enough,
+        bayes=bayes,
     )
     return comparison, est_c, est_t
 
@@ -187,21 +273,31 @@ def analyze(
     metrics: Sequence[str],
     settings: AnalysisSettings,
     generated_at: float,
+    events: ExperimentEvents | None = None,
 ) -> ExperimentStatus:
-    """The status of one phase. `shares`: the arms in order (control first) with their expected shares."""
+    """The status of one phase. `shares`: the arms in order (control first) with their expected shares;
+    `events`: the phase's raw events, for looks over time and quantiles over units (else the store's
+    totals alone)."""
     arms = list(shares)
     control = arms[0]
     reports = tuple(arm_report(data.arm(arm), shares[arm], metrics, settings.alpha) for arm in arms)
     raw: list[Comparison] = []
-    planning: int | None = None
+    planning: Planning | None = None
     for treatment in arms[1:]:
+        pair = None if events is None else (events.arms.get(control), events.arms.get(treatment))
         for metric in metrics:
-            item, est_c, est_t = compare(data.arm(control), data.arm(treatment), metric, settings)
+            item, est_c, est_t = compare(data.arm(control), data.arm(treatment), metric, settings, pair)
             raw.append(item)
             if planning is None and item.role == "goal":
-                planning = more_units_needed(item, est_c, est_t, len(arms), settings.alpha)
+                planning = plan_units(est_c, est_t, len(arms), settings)
     comparisons = tuple(adjust(raw, settings.alpha))
-    health = check_health(data, shares)
+    first_times = None if events is None else events.exposures.get(data.phase)
+    health = check_health(
+        data,
+        shares,
+        planned_units=settings.expected_units,
+        first_exposures=None if first_times is None else first_times.unit_first_times,
+    )
     units = {arm: data.arm(arm).units for arm in arms if shares[arm] > 0.0}
     verdict = decide(comparisons, health, units, settings, planning)
     return ExperimentStatus(
@@ -216,6 +312,15 @@ def analyze(
         comparisons=comparisons,
         health=health,
         decision=verdict,
+    )
+
+
+def settings_of(config: AbConfig | CanaryConfig) -> AnalysisSettings:
+    return AnalysisSettings(
+        alpha=config.alpha,
+        expected_units=config.expected_units,
+        mde=config.mde,
+        bayesian=config.analysis == "bayesian",
     )
 
 
@@ -236,11 +341,19 @@ async def status_of(
             for g in config.guardrails
             if g.metric != "shadow_disagreement" and g.metric not in metrics
         ]
-    settings = AnalysisSettings(alpha=config.alpha, expected_units=config.expected_units)
+    settings = settings_of(config)
     phase, shares = split.analysed_phase()
     data = await store.phase_data(name, phase)
+    events = await load_events(store, name, phase)
     status = analyze(
-        name, split.kind, data, shares=shares, metrics=metrics, settings=settings, generated_at=now
+        name,
+        split.kind,
+        data,
+        shares=shares,
+        metrics=metrics,
+        settings=settings,
+        generated_at=now,
+        events=events,
     )
     if phase == split.current_phase:
         return status

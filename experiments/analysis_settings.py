@@ -1,4 +1,4 @@
-"""Settings of an analysis: the level, the mixture test's tuning sample, and the burn-in."""
+"""Settings of an analysis: the level, the mixture test's tuning sample, the burn-in, the plan."""
 
 from __future__ import annotations
 
@@ -13,3 +13,7 @@ class AnalysisSettings:
     expected_units: int = 10_000
     """N* of the mixture test: total units at which the confidence sequences are tightest."""
     burn_in: int = DEFAULT_BURN_IN
+    mde: float | None = None
+    """The pre-registered minimum detectable effect, relative to the control (None: not planned)."""
+    bayesian: bool = False
+    """Add chance to beat control, expected loss and credible intervals to every comparison."""

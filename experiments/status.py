@@ -33,6 +33,27 @@ class ArmReport:
 
 
 @dataclass(frozen=True, slots=True)
+class BayesReport:
+    """The Bayesian reading of a comparison (`experiments.stats.bayes`), shown with `analysis: bayesian`."""
+
+    chance_to_beat_control: float
+    expected_loss: float
+    credible_low: float
+    credible_high: float
+
+
+@dataclass(frozen=True, slots=True)
+class CupedReport:
+    """CUPED: the difference adjusted by a pre-period covariate per unit, and the variance it removed."""
+
+    difference: float
+    ci_low: float
+    ci_high: float
+    variance_reduction: float
+    """1 - Var(adjusted) / Var(unadjusted): 0.3 means the interval is sqrt(0.7) as wide."""
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
     """Treatment against control on one metric.
 
@@ -62,6 +83,8 @@ class Comparison:
     significant: bool
     direction: Direction
     enough_data: bool
+    bayes: BayesReport | None = None
+    cuped: CupedReport | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +119,10 @@ class Verdict:
     winner: str | None = None
     more_units: int | None = None
     """For keep_running: about how many more units (all arms) the primary goal metric needs."""
+    planned_units: int | None = None
+    """Units (all arms) the sequential test needs for the pre-registered `mde` (None: no plan)."""
+    progress: float | None = None
+    """Units so far over `planned_units`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ offline. The raw events behind a report are exported with `experiments.store.exp
 or Parquet when pyarrow is installed).
 
 Modules: `model` (the dataclasses); `build` (the builder) with `header`, `health`, `latency`,
-`series` (time series from the raw events, which `event_arrays` reads), `timeline` and `methods`;
+`series` (time series from the raw events, which `experiments.analysis_events` reads), `timeline`
+and `methods`;
 `document` and `metric_sections` (the layout every text format shares, in the `blocks` of `blocks`),
 `text` (number formats), `markdown`, `html_page` with `plots`, and `render`.
 """

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 
+from experiments.analysis_events import ExperimentEvents, FloatArray
 from experiments.analysis_settings import AnalysisSettings
 from experiments.config import AbConfig, CanaryConfig
 from experiments.guardrails import guardrail_bound
-from experiments.report.event_arrays import ExperimentEvents, FloatArray
 from experiments.report.model import (
     ArmSetup,
     CanaryPlan,

@@ -164,7 +164,12 @@ def quantile_ci(
     order = np.argsort(data, kind="stable")
     ordered, units = data[order], units[order]
     estimate = float(ordered[max(math.ceil(n * q), 1) - 1]) if n else math.nan
-    return _interval_from_sorted(ordered, q, _clustered_sigma_f(ordered, units, estimate), z, alpha)
+    sigma_f = _clustered_sigma_f(ordered, units, estimate)
+    if n == 0 or not _ranks_fit(n, q, math.sqrt(q * (1.0 - q) / n), z):
+        # Too few observations for the quantile to sit inside the sample (at p99 the estimate is then
+        # the maximum, F there is 1 in every unit and the clustered sd a meaningless 0).
+        sigma_f = math.nan
+    return _interval_from_sorted(ordered, q, sigma_f, z, alpha)
 
 
 def quantile_difference_ci(

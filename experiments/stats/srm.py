@@ -274,3 +274,40 @@ def canary_count_test(
         rate_ratio = (candidate_events / theta[candidate]) / (other_events / other_share)
     worse = srm.mismatch & (candidate_events > theta[candidate] * cumulative.sum(axis=-1))
     return CanaryCountResult(srm.log_bayes_factor, srm.p_value, rate_ratio, worse, _first_true(worse))
+
+
+# The planned looks of the alpha-spent chi-square: at 1/4, 2/4, 3/4 and all of the planned units.
+# Four looks catch a gross imbalance early; the spending function alpha * t^4 keeps about 70 % of the
+# level for the last look, so a subtle 51/49 split there is found almost as often as by one chi-square.
+SPENT_LOOKS = 4
+SPENDING_EXPONENT = 4.0
+
+
+def spent_alpha(looks: int = SPENT_LOOKS, alpha: float = DEFAULT_SRM_ALPHA) -> FloatArray:
+    """The level of each planned look: alpha (t_k^4 - t_(k-1)^4) with t_k = k / looks.
+
+    Testing look k at its own level and flagging at any look keeps the overall false-alarm rate
+    <= alpha by the union bound, whatever the correlation between looks (Lan & DeMets, Biometrika
+    1983, for spending functions; Kim & DeMets 1987 for the power family alpha t^rho).
+    """
+    check_alpha(alpha)
+    if looks < 1:
+        raise ValueError("need at least one look")
+    t = np.arange(looks + 1, dtype=np.float64) / looks
+    return np.asarray(alpha * np.diff(t**SPENDING_EXPONENT), dtype=np.float64)
+
+
+def spent_chi2_srm(
+    counts_at_looks: npt.ArrayLike, weights: npt.ArrayLike, *, alpha: float = DEFAULT_SRM_ALPHA
+) -> BoolArray:
+    """Mismatch flags of the alpha-spent chi-square: counts shaped (..., looks, arms), the cumulative
+    counts when the total first reached k/looks of the planned units (a look not yet reached may hold
+    zeros: it never flags). True at a look once any look so far flagged."""
+    x = _counts(counts_at_looks)
+    if x.ndim < 2:
+        raise ValueError("counts at looks need shape (..., looks, arms)")
+    levels = spent_alpha(x.shape[-2], alpha)
+    p_value = as_floats(srm_chi2(x, weights, alpha=alpha).p_value)
+    reached = x.sum(axis=-1) > 0.0
+    flagged = reached & (p_value <= levels)
+    return np.asarray(np.logical_or.accumulate(flagged, axis=-1), dtype=np.bool_)

@@ -316,7 +316,7 @@ async def test_a_canary_report_holds_its_timeline_history_and_shadow_agreement(
     )
     assert (
         report.decision.action == "roll_back"
-        and "candidate is worse on error_rate" in report.decision.reasons
+        and "guardrail: candidate is worse on error_rate, which blocks shipping" in report.decision.reasons
     )
     assert sum(arm.units for arm in report.arms) == 900 and min(arm.units for arm in report.arms) > 400
     hold, rollback = report.timeline
