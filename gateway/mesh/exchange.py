@@ -247,8 +247,11 @@ class MeshExchange:
             response.set_header(name, value)
         return response
 
-    def finish(self, status: int | None = None, error: str | None = None) -> None:
-        """The logging phase: runs once, whatever happened (an answer, a cancelled stream)."""
+    def finish(self, status: int | None = None, error: str | None = None, *, seen: bool = True) -> None:
+        """The logging phase: runs once, whatever happened (an answer, a cancelled stream).
+        `seen=False`: the request went on without turnout seeing its answer (Envoy's processing mode
+        skips the response headers): the endpoint is released and the request logged, but neither
+        the route's status counts nor the experiment get an outcome nobody saw."""
         if self.finished:
             return
         self.finished = True
@@ -265,9 +268,10 @@ class MeshExchange:
         total = monotonic() - ctx.started
         runtime = self.runtime
         if route is not None:
-            route.metrics.record(ctx, total)
+            if seen:
+                route.metrics.record(ctx, total)
             if route.filters.on_log:
                 route.filters.run_log(ctx)
-        if self.assignment is not None and runtime.experiments is not None:
+        if seen and self.assignment is not None and runtime.experiments is not None:
             runtime.experiments.record_outcome(self.assignment, ctx, total, None)
         runtime.log_request(ctx, route, total)

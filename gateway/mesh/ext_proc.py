@@ -14,7 +14,8 @@ response body and trailers; every message gets exactly one answer, in order.
 
 A message out of order (a body before headers, a second request_headers), or a request larger than
 the listener's body limit, ends the stream with INVALID_ARGUMENT; the request is finished (logged,
-endpoint released) whatever way the stream ends, a cancelled one included.
+endpoint released) whatever way the stream ends: a cancelled stream as 499; a stream Envoy closes
+before the response headers (a processing mode that skips them) without an experiment outcome.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         try:
             async for message in requests:
                 yield await stream.answer(message)
+            stream.end_unseen()  # Envoy closed the stream: its mode skips what is left
         except ProtocolError as exc:
             stream.end(400, str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -197,3 +199,7 @@ class _Stream:
     def end(self, status: int, error: str) -> None:
         if self.exchange is not None:
             self.exchange.finish(status, error)
+
+    def end_unseen(self) -> None:
+        if self.exchange is not None:
+            self.exchange.finish(seen=False)

@@ -174,3 +174,23 @@ async def test_malformed_bytes_and_cancelled_streams(make_gateway: Any, tmp_path
 
 def test_no_body_mode_is_a_plain_continue() -> None:
     assert pb.ProcessingResponse(request_body=pb.BodyResponse()).WhichOneof("response") == "request_body"
+
+
+async def test_outcomes_are_recorded_only_for_answers_turnout_saw(make_gateway: Any, tmp_path: Path) -> None:
+    async with make_gateway(mesh_config(tmp_path)) as gateway:
+        port = gateway.mesh.port
+        recorder = gateway.experiments.recorder
+        before = recorder.stats().accepted
+        # Exposure and outcome: the response headers came back through ext_proc.
+        await exchange(port, [request_headers("/x", [("x-user-id", "u1")]), response_headers(503)])
+        assert recorder.stats().accepted == before + 2
+        # Envoy's mode skips the response headers: an exposure, and no outcome nobody saw.
+        await exchange(port, [request_headers("/x", [("x-user-id", "u2")])])
+        for _ in range(50):
+            if all(e.inflight == 0 for c in gateway.runtime.clusters.values() for e in c.endpoints.endpoints):
+                break
+            await asyncio.sleep(0.02)
+        assert recorder.stats().accepted == before + 3
+        endpoints = [e for c in gateway.runtime.clusters.values() for e in c.endpoints.endpoints]
+        assert all(e.inflight == 0 for e in endpoints)
+        assert sum(e.total_failures for e in endpoints) == 1  # the 503 counted against its endpoint
