@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
     from routing.endpoints import Endpoint
 
+# What workers report of their own load in answer headers (least_queue balances on it).
+_QUEUE_DEPTH = "x-turnout-queue-depth"
+_INFLIGHT = "x-turnout-inflight"
+
 # Fallback endpoints offered after the pick: the endpoint-picker protocol lets the proxy try them in
 # order when the first fails; three covers a retry budget without listing a whole fleet.
 MAX_FALLBACKS = 3
@@ -239,6 +243,7 @@ class MeshExchange:
                     cluster.endpoints.on_failure(self.endpoint, now)
                 else:
                     cluster.endpoints.on_success(self.endpoint, ctx.upstream_latency, now)
+                _note_load_report(self.endpoint, headers)
         response = Response(status, list(headers), None)
         route = self.route
         if route is not None and route.filters.on_response:
@@ -275,3 +280,12 @@ class MeshExchange:
         if seen and self.assignment is not None and runtime.experiments is not None:
             runtime.experiments.record_outcome(self.assignment, ctx, total, None)
         runtime.log_request(ctx, route, total)
+
+
+def _note_load_report(endpoint: Endpoint, headers: list[tuple[str, str]]) -> None:
+    """The worker's queue depth and in-flight count, as Envoy relays its answer's headers."""
+    for name, value in headers:
+        if name == _QUEUE_DEPTH and value.isdigit():
+            endpoint.queue_depth = int(value)
+        elif name == _INFLIGHT and value.isdigit():
+            endpoint.reported_inflight = int(value)

@@ -194,3 +194,24 @@ async def test_outcomes_are_recorded_only_for_answers_turnout_saw(make_gateway: 
         endpoints = [e for c in gateway.runtime.clusters.values() for e in c.endpoints.endpoints]
         assert all(e.inflight == 0 for e in endpoints)
         assert sum(e.total_failures for e in endpoints) == 1  # the 503 counted against its endpoint
+
+
+async def test_load_reports_in_answers_steer_least_queue(make_gateway: Any, tmp_path: Path) -> None:
+    config = mesh_config(tmp_path)
+    config["clusters"]["risk-v1"]["balancer"] = "least_queue"
+    async with make_gateway(config) as gateway:
+        port = gateway.mesh.port
+        split = gateway.experiments.splits["risk-ab"]
+        users = [f"u{i}" for i in range(40) if split.arm_of(f"u{i}") == "control"][:6]
+        first, _ = await exchange(
+            port,
+            [
+                request_headers("/x", [("x-user-id", users[0])]),
+                response_headers(200, [("x-turnout-queue-depth", "40")]),
+            ],
+        )
+        busy = mutation_headers(first.request_headers.response)["x-gateway-destination-endpoint"]
+        assert gateway.runtime.clusters["risk-v1"].endpoints.get(busy).queue_depth == 40
+        for user in users[1:]:
+            (answer,) = await exchange(port, [request_headers("/x", [("x-user-id", user)])])
+            assert mutation_headers(answer.request_headers.response)["x-gateway-destination-endpoint"] != busy
