@@ -6,6 +6,8 @@ turnout_experiment_events_total{outcome}    recorder: accepted, dropped (queue f
                                             lost (not written by shutdown's deadline)
 turnout_experiment_events_queued            events accepted and not yet written (what a crash
                                             would lose)
+turnout_experiment_status{experiment,kind,status}  1 for each experiment's current status (running,
+                                            paused, promoted, rolled_back): alerts on a rollback
 """
 
 from __future__ import annotations
@@ -48,4 +50,12 @@ class ExperimentsCollector(Collector):
             "turnout_experiment_events_queued", "Experiment events accepted and not yet written"
         )
         queued.add_metric([], float(stats.queued))
-        yield from (feedback, events, queued)
+        status = GaugeMetricFamily(
+            "turnout_experiment_status",
+            "1 for each experiment's current status",
+            labels=["experiment", "kind", "status"],
+        )
+        for name, split in list(service.splits.items()):
+            state = split.state_dict()
+            status.add_metric([name, str(state.get("kind", "")), str(state.get("status", ""))], 1.0)
+        yield from (feedback, events, queued, status)
