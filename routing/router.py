@@ -98,8 +98,9 @@ _ANY, _EXACT, _PREFIX, _REGEX = 0, 1, 2, 3
 
 # method, normalized host, headers, model, version
 Predicate = Callable[[str, str, Mapping[str, str], str | None, str | None], bool]
-# kind, exact path or prefix ("" otherwise), compiled regex (or None), predicate, rule
-_CompiledRule = tuple[int, str, "re.Pattern[str] | None", Predicate | None, RouteRule[T]]
+# kind, exact path or prefix ("" otherwise), compiled regex (or None), predicate, rule, and how the
+# rule's protocol reads the model from the path
+_CompiledRule = tuple[int, str, "re.Pattern[str] | None", Predicate | None, RouteRule[T], ModelPathParser]
 
 
 def normalize_host(host: str) -> str:
@@ -174,7 +175,7 @@ def _predicate(rule: RouteRule[T]) -> Predicate | None:
 
 
 class Router(Generic[T]):
-    __slots__ = ("_compiled", "_needs_host", "_parsers", "_single_parser", "rules")
+    __slots__ = ("_compiled", "_first_parser", "_needs_host", "rules")
 
     def __init__(self, rules: Sequence[RouteRule[T]]) -> None:
         names = [rule.name for rule in rules]
@@ -184,20 +185,20 @@ class Router(Generic[T]):
         compiled: list[_CompiledRule[T]] = []
         for rule in self.rules:
             predicate = _predicate(rule)
+            # Each rule reads the model from the path as its upstream protocol lays paths out.
+            parser = path_parser(rule.protocol)
             if rule.path is not None:
-                compiled.append((_EXACT, rule.path, None, predicate, rule))
+                compiled.append((_EXACT, rule.path, None, predicate, rule, parser))
             elif rule.prefix is not None:
-                compiled.append((_PREFIX, rule.prefix, None, predicate, rule))
+                compiled.append((_PREFIX, rule.prefix, None, predicate, rule, parser))
             elif rule.regex is not None:
-                compiled.append((_REGEX, "", _compile(rule.regex, rule.name), predicate, rule))
+                compiled.append((_REGEX, "", _compile(rule.regex, rule.name), predicate, rule, parser))
             else:
-                compiled.append((_ANY, "", None, predicate, rule))
+                compiled.append((_ANY, "", None, predicate, rule, parser))
         self._compiled = tuple(compiled)
-        # Each rule reads the model from the path as its upstream protocol lays paths out; in the
-        # common router every rule has the same protocol and the path is read once per request.
-        self._parsers = tuple(path_parser(rule.protocol) for rule in self.rules)
-        distinct = set(self._parsers) or {model_from_path}
-        self._single_parser: ModelPathParser | None = distinct.pop() if len(distinct) == 1 else None
+        # The path is read before the loop with the first rule's parser, and again only where a
+        # matching rule's protocol differs: once per request when every rule shares a protocol.
+        self._first_parser: ModelPathParser = compiled[0][5] if compiled else model_from_path
         # Host normalization costs a lower() and a split; skip it when no rule looks at the host.
         self._needs_host = any(rule.host is not None for rule in self.rules)
 
@@ -205,12 +206,11 @@ class Router(Generic[T]):
         """The first matching rule. `path` is the normalised path (`gateway/core/paths.py`, done by
         the listener); `method` is compared as sent (methods are case-sensitive); `headers` must
         answer lower-case names (RequestContext.headers does)."""
-        single = self._single_parser
-        parser: ModelPathParser | None = single
-        model, version = single(path) if single is not None else (None, None)
+        parser = self._first_parser
+        model, version = parser(path)
         if self._needs_host:
             host = normalize_host(host)
-        for index, (kind, text, pattern, predicate, rule) in enumerate(self._compiled):
+        for kind, text, pattern, predicate, rule, rule_parser in self._compiled:
             if kind == _PREFIX:
                 if not path.startswith(text):
                     continue
@@ -219,8 +219,8 @@ class Router(Generic[T]):
                     continue
             elif pattern is not None and pattern.search(path) is None:
                 continue
-            if single is None and parser is not self._parsers[index]:
-                parser = self._parsers[index]
+            if rule_parser is not parser:
+                parser = rule_parser
                 model, version = parser(path)
             if predicate is None or predicate(method, host, headers, model, version):
                 return RouteMatch(rule, path, model, version)
