@@ -89,8 +89,14 @@ class CheckFailed(Exception):
     """The installed gateway did not start or did not proxy."""
 
 
+def _clean_environment() -> dict[str, str]:
+    """This environment without turnout's own switches (TURNOUT_PURE_PYTHON would skip compiling):
+    what a new user's shell holds."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
+
+
 def _run(command: list[str], cwd: Path | None = None) -> None:
-    subprocess.run(command, cwd=cwd, check=True, timeout=INSTALL_TIMEOUT_S)
+    subprocess.run(command, cwd=cwd, env=_clean_environment(), check=True, timeout=INSTALL_TIMEOUT_S)
 
 
 def _pip(venv: Path, *args: str) -> None:
@@ -113,12 +119,11 @@ def _serve_quickstart(venv: Path, clone: Path, work: Path) -> str:
         path.write_text(config)
         log_path = work / f"gateway-{venv.name}.log"
         # Run outside the clone, so the gateway imports what was installed, not the checkout.
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
         with log_path.open("w") as log:
             gateway = subprocess.Popen(
                 [str(venv / "bin" / "turnout"), "run", "--config", str(path), "--no-watch"],
                 cwd=work,
-                env=environment,
+                env=_clean_environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
