@@ -9,14 +9,11 @@ nothing per request.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, MutableMapping
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-import orjson
-import structlog
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -199,83 +196,3 @@ class ClusterStateCollector(Collector):
                 ejections.add_metric(labels, float(ep.ejection_count))
             rejected.add_metric([name], float(cluster.breaker_rejections))
         yield from (healthy, inflight, ejections, rejected)
-
-
-class _LineWriter:
-    """structlog's output stage: buffered writes of whole lines, flushed by the owner's timer."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self._buffer: list[bytes] = []
-        self._size = 0
-
-    def msg(self, message: bytes) -> None:
-        self._buffer.append(message)
-        self._size += len(message) + 1
-        # 64 KiB: flush before the buffer grows past what one write() moves cheaply.
-        if self._size > 65536:
-            self.flush()
-
-    def info(self, message: bytes) -> None:
-        """structlog calls the method named like the log level."""
-        self.msg(message)
-
-    def flush(self) -> None:
-        if self._buffer:
-            self._buffer.append(b"")
-            self._stream.write(b"\n".join(self._buffer))
-            self._stream.flush()
-            self._buffer.clear()
-            self._size = 0
-
-
-def _add_timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    event["ts"] = round(time.time(), 6)
-    return event
-
-
-class AccessLog:
-    """One JSON line per request through a structlog pipeline with only two processors."""
-
-    def __init__(self, destination: str) -> None:
-        self._file: IO[bytes] | None = None
-        if destination == "stdout":
-            stream: IO[bytes] = sys.stdout.buffer
-        elif destination == "stderr":
-            stream = sys.stderr.buffer
-        else:
-            self._file = stream = open(destination, "ab")  # noqa: SIM115 - closed by close()
-        self._writer = _LineWriter(stream)
-        self._log = structlog.wrap_logger(
-            self._writer,
-            processors=[_add_timestamp, structlog.processors.JSONRenderer(serializer=orjson.dumps)],
-        )
-
-    def log(self, ctx: RequestContext, total: float) -> None:
-        self._log.info(
-            "request",
-            request_id=ctx.request_id,
-            method=ctx.method,
-            path=ctx.path,
-            route=ctx.route,
-            cluster=ctx.cluster,
-            endpoint=ctx.endpoint,
-            status=ctx.status,
-            duration_ms=round(total * 1000, 3),
-            upstream_ms=round(ctx.upstream_latency * 1000, 3),
-            bytes_in=ctx.bytes_in,
-            bytes_out=ctx.bytes_out,
-            retries=ctx.retries,
-            client=ctx.client_ip,
-            experiment=ctx.experiment,
-            arm=ctx.arm,
-            error=ctx.error,
-        )
-
-    def flush(self) -> None:
-        self._writer.flush()
-
-    def close(self) -> None:
-        self.flush()
-        if self._file is not None:
-            self._file.close()

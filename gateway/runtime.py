@@ -17,6 +17,7 @@ from urllib.parse import quote
 import orjson
 
 from experiments.config import experiment_clusters
+from gateway.access_log import AccessLog
 from gateway.batch_upstream import batch_upstream
 from gateway.cluster import BackgroundTask, ClusterRuntime, PoolSettings
 from gateway.config import (
@@ -39,7 +40,7 @@ from gateway.filter_chain import FilterChain
 from gateway.filters_config import build_filters
 from gateway.http.headers import HeaderRules
 from gateway.internal_client import send_to_cluster
-from gateway.observability import AccessLog, GatewayMetrics
+from gateway.observability import GatewayMetrics
 from gateway.route import CompiledRoute, PrefixRewrite
 from routing.balancers import BalancerFactory, make_balancer_factory
 from routing.discovery.dns import DnsDiscovery

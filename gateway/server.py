@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway import SOURCE_REASON
+from gateway.access_log import AccessLog
 from gateway.admin import build_admin_app
 from gateway.config import ConfigError, GatewayConfig
 from gateway.config.errors import BuildError, describe_exception, one_line
@@ -29,7 +30,7 @@ from gateway.experiments_metrics import ExperimentsCollector
 from gateway.experiments_runtime import ExperimentsService, needs_experiments
 from gateway.http.listener import HttpServer, ListenerLimits
 from gateway.loading import load_gateway_config
-from gateway.observability import AccessLog, ClusterStateCollector, GatewayMetrics
+from gateway.observability import ClusterStateCollector, GatewayMetrics
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime, build_runtime
 from gateway.tls import build_tls_context
@@ -109,7 +110,8 @@ class Gateway:
     async def start(self) -> None:
         config = self._initial_config
         if config.access_log.enabled:
-            self.access_log = AccessLog(config.access_log.path)
+            settings = config.access_log
+            self.access_log = AccessLog(settings.path, settings.sample, settings.fields)
         try:
             await self._update_experiments(config)
         except Exception as exc:  # a store that is down at start is no traceback, but one clear line
@@ -356,6 +358,9 @@ class Gateway:
         loop.add_signal_handler(signal.SIGINT, lambda: asyncio.ensure_future(self.shutdown()))
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload_in_background("SIGHUP"))
         await self.start()
+        if self.access_log is not None:
+            # SIGUSR1 after log rotation, as nginx takes it: the access log reopens its file.
+            loop.add_signal_handler(signal.SIGUSR1, self.access_log.reopen)
         await self.stopped.wait()
 
 

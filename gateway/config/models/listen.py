@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import Field, model_validator
 
@@ -128,12 +128,45 @@ class AdminConfig(StrictModel):
         return self
 
 
+# The fields an access-log line can hold, in the order a line writes them: who, what and how it went
+# first, then where it went and how big it was.
+AccessLogField = Literal[
+    "ts",
+    "request_id",
+    "method",
+    "path",
+    "route",
+    "cluster",
+    "endpoint",
+    "status",
+    "duration_ms",
+    "upstream_ms",
+    "bytes_in",
+    "bytes_out",
+    "retries",
+    "client",
+    "experiment",
+    "arm",
+    "error",
+]
+ACCESS_LOG_FIELDS: tuple[AccessLogField, ...] = get_args(AccessLogField)
+
+
 class AccessLogConfig(StrictModel):
-    """One line per request: method, path, status, latency, route, cluster, endpoint."""
+    """One JSON line per request: method, path, status, latency, route, cluster, endpoint."""
 
     enabled: bool = Field(default=True, description="Write the access log.")
     path: str = Field(
         default="stdout",
         min_length=1,
         description='Where to write: "stdout", "stderr", or a file path.',
+    )
+    sample: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of requests logged (answers of 500 and above are always logged).",
+    )
+    fields: tuple[AccessLogField, ...] = Field(
+        default=ACCESS_LOG_FIELDS, min_length=1, description="The fields of each line, in this order."
     )
