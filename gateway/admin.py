@@ -56,7 +56,7 @@ async def _errors_as_json(
         raise
 
 
-def _auth_middleware(token: str) -> Any:
+def auth_middleware(token: str) -> Any:
     expected = f"Bearer {token}".encode()
 
     @web.middleware
@@ -198,7 +198,7 @@ def build_admin_app(gateway: Gateway, token: str) -> web.Application:
     # Outermost first: the token, then the guard on state changes, then errors as JSON.
     middlewares = [mutation_guard(check_origin_and_host=not token), _errors_as_json]
     if token:
-        middlewares.insert(0, _auth_middleware(token))
+        middlewares.insert(0, auth_middleware(token))
     app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     app[GATEWAY_KEY] = gateway
     # Read once, like the token: admin settings take effect on a restart, not a reload.

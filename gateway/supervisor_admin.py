@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.admin import _auth_middleware
+from gateway.admin import auth_middleware
 from gateway.admin_guard import MUTATING_METHODS, mutation_guard
 from gateway.metrics_sum import sum_expositions
 from gateway.supervisor_process import GatewayChild
@@ -218,7 +218,7 @@ async def forward(request: web.Request) -> web.Response:
 def build_supervisor_admin(supervisor: Supervisor, token: str) -> web.Application:
     middlewares = [mutation_guard(check_origin_and_host=not token)]
     if token:
-        middlewares.insert(0, _auth_middleware(token))
+        middlewares.insert(0, auth_middleware(token))
     # The gateway admin API's own limit on a request body.
     app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
     app[SUPERVISOR_KEY] = supervisor
