@@ -229,7 +229,9 @@ class MeshExchange:
 
     # ----- response -----
 
-    async def respond(self, status: int, headers: list[tuple[str, str]]) -> Response:
+    async def respond(
+        self, status: int, headers: list[tuple[str, str]], body: bytes | None = None
+    ) -> Response:
         """The response phase on the upstream's answer head: what the client will see. Raises
         `GatewayError` when a response hook refuses."""
         ctx = self.ctx
@@ -244,7 +246,7 @@ class MeshExchange:
                 else:
                     cluster.endpoints.on_success(self.endpoint, ctx.upstream_latency, now)
                 _note_load_report(self.endpoint, headers)
-        response = Response(status, list(headers), None)
+        response = Response(status, list(headers), body)
         route = self.route
         if route is not None and route.filters.on_response:
             await route.filters.run_response(ctx, response)

@@ -5,11 +5,15 @@ request body (when the processing mode asks for it), the response headers and, w
 response body and trailers; every message gets exactly one answer, in order.
 
     request_headers   header-only route: the whole decision (filters, arm, endpoint) -> mutation
-                      + dynamic metadata, or an ImmediateResponse. Body route: CONTINUE with a
-                      mode_override asking for the body (BUFFERED or STREAMED)
+                      + dynamic metadata, or an ImmediateResponse. Body route (declared, or whose
+                      filters read the body): CONTINUE with a mode_override asking for the body
+                      (BUFFERED or STREAMED), and for the response body when a response filter
+                      reads it (a cache storing answers)
     request_body      STREAMED chunks are answered CONTINUE and kept; at end_of_stream (one message
                       in BUFFERED mode) the decision runs with the whole body
-    response_headers  endpoint outcome, response-phase filters, experiment headers and outcome
+    response_headers  endpoint outcome, response-phase filters, experiment headers and outcome;
+                      held until the body when a response filter reads it
+    response_body     the held answer's response phase, with a body mutation when it changed
     anything else     answered CONTINUE
 
 A message out of order (a body before headers, a second request_headers), or a request larger than
@@ -84,18 +88,31 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
 class _Stream:
     """The state of one request's stream."""
 
-    __slots__ = ("body", "body_mode", "body_modes", "delegated", "exchange", "max_body", "runtime")
+    __slots__ = (
+        "body",
+        "body_mode",
+        "body_modes",
+        "delegated",
+        "exchange",
+        "max_body",
+        "response_body",
+        "response_head",
+        "runtime",
+    )
 
     def __init__(
         self, runtime: Runtime, body_modes: dict[str, int], max_body: int, delegated: frozenset[str]
     ) -> None:
         self.runtime = runtime
-        self.delegated = delegated
         self.body_modes = body_modes
+        self.delegated = delegated
         self.max_body = max_body
         self.exchange: MeshExchange | None = None
         self.body_mode = _MODE.NONE
         self.body: list[bytes] = []
+        self.response_head: tuple[int, list[tuple[str, str]]] | None = None
+        """The answer's status and headers, held until its body (response filters that read it)."""
+        self.response_body: list[bytes] = []
 
     async def answer(self, message: Any) -> Any:
         kind = message.WhichOneof("request")
@@ -105,13 +122,15 @@ class _Stream:
             return await self._request_body(message.request_body)
         if kind == "response_headers":
             return await self._response_headers(message.response_headers)
+        if kind == "response_body":
+            return await self._response_body(message.response_body)
         if self.exchange is None:
             raise ProtocolError(f"{kind or 'an empty message'} before request_headers")
-        field = {"response_body": "response_body", "request_trailers": "request_trailers"}.get(
-            kind or "", "response_trailers"
-        )
         reply = pb.ProcessingResponse()
-        getattr(reply, field).SetInParent()
+        if kind == "request_trailers":
+            reply.request_trailers.SetInParent()
+        else:
+            reply.response_trailers.SetInParent()
         return reply
 
     async def _request_headers(self, headers: Any) -> Any:
@@ -123,13 +142,21 @@ class _Stream:
             return immediate_response(error_response(error))
         self.exchange = exchange
         route = exchange.route
-        mode = self.body_modes.get(route.name, _MODE.NONE) if route is not None else _MODE.NONE
-        if mode != _MODE.NONE and not headers.end_of_stream:
-            self.body_mode = mode
-            return pb.ProcessingResponse(
-                request_headers=pb.HeadersResponse(), mode_override=_MODE(request_body_mode=mode)
-            )
-        return self._decided(await exchange.decide(self.delegated), "request_headers")
+        override = None
+        if route is not None:
+            chain = route.filters
+            # Declared per route; a route whose filters read the body gets it whole by default.
+            mode = self.body_modes.get(route.name, _MODE.BUFFERED if chain.needs_request_body else _MODE.NONE)
+            response_mode = _MODE.BUFFERED if chain.needs_response_body else _MODE.NONE
+            if mode != _MODE.NONE or response_mode != _MODE.NONE:
+                override = _MODE(request_body_mode=mode, response_body_mode=response_mode)
+            if mode != _MODE.NONE and not headers.end_of_stream:
+                self.body_mode = mode
+                return pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=override)
+        reply = self._decided(await exchange.decide(self.delegated), "request_headers")
+        if override is not None and reply.WhichOneof("response") != "immediate_response":
+            reply.mode_override.CopyFrom(override)
+        return reply
 
     async def _request_body(self, body: Any) -> Any:
         exchange = self.exchange
@@ -178,23 +205,55 @@ class _Stream:
         if not status_text.isdigit():
             raise ProtocolError("response_headers without a numeric :status")
         plain = [(name.lower(), value) for name, value in pairs if not name.startswith(":")]
-        sent = dict(plain)
+        route = exchange.route
+        if route is not None and route.filters.needs_response_body and not headers.end_of_stream:
+            self.response_head = (int(status_text), plain)  # the filters run on the whole answer
+            return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+        common = await self._respond(int(status_text), plain, None)
+        if common is None or not isinstance(common, pb.CommonResponse):
+            return common
+        return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=common))
+
+    async def _response_body(self, body: Any) -> Any:
+        if self.exchange is None:
+            raise ProtocolError("response_body before request_headers")
+        head = self.response_head
+        if head is None:  # not asked for: Envoy's own mode sends it
+            return pb.ProcessingResponse(response_body=pb.BodyResponse())
+        self.response_body.append(body.body)
+        if sum(len(chunk) for chunk in self.response_body) > self.max_body:
+            raise ProtocolError(f"the response body is larger than {self.max_body} bytes")
+        if not body.end_of_stream:
+            return pb.ProcessingResponse(response_body=pb.BodyResponse())
+        self.response_head = None
+        whole = b"".join(self.response_body)
+        self.response_body = []
+        common = await self._respond(head[0], head[1], whole)
+        if not isinstance(common, pb.CommonResponse):
+            return common
+        return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
+
+    async def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes | None) -> Any:
+        """The response phase on the answer (its head, or head and body): the changes for Envoy to
+        make, as a CommonResponse, or an ImmediateResponse when a response hook refused."""
+        exchange = self.exchange
+        assert exchange is not None
+        sent = dict(headers)
         try:
-            response = await exchange.respond(int(status_text), plain)
+            response = await exchange.respond(status, headers, body)
         except GatewayError as error:
             exchange.finish(error.status, error.message)
             return immediate_response(error_response(error))
         exchange.finish(response.status)
         edited = dict(response.headers)
         changed = [(name, value) for name, value in response.headers if sent.get(name) != value]
-        if response.status != int(status_text):
+        if response.status != status:
             changed.append((":status", str(response.status)))
         removed = [name for name in sent if name not in edited]
-        return pb.ProcessingResponse(
-            response_headers=pb.HeadersResponse(
-                response=pb.CommonResponse(header_mutation=header_mutation(changed, removed))
-            )
-        )
+        common = pb.CommonResponse(header_mutation=header_mutation(changed, removed))
+        if body is not None and response.body is not None and response.body != body:
+            common.body_mutation.body = response.body
+        return common
 
     def end(self, status: int, error: str) -> None:
         if self.exchange is not None:

@@ -215,3 +215,50 @@ async def test_load_reports_in_answers_steer_least_queue(make_gateway: Any, tmp_
         for user in users[1:]:
             (answer,) = await exchange(port, [request_headers("/x", [("x-user-id", user)])])
             assert mutation_headers(answer.request_headers.response)["x-gateway-destination-endpoint"] != busy
+
+
+def response_body(body: bytes) -> Any:
+    return pb.ProcessingRequest(response_body=pb.HttpBody(body=body, end_of_stream=True))
+
+
+async def test_cache_fills_from_the_response_body_and_answers_hits(make_gateway: Any, tmp_path: Path) -> None:
+    config = mesh_config(tmp_path)
+    cached = {"name": "cached", "match": {"prefix": "/cached/"}, "backend": {"cluster": "risk-v1"}}
+    config["routes"].insert(0, {**cached, "filters": [{"cache": {"ttl": "60s"}}]})
+    async with make_gateway(config) as gateway:
+        port = gateway.mesh.port
+        path = "/cached/v2/models/m/infer"
+        miss = await exchange(
+            port,
+            [
+                request_headers(path, end_of_stream=False),
+                request_body(b'{"inputs": 1}', end_of_stream=True),
+                pb.ProcessingRequest(
+                    response_headers=pb.HttpHeaders(
+                        headers=headers([(":status", "200"), ("content-type", "application/json")])
+                    )
+                ),
+                response_body(b'{"outputs": 2}'),
+            ],
+        )
+        # The route reads both bodies: turnout asks Envoy for them.
+        override = miss[0].mode_override
+        assert (override.request_body_mode, override.response_body_mode) == (
+            override.BUFFERED,
+            override.BUFFERED,
+        )
+        assert "x-gateway-destination-endpoint" in mutation_headers(miss[1].request_body.response)
+        assert miss[2].WhichOneof("response") == "response_headers"
+        assert miss[3].WhichOneof("response") == "response_body"
+        hit = await exchange(
+            port,
+            [request_headers(path, end_of_stream=False), request_body(b'{"inputs": 1}', end_of_stream=True)],
+        )
+        assert hit[1].immediate_response.status.code == 200
+        assert hit[1].immediate_response.body == b'{"outputs": 2}'
+        other = await exchange(
+            port,
+            [request_headers(path, end_of_stream=False), request_body(b'{"inputs": 3}', end_of_stream=True)],
+        )
+        assert other[1].WhichOneof("response") == "request_body"
+        assert all(e.inflight <= 1 for c in gateway.runtime.clusters.values() for e in c.endpoints.endpoints)

@@ -22,9 +22,9 @@ class MeshConfig(StrictModel):
     request_body: dict[Name, BodyMode] = Field(
         default_factory=dict,
         description="Per route name: how ext_proc asks Envoy for the request body before deciding. "
-        "none (the default) decides on the headers; buffered and streamed ask for the whole body "
-        "(Envoy's BUFFERED or STREAMED mode, through a mode override Envoy must allow) for routes "
-        "whose filters read it.",
+        "none decides on the headers; buffered and streamed ask for the whole body (Envoy's BUFFERED "
+        "or STREAMED mode, through a mode override Envoy must allow). Default: buffered for a route "
+        "whose filters read the body (validate, cache), none otherwise.",
     )
     delegated_filters: tuple[Name, ...] = Field(
         default=(),
