@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from experiments.analysis import status_of
+from experiments.analysis import settings_of, status_of
 from experiments.analysis_events import ExperimentEvents, load_events
 from experiments.analysis_settings import AnalysisSettings
 from experiments.config import AbConfig, BlueGreenConfig, CanaryConfig, ShadowConfig
@@ -124,7 +124,7 @@ async def build_report(
     data = await store.phase_data(name, status.phase)
     events = await load_events(store, name, status.phase)
     entries = timeline(await store.decisions(name, limit=TIMELINE_DECISIONS))
-    settings = AnalysisSettings(alpha=config.alpha, expected_units=config.expected_units)
+    settings = settings_of(config)
     metrics = list(status.arms[0].metrics) if status.arms else list(config.metrics)
     header = build_header(
         name,
@@ -145,6 +145,7 @@ async def build_report(
         header=header,
         health=health_banner(status.health, status.arms, settings.burn_in, events.unusable_feedback),
         decision=status.decision,
+        verdict=status.decision,
         arms=_arm_summaries(status, dict(split.clusters)),
         goals=tuple(c for c in status.comparisons if c.role == "goal"),
         guardrails=tuple(c for c in status.comparisons if c.role == "guardrail"),

@@ -23,7 +23,9 @@ _ACTION_TONES: dict[str, Tone] = {"ship": "ok", "roll_back": "warning", "unhealt
 
 
 def _decision(report: Report) -> Section:
-    verdict = report.decision
+    """The one verdict, first: its action, then its reasons in the order they weigh (goals decide,
+    guardrails can block, health can invalidate), then the plan."""
+    verdict = report.verdict
     headline = _ACTIONS.get(verdict.action, verdict.action)
     if verdict.winner:
         headline += f": {verdict.winner}"
@@ -31,6 +33,13 @@ def _decision(report: Report) -> Section:
         headline += f", about {verdict.more_units:,} more units"
     tone = _ACTION_TONES.get(verdict.action, "note")
     blocks: list[Block] = [Paragraph(headline, tone), Bullets(verdict.reasons)]
+    if verdict.planned_units is not None and verdict.progress is not None:
+        blocks.append(
+            Paragraph(
+                f"Planned: {verdict.planned_units:,} units for the pre-registered minimum detectable "
+                f"effect; {text.share(min(verdict.progress, 1.0))} of the way there."
+            )
+        )
     if report.header.state in _ENDED:
         blocks.append(
             Paragraph(
@@ -38,16 +47,17 @@ def _decision(report: Report) -> Section:
                 "The allocation history and the timeline show the phases before and what ended it."
             )
         )
-    return Section("decision", "Decision", tuple(blocks))
+    return Section("decision", "Verdict", tuple(blocks))
 
 
 def _health(report: Report) -> Section:
+    """The checks behind the verdict's health layer; a failed one is already a reason above."""
     banner = report.health
     if banner.ok:
-        lead = Paragraph("Healthy: nothing blocks the decision.", "ok")
+        lead = Paragraph("Every health check passes: the data can be trusted.")
     else:
         lead = Paragraph(
-            "Decision blocked: " + "; ".join(check.detail for check in banner.blocking), "blocking"
+            "The verdict is invalidated: " + "; ".join(check.detail for check in banner.blocking), "blocking"
         )
     rows = tuple((check.name, check.level, check.detail) for check in banner.checks)
     return Section("health", "Health", (lead, Table(("check", "status", "detail"), rows)))
@@ -215,15 +225,17 @@ def title_of(report: Report) -> str:
 
 
 def layout(report: Report) -> tuple[Section, ...]:
-    """The report's sections in reading order."""
+    """The report's sections in reading order: only those the experiment has (no canary timeline for
+    an A/B test, no shadow section without shadow comparisons)."""
+    canary = report.kind == "canary" or bool(report.timeline)
     return (
-        _health(report),
         _decision(report),
+        _health(report),
         _setup(report),
         _arms(report),
         *metric_sections(report),
         _plots(report),
-        _timeline(report),
-        _shadow(report),
+        *((_timeline(report),) if canary else ()),
+        *((_shadow(report),) if report.shadow is not None else ()),
         _methods(report),
     )

@@ -28,12 +28,12 @@ h2 { font-size: 18px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1
 .banner.warning { border-color: #ef6c00; background: #fff4e5; }
 .banner.blocking { border-color: #c62828; background: #fdecea; }
 .scroll { overflow-x: auto; margin: 8px 0 14px; }
-table { border-collapse: collapse; font-size: 13px; }
+table { border-collapse: collapse; font-size: 13px; max-width: 100%; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; }
 th, td { border-bottom: 1px solid #e6e6e6; padding: 4px 10px 4px 0; text-align: left; vertical-align: top; }
-th { color: #555; font-weight: 600; white-space: nowrap; }
+th { color: #555; font-weight: 600; }
 td { font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.text { white-space: normal; min-width: 18em; }
+td.text { white-space: normal; min-width: 12em; overflow-wrap: anywhere; }
 .level-ok { color: #2e7d32; } .level-note { color: #1565c0; }
 .level-warning { color: #ef6c00; } .level-blocking { color: #c62828; font-weight: 600; }
 figure { margin: 12px 0 24px; }
@@ -43,9 +43,10 @@ figcaption { color: #333; font-weight: 600; margin-top: 4px; }
 """
 
 _LEVELS = frozenset({"ok", "note", "warning", "blocking"})
-# Cells longer than this (reasons, details, references) wrap; shorter ones (numbers, intervals) stay
-# on one line so a column of intervals reads straight down.
-_LONG_CELL = 40
+# Cells longer than this (reasons, details, references, long intervals) wrap; shorter ones (numbers,
+# most intervals) stay on one line so a column reads straight down. At 24 a comparison table of
+# eleven columns fits the 1,100 px page a 1,280 px screen shows.
+_LONG_CELL = 24
 
 
 def _table(table: Table) -> str:

@@ -5,6 +5,7 @@
                     alpha, sequential settings, the analysis window
       health        the banner: checks that block a decision (SRM, too few units, crossovers)
       decision      ship / roll_back / keep_running / unhealthy with reasons (`experiments.status`)
+      verdict       the same, by its contract name: goals decide, guardrails block, health invalidates
       arms          per arm: units, exposures, requests, shares, metric values
       goals, guardrails, descriptive
                     comparisons against the control (`experiments.status.Comparison`)
@@ -287,6 +288,9 @@ class Report:
     header: Header
     health: HealthBanner
     decision: Verdict
+    verdict: Verdict
+    """The same verdict under the name the contract gives it: action, reasons in layers (goal,
+    guardrail, health), winner, planned units and progress."""
     arms: tuple[ArmSummary, ...]
     goals: tuple[Comparison, ...]
     guardrails: tuple[Comparison, ...]

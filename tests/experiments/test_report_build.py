@@ -365,6 +365,7 @@ async def test_json_keeps_the_binding_contract(sqlite_store: SqliteEventStore) -
         assert arms[name]["requests"] == sent.requests[name]
     assert payload["decision"]["action"] in {"ship", "roll_back", "keep_running", "unhealthy"}
     assert isinstance(payload["decision"]["reasons"], list)
+    assert payload["verdict"] == payload["decision"] and isinstance(payload["verdict"]["reasons"], list)
     # About 225 requests per arm are too few for a p99 interval (it needs about 380): null, not NaN;
     # inside the burn-in the confidence sequence is unbounded: null, not -Infinity.
     p99 = next(row for row in payload["latency_quantiles"] if row["quantile"] == "p99")
@@ -384,9 +385,15 @@ async def test_markdown_has_every_section_and_well_formed_tables(sqlite_store: S
     assert markdown.startswith("# Experiment report: exp\n")
     headings = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
     assert headings == [
-        "Health", "Decision", "Setup", "Arms", "Goal metrics", "Guardrails", "Plots",
-        "Canary timeline", "Shadow agreement", "Methods",
-    ]  # fmt: skip
+        "Verdict",
+        "Health",
+        "Setup",
+        "Arms",
+        "Goal metrics",
+        "Guardrails",
+        "Plots",
+        "Methods",
+    ]  # fmt: skip: an A/B test without shadow comparisons has neither a timeline nor a shadow section
     assert not re.search(r"\b(nan|inf)\b", markdown, re.IGNORECASE)
     tables = _tables(markdown)
     assert len(tables) >= 7

@@ -92,8 +92,11 @@ def test_the_page_is_self_contained_with_three_inline_plots(pages: dict[str, Pat
     assert html.count("<svg") == 3
     ids = Counter(re.findall(r'\bid="([^"]+)"', html))
     assert [i for i, n in ids.items() if n > 1] == []  # plots inlined together must not share ids
-    for section in ("health", "decision", "setup", "arms", "goals", "guardrails", "timeline", "methods"):
+    for section in ("decision", "health", "setup", "arms", "goals", "guardrails", "methods"):
         assert f'<section id="{section}">' in html
+    assert html.index('<section id="decision">') < html.index('<section id="health">')
+    # An A/B test has no canary timeline and, without shadow comparisons, no shadow section.
+    assert '<section id="timeline">' not in html and '<section id="shadow">' not in html
 
 
 def test_a_thin_report_says_why_its_plots_are_sparse(pages: dict[str, Path]) -> None:
@@ -106,6 +109,12 @@ def test_a_thin_report_says_why_its_plots_are_sparse(pages: dict[str, Path]) -> 
 def test_the_full_report_draws_its_data(pages: dict[str, Path]) -> None:
     html = pages["full"].read_text(encoding="utf-8")
     assert "Roll back" in html and "treatment is worse on latency" in html
+    # One verdict: the better goal is named first, then the guardrail that blocks it; no green
+    # "healthy" banner sits above the roll back.
+    verdict = html[html.index('<section id="decision">') : html.index('<section id="health">')]
+    goal = verdict.index("goal: treatment is better on feedback:conversion")
+    assert goal < verdict.index("guardrail: treatment is worse on latency, which blocks shipping")
+    assert 'class="banner ok"' not in html
     lift = html[html.index('<figure id="plot-lift">') : html.index('<figure id="plot-exposures">')]
     assert '<p class="note">' not in lift
     assert "treatment - control" in lift and "95 % confidence sequence" in lift  # the legend
@@ -149,6 +158,38 @@ def test_chromium_loads_each_report_with_its_plots_and_no_console_errors(
         assert dom.count("<svg") == 3, name
         for figure in FIGURES:
             assert re.search(rf'<figure id="{figure}"><svg[^>]*>.*?<path', dom, re.DOTALL), (name, figure)
+
+
+# What a page that fits the screen measures: the document is no wider than the 1,280 px window.
+SCREEN_WIDTH = 1280
+_MEASURE = (
+    "<script>addEventListener('load', () => { const w = document.documentElement.scrollWidth;"
+    " document.body.setAttribute('data-scroll-width', String(w));"
+    " const wide = [...document.querySelectorAll('.scroll')].filter(e => e.scrollWidth > e.clientWidth);"
+    " document.body.setAttribute('data-wide-tables', String(wide.length)); });</script>"
+)
+
+
+def test_every_report_fits_a_1280_px_screen_without_horizontal_scrolling(
+    browser: str, pages: dict[str, Path], tmp_path: Path
+) -> None:
+    for name, page in pages.items():
+        measured = tmp_path / f"measured-{name}.html"
+        measured.write_text(page.read_text(encoding="utf-8").replace("</body>", _MEASURE + "</body>"))
+        profile = tmp_path / f"profile-width-{name}"
+        result = subprocess.run(
+            [
+                browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                f"--user-data-dir={profile}", f"--window-size={SCREEN_WIDTH},900",
+                "--virtual-time-budget=2000", "--dump-dom", measured.as_uri(),
+            ],
+            capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        width = re.search(r'data-scroll-width="(\d+)"', result.stdout)
+        wide = re.search(r'data-wide-tables="(\d+)"', result.stdout)
+        assert width is not None and wide is not None, name
+        assert int(width.group(1)) <= SCREEN_WIDTH and int(wide.group(1)) == 0, (name, width, wide)
 
 
 def test_the_console_check_catches_a_page_error(browser: str, tmp_path: Path) -> None:
