@@ -77,6 +77,7 @@ class MeshExchange:
     """One request's way through the decision: the state its phases share, and its single exit."""
 
     __slots__ = (
+        "answer_body",
         "assignment",
         "ctx",
         "endpoint",
@@ -96,6 +97,8 @@ class MeshExchange:
         self.assignment: Assignment | None = None
         self.endpoint: Endpoint | None = None
         self.extra_response_headers: list[tuple[str, str]] = []
+        self.answer_body: bytes | None = None
+        """The upstream's answer body, when Envoy sent it (the experiment's output metrics read it)."""
         self.finished = False
 
     @classmethod
@@ -246,6 +249,7 @@ class MeshExchange:
                 else:
                     cluster.endpoints.on_success(self.endpoint, ctx.upstream_latency, now)
                 _note_load_report(self.endpoint, headers)
+        self.answer_body = body
         response = Response(status, list(headers), body)
         route = self.route
         if route is not None and route.filters.on_response:
@@ -280,7 +284,7 @@ class MeshExchange:
             if route.filters.on_log:
                 route.filters.run_log(ctx)
         if seen and self.assignment is not None and runtime.experiments is not None:
-            runtime.experiments.record_outcome(self.assignment, ctx, total, None)
+            runtime.experiments.record_outcome(self.assignment, ctx, total, self.answer_body)
         runtime.log_request(ctx, route, total)
 
 

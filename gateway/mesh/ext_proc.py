@@ -97,6 +97,7 @@ class _Stream:
         "max_body",
         "response_body",
         "response_head",
+        "response_wanted",
         "runtime",
     )
 
@@ -113,6 +114,8 @@ class _Stream:
         self.response_head: tuple[int, list[tuple[str, str]]] | None = None
         """The answer's status and headers, held until its body (response filters that read it)."""
         self.response_body: list[bytes] = []
+        self.response_wanted = False
+        """A response filter or the experiment's output metrics read the answer's body."""
 
     async def answer(self, message: Any) -> Any:
         kind = message.WhichOneof("request")
@@ -147,7 +150,13 @@ class _Stream:
             chain = route.filters
             # Declared per route; a route whose filters read the body gets it whole by default.
             mode = self.body_modes.get(route.name, _MODE.BUFFERED if chain.needs_request_body else _MODE.NONE)
-            response_mode = _MODE.BUFFERED if chain.needs_response_body else _MODE.NONE
+            service = self.runtime.experiments
+            self.response_wanted = chain.needs_response_body or (
+                route.experiment is not None
+                and service is not None
+                and service.needs_response_body(route.experiment)
+            )
+            response_mode = _MODE.BUFFERED if self.response_wanted else _MODE.NONE
             if mode != _MODE.NONE or response_mode != _MODE.NONE:
                 override = _MODE(request_body_mode=mode, response_body_mode=response_mode)
             if mode != _MODE.NONE and not headers.end_of_stream:
@@ -205,8 +214,7 @@ class _Stream:
         if not status_text.isdigit():
             raise ProtocolError("response_headers without a numeric :status")
         plain = [(name.lower(), value) for name, value in pairs if not name.startswith(":")]
-        route = exchange.route
-        if route is not None and route.filters.needs_response_body and not headers.end_of_stream:
+        if self.response_wanted and not headers.end_of_stream:
             self.response_head = (int(status_text), plain)  # the filters run on the whole answer
             return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
         common = await self._respond(int(status_text), plain, None)

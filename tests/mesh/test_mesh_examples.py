@@ -3,11 +3,8 @@ the Envoy bootstrap parses into envoy-data-plane's Bootstrap with no unknown fie
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import importlib
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from gateway.loading import load_gateway_config
 from gateway.mesh.xds_resources import ENDPOINTS, ROUTE
-from tests.support.processes import free_port
+from tests.support.processes import free_port, start_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 MESH = ROOT / "config" / "examples" / "mesh.yaml"
@@ -97,34 +94,22 @@ def test_envoy_bootstrap_check_refuses_unknown_fields() -> None:
 def mesh_process(tmp_path: Path) -> Iterator[int]:
     """`turnout run` on the example, moved to free ports (the contract's ports may be taken here)."""
     document = yaml.safe_load(MESH.read_text())
-    port = free_port()
-    document["listen"]["port"] = free_port()
-    document["admin"]["port"] = free_port()
+    port, listen, admin = free_port(), free_port(), free_port()
+    document["listen"]["port"] = listen
+    document["admin"]["port"] = admin
     document["mesh"]["port"] = port
     document["state"]["sqlite_path"] = str(tmp_path / "events.db")
     path = tmp_path / "mesh.yaml"
     path.write_text(yaml.safe_dump(document))
-    log = (tmp_path / "turnout.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run", "--config", str(path), "--no-watch"],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    gateway = start_gateway(path, listen, admin, tmp_path, ("--no-watch",))  # ready: mesh port open
     try:
         yield port
     finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
+        gateway.stop()
 
 
-async def test_turnout_run_serves_the_example_over_ads(mesh_process: int, tmp_path: Path) -> None:
+async def test_turnout_run_serves_the_example_over_ads(mesh_process: int) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh_process}") as channel:
-        try:
-            await asyncio.wait_for(channel.channel_ready(), 30)  # the process imports and starts
-        except TimeoutError:
-            raise AssertionError((tmp_path / "turnout.log").read_text()) from None
         call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
         await call.write(discovery_pb2.DiscoveryRequest(type_url=ROUTE, resource_names=["risk"]))
         routes = await call.read()

@@ -262,3 +262,20 @@ async def test_cache_fills_from_the_response_body_and_answers_hits(make_gateway:
         )
         assert other[1].WhichOneof("response") == "request_body"
         assert all(e.inflight <= 1 for c in gateway.runtime.clusters.values() for e in c.endpoints.endpoints)
+
+
+async def test_experiment_output_metrics_ask_for_the_answer_body(make_gateway: Any, tmp_path: Path) -> None:
+    config = mesh_config(tmp_path)
+    config["experiments"]["risk-ab"]["metrics"] = ["latency", "output:label"]
+    async with make_gateway(config) as gateway:
+        recorder = gateway.experiments.recorder
+        before = recorder.stats().accepted
+        answer = b'{"outputs": [{"name": "label", "shape": [1], "datatype": "INT64", "data": [1]}]}'
+        first, second, third = await exchange(
+            gateway.mesh.port,
+            [request_headers("/x", [("x-user-id", "u1")]), response_headers(200), response_body(answer)],
+        )
+        assert first.mode_override.response_body_mode == first.mode_override.BUFFERED
+        assert second.WhichOneof("response") == "response_headers"
+        assert mutation_headers(third.response_body.response)["x-turnout-experiment"] == "risk-ab"
+        assert recorder.stats().accepted == before + 2  # exposure and outcome
