@@ -35,6 +35,7 @@ from gateway.core.errors import GatewayError, error_body
 from gateway.core.filters import FilterError, Response
 from gateway.http.exchange import HttpExchange
 from gateway.http.headers import forwarded_proto_line, request_id_of
+from gateway.openai_routing import route_by_body_model
 from gateway.request_phase import run_request_phase
 from gateway.response_phase import run_response
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from gateway.route import CompiledRoute
     from gateway.runtime import Runtime
     from gateway.upstream_attempt import UpstreamAttempt
+    from routing.router import RouteMatch
 
 log = logging.getLogger("turnout.proxy")
 
@@ -155,6 +157,14 @@ class ProxyRequest:
             self.done = True
             self.runtime.log_request(ctx, None, monotonic() - ctx.started)
             return
+        if match.pending:  # an OpenAI route: the model is in the body
+            route_by_body_model(self)
+            return
+        self.begin(match)
+
+    def begin(self, match: RouteMatch[CompiledRoute]) -> None:
+        """The request phases, on the route that matched."""
+        ctx = self.ctx
         route: CompiledRoute = match.payload
         self.route = route
         ctx.route = route.name

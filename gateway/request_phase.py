@@ -38,7 +38,7 @@ def run_request_phase(request: ProxyRequest) -> None:
         # What the request phase leaves in ctx.headers is what the upstream gets: the client's
         # headers are kept apart to tell what the filters changed (gateway/upstream_request.py).
         ctx.headers = dict(exchange.headers)
-    if chain.needs_request_body:
+    if chain.needs_request_body and ctx.body is None:  # routing by an OpenAI body's model read it
         if not exchange.body_complete:
             request.spawn(_run_async(request, 0, None))
             return

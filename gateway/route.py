@@ -46,6 +46,8 @@ class CompiledRoute:
     """A filter that sends the route's requests itself (batching) instead of proxying each."""
     experiment: str | None = None
     feedback: bool = False
+    model_rewrite: str | None = None
+    """On an OpenAI route: the model name the upstream gets in the body (the route's alias target)."""
     chain_key: tuple[object, ...] = ()
     """What the filter chain was built from (`runtime._chain_key`): a reload that gives the route the
     same key keeps the chain, and with it the filters' in-process state."""

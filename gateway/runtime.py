@@ -366,8 +366,11 @@ def build_runtime(
             request_headers=HeaderRules.build(route.request_headers.add, route.request_headers.remove),
             response_headers=HeaderRules.build(route.response_headers.add, route.response_headers.remove),
             rewrite=PrefixRewrite(route.match.prefix, route.rewrite.prefix)
-            if route.rewrite is not None and route.match.prefix is not None
+            if route.rewrite is not None
+            and route.rewrite.prefix is not None
+            and route.match.prefix is not None
             else None,
+            model_rewrite=route.rewrite.model if route.rewrite is not None else None,
             metrics=metrics.for_route(route.name, label),
             filters=filters,
             experiment=backend.experiment,

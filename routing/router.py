@@ -70,6 +70,11 @@ class RouteRule(Generic[T]):
     protocol: str = "http"
     """The upstream protocol, which decides how the path names a model (`routing/model_path.py`)."""
 
+    @property
+    def reads_body_model(self) -> bool:
+        """An OpenAI route that matches on the model: the model is the JSON body's `model`."""
+        return self.protocol == "openai" and self.model is not None
+
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.path, self.prefix, self.regex)) > 1:
             raise ValueError(f"route {self.name!r}: give at most one of path, prefix and regex")
@@ -81,16 +86,22 @@ class RouteRule(Generic[T]):
 
 
 class RouteMatch(Generic[T]):
-    """The rule that matched, and the model and version named by the path (if any)."""
+    """The rule that matched, and the model and version named by the path (if any).
 
-    __slots__ = ("model", "path", "payload", "rule", "version")
+    `pending`: the first rule whose path fits reads the model from the body, which has not been
+    read; match again with the body's model (`body_read=True`) to know the route."""
 
-    def __init__(self, rule: RouteRule[T], path: str, model: str | None, version: str | None) -> None:
+    __slots__ = ("model", "path", "payload", "pending", "rule", "version")
+
+    def __init__(
+        self, rule: RouteRule[T], path: str, model: str | None, version: str | None, pending: bool = False
+    ) -> None:
         self.rule = rule
         self.payload = rule.payload
         self.path = path
         self.model = model
         self.version = version
+        self.pending = pending
 
 
 # Path test kinds, compared by identity in the match loop.
@@ -99,8 +110,10 @@ _ANY, _EXACT, _PREFIX, _REGEX = 0, 1, 2, 3
 # method, normalized host, headers, model, version
 Predicate = Callable[[str, str, Mapping[str, str], str | None, str | None], bool]
 # kind, exact path or prefix ("" otherwise), compiled regex (or None), predicate, rule, and how the
-# rule's protocol reads the model from the path
-_CompiledRule = tuple[int, str, "re.Pattern[str] | None", Predicate | None, RouteRule[T], ModelPathParser]
+# rule's protocol reads the model from the path, and whether the model is the body's instead
+_CompiledRule = tuple[
+    int, str, "re.Pattern[str] | None", Predicate | None, RouteRule[T], ModelPathParser, bool
+]
 
 
 def normalize_host(host: str) -> str:
@@ -175,7 +188,7 @@ def _predicate(rule: RouteRule[T]) -> Predicate | None:
 
 
 class Router(Generic[T]):
-    __slots__ = ("_compiled", "_first_parser", "_needs_host", "rules")
+    __slots__ = ("_compiled", "_first_parser", "_needs_host", "body_models", "rules")
 
     def __init__(self, rules: Sequence[RouteRule[T]]) -> None:
         names = [rule.name for rule in rules]
@@ -187,30 +200,47 @@ class Router(Generic[T]):
             predicate = _predicate(rule)
             # Each rule reads the model from the path as its upstream protocol lays paths out.
             parser = path_parser(rule.protocol)
+            body = rule.reads_body_model
             if rule.path is not None:
-                compiled.append((_EXACT, rule.path, None, predicate, rule, parser))
+                compiled.append((_EXACT, rule.path, None, predicate, rule, parser, body))
             elif rule.prefix is not None:
-                compiled.append((_PREFIX, rule.prefix, None, predicate, rule, parser))
+                compiled.append((_PREFIX, rule.prefix, None, predicate, rule, parser, body))
             elif rule.regex is not None:
-                compiled.append((_REGEX, "", _compile(rule.regex, rule.name), predicate, rule, parser))
+                compiled.append((_REGEX, "", _compile(rule.regex, rule.name), predicate, rule, parser, body))
             else:
-                compiled.append((_ANY, "", None, predicate, rule, parser))
+                compiled.append((_ANY, "", None, predicate, rule, parser, body))
         self._compiled = tuple(compiled)
         # The path is read before the loop with the first rule's parser, and again only where a
         # matching rule's protocol differs: once per request when every rule shares a protocol.
         self._first_parser: ModelPathParser = compiled[0][5] if compiled else model_from_path
         # Host normalization costs a lower() and a split; skip it when no rule looks at the host.
         self._needs_host = any(rule.host is not None for rule in self.rules)
+        # The models OpenAI routes take by the body's `model`, in config order, each once: what
+        # `GET /v1/models` lists.
+        self.body_models: tuple[str, ...] = tuple(
+            dict.fromkeys(rule.model for rule in self.rules if rule.reads_body_model and rule.model)
+        )
 
-    def match(self, method: str, path: str, host: str, headers: Mapping[str, str]) -> RouteMatch[T] | None:
+    def match(
+        self,
+        method: str,
+        path: str,
+        host: str,
+        headers: Mapping[str, str],
+        body_model: str | None = None,
+        body_read: bool = False,
+    ) -> RouteMatch[T] | None:
         """The first matching rule. `path` is the normalised path (`gateway/core/paths.py`, done by
         the listener); `method` is compared as sent (methods are case-sensitive); `headers` must
-        answer lower-case names (RequestContext.headers does)."""
+        answer lower-case names (RequestContext.headers does).
+
+        A rule that reads the model from the body (an OpenAI route with a model) answers a pending
+        match until `body_read` is true; `body_model` is then the body's `model` (None: it had none)."""
         parser = self._first_parser
         model, version = parser(path)
         if self._needs_host:
             host = normalize_host(host)
-        for kind, text, pattern, predicate, rule, rule_parser in self._compiled:
+        for kind, text, pattern, predicate, rule, rule_parser, by_body in self._compiled:
             if kind == _PREFIX:
                 if not path.startswith(text):
                     continue
@@ -219,9 +249,41 @@ class Router(Generic[T]):
                     continue
             elif pattern is not None and pattern.search(path) is None:
                 continue
+            if by_body:
+                if not body_read:
+                    return RouteMatch(rule, path, None, None, pending=True)
+                if predicate is None or predicate(method, host, headers, body_model, None):
+                    return RouteMatch(rule, path, body_model, None)
+                continue
             if rule_parser is not parser:
                 parser = rule_parser
                 model, version = parser(path)
+            if predicate is None or predicate(method, host, headers, model, version):
+                return RouteMatch(rule, path, model, version)
+        return None
+
+    def match_named(
+        self,
+        method: str,
+        path: str,
+        host: str,
+        headers: Mapping[str, str],
+        model: str | None,
+        version: str | None,
+    ) -> RouteMatch[T] | None:
+        """As `match`, for a request that names its model itself rather than in the path (a gRPC
+        call carries it in the request message): `model` and `version` are given, not parsed."""
+        if self._needs_host:
+            host = normalize_host(host)
+        for kind, text, pattern, predicate, rule, *_ in self._compiled:
+            if kind == _PREFIX:
+                if not path.startswith(text):
+                    continue
+            elif kind == _EXACT:
+                if path != text:
+                    continue
+            elif pattern is not None and pattern.search(path) is None:
+                continue
             if predicate is None or predicate(method, host, headers, model, version):
                 return RouteMatch(rule, path, model, version)
         return None

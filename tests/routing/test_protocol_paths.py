@@ -40,7 +40,12 @@ def test_a_model_rule_on_an_openai_route_never_matches_a_kserve_reading_of_its_p
             RouteRule(name="kserve", payload="kserve", prefix="/v1/", model="gpt-a", protocol="kserve_v1"),
         ]
     )
-    found = router.match("GET", "/v1/models/gpt-a", "gw", {})
+    pending = router.match("GET", "/v1/models/gpt-a", "gw", {})
+    assert pending is not None and pending.pending and pending.rule.name == "llm", (
+        "the openai rule reads its model from the body, not from the path"
+    )
+    assert pending.model is None
+    found = router.match("GET", "/v1/models/gpt-a", "gw", {}, body_model=None, body_read=True)
     assert found is not None and found.rule.name == "kserve", (
         "the openai rule must not read a model from the path"
     )

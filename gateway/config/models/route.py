@@ -15,9 +15,23 @@ from gateway.core.config_types import StrictModel
 
 
 class RewriteConfig(StrictModel):
-    """Changes to the request path before it is forwarded."""
+    """Changes to the request before it is forwarded: its path, or the model an OpenAI body names."""
 
-    prefix: UrlPath = Field(description="Replaces the part of the path matched by match.prefix.")
+    prefix: UrlPath | None = Field(
+        default=None, description="Replaces the part of the path matched by match.prefix."
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="On an OpenAI route matching match.model: the model name sent upstream in the "
+        "body's 'model' (so match.model is an alias the clients use).",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.prefix is None and self.model is None:
+            raise ValueError("give prefix, model or both")
+        return self
 
 
 class HeaderEdits(StrictModel):
@@ -91,7 +105,10 @@ class RouteConfig(StrictModel):
 
     @model_validator(mode="after")
     def _rewrite_needs_prefix(self) -> Self:
-        if self.rewrite is not None and self.match.prefix is None:
+        if self.rewrite is not None and self.rewrite.prefix is not None and self.match.prefix is None:
             message = "rewrite.prefix replaces match.prefix, but this route's match has no prefix"
             raise errors_at(type(self).__name__, [(("rewrite", "prefix"), message, self.rewrite.prefix)])
+        if self.rewrite is not None and self.rewrite.model is not None and self.match.model is None:
+            message = "rewrite.model renames the model matched by match.model, but this route has none"
+            raise errors_at(type(self).__name__, [(("rewrite", "model"), message, self.rewrite.model)])
         return self

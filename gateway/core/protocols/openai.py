@@ -1,0 +1,85 @@
+"""OpenAI-compatible request bodies and answers, as pure codecs (no I/O).
+
+The model an OpenAI request is for is the `model` field of its JSON body (`/v1/chat/completions`,
+`/v1/completions`, `/v1/embeddings`), never its path. The gateway reads it once, with the bounded
+JSON loader, when a route's cluster speaks `openai` and the route matches on the model.
+
+Errors are answered in OpenAI's shape, which the official clients turn into typed exceptions:
+`{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import orjson
+
+from gateway.core.json_bounds import loads
+
+MODELS_PATH: Final = "/v1/models"
+"""OpenAI's model list; `/v1/models/{id}` looks one model up."""
+_MODEL_PREFIX: Final = MODELS_PATH + "/"
+# What the model list says owns each model: the gateway serves them, whatever runs behind it.
+_OWNER: Final = "turnout"
+
+
+class OpenAIRequestError(Exception):
+    """A request body the gateway cannot route: its status and an OpenAI-shaped error body."""
+
+    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = error_body(message, code, param)
+
+
+def error_body(message: str, code: str, param: str | None = None) -> bytes:
+    """OpenAI's error shape; `type` is `invalid_request_error`, as OpenAI uses for 400 and 404."""
+    return orjson.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    )
+
+
+def read_request(body: bytes) -> tuple[dict[str, Any], str]:
+    """The parsed body and its `model`; `OpenAIRequestError` (400) when the body is not a JSON object
+    with a non-empty string `model`."""
+    try:
+        document = loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise OpenAIRequestError(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    except Exception as exc:  # JsonTooComplex: its own message says which limit
+        raise OpenAIRequestError(400, str(exc), "invalid_json") from None
+    if not isinstance(document, dict):
+        raise OpenAIRequestError(400, "the request body must be a JSON object", "invalid_json")
+    model = document.get("model")
+    if not isinstance(model, str) or not model:
+        raise OpenAIRequestError(400, "the request body has no 'model' (a string)", "missing_model", "model")
+    return document, model
+
+
+def with_model(document: dict[str, Any], model: str) -> bytes:
+    """The body re-encoded with its `model` replaced (a route's alias sends the upstream's name)."""
+    document["model"] = model
+    return orjson.dumps(document)
+
+
+def unknown_model(model: str) -> OpenAIRequestError:
+    return OpenAIRequestError(404, f"the model '{model}' does not exist", "model_not_found", "model")
+
+
+def model_lookup(path: str) -> str | None:
+    """The model id in `/v1/models/{id}`; "" for the list itself; None for any other path."""
+    if path == MODELS_PATH:
+        return ""
+    if path.startswith(_MODEL_PREFIX):
+        return path[len(_MODEL_PREFIX) :]
+    return None
+
+
+def model_card(model: str, created: int) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": created, "owned_by": _OWNER}
+
+
+def model_list(models: Iterable[str], created: int) -> bytes:
+    """OpenAI's `GET /v1/models` answer for `models`, in the order given."""
+    return orjson.dumps({"object": "list", "data": [model_card(m, created) for m in models]})

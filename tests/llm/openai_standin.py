@@ -1,0 +1,96 @@
+"""An OpenAI-compatible server for tests, written from OpenAI's published API reference.
+
+No OpenAI-compatible mock installs and runs here without network access to its own models, so this
+stand-in follows the reference for the parts turnout reads: `POST /v1/chat/completions` (plain and
+`stream: true` as server-sent events, `data: [DONE]` last, the `usage` chunk only when
+`stream_options.include_usage` is true), `POST /v1/completions`, `GET /v1/models`. Each completion
+answers one token per word of `"reply"` (default "hello there friend"), so tests know the counts;
+every answer names the model it was asked for and the stand-in's `name`, so tests see where a
+request went. Run: python tests/llm/openai_standin.py NAME PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+_DEFAULT_REPLY = "hello there friend"
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    if "messages" in body:
+        return sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+    return len(str(body.get("prompt", "")).split())
+
+
+def build_app(name: str) -> web.Application:
+    seen: list[dict[str, Any]] = []
+    counter = [0]
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        seen.append(body)
+        counter[0] += 1
+        chat = request.path.endswith("/chat/completions")
+        words = str(body.get("reply", _DEFAULT_REPLY)).split()
+        prompt = _prompt_tokens(body)
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(words),
+            "total_tokens": prompt + len(words),
+        }
+        ident = f"cmpl-{name}-{counter[0]}"
+        base = {"id": ident, "created": int(time.time()), "model": body["model"], "system_fingerprint": name}
+        if not body.get("stream"):
+            text = " ".join(words)
+            choice: dict[str, Any] = (
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                if chat
+                else {"index": 0, "text": text, "finish_reason": "stop"}
+            )
+            kind = "chat.completion" if chat else "text_completion"
+            return web.json_response({**base, "object": kind, "choices": [choice], "usage": usage})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        delay = float(body.get("delay_ms", 0)) / 1000
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        for i, word in enumerate(words):
+            piece = word if i == 0 else " " + word
+            delta: dict[str, Any] = (
+                {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                if chat
+                else {"index": 0, "text": piece, "finish_reason": None}
+            )
+            await response.write(
+                b"data: " + orjson.dumps({**base, "object": kind, "choices": [delta]}) + b"\n\n"
+            )
+            if delay:
+                await asyncio.sleep(delay)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            last = {**base, "object": kind, "choices": [], "usage": usage}
+            await response.write(b"data: " + orjson.dumps(last) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": f"{name}-model", "object": "model"}]})
+
+    async def last(request: web.Request) -> web.Response:
+        return web.json_response(seen[-1] if seen else None)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/_last", last)
+    return app
+
+
+if __name__ == "__main__":
+    web.run_app(build_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), print=None)
