@@ -1,0 +1,154 @@
+"""The CPU cost of each built-in filter of the typical chain, and of the access log, per request.
+
+    python bench/filter_cost.py [--requests 4000] [--rounds 9] [--in-flight 32] [--json]
+
+As bench/hotpath.py does, a real gateway runs in this process with its client and upstream
+connections over fake transports, so what is timed is the Python-side CPU of whole requests. The
+route is measured with the typical chain (bench/_chains.py) built up one filter at a time:
+
+    none -> auth_jwt -> auth_jwt + rate_limit -> auth_jwt + rate_limit + cache (a miss every time)
+
+and once more with no filters and the access log on (to a file). Each filter's cost is the
+difference from the row before it. Every request carries the chain's token and a query string of
+its own (so the cache misses), in every row, so the rows differ only by their filters. The loop is
+given a few turns after each batch of requests, so a filter that hops to a task still finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, ROOT / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from _chains import build_chain  # noqa: E402 - after the path is set
+from _procs import free_port  # noqa: E402
+from _turnout import turnout_config  # noqa: E402
+from hotpath import ANSWER, FakeTransport  # noqa: E402
+
+# Loop turns after each batch: enough for a filter's task to run and its answer to go upstream.
+SETTLE_TURNS = 4
+WARMUP_ROUNDS = 60
+
+
+async def _measure(
+    filters: Sequence[Mapping[str, Any]],
+    access_log: bool,
+    token: str,
+    requests: int,
+    rounds: int,
+    in_flight: int,
+) -> float:
+    """Best µs per request of the route with ``filters``."""
+    from gateway.http.listener import HttpConnection
+    from gateway.http.upstream import UpstreamConnection
+    from gateway.loading import load_gateway_config
+    from gateway.server import Gateway
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config_path = Path(scratch) / "filters.yaml"
+        log_path = Path(scratch) / "access.log" if access_log else None
+        config_path.write_text(turnout_config(free_port(), free_port(), 9, log_path, filters))
+        gateway = Gateway(load_gateway_config(config_path))
+        await gateway.start()
+        try:
+            assert gateway.listener is not None
+            clients = []
+            for _ in range(in_flight):
+                client = HttpConnection(gateway.listener)
+                transport = FakeTransport()
+                client.connection_made(transport)  # type: ignore[arg-type]
+                clients.append((client, transport))
+            cluster = gateway.runtime.clusters["up"]
+            pool = cluster.pool_for(cluster.endpoints.eligible[0])
+            upstreams = []
+            for _ in range(in_flight):
+                upstream = UpstreamConnection(pool)
+                upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
+                pool._open += 1
+                pool._all.add(upstream)
+                pool.put_idle(upstream)
+                upstreams.append(upstream)
+            counter = 0
+
+            async def one_round() -> None:
+                nonlocal counter
+                for client, _ in clients:
+                    counter += 1
+                    client.data_received(
+                        b"GET /?n=%d HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n\r\n"
+                        % (counter, token.encode())
+                    )
+                for _ in range(SETTLE_TURNS):
+                    await asyncio.sleep(0)
+                for upstream in upstreams:
+                    upstream.data_received(ANSWER)
+                for _ in range(SETTLE_TURNS):
+                    await asyncio.sleep(0)
+
+            for _ in range(WARMUP_ROUNDS):
+                await one_round()
+            if sum(transport.written for _, transport in clients) == 0 or len(pool._idle) != in_flight:
+                raise RuntimeError("requests did not complete through the fake transports")
+            per_round = max(1, requests // in_flight)
+            best = float("inf")
+            for _ in range(rounds):
+                began = time.process_time()
+                for _ in range(per_round):
+                    await one_round()
+                best = min(best, (time.process_time() - began) / (per_round * in_flight))
+            return best * 1e6
+        finally:
+            await gateway.shutdown(0.1)
+
+
+async def _all_rows(requests: int, rounds: int, in_flight: int) -> dict[str, float]:
+    chain = build_chain("typical")
+    token = chain.headers[0][1].removeprefix("Bearer ")
+    names = ["none", *(next(iter(f)) for f in chain.filters)]
+    rows: dict[str, float] = {}
+    for count, name in enumerate(names):
+        rows[name] = await _measure(chain.filters[:count], False, token, requests, rounds, in_flight)
+    rows["access_log"] = await _measure((), True, token, requests, rounds, in_flight)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=4000, help="requests per round (4000)")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds; the best is kept (9)")
+    parser.add_argument("--in-flight", type=int, default=32, help="requests in flight at once (32)")
+    parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    args = parser.parse_args()
+    import uvloop
+
+    from gateway.core.native import data_path_mode
+
+    rows = uvloop.run(_all_rows(args.requests, args.rounds, args.in_flight))
+    print(f"CPU µs per request in process (data path: {data_path_mode()}), best of {args.rounds} rounds:")
+    previous = rows["none"]
+    print(f"  no filters:            {previous:7.2f}")
+    for name in [n for n in rows if n not in ("none", "access_log")]:
+        print(f"  + {name:<19} {rows[name]:7.2f}  (the filter: {rows[name] - previous:+.2f})")
+        previous = rows[name]
+    logged = rows["access_log"]
+    print(f"  access log, no filters {logged:7.2f}  (the log: {logged - rows['none']:+.2f})")
+    if args.json:
+        print(json.dumps({"data_path": data_path_mode(), "us_per_request": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
