@@ -30,6 +30,9 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 1
+    if args.command == "extproc" and config.mesh is None:
+        print(f"{path}: no mesh section: add one (mesh: {{}} serves 127.0.0.1:18000)", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         stream=sys.stderr,
@@ -148,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     # its admin API on this private Unix socket.
     run.add_argument("--admin-socket", default=None, help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
+
+    extproc = commands.add_parser(
+        "extproc", help="run the gateway for Envoy: its mesh section's ext_proc, ext_authz, RLS and ADS"
+    )
+    extproc.add_argument("--config", required=True, help="the YAML config file, with a mesh section")
+    extproc.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    extproc.add_argument("--no-watch", action="store_true", help="do not reload when the config file changes")
+    extproc.set_defaults(handler=_run, processes=1, admin_socket=None)  # the mesh runs in one process
 
     validate = commands.add_parser("validate", help="check config files; exit 1 when one is invalid")
     validate.add_argument("files", nargs="+")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,16 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from gateway.loading import load_gateway_config
-from gateway.mesh.xds_resources import ENDPOINTS, ROUTE
-from tests.support.processes import free_port, start_gateway
+from gateway.mesh.xds_resources import ENDPOINTS, LISTENER, ROUTE
+from tests.support.processes import (
+    START_TIMEOUT_S,
+    Process,
+    _spawn,
+    free_port,
+    http_ok,
+    start_gateway,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MESH = ROOT / "config" / "examples" / "mesh.yaml"
@@ -130,3 +139,36 @@ async def test_turnout_run_serves_the_example_over_ads(mesh_process: int) -> Non
             )
         assert ports == {8011, 8012}
         call.cancel()
+
+
+def test_extproc_command_needs_a_mesh_section(capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    assert main(["extproc", "--config", str(ROOT / "config" / "examples" / "demo.yaml")]) == 1
+    assert "no mesh section" in capsys.readouterr().err
+
+
+async def test_extproc_command_serves_the_mesh(tmp_path: Path) -> None:
+    document = yaml.safe_load(MESH.read_text())
+    port, admin = free_port(), free_port()
+    document["listen"]["port"] = free_port()
+    document["admin"]["port"] = admin
+    document["mesh"]["port"] = port
+    document["state"]["sqlite_path"] = str(tmp_path / "events.db")
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml.safe_dump(document))
+    process = Process(
+        _spawn([sys.executable, "-m", "gateway.cli", "extproc", "--config", str(path)], None), port
+    )
+    try:
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{admin}/readyz"), START_TIMEOUT_S, message="turnout extproc"
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+            await call.write(discovery_pb2.DiscoveryRequest(type_url=LISTENER))
+            listeners = await call.read()
+            assert len(listeners.resources) == 2  # the routes limited and risk
+            call.cancel()
+    finally:
+        process.stop()
