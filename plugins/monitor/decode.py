@@ -48,6 +48,36 @@ def decode(protocol: str, request: bytes, response: bytes, header_length: str | 
     return _kserve(request, response)
 
 
+def joined_observations(observations: list[Observation]) -> Observation | None:
+    """One observation holding all of these (rows stacked, outputs joined along the batch axis), or
+    None when they do not line up (different features or output shapes): then each is taken alone."""
+    if len(observations) == 1:
+        return observations[0]
+    first = observations[0]
+    if any(
+        (one.rows is None) != (first.rows is None)
+        or (one.rows is not None and first.rows is not None and one.rows.shape[1] != first.rows.shape[1])
+        or one.names != first.names
+        or [name for name, _ in one.outputs] != [name for name, _ in first.outputs]
+        or [data.shape[1:] for _, data in one.outputs] != [data.shape[1:] for _, data in first.outputs]
+        or any(data.ndim == 0 for _, data in one.outputs)
+        for one in observations
+    ):
+        return None
+    rows = (
+        None if first.rows is None else np.vstack([one.rows for one in observations if one.rows is not None])
+    )
+    outputs = [
+        (name, np.concatenate([one.outputs[index][1] for one in observations]))
+        for index, (name, _) in enumerate(first.outputs)
+    ]
+    joined = Observation(rows, first.names, outputs, first.version)
+    if any(one.prompt_tokens is not None or one.completion_tokens is not None for one in observations):
+        return None  # LLM answers are counted one by one (their histograms take one length each)
+    joined.finish_reasons = [reason for one in observations for reason in one.finish_reasons]
+    return joined
+
+
 def _guess(request: bytes) -> str:
     document = _load(request, "request")
     if "messages" in document or "prompt" in document:
@@ -60,19 +90,22 @@ def _guess(request: bytes) -> str:
 
 def _oip(request: bytes, response: bytes, header_length: str | None) -> Observation:
     decoded = oip_v2.decode_request(request, header_length)
-    columns: list[np.ndarray] = []
-    names: list[str] = []
-    for tensor in decoded.inputs:
-        if tensor.data.dtype.kind not in "biuf":
-            continue  # text and bytes inputs have no numeric distribution to sketch
-        block = _as_rows(tensor.data)
-        columns.append(block)
-        names.extend(
-            [tensor.name] if block.shape[1] == 1 else [f"{tensor.name}[{j}]" for j in range(block.shape[1])]
-        )
+    # Text and bytes inputs have no numeric distribution to sketch.
+    numeric = [tensor for tensor in decoded.inputs if tensor.data.dtype.kind in "biuf"]
+    columns = [_as_rows(tensor.data) for tensor in numeric]
     rows = _stack(columns)
     # Several named inputs: their names; one input tensor's columns: by index.
-    named = tuple(names) if len(decoded.inputs) > 1 else None
+    named = None
+    if len(decoded.inputs) > 1:
+        named = tuple(
+            name
+            for tensor, block in zip(numeric, columns, strict=True)
+            for name in (
+                [tensor.name]
+                if block.shape[1] == 1
+                else [f"{tensor.name}[{j}]" for j in range(block.shape[1])]
+            )
+        )
     # A JSON response: the request's header length described the request's binary part, not this one.
     answer = oip_v2.decode_response(response)
     outputs = [(tensor.name, tensor.data) for tensor in answer.outputs]

@@ -116,9 +116,10 @@ class ModelSeries:
             self.below += (finite & (rows < reference.low)).sum(axis=0)
             self.above += (finite & (rows > reference.high)).sum(axis=0)
         bins = self._current.shape[1]
-        for j in range(self.width):
-            column = rows[finite[:, j], j]
-            self._current[j] += np.bincount(reference.bin_of(j, column), minlength=bins)[:bins]
+        with np.errstate(invalid="ignore"):
+            cells = reference.bins_of(rows) + np.arange(self.width) * bins
+        tally = np.bincount(cells[finite], minlength=self.width * bins)
+        self._current += tally.reshape(self.width, bins)
         self._current_rows += rows.shape[0]
         if self._current_rows >= self.thresholds.window:
             self._previous, self._previous_rows = self._current, self._current_rows

@@ -32,7 +32,11 @@ def _reference(tmp_path: Path, rows: int = 1000) -> np.ndarray:
 
 def _build(tmp_path: Path, **options: Any) -> tuple[MonitorFilter, CollectorRegistry]:
     registry = CollectorRegistry(auto_describe=True)
-    settings: dict[str, Any] = {"models": {"risk": {"reference": "reference.npy"}}, "sample_rate": 1.0}
+    settings: dict[str, Any] = {
+        "models": {"risk": {"reference": "reference.npy"}},
+        "sample_rate": 1.0,
+        "flush_interval": 0,
+    }
     settings.update(options)
     filter_ = FACTORY(
         MonitorConfig.model_validate(settings), BuildContext("r", "c", registry, None, str(tmp_path))
@@ -196,8 +200,10 @@ async def test_rows_of_the_wrong_width_are_rejected_with_the_reason(
     assert _sampled(registry, "rejected") == 3
     report = model_report([filter_], "risk")
     assert report is not None and report["rows"] == 0
-    # The last reason is kept: the answer without outputs.
-    assert report["errors"] == ["sample not counted: response: 'outputs' must be a list of tensors"]
+    # The last reason is kept: of one step, unreadable bodies are found first, then rows that do not fit.
+    assert report["errors"] == [
+        "sample not counted: model 'risk': requests carry 5 features, the reference has 4"
+    ]
     # The filter still works after bad samples.
     _answer(filter_, oip_request(rng.normal(size=(2, WIDTH))), oip_response(binary_probabilities(rng, 2)))
     await _settle(filter_)
@@ -331,7 +337,7 @@ async def test_two_filters_on_one_registry_export_one_family(tmp_path: Path) -> 
     _reference(tmp_path)
     first, registry = _build(tmp_path)
     settings = MonitorConfig.model_validate(
-        {"models": {"risk": {"reference": "reference.npy"}}, "sample_rate": 1.0}
+        {"models": {"risk": {"reference": "reference.npy"}}, "sample_rate": 1.0, "flush_interval": 0}
     )
     second = FACTORY(settings, BuildContext("r2", "c", registry, None, str(tmp_path)))
     assert isinstance(second, MonitorFilter)
@@ -353,3 +359,17 @@ async def test_two_filters_on_one_registry_export_one_family(tmp_path: Path) -> 
         registry.get_sample_value("turnout_monitor_rows_total", {"model": "risk", "version": "1", "arm": ""})
         is None
     )
+
+
+async def test_one_step_with_rows_of_two_widths_counts_the_good_ones(
+    monitor: tuple[MonitorFilter, CollectorRegistry],
+) -> None:
+    filter_, registry = monitor
+    rng = np.random.default_rng(10)
+    for width in (WIDTH, WIDTH + 1, WIDTH):  # queued together: one step of the background task
+        _answer(filter_, oip_request(rng.normal(size=(2, width))), oip_response(binary_probabilities(rng, 2)))
+    await _settle(filter_)
+    report = model_report([filter_], "risk")
+    assert report is not None and report["rows"] == 4
+    assert report["outputs"]["probabilities"]["rows"] == 4
+    assert _sampled(registry, "rejected") == 1
