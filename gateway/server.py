@@ -37,6 +37,7 @@ from gateway.tls import build_tls_context
 from routing.endpoints import Endpoint
 
 if TYPE_CHECKING:
+    from gateway.grpc.front_door import GrpcFrontDoor
     from gateway.mesh.server import MeshServer
 
 log = logging.getLogger("turnout")
@@ -81,6 +82,8 @@ class Gateway:
         self._proxy: Proxy | None = None
         self.mesh: MeshServer | None = None
         """Envoy's ext_proc, ext_authz, RLS and ADS server, when the config has a mesh section."""
+        self.grpc: GrpcFrontDoor | None = None
+        """The gRPC front door, when the config sets listen.grpc_port."""
         self._admin_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -132,6 +135,8 @@ class Gateway:
             # A port already taken: close what started (health checks, pools) before failing.
             if self.listener is not None:
                 await self.listener.close()
+            if self.grpc is not None:
+                await self.grpc.stop(0)
             if self._admin_runner is not None:
                 await self._admin_runner.cleanup()
             await self._runtime.stop()
@@ -177,6 +182,11 @@ class Gateway:
         self.listener = HttpServer(proxy.handle, limits, tls)
         self.metrics.listener_rejections = lambda: dict(self.listener.rejections) if self.listener else {}
         await self.listener.start(listen.host, listen.port, listen.backlog, reuse_port=self._reuse_port)
+        if listen.grpc_port is not None:
+            from gateway.grpc.front_door import GrpcFrontDoor
+
+            self.grpc = GrpcFrontDoor(lambda: self.runtime, listen.max_body_bytes)
+            await self.grpc.start(listen.host, listen.grpc_port, reuse_port=self._reuse_port)
         admin = config.admin
         self._admin_runner = web.AppRunner(build_admin_app(self, admin.token), access_log=None)
         await self._admin_runner.setup()
@@ -330,11 +340,15 @@ class Gateway:
         self.draining = True
         self.ready = False
         timeout = drain_timeout if drain_timeout is not None else self._initial_config.listen.drain_timeout
+        # gRPC calls in flight drain alongside the HTTP requests (GOAWAY first, then their grace).
+        grpc_stopped = asyncio.ensure_future(self.grpc.stop(timeout)) if self.grpc is not None else None
         if self.listener is not None:
             finished = await self.listener.drain(timeout)
             if not finished:
                 log.warning("drain timeout reached with requests still in flight; closing them")
             await self.listener.close()
+        if grpc_stopped is not None:
+            await grpc_stopped
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -94,6 +94,20 @@ class ListenConfig(StrictModel):
         "answers 400; keep forwards it still escaped (as %2F, %5C), for upstreams that read it as part "
         "of a name. Either way routes match the path with the sequence kept escaped, never decoded.",
     )
+    grpc_port: Integer | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="TCP port of the gRPC front door (HTTP/2 cleartext, as gRPC clients connect with "
+        "prior knowledge) on the same host; absent: no gRPC listener. 0 picks a free port.",
+    )
+
+    @model_validator(mode="after")
+    def _grpc_port_apart(self) -> Self:
+        if self.grpc_port is not None and self.grpc_port != 0 and self.grpc_port == self.port:
+            message = "the gRPC port must differ from the HTTP port (both listen on the same host)"
+            raise errors_at(type(self).__name__, [(("grpc_port",), message, self.grpc_port)])
+        return self
 
 
 class AdminConfig(StrictModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -57,8 +58,36 @@ def match_host(value: str) -> str:
     return host
 
 
+# A protobuf full name (package.Service) or a method name: dotted identifiers.
+GRPC_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+def grpc_call_path(data: Any) -> Any:
+    """`grpc_service`/`grpc_method` become the path condition they stand for: a gRPC call's path is
+    /SERVICE/METHOD, so the router needs nothing new to match them. Kept alongside, for the docs and
+    `turnout config explain`; combining them with path, prefix or regex is refused."""
+    if not isinstance(data, dict):
+        return data
+    service, method = data.get("grpc_service"), data.get("grpc_method")
+    if not isinstance(service, str | None) or not isinstance(method, str | None):
+        return data
+    given = any(data.get(key) is not None for key in ("path", "prefix", "regex"))
+    if (service is None and method is None) or given:
+        return data
+    if service is not None and method is not None:
+        return {**data, "path": f"/{service}/{method}"}
+    if service is not None:
+        return {**data, "prefix": f"/{service}/"}
+    return {**data, "regex": f"^/[^/]+/{re.escape(str(method))}$"}
+
+
 class MatchConfig(StrictModel):
     """Conditions a request must meet, all of them; an empty match takes every request."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grpc_names(cls, data: Any) -> Any:
+        return grpc_call_path(data)
 
     path: UrlPath | None = Field(default=None, description="The request path equals this.")
     prefix: UrlPath | None = Field(default=None, description="The request path starts with this.")
@@ -82,10 +111,26 @@ class MatchConfig(StrictModel):
     model: str | None = Field(
         default=None,
         min_length=1,
-        description="Inference model name, read from an Open Inference Protocol v2 or KServe v1 path.",
+        description="Inference model name, read from an Open Inference Protocol v2 or KServe v1 path, "
+        "or from the request message of an OIP v2 gRPC call.",
     )
     version: Text | None = Field(
-        default=None, min_length=1, description="Model version, read from the path along with model."
+        default=None,
+        min_length=1,
+        description="Model version, read from the path along with model (from the request message "
+        "for gRPC calls).",
+    )
+    grpc_service: str | None = Field(
+        default=None,
+        pattern=GRPC_NAME,
+        description="gRPC calls to this service (full name, e.g. inference.GRPCInferenceService); "
+        "short for the path /SERVICE/ (or /SERVICE/METHOD with grpc_method).",
+    )
+    grpc_method: str | None = Field(
+        default=None,
+        pattern=GRPC_NAME,
+        description="gRPC calls of this method (e.g. ModelInfer), of any service unless grpc_service "
+        "names one.",
     )
 
     @field_validator("host")
@@ -111,6 +156,14 @@ class MatchConfig(StrictModel):
     @model_validator(mode="after")
     def _one_path_condition(self) -> Self:
         given = [name for name in ("path", "prefix", "regex") if getattr(self, name) is not None]
+        if self.grpc_service is not None or self.grpc_method is not None:
+            derived = grpc_call_path({"grpc_service": self.grpc_service, "grpc_method": self.grpc_method})
+            regex = self.regex.pattern if self.regex is not None else None
+            if (self.path, self.prefix, regex) != tuple(derived.get(k) for k in ("path", "prefix", "regex")):
+                message = (
+                    "grpc_service and grpc_method stand for the path: give them without path, prefix or regex"
+                )
+                raise errors_at(type(self).__name__, [((given[0],), message, getattr(self, given[0]))])
         if len(given) > 1:
             message = f"use only one of path, prefix and regex (this match also has {given[0]})"
             problems: list[tuple[Path, str, Any]] = [

@@ -1,0 +1,172 @@
+"""Relays one gRPC call to the endpoint its decision chose, as raw bytes.
+
+Messages are never deserialized: the front door and the upstream channel both pass `bytes`, so a
+tensor crosses the gateway as the protobuf the client wrote. Unary OIP v2 methods use a unary relay
+(cheapest in grpcio); everything else uses a stream relay, which carries unary, client-streaming,
+server-streaming and bidirectional calls alike, message by message with grpcio's flow control as
+backpressure. Status, details, initial and trailing metadata come back as the upstream sent them;
+the client's deadline (capped by the route's timeout) goes out with the call; a client that cancels
+cancels the upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, TypeAlias
+
+import grpc
+
+from gateway.core.filters import Response
+from gateway.grpc.call import answer_message, begin_call
+from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
+from gateway.grpc.status import code_for_status, status_for_code
+from gateway.mesh.exchange import Forward, MeshExchange
+
+if TYPE_CHECKING:
+    from gateway.grpc.channels import UpstreamChannels
+    from gateway.runtime import Runtime
+
+# grpcio's servicer context (untyped: grpcio ships no annotations for grpc.aio).
+Context: TypeAlias = grpc.aio.ServicerContext
+
+# What ctx.status records for a client that went away (nginx's "client closed request").
+CLIENT_CLOSED = 499
+
+
+class Relay:
+    """The handlers of the front door; shared by every call, holding no per-call state."""
+
+    __slots__ = ("_channels", "_runtime")
+
+    def __init__(self, runtime: Callable[[], Runtime], channels: UpstreamChannels) -> None:
+        self._runtime = runtime
+        self._channels = channels
+
+    async def _decide(
+        self, path: str, context: Context, first: bytes | None
+    ) -> tuple[MeshExchange, Forward, Metadata, float | None]:
+        """Match, filter and pick the endpoint; aborts the call (after `finish`) with the answer
+        when a filter or the gateway answers instead of the upstream."""
+        runtime = self._runtime()
+        try:
+            exchange, binary = begin_call(
+                runtime, path, context.invocation_metadata() or (), context.peer(), first
+            )
+        except Exception as exc:  # a malformed message: BadRequest
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(getattr(exc, "message", exc)))
+            raise
+        decision = await exchange.decide()
+        if isinstance(decision, Response):
+            await _answer(exchange, decision, context)
+        assert isinstance(decision, Forward)
+        route = exchange.route
+        cluster = runtime.clusters[decision.cluster]
+        limit = route.timeout if route is not None and route.timeout is not None else cluster.request_timeout
+        remaining = context.time_remaining()
+        timeout = limit if remaining is None else min(limit, remaining)
+        return exchange, decision, outgoing_metadata(exchange.ctx.headers, binary), timeout
+
+    async def unary(self, path: str, request: bytes, context: Context) -> bytes:
+        exchange, forward, metadata, timeout = await self._decide(path, context, request)
+        exchange.ctx.bytes_in = len(request)
+        call = self._channels.get(forward.endpoint).unary_unary(path)(
+            request, metadata=metadata, timeout=timeout
+        )
+        try:
+            reply: bytes = await call
+        except grpc.aio.AioRpcError as error:
+            await _upstream_failed(exchange, error, context)
+            raise
+        except asyncio.CancelledError:
+            call.cancel()
+            exchange.finish(CLIENT_CLOSED, "the client cancelled the call")
+            raise
+        await _send_head(exchange, await call.initial_metadata(), context)
+        exchange.ctx.bytes_out = len(reply)
+        context.set_trailing_metadata(answer_metadata(await call.trailing_metadata()))
+        exchange.finish(200)
+        return reply
+
+    async def stream(
+        self, path: str, requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[bytes]:
+        # The model of ModelStreamInfer is in its first message: read it before deciding.
+        first = await anext(requests, None) if path in _FIRST_MESSAGE_ROUTES else None
+        exchange, forward, metadata, timeout = await self._decide(path, context, first)
+
+        async def upstream_requests() -> AsyncIterator[bytes]:
+            if first is not None:
+                yield first
+            async for message in requests:
+                yield message
+
+        call = self._channels.get(forward.endpoint).stream_stream(path)(
+            upstream_requests(), metadata=metadata, timeout=timeout
+        )
+        sent = 0
+        try:
+            await _send_head(exchange, await call.initial_metadata(), context)
+            async for reply in call:
+                sent += len(reply)
+                yield reply
+        except grpc.aio.AioRpcError as error:
+            exchange.ctx.bytes_out = sent
+            await _upstream_failed(exchange, error, context)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            call.cancel()
+            exchange.finish(CLIENT_CLOSED, "the client cancelled the call")
+            raise
+        exchange.ctx.bytes_out = sent
+        code = await call.code()
+        context.set_trailing_metadata(answer_metadata(await call.trailing_metadata()))
+        if code != grpc.StatusCode.OK:
+            details = await call.details()
+            exchange.finish(status_for_code(code), details)
+            await context.abort(code, details)
+        exchange.finish(200)
+
+
+# Only ModelStreamInfer names its model in its messages among the streaming methods.
+_FIRST_MESSAGE_ROUTES = frozenset(("/inference.GRPCInferenceService/ModelStreamInfer",))
+
+
+async def _send_head(exchange: MeshExchange, initial: Metadata | None, context: Context) -> None:
+    """The response phase on the upstream's initial metadata, then that metadata (with the
+    experiment's arm) to the client."""
+    pairs = answer_metadata(initial)
+    text = [(key, value) for key, value in pairs if isinstance(value, str)]
+    try:
+        response = await exchange.respond(200, text, None)
+    except Exception as exc:
+        error = getattr(exc, "message", "a response filter failed")
+        exchange.finish(500, str(error))
+        await context.abort(grpc.StatusCode.INTERNAL, str(error))
+        raise
+    binary = tuple((key, value) for key, value in pairs if isinstance(value, bytes))
+    await context.send_initial_metadata(tuple(response.headers) + binary)
+
+
+async def _answer(exchange: MeshExchange, response: Response, context: Context) -> None:
+    """A filter's or the gateway's answer (401, 429, no route, no endpoint) as a gRPC status; its
+    headers (retry-after, x-turnout-*) go in the trailing metadata."""
+    message = answer_message(response)
+    exchange.finish(response.status, message)
+    trailers = tuple((k, v) for k, v in response.headers if k != "content-type")
+    await context.abort(code_for_status(response.status), message, trailers)
+
+
+async def _upstream_failed(exchange: MeshExchange, error: grpc.aio.AioRpcError, context: Context) -> None:
+    """An upstream's non-OK status (or no answer at all) to the client as it came, after the
+    response phase's accounting: an endpoint is charged only for codes that say it failed."""
+    code = error.code()
+    status = status_for_code(code)
+    details = error.details() or code.name
+    if exchange.endpoint is not None:
+        # The call failed already: its status stands, whatever a response filter thinks of it.
+        with contextlib.suppress(Exception):
+            await exchange.respond(status, [], None)
+    exchange.finish(status, details)
+    await context.abort(code, details, answer_metadata(error.trailing_metadata()))
