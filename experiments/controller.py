@@ -1,8 +1,9 @@
 """The canary controller: every interval, decide to roll back, advance, promote or hold.
 
 One tick, for the current step (phase):
-1. A guardrail regressed (one-sided always-valid test: the candidate is worse than its limit) ->
-   roll back at once, candidate to 0 %.
+1. A guardrail regressed (one-sided always-valid test: the candidate is worse than its limit, at
+   the step's share alpha/K of the level, Holm-adjusted across guardrails: see
+   `experiments.guardrails`) -> roll back at once, candidate to 0 %.
 2. Paused by an operator -> hold.
 3. The step's min_duration and min_units are met and every guardrail holds -> advance to the next
    step; after the last step, or when the next step is 100 % (no baseline left to compare with),
@@ -27,7 +28,14 @@ from typing import Any
 
 from experiments.config import CanaryConfig
 from experiments.events import Decision
-from experiments.guardrails import GuardrailResult, ShadowTally, evaluate_guardrail, guardrail_key
+from experiments.guardrails import (
+    GuardrailResult,
+    ShadowTally,
+    evaluate_guardrail,
+    guardrail_key,
+    holm_across,
+    step_level,
+)
 from experiments.splits.base import Clock, SplitStatus
 from experiments.splits.canary import BASELINE, CANDIDATE, CanarySplit
 from experiments.stats.sequential import DEFAULT_BURN_IN
@@ -151,13 +159,14 @@ class CanaryController:
             else ControllerMemo(self._memo.revision, state.phase)
         )
         shadow = self._shadow() if self._shadow is not None else None
+        level = step_level(self._config.alpha, [step.percent for step in self._config.steps])
         results = [
             evaluate_guardrail(
                 guardrail,
                 data,
                 baseline_arm=BASELINE,
                 candidate_arm=CANDIDATE,
-                alpha=self._config.alpha,
+                alpha=level,
                 n_star=self._n_star(),
                 burn_in=DEFAULT_BURN_IN,
                 shadow=shadow,
@@ -165,6 +174,7 @@ class CanaryController:
             )
             for guardrail in self._config.guardrails
         ]
+        results = holm_across(results, level)
         now = self._clock()
         action, reasons = self._decide(results, data.arm(CANDIDATE).units, now)
         evidence = {
@@ -235,7 +245,10 @@ def _describe(result: GuardrailResult) -> str:
         )
     if result.status == "exceeded":
         limit = f"{result.bound} {result.threshold:g}"
-        return f"{result.metric} is past its limit ({limit}) but not significantly yet"
+        return (
+            f"{result.metric} is not yet shown within its limit ({limit}): its one-sided bound "
+            f"{result.upper_bound:.4g} is past {result.null:g}"
+        )
     if result.status == "insufficient_data":
         return f"{result.metric}: not enough data yet"
     return f"{result.metric} holds"

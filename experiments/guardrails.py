@@ -11,20 +11,31 @@ look every few seconds without inflating false rollbacks beyond alpha. The shado
 tested against its bound with the null's variance m(1 - m)/n, which stays positive when no
 disagreement has been seen yet.
 
-Outcome per guardrail: "regressed" (significant: roll back), "exceeded" (the estimate is past the
-limit but not yet significantly: do not advance), "insufficient_data" (below the burn-in, or no
-estimate: do not advance), "holds".
+Outcome per guardrail: "regressed" (significant: roll back), "exceeded" (the limit lies inside the
+one-sided confidence bound, so the candidate is not yet shown to be within it: do not advance; a
+point estimate just under the limit does not advance a candidate past it), "insufficient_data"
+(below the burn-in, or no estimate: do not advance), "holds".
+
+Error control over the whole rollout (`step_level`, `holm_across`): each tested step gets an equal
+share alpha/K of the level (K steps below 100 %), and within a step the guardrails' always-valid
+p-values are Holm-adjusted. A false rollback then has probability <= alpha over every step and every
+guardrail together, however often the controller looks (a union bound over steps; Holm's step-down
+over guardrails; Ville's inequality over looks).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from statistics import NormalDist
 from typing import Any, Literal
+
+import numpy as np
 
 from experiments.config import GuardrailConfig
 from experiments.estimates import Estimate, difference_looks, estimate, single_look
-from experiments.stats import Looks, SequentialSettings, sequential_test
+from experiments.stats import Looks, SequentialSettings, holm, sequential_test
 from experiments.store.base import PhaseData
 
 GuardrailStatus = Literal["regressed", "exceeded", "insufficient_data", "holds"]
@@ -59,6 +70,11 @@ class GuardrailResult:
     (lower bound for "greater", upper for "less"): past the null means regressed."""
     baseline_n: int
     candidate_n: int
+    upper_bound: float = math.nan
+    """The one-sided (1 - alpha) fixed-horizon bound on the tested quantity towards "worse": the
+    hold compares it with the null."""
+    p_value_adjusted: float = math.nan
+    """`p_value` after Holm across this step's guardrails (`holm_across`)."""
 
     @property
     def key(self) -> str:
@@ -180,10 +196,13 @@ def evaluate_guardrail(
     se = float(test.looks.standard_error[-1])
     statistic = (tested - test.null) / se if se > 0.0 else math.nan
     enough = float(test.looks.n_min_arm[-1]) >= burn_in
+    z = NormalDist().inv_cdf(1.0 - alpha)
+    upper = tested + z * se if test.alternative == "greater" else tested - z * se
+    past_limit = upper > test.null if test.alternative == "greater" else upper < test.null
     status: GuardrailStatus
     if p_value <= alpha:
         status = "regressed"
-    elif test.exceeded:
+    elif test.exceeded or (past_limit and enough) or not math.isfinite(upper):
         status = "exceeded"
     elif not enough:
         status = "insufficient_data"
@@ -204,4 +223,30 @@ def evaluate_guardrail(
         confidence_bound=confidence_bound,
         baseline_n=test.baseline.n if test.baseline is not None else 0,
         candidate_n=test.candidate.n,
+        upper_bound=upper,
+        p_value_adjusted=p_value,
     )
+
+
+def step_level(alpha: float, step_percents: Sequence[float]) -> float:
+    """The level of one step's tests: alpha shared equally by the steps that compare (below 100 %)."""
+    tested = sum(1 for percent in step_percents if percent < 100.0)
+    return alpha / max(tested, 1)
+
+
+def holm_across(results: Sequence[GuardrailResult], level: float) -> list[GuardrailResult]:
+    """Holm's step-down across a step's guardrails: regressed only where the adjusted p <= level;
+    a guardrail significant alone but not after adjustment holds back the advance (exceeded)."""
+    tested = [i for i, r in enumerate(results) if math.isfinite(r.p_value)]
+    adjusted = list(results)
+    if not tested:
+        return adjusted
+    p_values = holm(np.array([results[i].p_value for i in tested]))
+    for i, p in zip(tested, p_values, strict=True):
+        result = replace(results[i], p_value_adjusted=float(p))
+        if result.status == "regressed" and float(p) > level:
+            result = replace(result, status="exceeded")
+        elif result.status != "regressed" and float(p) <= level:
+            result = replace(result, status="regressed")
+        adjusted[i] = result
+    return adjusted
