@@ -280,7 +280,33 @@ def _hotpath_section(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _filters_section(result: Mapping[str, Any]) -> list[str]:
+    """bench/filter_cost.py: the chain built up one filter at a time; each filter's cost is the
+    difference from the row before it."""
+    rows_us: Mapping[str, float] = result.get("us_per_request", {})
+    lines = [
+        f"Data path: {result.get('data_path', '?')}. Each filter's cost: its row minus the row above.",
+        "",
+    ]
+    rows = []
+    previous: float | None = None
+    for name, value in rows_us.items():
+        if name == "access_log":
+            continue
+        added = "-" if previous is None else _signed(value - previous, 2)
+        rows.append([name if previous is None else f"+ {name}", _num(value, 2), added])
+        previous = value
+    if "access_log" in rows_us and "none" in rows_us:
+        logged = rows_us["access_log"]
+        rows.append(["no filters, access log on", _num(logged, 2), _signed(logged - rows_us["none"], 2)])
+    lines += _table(("route", "CPU µs per request", "added"), rows)
+    return lines
+
+
 _RENDERERS = {
+    "deployed": _proxy_section,
+    "deployed-chain": _proxy_section,
+    "filters": _filters_section,
     "proxy": _proxy_section,
     "hotpath": _hotpath_section,
     "chain": _proxy_section,

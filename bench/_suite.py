@@ -50,6 +50,38 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
+    # As deployed first (POST bodies, two upstreams, access logs on both proxies), the best case after.
+    Section(
+        "deployed",
+        "As deployed: POST of OIP v2 bodies, two upstreams, access logs: turnout vs nginx",
+        "proxy.py",
+        ("--scenario", "deployed", "--concurrency", "32", "--targets", "direct,turnout,nginx"),
+        _QUICK_PROXY,
+    ),
+    Section(
+        "deployed-chain",
+        "As deployed, with the typical chain: turnout with no filters and with it, vs nginx",
+        "proxy.py",
+        (
+            "--scenario",
+            "deployed",
+            "--compare-chain",
+            "--chain",
+            "typical",
+            "--targets",
+            "turnout,nginx",
+            "--concurrency",
+            "32",
+        ),
+        _QUICK_PROXY,
+    ),
+    Section(
+        "filters",
+        "CPU µs per request of each filter of the typical chain and of the access log, in process",
+        "filter_cost.py",
+        (),
+        ("--requests", "640", "--rounds", "3"),
+    ),
     Section(
         "proxy",
         "Proxy: direct vs turnout vs nginx",

@@ -301,3 +301,26 @@ def test_the_hotpath_section_shows_both_data_paths_and_their_ratio() -> None:
     assert "| as installed (compiled) | 8.25 |" in text
     assert "| from source (TURNOUT_PURE_PYTHON=1) | 13.50 |" in text
     assert "As installed / from source: 0.61x." in text
+
+
+def test_filter_costs_are_each_row_minus_the_one_above() -> None:
+    from _results_md import _filters_section
+
+    result = {
+        "data_path": "compiled",
+        "us_per_request": {
+            "none": 20.0,
+            "auth_jwt": 28.5,
+            "rate_limit": 30.0,
+            "cache": 41.25,
+            "access_log": 22.0,
+        },
+    }
+
+    table = "\n".join(_filters_section(result))
+
+    assert "| none | 20.00 | - |" in table
+    assert "| + auth_jwt | 28.50 | +8.50 |" in table
+    assert "| + rate_limit | 30.00 | +1.50 |" in table
+    assert "| + cache | 41.25 | +11.25 |" in table
+    assert "| no filters, access log on | 22.00 | +2.00 |" in table
