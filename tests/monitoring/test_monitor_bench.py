@@ -1,0 +1,29 @@
+"""bench/monitor.py runs end to end: two real gateways, a real upstream, a paced load, and a result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support.processes import ROOT
+
+
+def test_the_monitor_benchmark_reports_cpu_per_request_for_both_gateways() -> None:
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "monitor.py"),
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(result["cpu_us_per_request"]) == {"baseline", "monitor"}
+    assert all(value > 0 for value in result["cpu_us_per_request"].values())
+    assert result["features"] == 30 and result["sample_rate"] == 0.1
