@@ -1,8 +1,8 @@
 """Scenario `grpc`: gRPC `ModelInfer` calls straight to an inference worker, timed as Locust requests.
 
-The gateway has no gRPC front door yet, so this measures a worker's own gRPC service
-(`inference.GRPCInferenceService/ModelInfer`, default the demo's worker A on 127.0.0.1:8011, which
-serves risk version 1 and diabetes). A custom Locust User opens one channel per user, sends one
+This measures a worker's own gRPC service (`inference.GRPCInferenceService/ModelInfer`, default the
+demo's worker A on 127.0.0.1:8011, which serves risk version 1 and diabetes), not the gateway's gRPC
+front door, which the demo does not open. A custom Locust User opens one channel per user, sends one
 random dataset row per call (raw tensor contents, as tritonclient does), checks the answer against
 the model's contract and fires Locust's request event itself (request type "grpc"); the status
 column of the summary holds gRPC code names. File name: `grpc.py` would shadow grpcio when Locust
