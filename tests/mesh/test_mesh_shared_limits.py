@@ -1,0 +1,80 @@
+"""One limit for Envoy fleets and turnout proxies: RLS and the proxy share the rate limit's Redis state."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+import redis
+from envoy.service.ratelimit.v3 import rls_pb2_grpc
+
+from tests.mesh.mesh_support import mesh_config
+from tests.mesh.test_mesh_authz_rls import OK, limit_request
+from tests.support.processes import free_port
+
+# redis-server starts in milliseconds; a loaded 2-core machine can take longer.
+REDIS_START_TIMEOUT_S = 15.0
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0)
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    try:
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None, "redis-server did not start"
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+
+
+async def test_rls_and_the_proxy_count_against_one_limit(
+    make_gateway: Any, tmp_path: Path, redis_url: str
+) -> None:
+    mesh, proxy = mesh_config(tmp_path), mesh_config(tmp_path)
+    del proxy["mesh"]
+    for config in (mesh, proxy):
+        config["state"] = {"backend": "redis", "url": redis_url}
+        limited = config["routes"][0]
+        assert limited["name"] == "limited"
+        limited["filters"][1]["rate_limit"]["backend"] = "redis"
+    async with make_gateway(mesh) as beside_envoy, make_gateway(proxy) as gateway:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{beside_envoy.mesh.port}") as channel:
+            should = rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit
+            codes = [
+                (
+                    await should(limit_request("turnout", [("route", "limited"), ("principal", "alice")]))
+                ).overall_code
+                for _ in range(3)
+            ]
+        assert codes == [OK, OK, OK]  # alice's burst of 3 is spent through Envoy's RLS
+        url = f"http://127.0.0.1:{gateway.data_port}/limited/v2/models/x/infer"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, headers={"x-api-key": "k1"}) as answer,
+        ):
+            assert answer.status == 429, (
+                await answer.text()
+            )  # and the proxy's own limiter, on another gateway, agrees
