@@ -135,7 +135,7 @@ class AccessLog:
         self._chunks: list[bytes] = []
         self._size = 0
         self._queue: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
         self.dropped_buffers = 0
         """Buffers thrown away because the disk fell MAX_PENDING_BUFFERS behind."""
 
@@ -168,19 +168,19 @@ class AccessLog:
     def close(self) -> None:
         """Write everything buffered and stop the writer thread (it is given CLOSE_TIMEOUT_S)."""
         self.flush()
-        thread = self._thread
+        thread = self._writer
         if thread is not None:
             self._queue.put(_STOP)
             thread.join(CLOSE_TIMEOUT_S)
-            self._thread = None
+            self._writer = None
         if thread is None or not thread.is_alive():
             self._sink.close()
 
     def _send(self, item: bytes) -> None:
-        if self._thread is None:
+        if self._writer is None:
             # Started on the first hand-off, not in __init__: a gateway that never logs has no thread.
-            self._thread = threading.Thread(target=self._write_forever, name="access-log", daemon=True)
-            self._thread.start()
+            self._writer = threading.Thread(target=self._write_forever, name="access-log", daemon=True)
+            self._writer.start()
         self._queue.put(item)
 
     def _write_forever(self) -> None:
