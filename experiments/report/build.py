@@ -150,11 +150,11 @@ async def build_report(
         goals=tuple(c for c in status.comparisons if c.role == "goal"),
         guardrails=tuple(c for c in status.comparisons if c.role == "guardrail"),
         descriptive=tuple(c for c in status.comparisons if c.role == "descriptive"),
-        latency_quantiles=quantile_rows(data, status.control, treatments, settings.alpha),
+        latency_quantiles=quantile_rows(data, status.control, treatments, settings.alpha, events),
         timeline=entries,
         shadow=shadow_agreement(entries),
         plots=_plots(status, events, data, settings),
-        methods=method_notes(canary=isinstance(split, CanarySplit)),
+        methods=method_notes(canary=isinstance(split, CanarySplit), bayesian=settings.bayesian),
         raw_events=(
             f"The raw events behind this report: experiments.store.export_events(store, '{name}', kind, "
             "path, fmt) writes one kind (exposures, outcomes or feedback) as CSV, or as Parquet when "

@@ -1,9 +1,9 @@
 """Latency per arm: the empirical CDF for the plot, and p50 / p95 / p99 with their intervals.
 
-Both read the arm's latency histogram (`experiments.sketch.LogHistogram`, within 1 % of the exact
-values) from the store's sufficient statistics, so neither needs the raw rows. Quantile intervals
-and their differences are rank-based (Deng, Knoblich, Lu) at a fixed horizon
-(`experiments.stats.quantile_difference_ci`), as for the `latency_pNN` metrics; they are shown
+The CDF reads the arm's latency histogram (`experiments.sketch.LogHistogram`, within 1 % of the
+exact values) from the store's sufficient statistics. Quantile intervals and their differences are
+rank-based (Deng, Knoblich, Lu) at a fixed horizon (`experiments.stats.quantile_difference_ci`) over
+units, from the raw requests with their unit ids, as for the `latency_pNN` metrics; they are shown
 whether or not a quantile is a configured metric, and only configured metrics take part in the
 decision.
 """
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from experiments.analysis_events import ExperimentEvents, IntArray
 from experiments.report.model import LatencyCdf, LatencyQuantileRow, QuantileEstimate
 from experiments.report.series import MAX_POINTS
 from experiments.sketch import bucket_value
@@ -53,10 +54,21 @@ def _estimate(interval: QuantileInterval) -> QuantileEstimate:
 
 
 def quantile_rows(
-    data: PhaseData, control: str, treatments: Sequence[str], alpha: float
+    data: PhaseData,
+    control: str,
+    treatments: Sequence[str],
+    alpha: float,
+    events: ExperimentEvents | None = None,
 ) -> tuple[LatencyQuantileRow, ...]:
-    """p50 / p95 / p99 of every treatment against the control."""
+    """p50 / p95 / p99 of every treatment against the control: over units from the raw events when
+    given (a unit's requests are not independent), else from the histograms over requests."""
     samples = {arm: data.arm(arm).latency.expand() for arm in (control, *treatments)}
+    units: dict[str, IntArray | None] = dict.fromkeys(samples)
+    if events is not None:
+        for arm in samples:
+            raw = events.arms.get(arm)
+            samples[arm] = raw.latency if raw is not None else np.empty(0)
+            units[arm] = raw.outcome_unit if raw is not None else np.empty(0, dtype=np.int64)
     rows = []
     for treatment in treatments:
         for label, level in REPORTED_QUANTILES:
@@ -68,7 +80,14 @@ def quantile_rows(
                     )
                 )
                 continue
-            result = quantile_difference_ci(samples[control], samples[treatment], level, alpha=alpha)
+            result = quantile_difference_ci(
+                samples[control],
+                samples[treatment],
+                level,
+                alpha=alpha,
+                control_unit_ids=units[control],
+                treatment_unit_ids=units[treatment],
+            )
             difference = result.difference
             rows.append(
                 LatencyQuantileRow(
