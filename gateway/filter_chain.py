@@ -81,6 +81,7 @@ class FilterChain:
         "_timers",
         "arm_index",
         "broken",
+        "buffers_event_streams",
         "filters",
         "needs_request_body",
         "needs_response_body",
@@ -108,6 +109,10 @@ class FilterChain:
             (i for i, phase in enumerate(self.on_request) if phase.filter.needs_experiment_arm), None
         )
         self.needs_response_body = any(f.needs_response_body for f in self.filters)
+        # An event stream is held back only for a filter that asks for it (Filter.buffers_event_streams).
+        self.buffers_event_streams = any(
+            f.needs_response_body and f.buffers_event_streams for f in self.filters
+        )
         self.broken: FilterError | None = None
         """Set when a filter failed to start: the route answers every request with this error."""
         self._metrics = timer

@@ -44,7 +44,10 @@ def on_upstream_head(request: ProxyRequest, attempt: UpstreamAttempt, head: Resp
         attempt.relaying = True
         exchange.send_head_block(head.status, lines, head.content_length, head.reason or None)
         return
-    if chain.needs_response_body or not chain.response_is_sync or request.buffer_response:
+    holds_body = chain.needs_response_body and (
+        chain.buffers_event_streams or not is_event_stream(head.headers)
+    )
+    if holds_body or not chain.response_is_sync or request.buffer_response:
         attempt.buffer = []  # the filters see the whole answer before the client does
         request.upstream_head = head
         return
@@ -65,6 +68,14 @@ def on_upstream_head(request: ProxyRequest, attempt: UpstreamAttempt, head: Resp
     exchange.send_head(
         response.status, final_headers(request, response), head.content_length, head.reason or None
     )
+
+
+def is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A server-sent event stream: relayed as it arrives, never held back unless a filter asks."""
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return value.lstrip().lower().startswith(b"text/event-stream")
+    return False
 
 
 def respond_through_filters(request: ProxyRequest, body: bytes) -> None:

@@ -118,6 +118,10 @@ class Filter:
     """The request phase reads `ctx.body` (the data path then reads the whole body first)."""
     needs_response_body: ClassVar[bool] = False
     """The response phase reads or rewrites `response.body` (the data path then buffers it)."""
+    buffers_event_streams: bool = False
+    """With `needs_response_body`: a server-sent event stream (`text/event-stream`, an LLM's
+    streamed completion) is held back whole for this filter too. By default such an answer streams
+    past the filters as it arrives, and their response phase sees its head with `body` None."""
     needs_experiment_arm: ClassVar[bool] = False
     """The request phase reads `ctx.arm` (a cache key): on an experiment route the arm is assigned
     just before this filter's request phase instead of after the whole chain."""

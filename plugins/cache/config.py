@@ -77,6 +77,16 @@ class CacheConfig(StrictModel):
         gt=0,
         description="The most a request waits for an identical one in flight before going upstream itself.",
     )
+    store_streams: bool = Field(
+        default=False,
+        description="Also hold back and store server-sent event streams (an LLM's streamed "
+        "completion). Off: a stream passes as it arrives and is never stored.",
+    )
+    store_sampled: bool = Field(
+        default=False,
+        description="Also look up and store OpenAI completions that sample (temperature above 0, or "
+        "none given: OpenAI's default is 1). Off: such requests bypass the cache.",
+    )
 
     @field_validator("vary_on")
     @classmethod

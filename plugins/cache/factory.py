@@ -61,4 +61,6 @@ class CacheFilterFactory:
             coalesce_timeout=config.coalesce_timeout,
             vary_on=config.vary_on,
             shared_cookies=config.shared_cookies,
+            store_streams=config.store_streams,
+            store_sampled=config.store_sampled,
         )

@@ -26,18 +26,25 @@ The experiment arm is part of the key, so it must be known when the key is made.
 assigned only after this filter's request phase, the answer is neither stored nor shared: that
 would serve one arm's answers to the other's callers.
 
+OpenAI completions (`gateway/core/protocols/openai.py`): a request that samples (temperature above
+0) bypasses the cache unless `store_sampled`; a server-sent event stream passes as it arrives and is
+never stored unless `store_streams`; a completion answered from the cache (hit or coalesced) gets a
+fresh `id` and `created`, as a new completion would.
+
 `invalidate(model)` drops the model's entries (all for None) and also stops answers already in
 flight from being stored, since they may predate whatever made the entries stale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import time
+from collections.abc import Awaitable, Collection
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from gateway.core.context import Principal, RequestContext
 from gateway.core.filters import Decision, Filter, Response
+from gateway.core.protocols.openai import is_sampled, looks_like_completion, read_request, with_fresh_id
 from plugins._redis import RedisUnavailable
 from plugins.cache.entry import CACHE_HEADER, CachedResponse, directives, shared_use_allowed, storable
 from plugins.cache.keys import CacheKey, CacheKeyBuilder
@@ -70,6 +77,8 @@ class _Ticket:
     """The request has credentials its key does not name: only answers allowing shared use."""
     served: bool = False
     """Answered by this filter (hit or coalesced): nothing to store."""
+    completion: bool = False
+    """An OpenAI completion: answered from the cache with a fresh id."""
 
 
 class CacheFilter(Filter):
@@ -91,6 +100,9 @@ class CacheFilter(Filter):
         "_methods",
         "_metrics",
         "_store",
+        "_store_sampled",
+        "_store_streams",
+        "buffers_event_streams",
     )
 
     def __init__(
@@ -104,8 +116,13 @@ class CacheFilter(Filter):
         coalesce_timeout: float,
         vary_on: Collection[str] = (),
         shared_cookies: Collection[str] = (),
+        store_streams: bool = False,
+        store_sampled: bool = False,
     ) -> None:
         self._store = store
+        self._store_streams = store_streams
+        self.buffers_event_streams = store_streams
+        self._store_sampled = store_sampled
         self._shared_cookies = frozenset(shared_cookies)
         self._by_principal = "principal" in vary_on
         self._by_tenant = "tenant" in vary_on
@@ -126,9 +143,22 @@ class CacheFilter(Filter):
             ctx.state[FILTER_NAME] = _BYPASS
             lookups["bypass"].inc()
             return None
+        body = ctx.body
+        completion = body is not None and looks_like_completion(body)
+        if completion and body is not None:
+            try:
+                document, _ = read_request(body)
+            except Exception:  # not an OpenAI body after all: cached as any other
+                completion = False
+            else:
+                if not self._store_sampled and is_sampled(document):
+                    ctx.state[FILTER_NAME] = _BYPASS
+                    lookups["bypass"].inc()
+                    return None
         key = self._keys.key(ctx)
         private = self._private(ctx)
         ticket = _Ticket(key, ctx.arm, ctx.principal, self._generation, leader=False, private=private)
+        ticket.completion = completion
         ctx.state[FILTER_NAME] = ticket
         missed = lookups["private" if private else "miss"]
         if "no-cache" not in control:
@@ -136,30 +166,34 @@ class CacheFilter(Filter):
             if entry is not None and (not private or shared_use_allowed(entry.headers)):
                 ticket.served = True
                 lookups["hit"].inc()
-                return entry.response("hit")
+                return _renewed(entry.response("hit"), completion)
             flight = self._flights.in_flight(key.value) if self._coalesce else None
             if flight is not None:
                 shared = await SingleFlight.follow(flight, self._coalesce_timeout)
                 if shared is not None and (not private or shared_use_allowed(shared.headers)):
                     ticket.served = True
                     lookups["coalesced"].inc()
-                    return shared.response("coalesced")
+                    return _renewed(shared.response("coalesced"), completion)
                 missed.inc()  # the leader's answer was not shareable: go upstream alone
                 return None
         ticket.leader = self._coalesce and self._flights.lead(key.value)
         missed.inc()
         return None
 
-    async def on_response(self, ctx: RequestContext, response: Response) -> None:
+    def on_response(self, ctx: RequestContext, response: Response) -> Awaitable[None] | None:
+        """Plain, so a streamed answer (nothing to store) passes on its head; an awaitable only when
+        there is an answer to store."""
         ticket = ctx.state.get(FILTER_NAME)
         if ticket is None:
-            return
+            return None
         if ticket is _BYPASS:
             response.set_header(CACHE_HEADER, _BYPASS)
-            return
+            return None
         if ticket.served:
-            return
+            return None
         entry = storable(response)
+        if entry is not None and not self._store_streams and _is_event_stream(response):
+            entry = None
         if entry is not None and (
             ticket.arm != ctx.arm
             or ticket.generation != self._generation
@@ -173,7 +207,12 @@ class CacheFilter(Filter):
         if ticket.leader:
             ticket.leader = False
             self._flights.finish(ticket.key.value, entry)
-        if entry is not None and await self._put(ticket.key, entry):
+        if entry is None:
+            return None
+        return self._store_entry(ticket.key, entry)
+
+    async def _store_entry(self, key: CacheKey, entry: CachedResponse) -> None:
+        if await self._put(key, entry):
             self._metrics.stores.inc()
 
     def on_log(self, ctx: RequestContext) -> None:
@@ -227,3 +266,15 @@ class CacheFilter(Filter):
             return await self._store.put(key, entry)
         except RedisUnavailable:
             return False
+
+
+def _renewed(response: Response, completion: bool) -> Response:
+    """A completion served again gets the id and time of a new one."""
+    if completion and response.body:
+        response.body = with_fresh_id(response.body, time.time())
+    return response
+
+
+def _is_event_stream(response: Response) -> bool:
+    content_type = response.header("content-type")
+    return content_type is not None and content_type.lstrip().lower().startswith("text/event-stream")

@@ -82,7 +82,9 @@ async def through(
             response: Response = await upstream(ctx)
         else:
             response = answer
-        await cache.on_response(ctx, response)
+        storing = cache.on_response(ctx, response)  # an awaitable only when there is an answer to store
+        if storing is not None:
+            await storing
         return response
     finally:
         cache.on_log(ctx)

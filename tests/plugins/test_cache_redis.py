@@ -61,7 +61,9 @@ async def through(cache: CacheFilter, ctx: RequestContext, upstream: Upstream) -
     began = time.monotonic()
     answer = await cache.on_request(ctx)
     response = answer if answer is not None else upstream(ctx)
-    await cache.on_response(ctx, response)
+    storing = cache.on_response(ctx, response)  # an awaitable only when there is an answer to store
+    if storing is not None:
+        await storing
     cache.on_log(ctx)
     elapsed = time.monotonic() - began
     assert elapsed < CEILING_S, f"the cache took {elapsed:.3f} s of a request with a {BUDGET_S} s budget"

@@ -10,6 +10,7 @@ Errors are answered in OpenAI's shape, which the official clients turn into type
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -83,3 +84,35 @@ def model_card(model: str, created: int) -> dict[str, Any]:
 def model_list(models: Iterable[str], created: int) -> bytes:
     """OpenAI's `GET /v1/models` answer for `models`, in the order given."""
     return orjson.dumps({"object": "list", "data": [model_card(m, created) for m in models]})
+
+
+def is_sampled(document: dict[str, Any]) -> bool:
+    """A completion request that samples (temperature above 0): asked twice, it may answer twice
+    differently, so one answer must not stand for the next. OpenAI's default temperature is 1, so a
+    completion that names none samples; an embedding (no `messages`, no `prompt`) never does."""
+    if "messages" not in document and "prompt" not in document:
+        return False
+    temperature = document.get("temperature")
+    if temperature is None:
+        return True
+    return isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature > 0
+
+
+def looks_like_completion(body: bytes) -> bool:
+    """A cheap test on the raw body before any parse: it may be a chat or text completion request."""
+    return b'"messages"' in body or b'"prompt"' in body
+
+
+def with_fresh_id(body: bytes, now: float) -> bytes:
+    """A stored completion answered again: a new `id` (same prefix, `chatcmpl-`) and `created`, so a
+    client that keys completions by id never sees two the same. Any other body is returned as is."""
+    try:
+        document = loads(body, "a stored answer")
+    except Exception:  # not JSON: not a completion; nothing to renew
+        return body
+    if not isinstance(document, dict) or not isinstance(document.get("id"), str):
+        return body
+    prefix = document["id"].partition("-")[0] or "cmpl"
+    document["id"] = f"{prefix}-{secrets.token_hex(12)}"
+    document["created"] = int(now)
+    return orjson.dumps(document)
