@@ -87,16 +87,13 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
                 if request is _END:
                     return
                 snapshot = self._snapshots.current
-                if request is not None:
+                # A request answering an older response is stale: a newer one is on its way.
+                if request is not None and request.response_nonce in ("", nonces.get(request.type_url)):
                     kind = request.type_url
-                    if request.response_nonce and request.response_nonce != nonces.get(kind):
-                        continue  # answers an older response: a newer one is on its way
-                    if request.HasField("error_detail"):
+                    if request.HasField("error_detail"):  # kept as sent: resent only once it changes
                         _log_nack(request.node.id, kind, request.response_nonce, request.error_detail.message)
                     requested = frozenset(request.resource_names)
                     wanted[kind] = None if not requested and kind in _WILDCARD_TYPES else requested
-                    if request.HasField("error_detail") and sent.get(kind, ("", None))[1] == wanted[kind]:
-                        continue
                 for kind, names in wanted.items():
                     version = snapshot.type_versions.get(kind, "")
                     if sent.get(kind) == (version, names):
@@ -124,23 +121,16 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
                 if request is _END:
                     return
                 snapshot = self._snapshots.current
-                if request is not None:
-                    kind = request.type_url
-                    if request.HasField("error_detail"):
-                        _log_nack(request.node.id, kind, request.response_nonce, request.error_detail.message)
-                        continue
-                    names = subscribed.get(kind, set())
-                    if kind not in subscribed:
-                        known[kind] = dict(request.initial_resource_versions)
-                        first = set(request.resource_names_subscribe)
-                        names = None if kind in _WILDCARD_TYPES and (not first or "*" in first) else first
-                    elif names is not None:
-                        names |= set(request.resource_names_subscribe)
-                    if names is not None:
-                        names -= set(request.resource_names_unsubscribe)
-                        for name in request.resource_names_unsubscribe:
-                            known.get(kind, {}).pop(name, None)
-                    subscribed[kind] = names
+                if request is not None and request.HasField("error_detail"):
+                    # Rejected: the client keeps what it had; resent only once the resource changes.
+                    _log_nack(
+                        request.node.id,
+                        request.type_url,
+                        request.response_nonce,
+                        request.error_detail.message,
+                    )
+                elif request is not None:
+                    _subscribe(request, subscribed, known)
                 for kind, names in subscribed.items():
                     response = self._delta_response(snapshot, kind, names, known.setdefault(kind, {}))
                     if response is not None:
@@ -173,6 +163,25 @@ class AggregatedDiscovery(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # t
             removed_resources=removed,
             nonce=str(next(self._nonces)),
         )
+
+
+def _subscribe(
+    request: Any, subscribed: dict[str, set[str] | None], known: dict[str, dict[str, str]]
+) -> None:
+    """Apply a delta request's subscription changes (the first one of a type may be a wildcard)."""
+    kind = request.type_url
+    names = subscribed.get(kind, set())
+    if kind not in subscribed:
+        known[kind] = dict(request.initial_resource_versions)
+        first = set(request.resource_names_subscribe)
+        names = None if kind in _WILDCARD_TYPES and (not first or "*" in first) else first
+    elif names is not None:
+        names |= set(request.resource_names_subscribe)
+    if names is not None:
+        names -= set(request.resource_names_unsubscribe)
+        for name in request.resource_names_unsubscribe:
+            known.get(kind, {}).pop(name, None)
+    subscribed[kind] = names
 
 
 def _sotw_response(

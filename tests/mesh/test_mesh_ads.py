@@ -215,6 +215,10 @@ async def test_delta_sends_only_what_changed(make_gateway: Any, tmp_path: Path) 
         await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url=LISTENER))
         listeners = await asyncio.wait_for(call.read(), 5)
         assert {r.name for r in listeners.resources} == {"limited", "checked", "risk"}
+        # A NACK is logged, not answered: the next message is the answer to the next subscription.
+        nack = discovery_pb2.DeltaDiscoveryRequest(type_url=LISTENER, response_nonce=listeners.nonce)
+        nack.error_detail.CopyFrom(status_pb2.Status(code=3, message="listener refused"))
+        await call.write(nack)
         await call.write(
             discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINTS, resource_names_subscribe=["risk-v1"])
         )
