@@ -21,6 +21,7 @@ import grpc
 from gateway.core.filters import Response
 from gateway.grpc.call import answer_message, begin_call
 from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
+from gateway.grpc.retry import retry_elsewhere, retry_policy
 from gateway.grpc.status import code_for_status, status_for_code
 from gateway.mesh.exchange import Forward, MeshExchange
 
@@ -71,18 +72,32 @@ class Relay:
     async def unary(self, path: str, request: bytes, context: Context) -> bytes:
         exchange, forward, metadata, timeout = await self._decide(path, context, request)
         exchange.ctx.bytes_in = len(request)
-        call = self._channels.get(forward.endpoint).unary_unary(path)(
-            request, metadata=metadata, timeout=timeout
-        )
+        address = forward.endpoint
+        retries = 0
         try:
-            reply: bytes = await call
-        except grpc.aio.AioRpcError as error:
-            await _upstream_failed(exchange, error, context)
-            raise
-        except asyncio.CancelledError:
-            call.cancel()
-            exchange.finish(CLIENT_CLOSED, "the client cancelled the call")
-            raise
+            while True:
+                channel = self._channels.get(address)
+                call = channel.unary_unary(path)(request, metadata=metadata, timeout=timeout)
+                try:
+                    reply: bytes = await call
+                    break
+                except grpc.aio.AioRpcError as error:
+                    other = None
+                    if error.code() == grpc.StatusCode.UNAVAILABLE:
+                        other = retry_elsewhere(exchange, self._runtime())
+                    if other is None:
+                        await _upstream_failed(exchange, error, context)
+                        raise
+                    address, retries = other, retries + 1
+                except asyncio.CancelledError:
+                    call.cancel()
+                    exchange.finish(CLIENT_CLOSED, "the client cancelled the call")
+                    raise
+        finally:
+            policy = retry_policy(exchange, self._runtime()) if retries else None
+            if policy is not None:  # the retries held places in its budget until the call ended
+                for _ in range(retries):
+                    policy.budget.release_retry()
         await _send_head(exchange, await call.initial_metadata(), context)
         exchange.ctx.bytes_out = len(reply)
         context.set_trailing_metadata(answer_metadata(await call.trailing_metadata()))

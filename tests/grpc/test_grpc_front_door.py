@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,43 @@ async def test_a_cancelled_stream_cancels_the_upstream_call(
             endpoint = gw.runtime.clusters["two"].endpoints.get(two.address)
             assert endpoint is not None and endpoint.inflight == 0  # the call was finished once
             assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
+
+
+async def test_an_upstream_killed_under_load_is_retried_around_and_ejected(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+) -> None:
+    one, two = upstreams
+    config = _config(one, two, tmp_path)
+    async with Upstream("three") as three:
+        config["clusters"]["up"]["endpoints"] = [one.address, three.address]
+        async with make_gateway(config) as gw:
+            assert gw.grpc is not None
+            endpoints = gw.runtime.clusters["up"].endpoints
+            killed, half_way = asyncio.Event(), asyncio.Event()
+            failures: list[tuple[bool, grpc.StatusCode]] = []
+            answered: Counter[str] = Counter()
+
+            async def client(channel: grpc.aio.Channel) -> None:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                for _ in range(60):
+                    ejected = killed.is_set() and three.address not in {e.address for e in endpoints.eligible}
+                    try:
+                        answer = await stub.ModelInfer(_infer("risk"))
+                        answered[answer.model_version] += 1
+                        if answered.total() >= 100:
+                            half_way.set()
+                    except grpc.aio.AioRpcError as error:
+                        failures.append((ejected, error.code()))
+
+            async def kill() -> None:
+                await half_way.wait()
+                await three.server.stop(None)
+                killed.set()
+
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+                await asyncio.gather(kill(), *(client(channel) for _ in range(8)))
+            assert answered["three"] > 0 and answered["one"] > 0
+            assert three.address not in {e.address for e in endpoints.eligible}  # ejected
+            assert not [code for ejected, code in failures if ejected]  # nothing failed once it was
+            # calls in flight on the killed server may fail with it; none was sent to it once it was down
+            assert len(failures) <= 8, failures
