@@ -11,7 +11,8 @@ route is measured with the typical chain (bench/_chains.py) built up one filter 
 and once more with no filters and the access log on (to a file). Each filter's cost is the
 difference from the row before it. Every request carries the chain's token and a query string of
 its own (so the cache misses), in every row, so the rows differ only by their filters. The loop is
-given a few turns after each batch of requests, so a filter that hops to a task still finishes.
+turned until each batch has reached the upstreams, and again until its answers are relayed, so a
+filter that hops to a task still finishes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,9 @@ from _procs import free_port  # noqa: E402
 from _turnout import turnout_config  # noqa: E402
 from hotpath import ANSWER, FakeTransport  # noqa: E402
 
-# Loop turns after each batch: enough for a filter's task to run and its answer to go upstream.
-SETTLE_TURNS = 4
+# Loop turns allowed for a batch of requests to reach the upstreams, or its answers the clients: a
+# filter's task needs one or two; thousands mean a request is stuck, not slow.
+MAX_SETTLE_TURNS = 10_000
 WARMUP_ROUNDS = 60
 
 
@@ -81,6 +83,13 @@ async def _measure(
                 upstreams.append(upstream)
             counter = 0
 
+            async def settle(done: Callable[[], bool]) -> None:
+                for _ in range(MAX_SETTLE_TURNS):
+                    if done():
+                        return
+                    await asyncio.sleep(0)
+                raise RuntimeError("requests did not complete through the fake transports")
+
             async def one_round() -> None:
                 nonlocal counter
                 for client, _ in clients:
@@ -89,12 +98,10 @@ async def _measure(
                         b"GET /?n=%d HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n\r\n"
                         % (counter, token.encode())
                     )
-                for _ in range(SETTLE_TURNS):
-                    await asyncio.sleep(0)
+                await settle(lambda: not pool._idle)  # every request has reached its upstream
                 for upstream in upstreams:
                     upstream.data_received(ANSWER)
-                for _ in range(SETTLE_TURNS):
-                    await asyncio.sleep(0)
+                await settle(lambda: len(pool._idle) == in_flight)  # every answer has been relayed
 
             for _ in range(WARMUP_ROUNDS):
                 await one_round()
