@@ -49,11 +49,13 @@ from experiments.stats import (
     sequential_test,
 )
 from experiments.stats.bayes import bayes_summary
+from experiments.stats.cuped import cuped_difference
 from experiments.stats.relative import log_relative_interval
 from experiments.status import (
     ArmReport,
     BayesReport,
     Comparison,
+    CupedReport,
     Direction,
     ExperimentStatus,
     Role,
@@ -169,6 +171,43 @@ def _sequential(
     return float(result.p_value[-1]), float(result.ci_low[-1]), float(result.ci_high[-1])
 
 
+def _per_unit(arm: ArmEvents, metric: str) -> tuple[FloatArray, IntArray]:
+    """(value, unit code) of every unit with a value of `metric` in the phase: per request for
+    error_rate and latency, the unit's sum for feedback (0 for a unit that sent none)."""
+    if metric in ("error_rate", "latency"):
+        size = arm.unit_count
+        values = arm.error if metric == "error_rate" else arm.latency
+        requests = np.bincount(arm.outcome_unit, minlength=size).astype(np.float64)
+        sums = np.bincount(arm.outcome_unit, weights=values, minlength=size)
+        seen = np.flatnonzero(requests > 0.0).astype(np.int64)
+        return np.asarray(sums[seen] / requests[seen], dtype=np.float64), seen
+    found = arm.feedback.get(metric)
+    size = arm.unit_count
+    totals = np.zeros(size) if found is None else np.bincount(found.unit, weights=found.value, minlength=size)
+    return np.asarray(totals, dtype=np.float64), np.arange(size, dtype=np.int64)
+
+
+def _cuped(
+    metric: str, raw: tuple[ArmEvents | None, ArmEvents | None] | None, alpha: float
+) -> CupedReport | None:
+    """CUPED on per-unit values with each unit's value in the earlier phases as covariate; None
+    without a pre-period (`experiments.stats.cuped`)."""
+    if raw is None or not history_metric(metric):
+        return None
+    arm_c, arm_t = raw
+    if arm_c is None or arm_t is None:
+        return None
+    if metric not in arm_c.pre_period or metric not in arm_t.pre_period:
+        return None
+    (y_c, units_c), (y_t, units_t) = _per_unit(arm_c, metric), _per_unit(arm_t, metric)
+    found = cuped_difference(
+        y_c, arm_c.pre_period[metric][units_c], y_t, arm_t.pre_period[metric][units_t], alpha=alpha
+    )
+    if found is None:
+        return None
+    return CupedReport(found.difference, found.ci_low, found.ci_high, found.variance_reduction)
+
+
 def _bayes(metric: str, difference: float, low: float, high: float, alpha: float) -> BayesReport | None:
     """The posterior under a flat prior, from the fixed-horizon estimate and its standard error."""
     z = float(NormalDist().inv_cdf(1.0 - alpha / 2.0))
@@ -233,6 +272,7 @@ def compare(
         direction="none",
         enough_data=enough,
         bayes=bayes,
+        cuped=_cuped(metric, raw, settings.alpha),
     )
     return comparison, est_c, est_t
 

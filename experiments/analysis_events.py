@@ -44,6 +44,9 @@ class ArmEvents:
     latency: FloatArray
     error: FloatArray
     feedback: Mapping[str, FeedbackEvents]
+    pre_period: Mapping[str, FloatArray] = field(default_factory=dict)
+    """Per metric, each unit's value in the experiment's earlier phases (NaN where it has none): the
+    pre-period covariate of CUPED. error_rate and latency per request, feedback:X summed per unit."""
 
     @property
     def unit_count(self) -> int:
@@ -102,7 +105,7 @@ class _ArmBuilder:
     def code(self, unit: str) -> int:
         return self.codes.setdefault(unit, len(self.codes))
 
-    def build(self) -> ArmEvents:
+    def build(self, pre: _PrePeriod) -> ArmEvents:
         exposures = np.array(self.exposures, dtype=np.float64).reshape(-1, 2)
         outcomes = np.array(self.outcomes, dtype=np.float64).reshape(-1, 4)
         feedback = {}
@@ -117,7 +120,47 @@ class _ArmBuilder:
             latency=outcomes[:, 2],
             error=outcomes[:, 3],
             feedback=feedback,
+            pre_period=pre.per_unit(self.codes),
         )
+
+
+@dataclass(slots=True)
+class _PrePeriod:
+    """Totals per unit id from the phases before the analysed one."""
+
+    outcomes: dict[str, list[float]] = field(default_factory=dict)
+    """unit -> [latency sum, errors, requests]"""
+    feedback: dict[str, dict[str, float]] = field(default_factory=dict)
+    """metric -> unit -> sum"""
+
+    def add_outcome(self, unit: str, latency: float, error: float) -> None:
+        totals = self.outcomes.setdefault(unit, [0.0, 0.0, 0.0])
+        totals[0] += latency
+        totals[1] += error
+        totals[2] += 1.0
+
+    def per_unit(self, codes: Mapping[str, int]) -> dict[str, FloatArray]:
+        if not self.outcomes and not self.feedback:
+            return {}
+        found: dict[str, FloatArray] = {}
+        size = len(codes)
+        if self.outcomes:
+            latency, errors = np.full(size, math.nan), np.full(size, math.nan)
+            for unit, code in codes.items():
+                if (totals := self.outcomes.get(unit)) is not None:
+                    latency[code], errors[code] = totals[0] / totals[2], totals[1] / totals[2]
+            found["latency"], found["error_rate"] = latency, errors
+        for metric, sums in self.feedback.items():
+            # A unit seen before with no feedback of this metric had 0 of it, as in the analysis.
+            # `codes` numbers units in insertion order, so this list is in code order.
+            found[metric] = np.array(
+                [
+                    sums.get(unit, 0.0) if unit in self.outcomes else sums.get(unit, math.nan)
+                    for unit in codes
+                ],
+                dtype=np.float64,
+            )
+        return found
 
 
 def _analysed(row: Mapping[str, Any]) -> bool:
@@ -163,7 +206,10 @@ async def load_events(store: EventStore, experiment: str, phase: int) -> Experim
         if analysed and row_phase == phase:
             builder = arms.setdefault(arm, _ArmBuilder())
             builder.exposures.append((float(row["time"]), builder.code(str(unit))))
+    pre = _PrePeriod()
     for row in outcome_rows:
+        if _analysed(row) and int(row["phase"]) < phase:
+            pre.add_outcome(str(row["unit_id"]), float(row["latency_s"]), 1.0 if row.get("error") else 0.0)
         if _analysed(row) and int(row["phase"]) == phase:
             builder = arms.setdefault(str(row["arm"]), _ArmBuilder())
             error = 1.0 if row.get("error") else 0.0
@@ -182,6 +228,10 @@ async def load_events(store: EventStore, experiment: str, phase: int) -> Experim
             target = by_exposure.get(exposure_key)
         elif row.get("unit_id") and (latest := latest_of_unit.get(str(row["unit_id"]))) is not None:
             target = (latest[0], latest[1], str(row["unit_id"]), latest[2])
+        if target is not None and target[0] < phase and target[3] and target[2]:
+            sums = pre.feedback.setdefault(f"feedback:{row['metric']}", {})
+            sums[target[2]] = sums.get(target[2], 0.0) + value
+            continue
         if target is None or target[0] != phase or not target[3] or not target[2]:
             continue
         builder = arms.setdefault(target[1], _ArmBuilder())
@@ -189,7 +239,7 @@ async def load_events(store: EventStore, experiment: str, phase: int) -> Experim
         builder.feedback.setdefault(f"feedback:{row['metric']}", []).append(entry)
     return ExperimentEvents(
         phase=phase,
-        arms={arm: builder.build() for arm, builder in arms.items()},
+        arms={arm: builder.build(pre) for arm, builder in arms.items()},
         exposures=_phase_exposures(exposure_rows),
         unusable_feedback=unusable,
     )
