@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from gateway.core.context import RequestContext
+from gateway.llm_metrics import LlmMetrics
 
 if TYPE_CHECKING:
     from gateway.cluster import ClusterRuntime
@@ -97,6 +98,8 @@ class GatewayMetrics(Collector):
         self.reloads = Counter(
             "turnout_config_reloads", "Config reloads by result", ["result"], registry=registry
         )
+        self.llm = LlmMetrics(registry)
+        """OpenAI completions: token latencies and usage (gateway/llm_metrics.py)."""
         registry.register(self)
 
     def for_route(self, route: str, cluster: str) -> RouteMetrics:

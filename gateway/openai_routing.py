@@ -23,6 +23,8 @@ import orjson
 from gateway.core.errors import GatewayError
 from gateway.core.protocols.openai import (
     OpenAIRequestError,
+    add_usage_request,
+    asks_for_usage,
     model_card,
     model_list,
     model_lookup,
@@ -30,6 +32,7 @@ from gateway.core.protocols.openai import (
     unknown_model,
     with_model,
 )
+from gateway.llm_meter import CompletionMeter
 
 if TYPE_CHECKING:
     from gateway.proxy import ProxyRequest
@@ -76,8 +79,18 @@ def _route(request: ProxyRequest, body: bytes) -> None:
     except OpenAIRequestError as error:
         _respond(request, error.status, error.body)
         return
-    rename = match.payload.model_rewrite
-    ctx.body = body if rename is None or rename == model else with_model(document, rename)
+    route = match.payload
+    rename = route.model_rewrite
+    asked_usage = True
+    if document.get("stream") is True:
+        asked_usage = asks_for_usage(document)
+        if not asked_usage:  # usage is read from the stream's last chunk: ask for it
+            add_usage_request(document)
+    if not asked_usage or (rename is not None and rename != model):
+        ctx.body = with_model(document, rename or model)
+    else:
+        ctx.body = body
+    request.body_meter = CompletionMeter(model, strip_usage=not asked_usage)
     request.begin(match)
 
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from experiments.splits.base import Assignment
     from gateway.filter_chain import ResponsePending
     from gateway.http.upstream import ResponseHead
+    from gateway.llm_meter import CompletionMeter
     from gateway.route import CompiledRoute
     from gateway.runtime import Runtime
     from gateway.upstream_attempt import UpstreamAttempt
@@ -88,6 +89,7 @@ class ProxyRequest:
     __slots__ = (
         "affinity_key",
         "assignment",
+        "body_meter",
         "buffer_response",
         "ctx",
         "done",
@@ -134,6 +136,8 @@ class ProxyRequest:
         self.held_response: tuple[Response, ResponsePending] | None = None
         """The answer whose response hooks began on its head and wait for an awaitable."""
         self.response_body: bytes | None = None
+        self.body_meter: CompletionMeter | None = None
+        """On an OpenAI route: watches the answer for token timings and usage (gateway/llm_meter.py)."""
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Go on in a task; whatever it raises still ends this request."""
@@ -238,6 +242,11 @@ class ProxyRequest:
             if route.filters.on_log:
                 route.filters.run_log(ctx)
         runtime = self.runtime
+        meter = self.body_meter
+        if meter is not None:
+            if self.response_body is not None:
+                meter.read_whole(self.response_body)
+            meter.close(ctx, runtime.metrics.llm)
         if self.assignment is not None and runtime.experiments is not None:
             runtime.experiments.record_outcome(self.assignment, ctx, total, self.response_body)
         if runtime.access_log is not None:

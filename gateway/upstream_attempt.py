@@ -233,6 +233,8 @@ class UpstreamAttempt:
         if cluster.protocol != "http":
             _note_load_report(head, endpoint)
         ctx.status = head.status
+        if request.body_meter is not None:
+            request.body_meter.on_head(head.status, head.content_length)
         on_upstream_head(request, self, head)
 
     def on_body(self, data: bytes) -> None:
@@ -246,6 +248,11 @@ class UpstreamAttempt:
                 if conn is not None:  # the client left: stop reading an answer nobody will see
                     conn.close()
             else:
+                meter = self.request.body_meter
+                if meter is not None:  # an OpenAI answer: timings and usage, maybe a chunk removed
+                    data = meter.feed(data)
+                    if not data:
+                        return
                 exchange.send_body(data)
         except Exception as exc:
             self.request.crash(exc)

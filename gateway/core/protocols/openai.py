@@ -116,3 +116,15 @@ def with_fresh_id(body: bytes, now: float) -> bytes:
     document["id"] = f"{prefix}-{secrets.token_hex(12)}"
     document["created"] = int(now)
     return orjson.dumps(document)
+
+
+def asks_for_usage(document: dict[str, Any]) -> bool:
+    """A streamed request that asks for the final usage chunk (`stream_options.include_usage`)."""
+    options = document.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def add_usage_request(document: dict[str, Any]) -> None:
+    """Ask the server for the usage chunk, keeping the client's other stream options."""
+    options = document.get("stream_options")
+    document["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
