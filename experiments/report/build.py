@@ -56,13 +56,14 @@ def _arm_summaries(status: ExperimentStatus, clusters: dict[str, str]) -> tuple[
 def _lift(
     status: ExperimentStatus, events: ExperimentEvents, settings: AnalysisSettings
 ) -> tuple[str | None, tuple[LiftSeries, ...]]:
-    """The plotted metric and its series per treatment: the first with data of the metrics the
-    decision rests on (a regression, then an improved goal), then the goals, then the guardrails."""
+    """The plotted metric and its series per treatment: the first with data of the goals (the
+    metrics that decide: a changed goal first), then of the guardrails (a regressed one first). The
+    band is the confidence sequence intersected over every look, as the comparison reports it."""
     comparisons = status.comparisons
     ordered = [
-        *(c.metric for c in comparisons if c.direction == "worse"),
-        *(c.metric for c in comparisons if c.direction == "better" and c.role == "goal"),
+        *(c.metric for c in comparisons if c.role == "goal" and c.direction in ("better", "worse")),
         *(c.metric for c in comparisons if c.role == "goal"),
+        *(c.metric for c in comparisons if c.role == "guardrail" and c.direction == "worse"),
         *(c.metric for c in comparisons if c.role == "guardrail"),
     ]
     candidates = [metric for metric in dict.fromkeys(ordered) if series_metric(metric)]

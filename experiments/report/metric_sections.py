@@ -35,6 +35,44 @@ def _comparison_table(items: tuple[Comparison, ...], alpha: float) -> Table:
     return Table(columns, rows)
 
 
+def _bayes_table(items: tuple[Comparison, ...], alpha: float) -> Table | None:
+    rows = tuple(
+        (
+            c.metric,
+            c.treatment,
+            text.share(c.bayes.chance_to_beat_control),
+            text.metric_value(c.metric, c.bayes.expected_loss),
+            text.interval(c.metric, c.bayes.credible_low, c.bayes.credible_high),
+        )
+        for c in items
+        if c.bayes is not None
+    )
+    columns = ("metric", "arm", "chance to beat control", "expected loss", f"{text.level_of(alpha)} credible")
+    return Table(columns, rows, "Bayesian reading (flat prior)") if rows else None
+
+
+def _cuped_table(items: tuple[Comparison, ...], alpha: float) -> Table | None:
+    rows = tuple(
+        (
+            c.metric,
+            c.treatment,
+            text.metric_value(c.metric, c.cuped.difference),
+            text.interval(c.metric, c.cuped.ci_low, c.cuped.ci_high),
+            text.share(c.cuped.variance_reduction),
+        )
+        for c in items
+        if c.cuped is not None
+    )
+    columns = ("metric", "arm", "adjusted difference", f"{text.level_of(alpha)} CI", "variance reduction")
+    caption = "CUPED: per-unit difference adjusted by each unit's earlier phases"
+    return Table(columns, rows, caption) if rows else None
+
+
+def _extras(items: tuple[Comparison, ...], alpha: float) -> tuple[Block, ...]:
+    """The Bayesian and CUPED tables, for the comparisons that have them."""
+    return tuple(t for t in (_bayes_table(items, alpha), _cuped_table(items, alpha)) if t is not None)
+
+
 def metric_sections(report: Report) -> tuple[Section, ...]:
     alpha = report.header.alpha
     goals: tuple[Block, ...] = (
@@ -43,6 +81,7 @@ def metric_sections(report: Report) -> tuple[Section, ...]:
                 "CI: fixed horizon; CS: always valid. p (adjusted): Benjamini-Hochberg on sequential p."
             ),
             _comparison_table(report.goals, alpha),
+            *_extras(report.goals, alpha),
         )
         if report.goals
         else (Paragraph("No goal metric is configured (feedback:NAME metrics are goals)."),)
@@ -69,10 +108,11 @@ def metric_sections(report: Report) -> tuple[Section, ...]:
         _comparison_table(report.guardrails, alpha)
         if report.guardrails
         else Paragraph("No guardrail metric is configured."),
+        *_extras(report.guardrails, alpha),
         Table(
             ("quantile", "arm", "control", "treatment", "difference", f"{level} CI", "p"),
             quantiles,
-            f"Latency quantiles with {level} intervals (fixed horizon)",
+            f"Latency quantiles with {level} intervals over units (fixed horizon)",
         ),
     ]
     sections = [

@@ -421,3 +421,21 @@ def _tables(markdown: str) -> list[list[str]]:
 def _cells(line: str) -> int:
     """Cells of a Markdown table row, not counting escaped pipes."""
     return line.replace("\\|", "").count("|") - 1
+
+
+async def test_a_bayesian_experiment_reports_chance_to_beat_control_in_json_and_markdown(
+    sqlite_store: SqliteEventStore,
+) -> None:
+    config = ab_config(analysis="bayesian", mde=0.05)
+    split = AbSplit("exp", config)
+    rates = {"control": 0.10, "treatment": 0.16}
+    await feed(sqlite_store, split, users(1500), rng=np.random.default_rng(15), conversion=rates)
+    report = await ab_report(sqlite_store, split, config)
+    payload = json.loads(render(report, "json"))
+    conversion = next(goal for goal in payload["goals"] if goal["metric"] == "feedback:conversion")
+    assert conversion["bayes"]["chance_to_beat_control"] > 0.95
+    assert conversion["bayes"]["expected_loss"] >= 0.0
+    assert all(item["cuped"] is None for item in payload["goals"])  # one phase: no pre-period
+    assert payload["verdict"]["action"] == "ship" and payload["verdict"]["planned_units"] > 0
+    markdown = render(report, "md")
+    assert "Bayesian reading (flat prior)" in markdown and "bayesian reading" in markdown
