@@ -104,9 +104,10 @@ class _Sink:
             self._stream.write(data)
             self._stream.flush()
             return
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        # The call stays out of the slice: compiled, a slice's bound may be evaluated twice.
+        written = os.write(self._fd, data)
+        while written < len(data):
+            written += os.write(self._fd, memoryview(data)[written:])
 
     def reopen(self) -> None:
         if self._path is not None:
