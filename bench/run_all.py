@@ -1,11 +1,14 @@
 """Every side-by-side benchmark in one run, written up as bench/RESULTS.md (`make bench`).
 
-    python bench/run_all.py [--quick] [--only proxy,hotpath,chain,cache,batching,worker,limiter]
+    python bench/run_all.py [--quick] [--only deployed,deployed-chain,filters,proxy,hotpath,chain,cache,
+                                    batching,worker,limiter]
                             [--note TEXT] [--output bench/RESULTS.md] [--save-json FILE]
     python bench/run_all.py --render FILE [--output bench/RESULTS.md]
 
 Runs, one after another, each through its own --json output (the exact commands are in
-bench/_suite.py and in the report): the proxy (direct vs turnout vs nginx at concurrency 32 and 128),
+bench/_suite.py and in the report): turnout as deployed against nginx (POST bodies, two upstreams,
+access logs on both; then with the typical chain), each filter's CPU per request in process, the
+proxy's best case (direct vs turnout vs nginx at concurrency 32 and 128),
 the typical filter chain's overhead, cache-hit latency, batching off/on through turnout vs the
 in-process ceiling, inference worker throughput, and rate-limiter decisions per second. It then
 rewrites RESULTS.md with the machine, the date, the commands, the figures, and the project's
