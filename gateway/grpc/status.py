@@ -42,7 +42,8 @@ _HTTP_OF_CODE: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
+    # The upstream has no such method: the caller's mistake, as a missing route is.
+    grpc.StatusCode.UNIMPLEMENTED: 404,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
     grpc.StatusCode.UNAVAILABLE: 503,
 }

@@ -1,0 +1,241 @@
+"""gRPC unary ModelInfer, direct to an upstream and through turnout's gRPC front door, side by side.
+
+    python bench/grpc.py [--seconds 5] [--concurrency 1 32] [--gateway-cpu 0] [--h2-cost]
+
+An upstream process serves `inference.GRPCInferenceService/ModelInfer` with a fixed answer (a small
+FP32 tensor: 1 x 30 in, 1 x 2 out, as raw contents), so the figures are the transport's and the
+gateway's, not a model's. A turnout process (pinned to one core with --gateway-cpu) routes the calls
+to it by model name. Closed-loop clients (each sends its next call when the last one is answered,
+as ghz does) run in this process on one channel; each run prints calls/s, p50 and p99, direct and
+through turnout, and the ratios the issue's targets are stated in.
+
+--h2-cost also measures what the alternative design would spend: the CPU time of one unary gRPC
+call through the pure-Python `h2` state machine (client and server side of one connection, no
+sockets), which a gateway built on it would pay twice per call (client side and upstream side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on the path, and this file would shadow grpcio.
+sys.path[0] = str(ROOT)
+
+import grpc  # noqa: E402
+
+from inference_workers.grpc_codec import pb  # noqa: E402
+
+METHOD = "/inference.GRPCInferenceService/ModelInfer"
+# Calls before measuring: channels connect and the interpreter's caches fill.
+WARMUP_CALLS = 300
+
+
+def _request() -> bytes:
+    request = pb.ModelInferRequest(model_name="risk", model_version="1", id="bench")
+    request.inputs.add(name="features", datatype="FP32", shape=[1, 30])
+    request.raw_input_contents.append(b"\x00\x00\x80\x3f" * 30)
+    return bytes(request.SerializeToString())
+
+
+def _answer() -> bytes:
+    answer = pb.ModelInferResponse(model_name="risk", model_version="1", id="bench")
+    answer.outputs.add(name="probabilities", datatype="FP32", shape=[1, 2])
+    answer.raw_output_contents.append(b"\x00\x00\x00\x3f" * 2)
+    return bytes(answer.SerializeToString())
+
+
+# ----- the upstream (this file run with --serve-upstream PORT) -----
+
+
+async def _serve_upstream(port: int) -> None:
+    answer = _answer()
+
+    async def infer(request: bytes, context: Any) -> bytes:
+        return answer
+
+    class Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
+        def service(self, details: Any) -> Any:
+            return grpc.unary_unary_rpc_method_handler(infer) if details.method == METHOD else None
+
+    server = grpc.aio.server(handlers=[Handler()])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+# ----- the load -----
+
+
+async def _closed_loop(target: str, concurrency: int, seconds: float) -> tuple[float, list[float]]:
+    """(calls per second, latencies in seconds) of `concurrency` clients calling back to back."""
+    request = _request()
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(METHOD)
+        for _ in range(WARMUP_CALLS // concurrency + 1):
+            await asyncio.gather(*(call(request) for _ in range(concurrency)))
+        latencies: list[float] = []
+        end = time.perf_counter() + seconds
+
+        async def client() -> None:
+            while (started := time.perf_counter()) < end:
+                await call(request)
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return len(latencies) / (time.perf_counter() - began), latencies
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(target: str, timeout: float = 20.0) -> None:
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    finally:
+        channel.close()
+
+
+def _start_gateway(upstream_port: int, cpu: int | None, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    grpc_port = _free_port()
+    config = workdir / "gateway.yaml"
+    config.write_text(
+        f"""listen: {{host: 127.0.0.1, port: {_free_port()}, grpc_port: {grpc_port}}}
+admin: {{host: 127.0.0.1, port: {_free_port()}}}
+access_log: {{enabled: false}}
+clusters:
+  risk: {{endpoints: ["127.0.0.1:{upstream_port}"]}}
+routes:
+  - {{name: risk, match: {{model: risk}}, backend: {{cluster: risk}}}}
+"""
+    )
+    command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)]
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, grpc_port
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def _report(name: str, concurrency: int, rate: float, latencies: list[float]) -> tuple[float, float, float]:
+    cuts = statistics.quantiles(latencies, n=100)
+    p50, p99 = cuts[49], cuts[98]
+    print(f"{name:<8} c={concurrency:<3} {rate:>9.0f} calls/s   p50 {_ms(p50)} ms   p99 {_ms(p99)} ms")
+    return rate, p50, p99
+
+
+# ----- the alternative: h2's state machine, measured without sockets -----
+
+
+def _h2_call_cost(calls: int) -> float:
+    """Seconds of CPU for one unary gRPC call through h2 (client and server side, one connection)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    message = b"\x00" + len(_request()).to_bytes(4, "big") + _request()
+    reply = b"\x00" + len(_answer()).to_bytes(4, "big") + _answer()
+    head = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", METHOD),
+        (":authority", "127.0.0.1"),
+        ("te", "trailers"),
+        ("content-type", "application/grpc"),
+    ]
+    started = time.process_time()
+    for _ in range(calls):
+        stream = client.get_next_available_stream_id()
+        client.send_headers(stream, head)
+        client.send_data(stream, message, end_stream=True)
+        for event in server.receive_data(client.data_to_send()):
+            if isinstance(event, h2.events.DataReceived):
+                server.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        server.send_headers(stream, [(":status", "200"), ("content-type", "application/grpc")])
+        server.send_data(stream, reply)
+        server.send_headers(stream, [("grpc-status", "0")], end_stream=True)
+        for event in client.receive_data(server.data_to_send()):
+            if isinstance(event, h2.events.DataReceived):
+                client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        server.receive_data(client.data_to_send())
+    return (time.process_time() - started) / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--gateway-cpu", type=int, default=None, help="pin the gateway to this CPU")
+    parser.add_argument("--h2-cost", action="store_true")
+    parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_upstream is not None:
+        asyncio.run(_serve_upstream(args.serve_upstream))
+        return
+    if args.h2_cost:
+        cost = _h2_call_cost(5000)
+        print(
+            f"h2 state machine: {cost * 1e6:.0f} us CPU per unary call per connection pair "
+            f"(a relay pays it twice: {cost * 2e6:.0f} us)"
+        )
+    upstream_port = _free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, __file__, "--serve-upstream", str(upstream_port)], env={**os.environ}, cwd=ROOT
+    )
+    with tempfile.TemporaryDirectory() as workdir:
+        gateway, grpc_port = _start_gateway(upstream_port, args.gateway_cpu, Path(workdir))
+        try:
+            _wait_ready(f"127.0.0.1:{upstream_port}")
+            _wait_ready(f"127.0.0.1:{grpc_port}")
+            for concurrency in args.concurrency:
+                direct = _report(
+                    "direct",
+                    concurrency,
+                    *asyncio.run(_closed_loop(f"127.0.0.1:{upstream_port}", concurrency, args.seconds)),
+                )
+                turnout = _report(
+                    "turnout",
+                    concurrency,
+                    *asyncio.run(_closed_loop(f"127.0.0.1:{grpc_port}", concurrency, args.seconds)),
+                )
+                print(
+                    f"         c={concurrency:<3} calls/s ratio {turnout[0] / direct[0]:.2f}   "
+                    f"p50 added {_ms(turnout[1] - direct[1])} ms   p99 added {_ms(turnout[2] - direct[2])} ms"
+                )
+        finally:
+            gateway.terminate()
+            upstream.terminate()
+            gateway.wait(10)
+            upstream.wait(10)
+
+
+if __name__ == "__main__":
+    main()
