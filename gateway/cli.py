@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(commands)
     add_export_parser(commands)
 
+    from gateway.usage_cli import add_usage_parser
+
+    add_usage_parser(commands)
+
+    from gateway.monitor_cli import add_monitor_parser
+
+    add_monitor_parser(commands)
+
     for name, help_text in (("worker", "run one inference worker"), ("workers", "run a pool of workers")):
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.set_defaults(handler=None)

@@ -16,7 +16,7 @@ import numpy as np
 from plugins.monitor.decode import Observation
 from plugins.monitor.outputs import LlmStats, OutputStats
 from plugins.monitor.reference import Reference
-from plugins.monitor.stats import js_distance, ks, psi
+from plugins.monitor.stats import js_distance, ks, psi, shares
 
 
 class ShapeMismatch(ValueError):
@@ -118,13 +118,19 @@ class ModelSeries:
         bins = self._current.shape[1]
         with np.errstate(invalid="ignore"):
             cells = reference.bins_of(rows) + np.arange(self.width) * bins
-        tally = np.bincount(cells[finite], minlength=self.width * bins)
-        self._current += tally.reshape(self.width, bins)
-        self._current_rows += rows.shape[0]
-        if self._current_rows >= self.thresholds.window:
-            self._previous, self._previous_rows = self._current, self._current_rows
-            self._current = np.zeros_like(self._previous)
-            self._current_rows = 0
+        # A step may bring more rows than the current window has room for: fill it, turn it over,
+        # and go on, so a window never holds more than `window` rows.
+        start = 0
+        while start < rows.shape[0]:
+            stop = min(start + self.thresholds.window - self._current_rows, rows.shape[0])
+            part = cells[start:stop][finite[start:stop]]
+            self._current += np.bincount(part, minlength=self.width * bins).reshape(self.width, bins)
+            self._current_rows += stop - start
+            start = stop
+            if self._current_rows >= self.thresholds.window:
+                self._previous, self._previous_rows = self._current, self._current_rows
+                self._current = np.zeros_like(self._previous)
+                self._current_rows = 0
 
     def _widen(self, width: int, names: tuple[str, ...] | None) -> None:
         """Without a reference, the first rows fix the feature count (for NaN and inf rates)."""
@@ -155,6 +161,12 @@ class ModelSeries:
                 entry["ks"] = ks(expected, window[j]) if seen else 0.0
                 entry["js"] = js_distance(expected, window[j]) if seen else 0.0
                 entry["state"] = self._state(value, seen)
+                bins = len(reference.edges[j]) + 1
+                entry["histogram"] = {
+                    "edges": reference.edges[j].tolist(),
+                    "reference": shares(expected[:bins]).tolist(),
+                    "current": shares(window[j][:bins]).tolist(),
+                }
                 entry["range_violation_rate"] = (
                     float(self.below[j] + self.above[j]) / self.rows if self.rows else 0.0
                 )

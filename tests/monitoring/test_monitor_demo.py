@@ -5,7 +5,10 @@ GET /admin/monitoring/risk flag that feature and no other."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -187,3 +190,38 @@ def test_a_request_the_reference_does_not_fit_is_rejected_by_the_monitor_not_the
         urllib.request.urlopen(unknown, timeout=10)
     missing.value.close()
     assert missing.value.code == 404
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "gateway.cli", "monitor", "report", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_monitor_report_renders_the_drift_found_above(demo: Demo, tmp_path: Path) -> None:
+    admin = demo.gateway.admin_url
+    as_json = _cli("risk", "--admin", admin)
+    assert as_json.returncode == 0, as_json.stderr
+    report = orjson.loads(as_json.stdout)
+    shifted = next(feature for feature in report["features"] if feature.get("name") == SHIFTED)
+    assert shifted["state"] == "alert"
+    assert len(shifted["histogram"]["reference"]) == len(shifted["histogram"]["current"]) >= 2
+
+    as_markdown = _cli("risk", "--admin", admin, "--format", "md")
+    assert as_markdown.returncode == 0, as_markdown.stderr
+    rows = [line for line in as_markdown.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1].startswith(f"| {SHIFTED} | alert |")  # worst first, after the header
+    assert all("| ok |" in row for row in rows[2:])
+
+    page = tmp_path / "risk.html"
+    as_html = _cli("risk", "--admin", admin, "--format", "html", "--out", str(page))
+    assert as_html.returncode == 0, as_html.stderr
+    text = page.read_text()
+    assert "<svg" in text and f"<b>{SHIFTED}</b> alert" in text
+
+
+def test_monitor_report_says_why_it_has_no_report(demo: Demo) -> None:
+    unknown = _cli("nope", "--admin", demo.gateway.admin_url)
+    assert unknown.returncode == 1
+    assert "answered 404" in unknown.stderr and "no route monitors model 'nope'" in unknown.stderr
+    unreachable = _cli("risk", "--admin", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr

@@ -373,3 +373,17 @@ async def test_one_step_with_rows_of_two_widths_counts_the_good_ones(
     assert report is not None and report["rows"] == 4
     assert report["outputs"]["probabilities"]["rows"] == 4
     assert _sampled(registry, "rejected") == 1
+
+
+def test_a_step_larger_than_a_window_keeps_only_the_last_windows(tmp_path: Path) -> None:
+    from plugins.monitor.decode import Observation
+    from plugins.monitor.reference import from_rows
+    from plugins.monitor.series import ModelSeries, Thresholds
+
+    reference = from_rows(np.random.default_rng(1).normal(size=(500, 1)), None, 10, "simulated")
+    series = ModelSeries("m", "1", "", reference, Thresholds(0.1, 0.25, 10, window=100))
+    old, new = np.full((250, 1), -5.0), np.full((230, 1), 5.0)
+    series.observe(Observation(rows=np.vstack([old, new])))  # one step: 480 rows, windows of 100
+    counts = series.window_counts()[0]
+    # The last two windows: rows 400-479 (80, current) and 300-399 (100, previous), all new rows.
+    assert counts.sum() == 180 and counts[-1] == 180
