@@ -265,3 +265,26 @@ async def test_an_upstream_killed_under_load_is_retried_around_and_ejected(
             assert not [code for ejected, code in failures if ejected]  # nothing failed once it was
             # calls in flight on the killed server may fail with it; none was sent to it once it was down
             assert len(failures) <= 8, failures
+
+
+async def test_calls_in_flight_finish_through_a_reload_and_a_drain(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+) -> None:
+    one, two = upstreams
+    async with make_gateway(_config(one, two, tmp_path)) as gw:
+        assert gw.grpc is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            sleep = channel.unary_unary("/test.Echo/Sleep")
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            slow = [asyncio.ensure_future(sleep(b"0.5")) for _ in range(10)]
+            fast = [asyncio.ensure_future(stub.ModelInfer(_infer("fraud"))) for _ in range(50)]
+            await asyncio.sleep(0.1)
+            assert await gw.reload("test") == []
+            assert all(answer.model_version == "two" for answer in await asyncio.gather(*fast))
+            more = [asyncio.ensure_future(sleep(b"0.5")) for _ in range(10)]
+            await asyncio.sleep(0.1)
+            await gw.shutdown(drain_timeout=5.0)  # what SIGTERM runs
+            assert await asyncio.gather(*slow, *more) == [b"slept"] * 20
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary("/test.Echo/Unary")(b"late", timeout=2)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
