@@ -7,7 +7,12 @@ number of callers). A request without a principal is counted under "" for both.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+if TYPE_CHECKING:
+    from gateway.usage_ledger import UsageLedger
 
 # Time to first token: a cached prefix answers in tens of milliseconds, a long prompt on a busy
 # server takes seconds; past 30 s a client has usually given up.
@@ -24,6 +29,7 @@ class LlmMetrics:
 
     __slots__ = (
         "completion_tokens",
+        "ledger",
         "prompt_tokens",
         "requests",
         "time_per_output_token",
@@ -31,6 +37,8 @@ class LlmMetrics:
     )
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.ledger: UsageLedger | None = None
+        """Where usage is also written for `turnout usage` (set by the gateway when it starts)."""
         self.time_to_first_token = Histogram(
             "turnout_llm_time_to_first_token_seconds",
             "From the request's arrival to the first streamed token, by route and model",
@@ -68,3 +76,5 @@ class LlmMetrics:
         self.requests.labels(*labels).inc()
         self.prompt_tokens.labels(*labels).inc(prompt)
         self.completion_tokens.labels(*labels).inc(completion)
+        if self.ledger is not None:
+            self.ledger.record(tenant, principal, model, route, prompt, completion)

@@ -34,6 +34,7 @@ from gateway.observability import ClusterStateCollector, GatewayMetrics
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime, build_runtime
 from gateway.tls import build_tls_context
+from gateway.usage_ledger import UsageLedger
 from routing.endpoints import Endpoint
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class Gateway:
 
     async def start(self) -> None:
         config = self._initial_config
+        # OpenAI routes' token usage, beside the experiments' events (gateway/usage_ledger.py).
+        self.metrics.llm.ledger = UsageLedger(Path(config.state.sqlite_path))
         if config.access_log.enabled:
             settings = config.access_log
             self.access_log = AccessLog(settings.path, settings.sample, settings.fields)
@@ -315,11 +318,22 @@ class Gateway:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
             if self.access_log is not None:
                 self.access_log.flush()
+            await self._write_usage()
             runtime = self._runtime
             if runtime is not None:
                 now = loop.time()
                 for cluster in runtime.clusters.values():
                     cluster.close_idle(now)
+
+    async def _write_usage(self) -> None:
+        ledger = self.metrics.llm.ledger
+        rows = ledger.take() if ledger is not None else None
+        if ledger is None or not rows:
+            return
+        try:
+            await asyncio.to_thread(ledger.write, rows)
+        except Exception:  # a full disk or a locked file must not stop the housekeeping
+            log.exception("writing token usage to %s failed; %d rows dropped", ledger.path, len(rows))
 
     async def _watch_config(self) -> None:
         """Reload when the config file changes. The directory is watched, not the file: editors that
@@ -361,6 +375,7 @@ class Gateway:
             await self._runtime.stop()
         if self.experiments is not None:
             await self.experiments.stop()  # flushes every recorded event: SIGTERM loses none
+        await self._write_usage()
         if self.access_log is not None:
             self.access_log.close()
         self.stopped.set()
