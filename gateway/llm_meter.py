@@ -155,6 +155,7 @@ class CompletionMeter:
                 answer = None
             if isinstance(answer, dict) and isinstance(answer.get("usage"), dict):
                 self._note_usage(answer["usage"])
+        ctx.prompt_tokens, ctx.completion_tokens = self.prompt_tokens, self.completion_tokens
         route, model = ctx.route, self.model
         first, last = self.first_token_at, self.last_token_at
         if first is not None:

@@ -239,14 +239,14 @@ class ProxyRequest:
         total = monotonic() - ctx.started
         if route is not None:
             route.metrics.record(ctx, total)
+            meter = self.body_meter
+            if meter is not None:  # usage first: the logging phase may settle token estimates
+                if self.response_body is not None:
+                    meter.read_whole(self.response_body)
+                meter.close(ctx, self.runtime.metrics.llm)
             if route.filters.on_log:
                 route.filters.run_log(ctx)
         runtime = self.runtime
-        meter = self.body_meter
-        if meter is not None:
-            if self.response_body is not None:
-                meter.read_whole(self.response_body)
-            meter.close(ctx, runtime.metrics.llm)
         if self.assignment is not None and runtime.experiments is not None:
             runtime.experiments.record_outcome(self.assignment, ctx, total, self.response_body)
         if runtime.access_log is not None:

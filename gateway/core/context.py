@@ -53,6 +53,11 @@ class RequestContext:
     bytes_in: int = 0
     bytes_out: int = 0
     error: str | None = None
+    prompt_tokens: int | None = None
+    """Tokens of an OpenAI request's prompt, as the server's `usage` reported them (once answered)."""
+    completion_tokens: int | None = None
+    """Tokens of an OpenAI answer, as the server's `usage` reported them; set before the logging
+    phase, so a filter can settle what it estimated at admission (rate_limit's token costs)."""
     body: bytes | None = None
     """The whole request body, read before the request phase when a filter of the route needs it."""
     tls_subject: str | None = None

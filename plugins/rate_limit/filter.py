@@ -20,7 +20,7 @@ from typing import ClassVar
 from gateway.core.context import RequestContext
 from gateway.core.filters import Decision, Filter, Response
 from plugins._redis import RedisGuard, RedisUnavailable
-from plugins.rate_limit.costs import Cost
+from plugins.rate_limit.costs import Cost, cost_tokens
 from plugins.rate_limit.gcra import GcraLimit, Verdict
 from plugins.rate_limit.headers import (
     RATELIMIT,
@@ -33,6 +33,9 @@ from plugins.rate_limit.keys import KeyReader
 from plugins.rate_limit.memory_backend import MemoryLimiter
 from plugins.rate_limit.metrics import FILTER_NAME, RateLimitMetrics
 from plugins.rate_limit.redis_backend import RedisLimiter
+
+# This filter's slot in ctx.state for what an admitted request was charged: (keys, costs).
+_CHARGED = FILTER_NAME + ".charged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,7 @@ class RateLimitFilter(Filter):
     # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
     # this filter, state included (see gateway/runtime.py, `_chain_key`).
     keeps_state_across_reloads = True
-    __slots__ = ("_costs", "_limits", "_local", "_metrics", "_names", "_policy")
+    __slots__ = ("_costs", "_limits", "_local", "_metrics", "_names", "_policy", "_settled")
 
     def __init__(self, limits: tuple[Limit, ...], policy_header: str, metrics: RateLimitMetrics) -> None:
         self._limits = limits
@@ -63,6 +66,8 @@ class RateLimitFilter(Filter):
         self._policy = policy_header
         self._metrics = metrics
         self._local = MemoryLimiter([limit.gcra for limit in limits])
+        # Limits charged by estimated tokens: settled with the usage the server reports.
+        self._settled = tuple(i for i, limit in enumerate(limits) if limit.cost is cost_tokens)
 
     def on_response(self, ctx: RequestContext, response: Response) -> None:
         value = ctx.state.get(FILTER_NAME)
@@ -86,7 +91,22 @@ class RateLimitFilter(Filter):
         return values, costs
 
     def _decide_locally(self, ctx: RequestContext, values: list[str], costs: list[int]) -> Decision:
-        return self._answer(ctx, self._local.decide(values, costs, time.monotonic()))
+        decision = self._answer(ctx, self._local.decide(values, costs, time.monotonic()))
+        if decision is None and self._settled:
+            ctx.state[_CHARGED] = (values, costs)
+        return decision
+
+    def on_log(self, ctx: RequestContext) -> None:
+        """Token limits settle: the tokens the server reported, less the estimate charged."""
+        charged = ctx.state.get(_CHARGED)
+        if charged is None or (ctx.prompt_tokens is None and ctx.completion_tokens is None):
+            return
+        used = (ctx.prompt_tokens or 0) + (ctx.completion_tokens or 0)
+        values, costs = charged
+        now = time.monotonic()
+        for index in self._settled:
+            if used != costs[index]:
+                self._local.settle(index, values[index], used - costs[index], now)
 
     def _answer(self, ctx: RequestContext, verdict: Verdict) -> Decision:
         value = ratelimit_value(self._names, verdict)

@@ -51,6 +51,20 @@ class MemoryLimiter:
             return Verdict(True, tuple(states))
         return Verdict(False, tuple(map(uncharged, self._limits, states, costs)))
 
+    def settle(self, index: int, key: str, units: int, now: float) -> None:
+        """Charge `units` more to limit `index`'s `key` (fewer when negative) after the request was
+        admitted: the difference between a cost estimated at admission and the cost measured after.
+        A refund never fills the bucket beyond full; a charge may push the key past its tolerance,
+        and its next requests then wait until the debt is paid."""
+        tat = self._tats.get((index, key))
+        if tat is None or tat < now:
+            tat = now
+        tat += units * self._limits[index].interval
+        if tat > now:
+            self._tats[(index, key)] = tat
+        else:
+            self._tats.pop((index, key), None)
+
     def _sweep(self, now: float) -> None:
         self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
         self._next_sweep = max(_MIN_SWEEP_SIZE, 2 * len(self._tats))
