@@ -161,7 +161,10 @@ async def _send_head(exchange: MeshExchange, initial: Metadata | None, context: 
         await context.abort(grpc.StatusCode.INTERNAL, str(error))
         raise
     binary = tuple((key, value) for key, value in pairs if isinstance(value, bytes))
-    await context.send_initial_metadata(tuple(response.headers) + binary)
+    # Sending initial metadata on its own is a batch of its own in grpcio (about 0.1 ms a call):
+    # with none to send, the answer carries its empty head itself.
+    if response.headers or binary:
+        await context.send_initial_metadata(tuple(response.headers) + binary)
 
 
 async def _answer(exchange: MeshExchange, response: Response, context: Context) -> None:
