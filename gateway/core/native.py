@@ -27,10 +27,11 @@ from types import ModuleType
 
 # The per-request path: listener and upstream HTTP, the proxy state machine, the request context,
 # routes, clusters and filter chains as the proxy reads them, endpoint sets and every balancer,
-# the breaker and retry budget, and the metrics it records. (routing/router.py and
+# the breaker and retry budget, and the metrics and access-log line it records. (routing/router.py and
 # routing/balancers/base.py stay Python: mypyc compiles neither generic dataclasses nor
 # runtime-checkable protocols.)
 COMPILED_MODULES = (
+    "gateway/access_log.py",
     "gateway/backend.py",
     "gateway/cluster.py",
     "gateway/core/context.py",
