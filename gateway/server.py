@@ -188,7 +188,7 @@ class Gateway:
         if listen.grpc_port is not None:
             from gateway.grpc.front_door import GrpcFrontDoor
 
-            self.grpc = GrpcFrontDoor(lambda: self.runtime, listen.max_body_bytes)
+            self.grpc = GrpcFrontDoor(lambda: self.runtime, listen.max_body_bytes, self.registry)
             await self.grpc.start(listen.host, listen.grpc_port, reuse_port=self._reuse_port)
         admin = config.admin
         self._admin_runner = web.AppRunner(build_admin_app(self, admin.token), access_log=None)

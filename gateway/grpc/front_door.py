@@ -20,9 +20,12 @@ import grpc
 
 from gateway.grpc.call import UNARY_METHODS
 from gateway.grpc.channels import UpstreamChannels
+from gateway.grpc.metrics import GrpcMetrics
 from gateway.grpc.relay import Relay
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from gateway.runtime import Runtime
 
 log = logging.getLogger("turnout.grpc")
@@ -51,8 +54,11 @@ class _AnyMethod(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpcio is unt
 
 
 class GrpcFrontDoor:
-    def __init__(self, runtime: Callable[[], Runtime], max_message_bytes: int) -> None:
+    def __init__(
+        self, runtime: Callable[[], Runtime], max_message_bytes: int, registry: CollectorRegistry
+    ) -> None:
         self._runtime = runtime
+        self._metrics = GrpcMetrics(registry)
         self._max_message_bytes = max_message_bytes
         self.channels = UpstreamChannels(max_message_bytes)
         self._server: grpc.aio.Server | None = None
@@ -61,7 +67,7 @@ class GrpcFrontDoor:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         """`reuse_port`: the port is shared with sibling processes (the supervisor's workers)."""
         server = grpc.aio.server(
-            handlers=[_AnyMethod(Relay(self._runtime, self.channels))],
+            handlers=[_AnyMethod(Relay(self._runtime, self.channels, self._metrics))],
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.max_send_message_length", self._max_message_bytes),

@@ -27,6 +27,7 @@ from gateway.mesh.exchange import Forward, MeshExchange
 
 if TYPE_CHECKING:
     from gateway.grpc.channels import UpstreamChannels
+    from gateway.grpc.metrics import GrpcMetrics
     from gateway.runtime import Runtime
 
 # grpcio's servicer context (untyped: grpcio ships no annotations for grpc.aio).
@@ -39,11 +40,14 @@ CLIENT_CLOSED = 499
 class Relay:
     """The handlers of the front door; shared by every call, holding no per-call state."""
 
-    __slots__ = ("_channels", "_runtime")
+    __slots__ = ("_channels", "_metrics", "_runtime")
 
-    def __init__(self, runtime: Callable[[], Runtime], channels: UpstreamChannels) -> None:
+    def __init__(
+        self, runtime: Callable[[], Runtime], channels: UpstreamChannels, metrics: GrpcMetrics
+    ) -> None:
         self._runtime = runtime
         self._channels = channels
+        self._metrics = metrics
 
     async def _decide(
         self, path: str, context: Context, first: bytes | None
@@ -60,7 +64,7 @@ class Relay:
             raise
         decision = await exchange.decide()
         if isinstance(decision, Response):
-            await _answer(exchange, decision, context)
+            await _answer(exchange, self._metrics, decision, context)
         assert isinstance(decision, Forward)
         route = exchange.route
         cluster = runtime.clusters[decision.cluster]
@@ -86,22 +90,28 @@ class Relay:
                     if error.code() == grpc.StatusCode.UNAVAILABLE:
                         other = retry_elsewhere(exchange, self._runtime())
                     if other is None:
-                        await _upstream_failed(exchange, error, context)
+                        await _upstream_failed(exchange, self._metrics, error, context)
                         raise
                     address, retries = other, retries + 1
                 except asyncio.CancelledError:
                     call.cancel()
-                    exchange.finish(CLIENT_CLOSED, "the client cancelled the call")
+                    _finish(
+                        exchange,
+                        self._metrics,
+                        CLIENT_CLOSED,
+                        grpc.StatusCode.CANCELLED,
+                        "the client cancelled",
+                    )
                     raise
         finally:
             policy = retry_policy(exchange, self._runtime()) if retries else None
             if policy is not None:  # the retries held places in its budget until the call ended
                 for _ in range(retries):
                     policy.budget.release_retry()
-        await _send_head(exchange, await call.initial_metadata(), context)
+        await _send_head(exchange, self._metrics, await call.initial_metadata(), context)
         exchange.ctx.bytes_out = len(reply)
         context.set_trailing_metadata(answer_metadata(await call.trailing_metadata()))
-        exchange.finish(200)
+        _finish(exchange, self._metrics, 200, grpc.StatusCode.OK)
         return reply
 
     async def stream(
@@ -122,33 +132,44 @@ class Relay:
         )
         sent = 0
         try:
-            await _send_head(exchange, await call.initial_metadata(), context)
+            await _send_head(exchange, self._metrics, await call.initial_metadata(), context)
             async for reply in call:
                 sent += len(reply)
                 yield reply
         except grpc.aio.AioRpcError as error:
             exchange.ctx.bytes_out = sent
-            await _upstream_failed(exchange, error, context)
+            await _upstream_failed(exchange, self._metrics, error, context)
             raise
         except (asyncio.CancelledError, GeneratorExit):
             call.cancel()
-            exchange.finish(CLIENT_CLOSED, "the client cancelled the call")
+            _finish(exchange, self._metrics, CLIENT_CLOSED, grpc.StatusCode.CANCELLED, "the client cancelled")
             raise
         exchange.ctx.bytes_out = sent
         code = await call.code()
         context.set_trailing_metadata(answer_metadata(await call.trailing_metadata()))
         if code != grpc.StatusCode.OK:
             details = await call.details()
-            exchange.finish(status_for_code(code), details)
+            _finish(exchange, self._metrics, status_for_code(code), code, details)
             await context.abort(code, details)
-        exchange.finish(200)
+        _finish(exchange, self._metrics, 200, grpc.StatusCode.OK)
 
 
 # Only ModelStreamInfer names its model in its messages among the streaming methods.
 _FIRST_MESSAGE_ROUTES = frozenset(("/inference.GRPCInferenceService/ModelStreamInfer",))
 
 
-async def _send_head(exchange: MeshExchange, initial: Metadata | None, context: Context) -> None:
+def _finish(
+    exchange: MeshExchange, metrics: GrpcMetrics, status: int, code: grpc.StatusCode, error: str | None = None
+) -> None:
+    """The call's single exit: the exchange's `finish` (once) and the gRPC call count."""
+    if not exchange.finished:
+        exchange.finish(status, error)
+        metrics.record(exchange, code)
+
+
+async def _send_head(
+    exchange: MeshExchange, metrics: GrpcMetrics, initial: Metadata | None, context: Context
+) -> None:
     """The response phase on the upstream's initial metadata, then that metadata (with the
     experiment's arm) to the client."""
     pairs = answer_metadata(initial)
@@ -157,7 +178,7 @@ async def _send_head(exchange: MeshExchange, initial: Metadata | None, context: 
         response = await exchange.respond(200, text, None)
     except Exception as exc:
         error = getattr(exc, "message", "a response filter failed")
-        exchange.finish(500, str(error))
+        _finish(exchange, metrics, 500, grpc.StatusCode.INTERNAL, str(error))
         await context.abort(grpc.StatusCode.INTERNAL, str(error))
         raise
     binary = tuple((key, value) for key, value in pairs if isinstance(value, bytes))
@@ -167,16 +188,19 @@ async def _send_head(exchange: MeshExchange, initial: Metadata | None, context: 
         await context.send_initial_metadata(tuple(response.headers) + binary)
 
 
-async def _answer(exchange: MeshExchange, response: Response, context: Context) -> None:
+async def _answer(exchange: MeshExchange, metrics: GrpcMetrics, response: Response, context: Context) -> None:
     """A filter's or the gateway's answer (401, 429, no route, no endpoint) as a gRPC status; its
     headers (retry-after, x-turnout-*) go in the trailing metadata."""
     message = answer_message(response)
-    exchange.finish(response.status, message)
+    code = code_for_status(response.status)
+    _finish(exchange, metrics, response.status, code, message)
     trailers = tuple((k, v) for k, v in response.headers if k != "content-type")
-    await context.abort(code_for_status(response.status), message, trailers)
+    await context.abort(code, message, trailers)
 
 
-async def _upstream_failed(exchange: MeshExchange, error: grpc.aio.AioRpcError, context: Context) -> None:
+async def _upstream_failed(
+    exchange: MeshExchange, metrics: GrpcMetrics, error: grpc.aio.AioRpcError, context: Context
+) -> None:
     """An upstream's non-OK status (or no answer at all) to the client as it came, after the
     response phase's accounting: an endpoint is charged only for codes that say it failed."""
     code = error.code()
@@ -186,5 +210,5 @@ async def _upstream_failed(exchange: MeshExchange, error: grpc.aio.AioRpcError, 
         # The call failed already: its status stands, whatever a response filter thinks of it.
         with contextlib.suppress(Exception):
             await exchange.respond(status, [], None)
-    exchange.finish(status, details)
+    _finish(exchange, metrics, status, code, details)
     await context.abort(code, details, answer_metadata(error.trailing_metadata()))

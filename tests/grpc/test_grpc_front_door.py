@@ -130,6 +130,18 @@ async def test_filters_answer_with_grpc_codes(
             assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             trailers = dict(limited.value.trailing_metadata() or ())
             assert int(trailers["retry-after"]) >= 1
+        calls = {
+            (sample.labels["method"], sample.labels["code"]): sample.value
+            for metric in gw.registry.collect()
+            if metric.name == "turnout_grpc_calls"
+            for sample in metric.samples
+            if sample.name == "turnout_grpc_calls_total"
+        }
+        assert calls == {
+            ("ModelInfer", "UNAUTHENTICATED"): 2,
+            ("ModelInfer", "OK"): 2,
+            ("ModelInfer", "RESOURCE_EXHAUSTED"): 1,
+        }
 
 
 async def test_a_sticky_experiment_names_its_arm_in_initial_metadata(
