@@ -300,3 +300,25 @@ async def test_calls_in_flight_finish_through_a_reload_and_a_drain(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await channel.unary_unary("/test.Echo/Unary")(b"late", timeout=2)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", bytes(range(256)) * 4],
+)
+async def test_a_garbled_preface_closes_that_connection_only(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path, garbage: bytes
+) -> None:
+    one, two = upstreams
+    async with make_gateway(_config(one, two, tmp_path)) as gw:
+        assert gw.grpc is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.grpc.port)
+        writer.write(garbage)
+        await writer.drain()
+        # the server may answer with a GOAWAY frame, then it closes the connection
+        async with asyncio.timeout(5):
+            while await reader.read(65536):
+                pass
+        writer.close()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
