@@ -3,7 +3,8 @@
 `OipUpstream` serves `inference.GRPCInferenceService` through the generated stubs and answers each
 call with its own name in the response (and in its initial and trailing metadata), so a test can
 tell which upstream answered. `EchoUpstream` serves a test service of every call shape over raw
-bytes (`test.Echo/Unary|ServerStream|ClientStream|Bidi|Sleep`).
+bytes (`test.Echo/Unary|ServerStream|ClientStream|Bidi|Sleep`), and answers Triton's
+`ModelStreamInfer` by echoing each message after its own name.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ class _Oip(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
 
 class _Echo(grpc.GenericRpcHandler):  # type: ignore[misc]
+    def __init__(self, name: str) -> None:
+        self.name = name.encode()
+
+    async def _model_stream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async for message in requests:
+            yield self.name + b":" + message
+
     async def _unary(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return b"echo:" + request
 
@@ -78,6 +88,8 @@ class _Echo(grpc.GenericRpcHandler):  # type: ignore[misc]
             return grpc.stream_unary_rpc_method_handler(self._client_stream)
         if method == "/test.Echo/Bidi":
             return grpc.stream_stream_rpc_method_handler(self._bidi)
+        if method == "/inference.GRPCInferenceService/ModelStreamInfer":
+            return grpc.stream_stream_rpc_method_handler(self._model_stream)
         return None
 
 
@@ -89,7 +101,7 @@ class Upstream:
         self.oip = _Oip(name)
         self.server = grpc.aio.server()
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.oip, self.server)
-        self.server.add_generic_rpc_handlers((_Echo(),))
+        self.server.add_generic_rpc_handlers((_Echo(name),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
 
     @property

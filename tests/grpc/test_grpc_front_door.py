@@ -322,3 +322,20 @@ async def test_a_garbled_preface_closes_that_connection_only(
         writer.close()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
             assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
+
+
+async def test_model_stream_infer_is_routed_by_its_first_message(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+) -> None:
+    one, two = upstreams
+    async with make_gateway(_config(one, two, tmp_path)) as gw:
+        assert gw.grpc is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            for model, upstream in (("fraud", b"two"), ("risk", b"one")):
+                stream = channel.stream_stream(f"{OIP}/ModelStreamInfer")()
+                messages = [_infer(model, id=f"s{i}").SerializeToString() for i in range(3)]
+                for message in messages:
+                    await stream.write(message)
+                    assert await stream.read() == upstream + b":" + message
+                await stream.done_writing()
+                assert await stream.read() == grpc.aio.EOF
