@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 
+from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
 from gateway.grpc.call import answer_message, begin_call
 from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
@@ -59,8 +60,8 @@ class Relay:
             exchange, binary = begin_call(
                 runtime, path, context.invocation_metadata() or (), context.peer(), first
             )
-        except Exception as exc:  # a malformed message: BadRequest
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(getattr(exc, "message", exc)))
+        except GatewayError as error:  # a malformed request message (BadRequest), before any route
+            await context.abort(code_for_status(error.status), error.message)
             raise
         decision = await exchange.decide()
         if isinstance(decision, Response):
