@@ -18,6 +18,12 @@ class ModelMonitorConfig(StrictModel):
         description="A file of reference rows (.npy, .csv with a header, or .parquet), relative to the "
         "config file; drift is measured against it. Without one, only data quality and outputs are kept.",
     )
+    reference_arm: str | None = Field(
+        default=None,
+        description="On an experiment route: measure each other arm's drift against this arm's live "
+        "traffic (the control). Without a reference file, `window` rows of this arm's traffic (its first "
+        "one or two steps) fix the bins and become the reference of every series of the model.",
+    )
     features: tuple[str, ...] | None = Field(
         default=None,
         description="Feature names in column order; a CSV or Parquet reference must have exactly these "

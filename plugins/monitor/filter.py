@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+import numpy as np
 from prometheus_client import Counter
 
 from gateway.core.context import RequestContext
@@ -26,7 +27,7 @@ from gateway.core.errors import GatewayError
 from gateway.core.filters import Filter, Response
 from plugins.monitor.config import MonitorConfig
 from plugins.monitor.decode import Observation, decode, joined_observations
-from plugins.monitor.reference import Reference, ReferenceError, load
+from plugins.monitor.reference import Reference, ReferenceError, from_rows, load
 from plugins.monitor.series import ModelSeries, ShapeMismatch, Thresholds
 
 FILTER_NAME = "monitor"
@@ -187,14 +188,49 @@ class MonitorFilter(Filter):
         for key, observations in grouped.items():
             series = self.series.get(key)
             if series is None:
-                series = ModelSeries(*key, self.references.get(key[0]), self.thresholds)
-                self.series[key] = series
+                reference = self.references.get(key[0])
+                learn = self._config.models[key[0]].reference_arm is not None
+                series = self.series[key] = ModelSeries(*key, reference, self.thresholds, learn)
             joined = joined_observations(observations)
             for one in observations if joined is None else [joined]:
                 try:
                     series.observe(one)
                 except (ShapeMismatch, ValueError, TypeError) as exc:
                     self._reject(key[0], exc)
+        for model in {key[0] for key in grouped}:
+            self._follow_reference_arm(model)
+
+    def _follow_reference_arm(self, model: str) -> None:
+        """With `reference_arm`: learn the reference from that arm's first window when there is no
+        file, and point every other arm's series at the reference arm's busiest series."""
+        arm = self._config.models[model].reference_arm
+        if arm is None:
+            return
+        mine = [one for key, one in self.series.items() if key[0] == model]
+        leaders = sorted((one for one in mine if one.arm == arm), key=lambda one: one.rows, reverse=True)
+        if not leaders:
+            return
+        leader = leaders[0]
+        if self.references.get(model) is None and leader.pending_rows() >= self._config.window:
+            try:
+                rows = np.vstack(leader.pending or [])[-self._config.window :]
+                learnt = from_rows(
+                    rows,
+                    leader.names,
+                    self._config.bins,
+                    f"{len(rows)} rows of arm {arm!r} from live traffic",
+                )
+            except ReferenceError as exc:
+                self.errors[model] = f"reference not learnt: {exc}"
+                return
+            self.references[model] = learnt
+            for one in mine:
+                try:
+                    one.adopt(learnt)
+                except ShapeMismatch as exc:
+                    self._reject(model, exc)
+        for one in mine:
+            one.peer = leader if one.arm != arm and one.reference is not None else None
 
     def _reject(self, model: str, exc: Exception) -> None:
         self._counters["rejected"].inc()

@@ -46,6 +46,8 @@ class ModelSeries:
         "names",
         "nan",
         "outputs",
+        "peer",
+        "pending",
         "reference",
         "rows",
         "thresholds",
@@ -54,7 +56,13 @@ class ModelSeries:
     )
 
     def __init__(
-        self, model: str, version: str, arm: str, reference: Reference | None, thresholds: Thresholds
+        self,
+        model: str,
+        version: str,
+        arm: str,
+        reference: Reference | None,
+        thresholds: Thresholds,
+        learn: bool = False,
     ) -> None:
         self.model = model
         self.version = version
@@ -75,6 +83,10 @@ class ModelSeries:
         self.above = np.zeros(self.width, dtype=np.int64)
         self.outputs: dict[str, OutputStats] = {}
         self.llm: LlmStats | None = None
+        self.peer: ModelSeries | None = None
+        """The series drift is measured against (the experiment's reference arm), else the reference."""
+        self.pending: list[np.ndarray] | None = [] if learn and reference is None else None
+        """Without a reference yet: the last `window` rows, binned once a reference is adopted."""
 
     def observe(self, sample: Observation) -> None:
         """Add one decoded exchange; raises `ShapeMismatch` (and counts nothing) for rows of the
@@ -108,10 +120,32 @@ class ModelSeries:
         inf = np.isinf(rows)
         self.nan += nan.sum(axis=0)
         self.inf += inf.sum(axis=0)
-        reference = self.reference
-        if reference is None:
+        if self.reference is None:
+            if self.pending is not None:
+                self.pending.append(rows)
+                while sum(len(block) for block in self.pending[1:]) >= self.thresholds.window:
+                    self.pending.pop(0)
             return
-        finite = ~(nan | inf)
+        self._bin(rows)
+
+    def pending_rows(self) -> int:
+        return sum(len(block) for block in self.pending or ())
+
+    def adopt(self, reference: Reference) -> None:
+        """Take a reference learnt after this series began, and bin the rows kept until then."""
+        if reference.width != self.width:
+            raise ShapeMismatch(f"model {self.model!r}: arm {self.arm!r} has {self.width} features")
+        kept = self.pending or []
+        self.reference, self.pending, self.names = reference, None, self.names or reference.names
+        self._current = np.zeros((self.width, reference.counts.shape[1]), dtype=np.int64)
+        self._previous = np.zeros_like(self._current)
+        for rows in kept:
+            self._bin(rows)
+
+    def _bin(self, rows: np.ndarray) -> None:
+        reference = self.reference
+        assert reference is not None
+        finite = np.isfinite(rows)
         with np.errstate(invalid="ignore"):
             self.below += (finite & (rows < reference.low)).sum(axis=0)
             self.above += (finite & (rows > reference.high)).sum(axis=0)
@@ -147,6 +181,7 @@ class ModelSeries:
         """Per feature: drift statistics against the reference, state, and data-quality rates."""
         window = self.window_counts() if counts is None else counts
         reference = self.reference
+        baseline = self.peer.window_counts() if self.peer is not None and counts is None else None
         out = []
         for j in range(self.width):
             entry: dict[str, Any] = {"index": j}
@@ -155,12 +190,15 @@ class ModelSeries:
             seen = int(window[j].sum()) if reference is not None else 0
             entry["samples"] = seen
             if reference is not None:
-                expected = reference.counts[j]
-                value = psi(expected, window[j]) if seen else 0.0
+                expected = reference.counts[j] if baseline is None else baseline[j]
+                # Against a live arm, both sides need the minimum sample.
+                seen_both = seen if baseline is None else min(seen, int(expected.sum()))
+                value = psi(expected, window[j]) if seen_both else 0.0
                 entry["psi"] = value
-                entry["ks"] = ks(expected, window[j]) if seen else 0.0
-                entry["js"] = js_distance(expected, window[j]) if seen else 0.0
-                entry["state"] = self._state(value, seen)
+                entry["ks"] = ks(expected, window[j]) if seen_both else 0.0
+                entry["js"] = js_distance(expected, window[j]) if seen_both else 0.0
+                entry["state"] = self._state(value, seen_both)
+                entry["against"] = "reference" if self.peer is None else f"arm {self.peer.arm}"
                 bins = len(reference.edges[j]) + 1
                 entry["histogram"] = {
                     "edges": reference.edges[j].tolist(),

@@ -387,3 +387,39 @@ def test_a_step_larger_than_a_window_keeps_only_the_last_windows(tmp_path: Path)
     counts = series.window_counts()[0]
     # The last two windows: rows 400-479 (80, current) and 300-399 (100, previous), all new rows.
     assert counts.sum() == 180 and counts[-1] == 180
+
+
+async def test_the_control_arm_is_the_reference_of_the_other_arms(tmp_path: Path) -> None:
+    filter_, _ = _build(
+        tmp_path,
+        models={"risk": {"reference_arm": "control"}},
+        window=400,
+        min_samples=200,
+    )
+    await filter_.start()
+    try:
+        rng = np.random.default_rng(13)
+        for arm, shift in (("treatment", 1.0), ("control", 0.0), ("treatment", 1.0), ("control", 0.0)):
+            for _ in range(25):
+                rows = rng.normal(size=(10, WIDTH))
+                rows[:, 1] += shift  # the treatment's inputs differ in feature 1
+                _answer(filter_, oip_request(rows), oip_response(binary_probabilities(rng, 10)), arm=arm)
+            await _settle(filter_)
+        report = model_report([filter_], "risk")
+        assert report is not None and report["errors"] == []
+        assert report["reference"] == {
+            "source": "400 rows of arm 'control' from live traffic",
+            "rows": 400,
+            "features": 4,
+        }
+        by_arm = {one["arm"]: one for one in report["series"]}
+        treatment = by_arm["treatment"]["features"]
+        assert {feature["against"] for feature in treatment} == {"arm control"}
+        assert [feature["state"] for feature in treatment] == ["ok", "alert", "ok", "ok"]
+        # Rows the treatment sent before the reference existed were kept and binned once it was.
+        assert treatment[0]["samples"] == 500
+        control = by_arm["control"]["features"]
+        assert {feature["against"] for feature in control} == {"reference"}
+        assert {feature["state"] for feature in control} == {"ok"}
+    finally:
+        await filter_.stop()
