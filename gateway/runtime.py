@@ -32,6 +32,7 @@ from gateway.config import (
 )
 from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.config.errors import BuildError, describe_exception
+from gateway.config.models.balancer import LeastLoadBalancer
 from gateway.core.context import RequestContext
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.filters import ReadsUpstreamPath, UpstreamLayer, UsesModelMetadata
@@ -49,6 +50,7 @@ from routing.discovery.static import parse_address
 from routing.endpoint_set import EndpointSet
 from routing.endpoints import Endpoint
 from routing.health.active import HttpHealthChecker
+from routing.health.load_scraper import LoadScraper
 from routing.health.outlier import OutlierDetector
 from routing.resilience.circuit_breaker import CircuitBreaker
 from routing.resilience.model_errors import ModelErrorPolicy
@@ -156,6 +158,18 @@ def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | N
     if config.discovery is not None:
         background.append(
             PoolFileDiscovery(endpoint_set, Path(config.discovery.file), config.discovery.poll_interval)
+        )
+    if isinstance(config.balancer, LeastLoadBalancer):
+        load = config.balancer
+        background.append(
+            LoadScraper(
+                endpoint_set,
+                load.metrics_path,
+                load.interval,
+                load.queue_metrics,
+                load.kv_cache_metrics,
+                load.kv_cache_weight,
+            )
         )
     if config.health is not None:
         health = config.health

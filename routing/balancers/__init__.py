@@ -25,6 +25,8 @@ _FACTORIES: Mapping[str, Callable[..., BalancerFactory]] = MappingProxyType(
         "peak_ewma": PeakEwmaFactory,
         "consistent_hash": ConsistentHashFactory,
         "least_queue": LeastQueueFactory,
+        # The same selector; the cluster's load scraper fills in what the endpoints report.
+        "least_load": LeastQueueFactory,
     }
 )
 

@@ -6,7 +6,8 @@ stand-in follows the reference for the parts turnout reads: `POST /v1/chat/compl
 `stream_options.include_usage` is true), `POST /v1/completions`, `GET /v1/models`. Each completion
 answers one token per word of `"reply"` (default "hello there friend"), so tests know the counts;
 every answer names the model it was asked for and the stand-in's `name`, so tests see where a
-request went. Run: python tests/llm/openai_standin.py NAME PORT
+request went. `GET /metrics` reports vLLM's queue gauge, as set by `POST /_waiting?n=N`.
+Run: python tests/llm/openai_standin.py NAME PORT
 """
 
 from __future__ import annotations
@@ -81,6 +82,21 @@ def build_app(name: str) -> web.Application:
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": f"{name}-model", "object": "model"}]})
 
+    waiting = [0]
+
+    async def metrics(request: web.Request) -> web.Response:
+        # vLLM's gauge names and labels; the queue is whatever a test set with /_waiting.
+        text = (
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            f'vllm:num_requests_waiting{{model_name="{name}"}} {waiting[0]}.0\n'
+            f'vllm:gpu_cache_usage_perc{{model_name="{name}"}} 0.0\n'
+        )
+        return web.Response(text=text, content_type="text/plain")
+
+    async def set_waiting(request: web.Request) -> web.Response:
+        waiting[0] = int(request.query["n"])
+        return web.Response()
+
     async def last(request: web.Request) -> web.Response:
         return web.json_response(seen[-1] if seen else None)
 
@@ -89,6 +105,8 @@ def build_app(name: str) -> web.Application:
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/_last", last)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/_waiting", set_waiting)
     return app
 
 

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from gateway.config.models.located import errors_at
-from gateway.config.models.types import Integer, PositiveDuration
-from gateway.core.config_types import StrictModel
+from gateway.config.models.types import Integer, PositiveDuration, UrlPath
+from gateway.core.config_types import Duration, StrictModel
 
 # Envoy's default for least_request: two random choices already give most of the benefit of
 # checking every endpoint ("the power of two choices"), at constant cost.
@@ -111,6 +111,36 @@ class LeastQueueBalancer(StrictModel):
     type: Literal["least_queue"] = Field(default="least_queue", description="The algorithm.")
 
 
+# vLLM's, TGI's and SGLang's names for the same two gauges.
+DEFAULT_QUEUE_METRICS = ("vllm:num_requests_waiting", "tgi_queue_size", "sglang:num_queue_reqs")
+DEFAULT_KV_METRICS = ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc", "sglang:token_usage")
+
+
+class LeastLoadBalancer(StrictModel):
+    """Two random picks compared by the load LLM servers publish in their Prometheus metrics."""
+
+    type: Literal["least_load"] = Field(default="least_load", description="The algorithm.")
+    metrics_path: UrlPath = Field(default="/metrics", description="Where each endpoint serves its metrics.")
+    # 250 ms: a queue on an LLM server changes over a few requests' time (seconds), and four scrapes
+    # a second per endpoint cost the server next to nothing.
+    interval: Duration = Field(
+        default=0.25, ge=0.1, le=0.5, description="How often each endpoint's metrics are read (100ms-500ms)."
+    )
+    queue_metrics: tuple[str, ...] = Field(
+        default=DEFAULT_QUEUE_METRICS,
+        min_length=1,
+        description="Gauges of waiting requests (vLLM's, TGI's and SGLang's by default); summed.",
+    )
+    kv_cache_metrics: tuple[str, ...] = Field(
+        default=DEFAULT_KV_METRICS,
+        description="Gauges of KV-cache use from 0 to 1 (vLLM's and SGLang's by default).",
+    )
+    # 10: a full KV cache makes new work wait about as long as ten queued requests would.
+    kv_cache_weight: float = Field(
+        default=10.0, ge=0, description="How many waiting requests a full KV cache counts as."
+    )
+
+
 AnyBalancer = Annotated[
     RoundRobinBalancer
     | WeightedRoundRobinBalancer
@@ -118,7 +148,8 @@ AnyBalancer = Annotated[
     | LeastRequestBalancer
     | PeakEwmaBalancer
     | ConsistentHashBalancer
-    | LeastQueueBalancer,
+    | LeastQueueBalancer
+    | LeastLoadBalancer,
     Field(discriminator="type"),
 ]
 
@@ -130,6 +161,7 @@ BalancerType = Literal[
     "peak_ewma",
     "consistent_hash",
     "least_queue",
+    "least_load",
 ]
 
 

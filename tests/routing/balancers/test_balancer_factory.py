@@ -31,6 +31,7 @@ def test_all_named_kinds_are_present() -> None:
         "peak_ewma",
         "consistent_hash",
         "least_queue",
+        "least_load",
     }
 
 
@@ -45,7 +46,7 @@ def test_slow_start_support_is_visible_on_the_factory() -> None:
     weighted = {k for k in BALANCER_KINDS if k != "consistent_hash"}
     for kind in weighted:
         supports = isinstance(make_balancer_factory(kind), WeightedBalancerFactory)
-        assert supports == (kind not in {"peak_ewma", "least_queue"})
+        assert supports == (kind not in {"peak_ewma", "least_queue", "least_load"})
     assert not isinstance(make_balancer_factory("consistent_hash", key="client_ip"), WeightedBalancerFactory)
 
 
