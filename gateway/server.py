@@ -187,9 +187,13 @@ class Gateway:
         await self.listener.start(listen.host, listen.port, listen.backlog, reuse_port=self._reuse_port)
         if listen.grpc_port is not None:
             from gateway.grpc.front_door import GrpcFrontDoor
+            from gateway.grpc.tls import server_credentials
 
+            credentials = server_credentials(listen.tls, self.base_dir) if listen.tls is not None else None
             self.grpc = GrpcFrontDoor(lambda: self.runtime, listen.max_body_bytes, self.registry)
-            await self.grpc.start(listen.host, listen.grpc_port, reuse_port=self._reuse_port)
+            await self.grpc.start(
+                listen.host, listen.grpc_port, reuse_port=self._reuse_port, credentials=credentials
+            )
         admin = config.admin
         self._admin_runner = web.AppRunner(build_admin_app(self, admin.token), access_log=None)
         await self._admin_runner.setup()

@@ -64,8 +64,16 @@ class GrpcFrontDoor:
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
-        """`reuse_port`: the port is shared with sibling processes (the supervisor's workers)."""
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        """`reuse_port`: the port is shared with sibling processes (the supervisor's workers);
+        `credentials`: serve TLS (`gateway/grpc/tls.py`), else HTTP/2 cleartext."""
         server = grpc.aio.server(
             handlers=[_AnyMethod(Relay(self._runtime, self.channels, self._metrics))],
             options=[
@@ -80,7 +88,11 @@ class GrpcFrontDoor:
         )
         bind = f"[{host}]" if ":" in host else host
         try:
-            self.port = server.add_insecure_port(f"{bind}:{port}")
+            address = f"{bind}:{port}"
+            if credentials is not None:
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpcio's way of saying the port is taken
             raise OSError(f"gRPC: cannot listen on {host}:{port}: {exc}") from exc
         await server.start()
