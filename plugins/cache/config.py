@@ -87,6 +87,13 @@ class CacheConfig(StrictModel):
         description="Also look up and store OpenAI completions that sample (temperature above 0, or "
         "none given: OpenAI's default is 1). Off: such requests bypass the cache.",
     )
+    canonical_json: bool = Field(
+        default=True,
+        description="Key a JSON body by its canonical form (sorted keys, no spaces), so that key "
+        "order and spacing do not split the cache. Off: the body is hashed as sent, which saves a "
+        "parse and a write per request (about 200 µs for 16 KB of floats) when clients always "
+        "serialise alike.",
+    )
 
     @field_validator("vary_on")
     @classmethod

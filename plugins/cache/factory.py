@@ -54,7 +54,12 @@ class CacheFilterFactory:
             )
         return CacheFilter(
             store,
-            CacheKeyBuilder(build.route, config.vary_headers, by_principal="principal" in config.vary_on),
+            CacheKeyBuilder(
+                build.route,
+                config.vary_headers,
+                by_principal="principal" in config.vary_on,
+                canonical_json=config.canonical_json,
+            ),
             metrics,
             methods=config.methods,
             coalesce=config.coalesce,

@@ -3,7 +3,8 @@
 Route, method, path and query, model and version, experiment arm, the caller's tenant (and its
 principal, with `vary_on: [principal]`), the configured vary headers, and the body. A JSON body is
 canonicalised first (parsed and written back with sorted keys and no whitespace), so key order and
-spacing do not split the cache; any other body is hashed as sent. Every part is length-prefixed
+spacing do not split the cache, unless `canonical_json: false` says its clients always serialise
+alike; any other body is hashed as sent. Every part is length-prefixed
 before hashing, so no two different requests can run together into the same bytes.
 
 The key starts with the model name (percent-encoded, so it holds no ':') so that the Redis backend
@@ -51,16 +52,30 @@ def canonical_body(body: bytes | None) -> bytes:
     return _JSON_BODY + orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
+def _raw_body(body: bytes | None) -> bytes:
+    """The body as sent, for routes whose clients always serialise alike (`canonical_json: false`)."""
+    return _RAW_BODY + body if body else _RAW_BODY
+
+
 class CacheKeyBuilder:
     """Builds the key of a request for one route, with that route's vary headers; `by_principal`
     puts the authenticated principal in the key too."""
 
-    __slots__ = ("_by_principal", "_route", "_vary")
+    __slots__ = ("_body", "_by_principal", "_route", "_vary")
 
-    def __init__(self, route: str, vary_headers: tuple[str, ...], *, by_principal: bool = False) -> None:
+    def __init__(
+        self,
+        route: str,
+        vary_headers: tuple[str, ...],
+        *,
+        by_principal: bool = False,
+        canonical_json: bool = True,
+    ) -> None:
         self._route = route
         self._vary = vary_headers
         self._by_principal = by_principal
+        # Decided here, not per request: canonical JSON, or the body as sent (see CacheConfig).
+        self._body = canonical_body if canonical_json else _raw_body
 
     def key(self, ctx: RequestContext) -> CacheKey:
         digest = hashlib.sha256()
@@ -87,5 +102,5 @@ class CacheKeyBuilder:
                 encoded = part.encode()
                 digest.update(b"%d:" % len(encoded))
                 digest.update(encoded)
-        digest.update(canonical_body(ctx.body))
+        digest.update(self._body(ctx.body))
         return CacheKey(model_prefix(ctx.model) + digest.hexdigest(), ctx.model)
