@@ -277,31 +277,47 @@ def compare(
     return comparison, est_c, est_t
 
 
-def _direction(item: Comparison) -> Direction:
-    if not item.significant or not math.isfinite(item.cs_low + item.cs_high):
+def _direction(item: Comparison, fixed_horizon: bool = False) -> Direction:
+    low, high = (item.ci_low, item.ci_high) if fixed_horizon else (item.cs_low, item.cs_high)
+    if not item.significant or not math.isfinite(low + high):
         return "changed" if item.significant else "none"
     lower = lower_is_better(item.metric)
     if lower is None:
         return "changed"
-    went_down = item.cs_high < 0.0
+    went_down = high < 0.0
     return "better" if went_down == lower else "worse"
 
 
-def adjust(comparisons: Sequence[Comparison], alpha: float) -> list[Comparison]:
-    """Holm across guardrails, Benjamini-Hochberg across goals; descriptive metrics unadjusted."""
+def adjust(
+    comparisons: Sequence[Comparison], alpha: float, *, fixed_horizon: bool = False
+) -> list[Comparison]:
+    """Holm across guardrails, Benjamini-Hochberg across goals; descriptive metrics unadjusted.
+
+    Sequential mode (the default) adjusts the always-valid p-values; fixed-horizon mode the goals'
+    fixed-horizon ones, which `analyze` only lets decide once the planned sample is reached.
+    Guardrails stay sequential in both: a regression must be able to stop an experiment early."""
     adjusted = list(comparisons)
     for role, method in (("guardrail", holm), ("goal", benjamini_hochberg)):
         indices = [i for i, item in enumerate(adjusted) if item.role == role]
         if not indices:
             continue
-        p_values = method(np.array([adjusted[i].p_value_sequential for i in indices]))
+        fixed = fixed_horizon and role == "goal"
+        raw = [adjusted[i].p_value if fixed else adjusted[i].p_value_sequential for i in indices]
+        p_values = method(np.array(raw))
         for i, p in zip(indices, p_values, strict=True):
             adjusted[i] = replace(adjusted[i], p_value_adjusted=float(p))
     finished = []
     for item in adjusted:
         item = replace(item, significant=item.enough_data and item.p_value_adjusted <= alpha)
-        finished.append(replace(item, direction=_direction(item)))
+        finished.append(replace(item, direction=_direction(item, fixed_horizon and item.role == "goal")))
     return finished
+
+
+def _horizon(settings: AnalysisSettings, planning: Planning | None) -> int:
+    """The fixed-horizon sample (all arms): the mde's plan, else `expected_units`."""
+    if settings.mde is not None and planning is not None:
+        return planning.planned_units
+    return settings.expected_units
 
 
 def analyze(
@@ -330,7 +346,11 @@ def analyze(
             raw.append(item)
             if planning is None and item.role == "goal":
                 planning = plan_units(est_c, est_t, len(arms), settings)
-    comparisons = tuple(adjust(raw, settings.alpha))
+    total = sum(data.arm(arm).units for arm in arms if shares[arm] > 0.0)
+    horizon = _horizon(settings, planning) if settings.fixed_horizon else 0
+    if total < horizon:  # a fixed-horizon goal is read once, at its planned size
+        raw = [replace(item, enough_data=False) if item.role == "goal" else item for item in raw]
+    comparisons = tuple(adjust(raw, settings.alpha, fixed_horizon=settings.fixed_horizon))
     first_times = None if events is None else events.exposures.get(data.phase)
     health = check_health(
         data,
@@ -340,6 +360,9 @@ def analyze(
     )
     units = {arm: data.arm(arm).units for arm in arms if shares[arm] > 0.0}
     verdict = decide(comparisons, health, units, settings, planning)
+    if total < horizon and verdict.action == "keep_running":
+        waiting = f"goal: fixed horizon, read at {horizon:,} units ({total:,} so far)"
+        verdict = replace(verdict, reasons=(waiting, *verdict.reasons), more_units=horizon - total)
     return ExperimentStatus(
         experiment=experiment,
         kind=kind,
@@ -361,6 +384,7 @@ def settings_of(config: AbConfig | CanaryConfig) -> AnalysisSettings:
         expected_units=config.expected_units,
         mde=config.mde,
         bayesian=config.analysis == "bayesian",
+        fixed_horizon=config.decision == "fixed_horizon",
     )
 
 

@@ -17,3 +17,5 @@ class AnalysisSettings:
     """The pre-registered minimum detectable effect, relative to the control (None: not planned)."""
     bayesian: bool = False
     """Add chance to beat control, expected loss and credible intervals to every comparison."""
+    fixed_horizon: bool = False
+    """Decide once, at the planned sample, on fixed-horizon p-values (else: sequential, at any look)."""

@@ -205,6 +205,13 @@ class AssignedConfig(StrictModel):
         default="frequentist",
         description="bayesian adds chance to beat control, expected loss and credible intervals.",
     )
+    decision: Literal["sequential", "fixed_horizon"] = Field(
+        default="sequential",
+        description=(
+            "sequential: always-valid results decide at any look; fixed_horizon: fixed-horizon "
+            "results decide once, at the planned size (the mde's plan, else expected_units)."
+        ),
+    )
 
     @field_validator("unit")
     @classmethod

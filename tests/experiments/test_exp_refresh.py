@@ -98,3 +98,22 @@ async def test_planning_follows_the_pre_registered_mde_and_bayes_is_reported(
     document = orjson.loads(second.to_json())
     reported = next(c for c in document["comparisons"] if c["metric"] == "error_rate")
     assert set(reported["bayes"]) >= {"chance_to_beat_control", "expected_loss"}
+
+
+async def test_a_fixed_horizon_experiment_waits_for_its_planned_size(
+    sqlite_store: SqliteEventStore, simulate: Simulate
+) -> None:
+    experiment = config(
+        decision="fixed_horizon", expected_units=2000, metrics=["error_rate", "feedback:conversion"]
+    )
+    early, _, _, _, late = await refreshes(sqlite_store, simulate, experiment, batches=5)
+    for status, read in ((early, False), (late, True)):
+        goal = status.comparison("feedback:conversion")
+        # One goal: its adjusted p is its fixed-horizon p, and it may decide only at the horizon.
+        assert goal is not None and goal.p_value_adjusted == goal.p_value and goal.enough_data is read
+    assert early.decision.action == "keep_running"
+    assert early.decision.reasons[0] == "goal: fixed horizon, read at 2,000 units (500 so far)"
+    assert early.decision.more_units == 1500
+    # Guardrails stay sequential: the error regression is not held back by the horizon.
+    error = late.comparison("error_rate")
+    assert error is not None and error.significant and late.decision.action == "roll_back"
