@@ -14,6 +14,9 @@
                  also evicts the oldest: the steady state of a cache whose hit ratio is zero.
                (A cache limited to POST under GET load would not represent a miss: the filter returns
                before making a key when the method is not cached, so nothing would be looked up.)
+    typical-raw-body
+               the typical chain with the cache's `canonical_json: false`: a JSON body is keyed as
+               sent, not parsed and written back (it matters for POST bodies: --scenario deployed).
     cache-hit  the cache alone, and every request the same: after the first, each is answered from
                the cache without going upstream.
 
@@ -32,7 +35,7 @@ from typing import Any
 
 import jwt
 
-CHAIN_NAMES = ("none", "typical", "cache-hit")
+CHAIN_NAMES = ("none", "typical", "cache-hit", "typical-raw-body")
 
 ISSUER = "https://issuer.bench.invalid"  # .invalid (RFC 2606): can never name a real issuer
 AUDIENCE = "turnout-bench"
@@ -74,7 +77,7 @@ def mint_token(secret: str, now: float | None = None) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def _typical_filters(secret: str) -> tuple[Mapping[str, Any], ...]:
+def _typical_filters(secret: str, canonical_json: bool = True) -> tuple[Mapping[str, Any], ...]:
     provider = {
         "name": "bench",
         "issuer": ISSUER,
@@ -85,7 +88,7 @@ def _typical_filters(secret: str) -> tuple[Mapping[str, Any], ...]:
     return (
         {"auth_jwt": {"providers": [provider]}},
         {"rate_limit": {"limits": [{"key": "principal", "rate": NEVER_REFUSING_RATE}]}},
-        {"cache": {"vary_on": ["principal"]}},
+        {"cache": {"vary_on": ["principal"], **({} if canonical_json else {"canonical_json": False})}},
     )
 
 
@@ -102,15 +105,17 @@ def build_chain(name: str, secret: str | None = None) -> Chain:
             description="cache (memory, default options) alone; the same GET every time, so all but "
             "the first are hits answered without the upstream",
         )
-    if name == "typical":
+    if name in ("typical", "typical-raw-body"):
         key = secret if secret is not None else secrets.token_urlsafe(SECRET_BYTES)
+        raw = name == "typical-raw-body"
         return Chain(
             name,
-            _typical_filters(key),
+            _typical_filters(key, canonical_json=not raw),
             (("Authorization", f"Bearer {mint_token(key)}"),),
             unique_query=True,
             description="auth_jwt (HS256, one valid token per request) -> rate_limit (memory, "
             f"{NEVER_REFUSING_RATE} per principal: never refuses) -> cache (memory, per principal; a query string per "
-            "request, so every request is looked up, misses and is stored)",
+            "request, so every request is looked up, misses and is stored)"
+            + ("; the cache keys a JSON body as sent (canonical_json: false)" if raw else ""),
         )
     raise ValueError(f"unknown chain {name!r}: use one of {', '.join(CHAIN_NAMES)}")

@@ -82,3 +82,12 @@ def test_requests_are_described_as_sent() -> None:
     assert build_chain("typical", secret=SECRET).requests == (
         "GET /?n=<count> (a query string of its own per request), with an Authorization header"
     )
+
+
+def test_typical_raw_body_chain_differs_from_typical_only_in_the_cache_key_of_bodies() -> None:
+    typical = build_chain("typical", secret=SECRET)
+    raw = build_chain("typical-raw-body", secret=SECRET)
+
+    assert raw.filters[:2] == typical.filters[:2]
+    assert raw.filters[2] == {"cache": {"vary_on": ["principal"], "canonical_json": False}}
+    assert (raw.headers, raw.unique_query) == (typical.headers, typical.unique_query)
