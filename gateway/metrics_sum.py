@@ -26,6 +26,20 @@ from prometheus_client.registry import Collector
 
 # Families whose samples are flags rather than amounts: summing them would count processes.
 _TAKE_LARGEST = frozenset({"info", "stateset"})
+# Gauges that are a statistic or a state of each process's own sample (drift, shares, a status):
+# a sum means nothing; the largest is the worst any process sees.
+_LARGEST_GAUGES = frozenset(
+    {
+        "turnout_drift_psi",
+        "turnout_drift_ks",
+        "turnout_drift_js",
+        "turnout_drift_state",
+        "turnout_feature_nan_ratio",
+        "turnout_feature_range_violation_ratio",
+        "turnout_prediction_class_ratio",
+        "turnout_experiment_status",
+    }
+)
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -50,7 +64,11 @@ class MetricsSum(Collector):
             if family is None:
                 family = self._families[parsed.name] = _Family(parsed.name, parsed.documentation, parsed.type)
             # The text format exposes an info metric as a gauge named *_info, always 1.
-            largest = family.type in _TAKE_LARGEST or family.name.endswith("_info")
+            largest = (
+                family.type in _TAKE_LARGEST
+                or family.name.endswith("_info")
+                or family.name in _LARGEST_GAUGES
+            )
             for sample in parsed.samples:
                 if sample.name.endswith("_created"):
                     continue
