@@ -49,6 +49,8 @@ class ClusterRuntime:
     background: Sequence[BackgroundTask] = ()
     model_errors: ModelErrorPolicy | None = None
     """Which 5xx answers are a model's error (the request's fault), never charged to the endpoint."""
+    prefix_affinity: int | None = None
+    """OpenAI clusters: requests whose prompts share this many first characters go to one endpoint."""
     pools: dict[str, EndpointPool] = field(default_factory=dict)
     breaker_rejections: int = 0
     retries: int = 0

@@ -28,6 +28,7 @@ from gateway.core.protocols.openai import (
     model_card,
     model_list,
     model_lookup,
+    prompt_prefix,
     read_request,
     unknown_model,
     with_model,
@@ -91,6 +92,9 @@ def _route(request: ProxyRequest, body: bytes) -> None:
     else:
         ctx.body = body
     request.body_meter = CompletionMeter(model, strip_usage=not asked_usage)
+    cluster = route.cluster
+    if cluster is not None and cluster.prefix_affinity is not None:
+        request.affinity_key = prompt_prefix(document, cluster.prefix_affinity)
     request.begin(match)
 
 

@@ -203,6 +203,9 @@ def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | N
             if config.model_errors is not None
             else None
         ),
+        prefix_affinity=config.balancer.prefix_affinity
+        if isinstance(config.balancer, LeastLoadBalancer)
+        else None,
     )
 
 

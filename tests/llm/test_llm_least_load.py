@@ -67,3 +67,35 @@ def test_the_load_is_read_from_prometheus_text() -> None:
     assert read_load(page, queue, kv) == (5.0, 0.75)
     assert read_load("other_metric 1\n", queue, kv) is None
     assert read_load("tgi_queue_size 4\n", frozenset({"tgi_queue_size"}), frozenset()) == (4.0, 0.0)
+
+
+async def test_prompts_sharing_a_prefix_stay_on_one_endpoint(
+    llm_a: Process, llm_b: Process, make_gateway: Callable[[dict[str, Any]], Any]
+) -> None:
+    endpoints = [f"127.0.0.1:{llm_a.port}", f"127.0.0.1:{llm_b.port}"]
+    config = gateway_config(
+        endpoints,
+        routes=[{"name": "chat", "match": {"prefix": "/v1", "model": "m"}, "backend": {"cluster": "llm"}}],
+    )
+    config["clusters"] = {
+        "llm": {
+            "endpoints": endpoints,
+            "protocol": "openai",
+            "balancer": {"type": "least_load", "prefix_affinity": 40},
+        }
+    }
+    url = f"http://127.0.0.1:{config['listen']['port']}/v1/chat/completions"
+
+    def body(system: str, question: str) -> dict[str, Any]:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return {"model": "m", "messages": messages}
+
+    async with make_gateway(config), aiohttp.ClientSession() as http:
+        by_system: dict[str, set[str]] = {}
+        for n in range(12):
+            system = f"You are assistant number {n}, a long shared instruction."
+            for question in ("first?", "second?", "third?"):
+                async with http.post(url, json=body(system, question)) as answer:
+                    by_system.setdefault(system, set()).add((await answer.json())["system_fingerprint"])
+    assert all(len(served) == 1 for served in by_system.values()), by_system
+    assert set().union(*by_system.values()) == {"llm-a", "llm-b"}, "different prefixes spread"

@@ -139,6 +139,13 @@ class LeastLoadBalancer(StrictModel):
     kv_cache_weight: float = Field(
         default=10.0, ge=0, description="How many waiting requests a full KV cache counts as."
     )
+    prefix_affinity: int | None = Field(
+        default=None,
+        ge=1,
+        description="Send requests whose prompts share this many first characters to the same endpoint "
+        "(rendezvous hashing among the eligible ones), so the server's prefix cache serves them; "
+        "the load then no longer picks.",
+    )
 
 
 AnyBalancer = Annotated[

@@ -128,3 +128,37 @@ def add_usage_request(document: dict[str, Any]) -> None:
     """Ask the server for the usage chunk, keeping the client's other stream options."""
     options = document.get("stream_options")
     document["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+
+
+def prompt_prefix(document: dict[str, Any], characters: int) -> str | None:
+    """The first `characters` of the prompt (chat messages' roles and text in order, or a
+    completion's `prompt`): requests that share it share a cached prefix on the server."""
+    parts: list[str] = []
+    size = 0
+    messages = document.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if size >= characters:
+                break
+            if isinstance(message, dict):
+                text = f"{message.get('role', '')}:{_text(message.get('content'))}\n"
+                parts.append(text)
+                size += len(text)
+    else:
+        text = _text(document.get("prompt"))
+        parts.append(text)
+        size = len(text)
+    prefix = "".join(parts)[:characters]
+    return prefix or None
+
+
+def _text(value: Any) -> str:
+    """A prompt or message content as text: a string, or the text of a list of parts or strings."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            item if isinstance(item, str) else str(item.get("text", "")) if isinstance(item, dict) else ""
+            for item in value
+        )
+    return ""
