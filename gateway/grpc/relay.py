@@ -207,9 +207,15 @@ async def _upstream_failed(
     code = error.code()
     status = status_for_code(code)
     details = error.details() or code.name
+    trailers = error.trailing_metadata()
+    if code == grpc.StatusCode.UNAVAILABLE and not trailers:
+        # No server said this: grpcio did, naming the endpoint's address, which the caller is not
+        # told. The access log keeps grpcio's words.
+        exchange.ctx.error = details
+        details = f"no upstream of cluster '{exchange.ctx.cluster}' could take the call"
     if exchange.endpoint is not None:
         # The call failed already: its status stands, whatever a response filter thinks of it.
         with contextlib.suppress(Exception):
             await exchange.respond(status, [], None)
     _finish(exchange, metrics, status, code, details)
-    await context.abort(code, details, answer_metadata(error.trailing_metadata()))
+    await context.abort(code, details, answer_metadata(trailers))

@@ -339,3 +339,19 @@ async def test_model_stream_infer_is_routed_by_its_first_message(
                     assert await stream.read() == upstream + b":" + message
                 await stream.done_writing()
                 assert await stream.read() == grpc.aio.EOF
+
+
+async def test_an_unreachable_cluster_is_unavailable_without_naming_its_addresses(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+) -> None:
+    one, two = upstreams
+    config = _config(one, two, tmp_path)
+    dead = f"127.0.0.1:{free_port()}"  # nobody listens there
+    config["clusters"]["two"]["endpoints"] = [dead]
+    async with make_gateway(config) as gw:
+        assert gw.grpc is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as down:
+                await channel.unary_unary("/test.Echo/Unary")(b"x", timeout=5)
+            assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert down.value.details() == "no upstream of cluster 'two' could take the call"
