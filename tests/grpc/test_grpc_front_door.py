@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -355,3 +356,25 @@ async def test_an_unreachable_cluster_is_unavailable_without_naming_its_addresse
                 await channel.unary_unary("/test.Echo/Unary")(b"x", timeout=5)
             assert down.value.code() == grpc.StatusCode.UNAVAILABLE
             assert down.value.details() == "no upstream of cluster 'two' could take the call"
+
+
+async def test_grpc_calls_get_access_log_lines(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+) -> None:
+    one, two = upstreams
+    config = _config(one, two, tmp_path)
+    log_path = tmp_path / "access.log"
+    config["access_log"] = {"enabled": True, "path": str(log_path)}
+    async with make_gateway(config) as gw:
+        assert gw.grpc is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            await stub.ModelInfer(_infer("fraud"))
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.ModelInfer(_infer("guarded"))
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(line["method"], line["path"], line["route"], line["status"]) for line in lines] == [
+        ("POST", f"{OIP}/ModelInfer", "fraud", 200),
+        ("POST", f"{OIP}/ModelInfer", "guarded", 401),
+    ]
+    assert lines[0]["endpoint"] == two.address and lines[0]["cluster"] == "two"
