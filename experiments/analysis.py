@@ -28,6 +28,7 @@ import numpy as np
 from experiments.analysis_events import ArmEvents, ExperimentEvents, FloatArray, IntArray, load_events
 from experiments.analysis_history import every_event_time, history_metric, ratio_history
 from experiments.analysis_settings import AnalysisSettings
+from experiments.analysis_winsor import winsorized_comparison, winsorized_pair
 from experiments.config import AbConfig, CanaryConfig
 from experiments.estimates import (
     Estimate,
@@ -231,13 +232,24 @@ def compare(
 
     `raw`: the control's and treatment's raw events of the phase, when read."""
     level = quantile_level(metric)
-    if level is not None and raw is not None:
-        est_c = _clustered_estimate(raw[0], level, settings.alpha)
-        est_t = _clustered_estimate(raw[1], level, settings.alpha)
+    percentile = settings.winsorize.get(metric)
+    capped = None
+    est_c: Estimate | None
+    est_t: Estimate | None
+    if percentile is not None and raw is not None and raw[0] is not None and raw[1] is not None:
+        raw, cap = winsorized_pair(raw[0], raw[1], metric, percentile)
+        capped = winsorized_comparison(raw[0], raw[1], metric, settings.alpha)
+    if capped is not None:
+        est_c, est_t, (diff, low, high, p_fixed) = capped
     else:
-        est_c = estimate(control, metric, settings.alpha)
-        est_t = estimate(treatment, metric, settings.alpha)
-    diff, low, high, p_fixed = _fixed_horizon(control, treatment, metric, settings.alpha, raw)
+        cap = _NAN
+        if level is not None and raw is not None:
+            est_c = _clustered_estimate(raw[0], level, settings.alpha)
+            est_t = _clustered_estimate(raw[1], level, settings.alpha)
+        else:
+            est_c = estimate(control, metric, settings.alpha)
+            est_t = estimate(treatment, metric, settings.alpha)
+        diff, low, high, p_fixed = _fixed_horizon(control, treatment, metric, settings.alpha, raw)
     p_seq, cs_low, cs_high, enough = 1.0, -math.inf, math.inf, False
     rel_low = rel_high = _NAN
     if est_c is not None and est_t is not None:
@@ -273,6 +285,7 @@ def compare(
         enough_data=enough,
         bayes=bayes,
         cuped=_cuped(metric, raw, settings.alpha),
+        winsorized_at=cap,
     )
     return comparison, est_c, est_t
 
@@ -385,6 +398,7 @@ def settings_of(config: AbConfig | CanaryConfig) -> AnalysisSettings:
         mde=config.mde,
         bayesian=config.analysis == "bayesian",
         fixed_horizon=config.decision == "fixed_horizon",
+        winsorize=dict(config.winsorize),
     )
 
 

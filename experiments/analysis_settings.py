@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from experiments.stats.sequential import DEFAULT_BURN_IN
 
@@ -19,3 +20,5 @@ class AnalysisSettings:
     """Add chance to beat control, expected loss and credible intervals to every comparison."""
     fixed_horizon: bool = False
     """Decide once, at the planned sample, on fixed-horizon p-values (else: sequential, at any look)."""
+    winsorize: Mapping[str, float] = field(default_factory=dict)
+    """Per metric, the percentile (50-100) at which its values are capped (`experiments.analysis_winsor`)."""

@@ -205,6 +205,13 @@ class AssignedConfig(StrictModel):
         default="frequentist",
         description="bayesian adds chance to beat control, expected loss and credible intervals.",
     )
+    winsorize: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Per metric (latency or feedback:NAME), the percentile (50-100) at which its values are "
+            "capped before comparison, e.g. {feedback:revenue: 99}."
+        ),
+    )
     decision: Literal["sequential", "fixed_horizon"] = Field(
         default="sequential",
         description=(
@@ -212,6 +219,18 @@ class AssignedConfig(StrictModel):
             "results decide once, at the planned size (the mde's plan, else expected_units)."
         ),
     )
+
+    @field_validator("winsorize")
+    @classmethod
+    def _winsorized_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        for metric, percentile in value.items():
+            if metric != "latency" and not metric.startswith("feedback:"):
+                raise ValueError(f"winsorize {metric!r}: only latency and feedback:NAME metrics are capped")
+            if not 50.0 <= percentile < 100.0:
+                raise ValueError(
+                    f"winsorize {metric!r}: the percentile must lie in [50, 100), got {percentile}"
+                )
+        return value
 
     @field_validator("unit")
     @classmethod

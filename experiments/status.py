@@ -85,6 +85,8 @@ class Comparison:
     enough_data: bool
     bayes: BayesReport | None = None
     cuped: CupedReport | None = None
+    winsorized_at: float = float("nan")
+    """The cap the metric's values were winsorised at (NaN: not winsorised)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,3 +127,12 @@ def test_a_pre_registered_mde_and_the_bayesian_mode_are_read() -> None:
     assert ADAPTER.validate_python(AB).analysis == "frequentist"
     with pytest.raises(ValidationError, match="mde"):
         ADAPTER.validate_python({**AB, "mde": 0})
+
+
+def test_winsorisation_takes_latency_or_feedback_at_a_percentile_in_range() -> None:
+    config = ADAPTER.validate_python({**AB, "winsorize": {"feedback:conversion": 99}})
+    assert config.winsorize == {"feedback:conversion": 99.0}
+    with pytest.raises(ValidationError, match="only latency and feedback"):
+        ADAPTER.validate_python({**AB, "winsorize": {"error_rate": 99}})
+    with pytest.raises(ValidationError, match=r"\[50, 100\)"):
+        ADAPTER.validate_python({**AB, "winsorize": {"latency": 100}})

@@ -117,3 +117,13 @@ async def test_a_fixed_horizon_experiment_waits_for_its_planned_size(
     # Guardrails stay sequential: the error regression is not held back by the horizon.
     error = late.comparison("error_rate")
     assert error is not None and error.significant and late.decision.action == "roll_back"
+
+
+async def test_a_winsorised_metric_is_compared_capped(
+    sqlite_store: SqliteEventStore, simulate: Simulate
+) -> None:
+    (status,) = await refreshes(sqlite_store, simulate, config(winsorize={"latency": 99}), batches=1)
+    latency, errors = status.comparison("latency"), status.comparison("error_rate")
+    assert latency is not None and errors is not None
+    assert 0.0 < latency.winsorized_at < 1.0 and math.isnan(errors.winsorized_at)
+    assert latency.ci_low < latency.difference < latency.ci_high
