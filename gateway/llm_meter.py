@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gateway.core.errors import GatewayError
 from gateway.core.json_bounds import loads
+from gateway.response_phase import is_event_stream
 
 if TYPE_CHECKING:
     from gateway.core.context import RequestContext
@@ -36,6 +37,7 @@ class CompletionMeter:
     """One request's answer, watched; built per request, used by the data path's callbacks only."""
 
     __slots__ = (
+        "_fed",
         "_json",
         "_json_size",
         "_pending",
@@ -54,6 +56,7 @@ class CompletionMeter:
         self.strip_usage = strip_usage
         """The client did not ask for the usage chunk: it is removed from what the client gets."""
         self._stream: bool | None = None
+        self._fed = False
         self._pending = b""
         self._json: list[bytes] = []
         self._json_size = 0
@@ -63,18 +66,16 @@ class CompletionMeter:
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
 
-    def on_head(self, status: int, content_length: int | None) -> None:
-        """An answer of known length is relayed untouched: removing bytes would break its framing."""
+    def on_head(self, headers: list[tuple[bytes, bytes]], content_length: int | None) -> None:
+        """A stream is told by its Content-Type. An answer of known length is relayed untouched:
+        removing bytes would break its framing."""
+        self._stream = is_event_stream(headers)
         if content_length is not None:
             self.strip_usage = False
 
     def feed(self, data: bytes) -> bytes:
         """A piece of the answer on its way to the client; returns what to relay (maybe b"")."""
-        if self._stream is None:
-            head = data.lstrip()
-            if not head:
-                return data
-            self._stream = head.startswith((_DATA, b":", b"event:", b"id:"))
+        self._fed = True
         if not self._stream:
             if self._json_size + len(data) <= _MAX_JSON_BYTES:
                 self._json.append(data)
@@ -134,9 +135,9 @@ class CompletionMeter:
 
     def read_whole(self, body: bytes) -> None:
         """An answer the filters held back whole (never relayed piece by piece): its usage only."""
-        if self._stream is not None:
+        if self._fed:
             return
-        if body.lstrip().startswith(_DATA):
+        if self._stream or body.lstrip().startswith(_DATA):
             self._stream = True
             saved = self.strip_usage
             self.strip_usage = False  # already sent as the filters left it

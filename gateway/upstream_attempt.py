@@ -234,7 +234,7 @@ class UpstreamAttempt:
             _note_load_report(head, endpoint)
         ctx.status = head.status
         if request.body_meter is not None:
-            request.body_meter.on_head(head.status, head.content_length)
+            request.body_meter.on_head(head.headers, head.content_length)
         on_upstream_head(request, self, head)
 
     def on_body(self, data: bytes) -> None:
