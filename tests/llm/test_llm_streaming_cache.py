@@ -115,3 +115,36 @@ async def test_a_sampled_completion_bypasses_the_cache_unless_configured(
             assert seen == expected
             async with http.post(url, json=sampled) as answer:
                 assert answer.headers["x-turnout-cache"] == ("bypass" if not options else "miss")
+
+
+async def first_chunk_after(llm: openai.AsyncOpenAI) -> float:
+    started = time.monotonic()
+    stream = await llm.chat.completions.create(
+        model="qwen2.5-7b",
+        messages=[{"role": "user", "content": "count"}],
+        stream=True,
+        temperature=0,
+        extra_body={"reply": _REPLY, "delay_ms": _WORD_DELAY_MS},
+    )
+    async for _ in stream:
+        first = time.monotonic() - started
+        break
+    await stream.close()
+    return first
+
+
+async def test_the_first_chunk_arrives_within_50_ms_of_direct(
+    llm_a: Process, make_gateway: Callable[[dict[str, Any]], Any]
+) -> None:
+    config = cached_llm_config(llm_a)
+    direct = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{llm_a.port}/v1", api_key="none", max_retries=0)
+    async with make_gateway(config):
+        through = client(config)
+        # Best of five each, alternating: a shared machine's pauses hit both alike.
+        direct_times, gateway_times = [], []
+        for _ in range(5):
+            direct_times.append(await first_chunk_after(direct))
+            gateway_times.append(await first_chunk_after(through))
+        await through.close()
+    await direct.close()
+    assert min(gateway_times) - min(direct_times) < 0.05, (direct_times, gateway_times)
