@@ -21,6 +21,7 @@ from experiments.report.health import health_banner
 from experiments.report.latency import latency_cdf, quantile_rows
 from experiments.report.methods import method_notes
 from experiments.report.model import ArmSummary, LiftSeries, PlotData, Report
+from experiments.report.novelty import novelty_rows
 from experiments.report.series import exposure_series, lift_series, phase_starts, series_metric
 from experiments.report.timeline import shadow_agreement, timeline
 from experiments.splits import AnySplit
@@ -160,5 +161,12 @@ async def build_report(
             f"The raw events behind this report: experiments.store.export_events(store, '{name}', kind, "
             "path, fmt) writes one kind (exposures, outcomes or feedback) as CSV, or as Parquet when "
             "pyarrow is installed."
+        ),
+        novelty=novelty_rows(
+            events,
+            status.control,
+            treatments,
+            [c.metric for c in status.comparisons if c.role == "goal"],
+            settings.alpha,
         ),
     )

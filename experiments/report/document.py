@@ -10,6 +10,7 @@ from experiments.report import text
 from experiments.report.blocks import Block, Bullets, Figure, Paragraph, Section, Table, Tone
 from experiments.report.metric_sections import metric_sections
 from experiments.report.model import Report, TimelineEntry
+from experiments.report.novelty import spans_days
 
 _ACTIONS = {
     "ship": "Ship",
@@ -213,6 +214,28 @@ def _shadow(report: Report) -> Section:
     return Section("shadow", "Shadow agreement", (Table(columns, (row,)),))
 
 
+def _novelty(report: Report) -> Section:
+    rows = tuple(
+        (
+            row.metric,
+            row.treatment,
+            row.day,
+            f"{row.control_units:,} / {row.treatment_units:,}",
+            text.metric_value(row.metric, row.difference),
+            text.interval(row.metric, row.ci_low, row.ci_high),
+            text.p_value(row.p_value),
+        )
+        for row in report.novelty
+    )
+    level = text.level_of(report.header.alpha)
+    columns = ("metric", "arm", "day", "units (control / arm)", "difference", f"{level} CI", "p")
+    lead = Paragraph(
+        "Each goal on the events of one day since the unit's first exposure: an effect that fades "
+        "is novelty, one that grows is primacy. Descriptive, fixed-horizon; the verdict does not use it."
+    )
+    return Section("novelty", "Effect by days since first exposure", (lead, Table(columns, rows)))
+
+
 def _methods(report: Report) -> Section:
     rows = tuple((note.topic, note.method, note.reference) for note in report.methods)
     return Section(
@@ -226,7 +249,7 @@ def title_of(report: Report) -> str:
 
 def layout(report: Report) -> tuple[Section, ...]:
     """The report's sections in reading order: only those the experiment has (no canary timeline for
-    an A/B test, no shadow section without shadow comparisons)."""
+    an A/B test, no shadow section without shadow comparisons, no novelty within one day)."""
     canary = report.kind == "canary" or bool(report.timeline)
     return (
         _decision(report),
@@ -234,6 +257,7 @@ def layout(report: Report) -> tuple[Section, ...]:
         _setup(report),
         _arms(report),
         *metric_sections(report),
+        *((_novelty(report),) if spans_days(report.novelty) else ()),
         _plots(report),
         *((_timeline(report),) if canary else ()),
         *((_shadow(report),) if report.shadow is not None else ()),

@@ -281,6 +281,22 @@ class MethodNote:
 
 
 @dataclass(frozen=True, slots=True)
+class NoveltyRow:
+    """A goal's effect on the units' events of one day since their first exposure (`report.novelty`)."""
+
+    metric: str
+    treatment: str
+    day: str
+    """"0", "1", ..., "7+"."""
+    control_units: int
+    treatment_units: int
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     experiment: str
     kind: str
@@ -302,6 +318,8 @@ class Report:
     methods: tuple[MethodNote, ...]
     raw_events: str
     """How to get the raw events behind the report."""
+    novelty: tuple[NoveltyRow, ...] = ()
+    """Goals by days since first exposure (novelty and primacy), when the phase spans two days."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
