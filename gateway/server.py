@@ -190,7 +190,13 @@ class Gateway:
             from gateway.grpc.tls import server_credentials
 
             credentials = server_credentials(listen.tls, self.base_dir) if listen.tls is not None else None
-            self.grpc = GrpcFrontDoor(lambda: self.runtime, listen.max_body_bytes, self.registry)
+            client_certificates = listen.tls is not None and listen.tls.client_cert == "require"
+            self.grpc = GrpcFrontDoor(
+                lambda: self.runtime,
+                listen.max_body_bytes,
+                self.registry,
+                client_certificates=client_certificates,
+            )
             await self.grpc.start(
                 listen.host, listen.grpc_port, reuse_port=self._reuse_port, credentials=credentials
             )

@@ -56,6 +56,7 @@ def begin_call(
     pairs: Iterable[tuple[str, str | bytes]],
     peer: str,
     first_message: bytes | None,
+    tls_subject: str | None = None,
 ) -> tuple[MeshExchange, Metadata]:
     """The call's exchange, matched against the runtime's routes, and the client's binary metadata.
     Raises `BadRequest` for an OIP v2 request message that is not protobuf."""
@@ -74,6 +75,7 @@ def begin_call(
         headers.get("host", ""),
     )
     ctx.model, ctx.model_version = model, version
+    ctx.tls_subject = tls_subject
     match = runtime.router.match_named("POST", path, ctx.host, headers, model, version)
     route = match.payload if match is not None else None
     if route is not None:

@@ -22,6 +22,7 @@ from gateway.grpc.call import UNARY_METHODS
 from gateway.grpc.channels import UpstreamChannels
 from gateway.grpc.metrics import GrpcMetrics
 from gateway.grpc.relay import Relay
+from gateway.grpc.tls import PeerSubjects
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -55,8 +56,15 @@ class _AnyMethod(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpcio is unt
 
 class GrpcFrontDoor:
     def __init__(
-        self, runtime: Callable[[], Runtime], max_message_bytes: int, registry: CollectorRegistry
+        self,
+        runtime: Callable[[], Runtime],
+        max_message_bytes: int,
+        registry: CollectorRegistry,
+        *,
+        client_certificates: bool = False,
     ) -> None:
+        """`client_certificates`: the port's TLS verifies client certificates (`listen.tls`)."""
+        self._subjects = PeerSubjects() if client_certificates else None
         self._runtime = runtime
         self._metrics = GrpcMetrics(registry)
         self._max_message_bytes = max_message_bytes
@@ -75,7 +83,7 @@ class GrpcFrontDoor:
         """`reuse_port`: the port is shared with sibling processes (the supervisor's workers);
         `credentials`: serve TLS (`gateway/grpc/tls.py`), else HTTP/2 cleartext."""
         server = grpc.aio.server(
-            handlers=[_AnyMethod(Relay(self._runtime, self.channels, self._metrics))],
+            handlers=[_AnyMethod(Relay(self._runtime, self.channels, self._metrics, self._subjects))],
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.max_send_message_length", self._max_message_bytes),

@@ -29,6 +29,7 @@ from gateway.mesh.exchange import Forward, MeshExchange
 if TYPE_CHECKING:
     from gateway.grpc.channels import UpstreamChannels
     from gateway.grpc.metrics import GrpcMetrics
+    from gateway.grpc.tls import PeerSubjects
     from gateway.runtime import Runtime
 
 # grpcio's servicer context (untyped: grpcio ships no annotations for grpc.aio).
@@ -41,14 +42,20 @@ CLIENT_CLOSED = 499
 class Relay:
     """The handlers of the front door; shared by every call, holding no per-call state."""
 
-    __slots__ = ("_channels", "_metrics", "_runtime")
+    __slots__ = ("_channels", "_metrics", "_runtime", "_subjects")
 
     def __init__(
-        self, runtime: Callable[[], Runtime], channels: UpstreamChannels, metrics: GrpcMetrics
+        self,
+        runtime: Callable[[], Runtime],
+        channels: UpstreamChannels,
+        metrics: GrpcMetrics,
+        subjects: PeerSubjects | None = None,
     ) -> None:
+        """`subjects`: the port verifies client certificates, whose subjects become `ctx.tls_subject`."""
         self._runtime = runtime
         self._channels = channels
         self._metrics = metrics
+        self._subjects = subjects
 
     async def _decide(
         self, path: str, context: Context, first: bytes | None
@@ -57,9 +64,10 @@ class Relay:
         when a filter or the gateway answers instead of the upstream."""
         runtime = self._runtime()
         try:
-            exchange, binary = begin_call(
-                runtime, path, context.invocation_metadata() or (), context.peer(), first
-            )
+            subjects = self._subjects
+            subject = subjects.of(context.auth_context()) if subjects is not None else None
+            metadata = context.invocation_metadata() or ()
+            exchange, binary = begin_call(runtime, path, metadata, context.peer(), first, subject)
         except GatewayError as error:  # a malformed request message (BadRequest), before any route
             await context.abort(code_for_status(error.status), error.message)
             raise

@@ -35,13 +35,29 @@ async def test_calls_over_tls(make_gateway: Any, tmp_path: Path, client_cert: st
         config = gateway_config(
             [one.address],
             listen={"grpc_port": free_port(), "tls": tls},
-            routes=[{"name": "echo", "match": {"grpc_service": "test.Echo"}, "backend": {"cluster": "up"}}],
+            routes=[
+                {
+                    "name": "alice-only",
+                    "match": {"grpc_method": "Sleep"},
+                    "backend": {"cluster": "up"},
+                    "filters": [{"authz": {"tls_subjects": ["CN=alice,O=acme"]}}],
+                },
+                {"name": "echo", "match": {"grpc_service": "test.Echo"}, "backend": {"cluster": "up"}},
+            ],
         )
         async with make_gateway(config) as gw:
             assert gw.grpc is not None
             target = f"127.0.0.1:{gw.grpc.port}"
             async with grpc.aio.secure_channel(target, _credentials(tmp_path, "alice")) as channel:
                 assert await channel.unary_unary("/test.Echo/Unary")(b"tls") == b"echo:tls"
+                if client_cert == "require":  # the certificate's subject is the caller's identity
+                    assert await channel.unary_unary("/test.Echo/Sleep")(b"0") == b"slept"
+            if client_cert == "require":
+                async with grpc.aio.secure_channel(target, _credentials(tmp_path, "mallory")) as channel:
+                    with pytest.raises(grpc.aio.AioRpcError) as denied:
+                        await channel.unary_unary("/test.Echo/Sleep")(b"0")
+                    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                    assert await channel.unary_unary("/test.Echo/Unary")(b"m") == b"echo:m"
             async with grpc.aio.secure_channel(target, _credentials(tmp_path, None)) as channel:
                 unary = channel.unary_unary("/test.Echo/Unary")
                 if client_cert == "require":
