@@ -130,10 +130,14 @@ class Relay:
         first = await anext(requests, None) if path in _FIRST_MESSAGE_ROUTES else None
         exchange, forward, metadata, timeout = await self._decide(path, context, first)
 
+        ctx = exchange.ctx
+
         async def upstream_requests() -> AsyncIterator[bytes]:
             if first is not None:
+                ctx.bytes_in += len(first)
                 yield first
             async for message in requests:
+                ctx.bytes_in += len(message)
                 yield message
 
         call = self._channels.get(forward.endpoint).stream_stream(path)(
@@ -141,7 +145,11 @@ class Relay:
         )
         sent = 0
         try:
-            await _send_head(exchange, self._metrics, await call.initial_metadata(), context)
+            initial = await call.initial_metadata()
+            # A call that failed before any message (a trailers-only answer, or no connection) is
+            # done by now: the loop below raises its error, and the endpoint is charged once.
+            if not call.done() or await call.code() == grpc.StatusCode.OK:
+                await _send_head(exchange, self._metrics, initial, context)
             async for reply in call:
                 sent += len(reply)
                 yield reply

@@ -378,3 +378,28 @@ async def test_grpc_calls_get_access_log_lines(
         ("POST", f"{OIP}/ModelInfer", "guarded", 401),
     ]
     assert lines[0]["endpoint"] == two.address and lines[0]["cluster"] == "two"
+
+
+async def test_a_dead_endpoint_behind_the_stream_relay_is_ejected(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+) -> None:
+    one, two = upstreams
+    config = _config(one, two, tmp_path)
+    dead = f"127.0.0.1:{free_port()}"  # nobody listens there
+    config["clusters"]["two"]["endpoints"] = [two.address, dead]
+    async with make_gateway(config) as gw:
+        assert gw.grpc is not None
+        endpoints = gw.runtime.clusters["two"].endpoints
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            unary = channel.unary_unary("/test.Echo/Unary")  # a method the stream relay carries
+            codes = Counter()
+            for _ in range(40):
+                try:
+                    await unary(b"x", timeout=5)
+                    codes["OK"] += 1
+                except grpc.aio.AioRpcError as error:
+                    codes[error.code().name] += 1
+        # the stream relay does not retry: the calls sent to the dead endpoint fail until the
+        # outlier detector ejects it (5 consecutive failures), then none does
+        assert dead not in {e.address for e in endpoints.eligible}
+        assert codes["UNAVAILABLE"] == 5 and codes["OK"] == 35
