@@ -392,7 +392,7 @@ async def test_a_dead_endpoint_behind_the_stream_relay_is_ejected(
         endpoints = gw.runtime.clusters["two"].endpoints
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
             unary = channel.unary_unary("/test.Echo/Unary")  # a method the stream relay carries
-            codes = Counter()
+            codes: Counter[str] = Counter()
             for _ in range(40):
                 try:
                     await unary(b"x", timeout=5)
