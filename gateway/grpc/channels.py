@@ -3,12 +3,12 @@
 A gRPC channel multiplexes many calls as streams of one connection (and reconnects by itself), so
 the gateway balances per call: the endpoint is picked for each call by the cluster's balancer, and
 the call goes out on that endpoint's channel. Channels are opened on first use and closed with the
-front door; a channel to an endpoint that left its cluster is closed by `close_unused`.
+front door: one per endpoint address ever used. A channel to an endpoint that left holds no
+connection once grpcio's idle timeout closes it; the channel object itself stays until the front
+door closes (closing it sooner would cut calls a replaced runtime still has in flight on it).
 """
 
 from __future__ import annotations
-
-from collections.abc import Collection
 
 import grpc
 
@@ -33,11 +33,6 @@ class UpstreamChannels:
             channel = grpc.aio.insecure_channel(address, options=self._options)
             self._channels[address] = channel
         return channel
-
-    async def close_unused(self, current: Collection[str]) -> None:
-        """Close the channels of endpoints no cluster has any more (their calls are done)."""
-        for address in [a for a in self._channels if a not in current]:
-            await self._channels.pop(address).close(grace=None)
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
