@@ -35,7 +35,9 @@ log = logging.getLogger("turnout.grpc")
 # Envoy's default is 2^31 - 1, which lets one client take every slot; 1024 is ample for a pooled
 # client and bounds what one connection can hold.
 MAX_CONCURRENT_STREAMS = 1024
-# Keep-alive pings on idle client connections, so a dead peer is found and its calls freed.
+# Keep-alive pings to clients, so a peer that vanished without closing is found and its calls
+# freed: once a minute (the listener's idle timeout's default), and a peer that has not answered a
+# ping within 20 s (several round trips over any real network) is taken as gone.
 KEEPALIVE_TIME_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
 
