@@ -13,7 +13,7 @@ policy when Redis fails. The variants that cost by rows or tokens ask the data p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -93,20 +93,29 @@ class RateLimitFilter(Filter):
     def _decide_locally(self, ctx: RequestContext, values: list[str], costs: list[int]) -> Decision:
         decision = self._answer(ctx, self._local.decide(values, costs, time.monotonic()))
         if decision is None and self._settled:
-            ctx.state[_CHARGED] = (values, costs)
+            ctx.state[_CHARGED] = (values, costs, False)
         return decision
 
-    def on_log(self, ctx: RequestContext) -> None:
-        """Token limits settle: the tokens the server reported, less the estimate charged."""
+    def on_log(self, ctx: RequestContext) -> Awaitable[None] | None:
+        """Token limits settle: the tokens the server reported, less the estimate charged, where the
+        request was decided (this process, or Redis)."""
         charged = ctx.state.get(_CHARGED)
         if charged is None or (ctx.prompt_tokens is None and ctx.completion_tokens is None):
-            return
+            return None
         used = (ctx.prompt_tokens or 0) + (ctx.completion_tokens or 0)
-        values, costs = charged
+        values, costs, remote = charged
+        differences = [(i, values[i], used - costs[i]) for i in self._settled if used != costs[i]]
+        if not differences:
+            return None
+        if remote:
+            return self._settle_remote(differences)
         now = time.monotonic()
-        for index in self._settled:
-            if used != costs[index]:
-                self._local.settle(index, values[index], used - costs[index], now)
+        for index, value, units in differences:
+            self._local.settle(index, value, units, now)
+        return None
+
+    async def _settle_remote(self, differences: list[tuple[int, str, int]]) -> None:
+        raise NotImplementedError  # only the Redis filter decides remotely
 
     def _answer(self, ctx: RequestContext, verdict: Verdict) -> Decision:
         value = ratelimit_value(self._names, verdict)
@@ -193,7 +202,17 @@ class RedisRateLimitFilter(RateLimitFilter):
         except RedisUnavailable:
             self._metrics.fallbacks.inc()
             return self._on_failure(ctx, values, costs)
-        return self._answer(ctx, verdict)
+        decision = self._answer(ctx, verdict)
+        if decision is None and self._settled:
+            ctx.state[_CHARGED] = (values, costs, True)
+        return decision
+
+    async def _settle_remote(self, differences: list[tuple[int, str, int]]) -> None:
+        for index, value, units in differences:
+            try:
+                await self._redis.settle(index, value, units)
+            except RedisUnavailable:  # counted and logged by the guard: the estimate stands
+                return
 
     def _fail_open(self, ctx: RequestContext, values: list[str], costs: list[int]) -> Decision:
         return None

@@ -61,6 +61,21 @@ end
 return reply
 """
 _SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+# Moves one key's TAT by ARGV[1] microseconds (a charge, or a refund when negative) after the request
+# was admitted; a refund never reaches before now (a bucket fuller than full).
+SETTLE_SCRIPT: Final = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now) + tonumber(ARGV[1])
+if tat > now then
+  redis.call('SET', KEYS[1], string.format('%.17g', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+_SETTLE_SHA: Final = hashlib.sha1(SETTLE_SCRIPT.encode()).hexdigest()
 _FIELDS_PER_LIMIT = 4  # allowed, remaining, reset (µs), retry (µs)
 
 
@@ -94,6 +109,20 @@ class RedisLimiter:
 
         reply = await self._guard.run(run_script)
         return self._verdict(reply, costs)
+
+    async def settle(self, index: int, value: str, units: int) -> None:
+        """Charge `units` more to limit `index`'s key `value` (fewer when negative): see
+        `MemoryLimiter.settle`."""
+        key = self._prefixes[index] + value
+        shift = repr(units * self._limits[index].interval * _MICROS)
+
+        async def run_script(client: Redis) -> Any:
+            try:
+                return await cast(Any, client.evalsha(_SETTLE_SHA, 1, key, shift))
+            except NoScriptError:
+                return await cast(Any, client.eval(SETTLE_SCRIPT, 1, key, shift))
+
+        await self._guard.run(run_script)
 
     def _verdict(self, reply: list[int], costs: Sequence[int]) -> Verdict:
         states = []
