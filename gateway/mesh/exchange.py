@@ -119,6 +119,10 @@ class MeshExchange:
             method, path, query, headers, client_ip, monotonic(), request_id_of(headers), host
         )
         match = runtime.router.match(method, path, host, headers)
+        if match is not None and match.pending:
+            # An OpenAI route that reads the model from the body, not seen here: such routes do
+            # not match (docs/llm.md); the rules after them still may.
+            match = runtime.router.match(method, path, host, headers, body_read=True)
         route: CompiledRoute | None = None
         if match is not None:
             route = match.payload
