@@ -49,6 +49,11 @@ class LimitConfig(StrictModel):
         default=None,
         description='The policy name in RateLimit headers and metrics; default "per-<key>".',
     )
+    tokenizer: str | None = Field(
+        default=None,
+        description="With cost tokens: a Hugging Face tokenizer.json (relative to the config file) that "
+        "counts the prompt's tokens instead of estimating them (needs the llm extra).",
+    )
 
     @field_validator("key")
     @classmethod

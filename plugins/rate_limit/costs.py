@@ -33,7 +33,7 @@ def cost_one(ctx: RequestContext) -> int:
 def cost_rows(ctx: RequestContext) -> int:
     """The batch size: the first dimension of an OIP v2 request's first input, or the number of
     examples of a KServe v1 request (`instances`, or the `inputs` list or columns)."""
-    document = _json_head(ctx)
+    document = json_head(ctx)
     if document is None:
         return 1
     inputs = document.get("inputs")
@@ -57,7 +57,7 @@ def cost_rows(ctx: RequestContext) -> int:
 def cost_tokens(ctx: RequestContext) -> int:
     """An estimate for OpenAI-style completions, chat and embeddings: the tokens the caller allows
     the answer (`max_tokens` or `max_completion_tokens`) plus the prompt's characters / 4."""
-    document = _json_head(ctx)
+    document = json_head(ctx)
     if document is None:
         return 1
     characters = _text_length(document.get("prompt")) + _text_length(document.get("input"))
@@ -74,7 +74,35 @@ def cost_tokens(ctx: RequestContext) -> int:
 COSTS: dict[str, Cost] = {"one": cost_one, "rows": cost_rows, "tokens": cost_tokens}
 
 
-def _json_head(ctx: RequestContext) -> dict[str, Any] | None:
+def prompt_texts(document: dict[str, Any]) -> tuple[list[str], int]:
+    """The prompt's texts (prompt, input, chat messages' content, in order), and the number of
+    token ids given as numbers (a prompt of ids is already tokens)."""
+    texts: list[str] = []
+    ids = _collect(document.get("prompt"), texts) + _collect(document.get("input"), texts)
+    messages = document.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict):
+                ids += _collect(message.get("content"), texts)
+    return texts, ids
+
+
+def _collect(value: Any, texts: list[str]) -> int:
+    """Append the strings in `value` (a string, content parts, nested lists) to `texts`; return how
+    many token ids it holds."""
+    if isinstance(value, str):
+        texts.append(value)
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 1
+    if isinstance(value, dict):
+        return _collect(value.get("text"), texts)
+    if isinstance(value, list):
+        return sum(_collect(item, texts) for item in value)
+    return 0
+
+
+def json_head(ctx: RequestContext) -> dict[str, Any] | None:
     body = ctx.body
     if not body:
         return None

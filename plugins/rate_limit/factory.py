@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -21,6 +22,7 @@ from plugins.rate_limit.gcra import GcraLimit
 from plugins.rate_limit.headers import policy_item
 from plugins.rate_limit.keys import key_reader
 from plugins.rate_limit.metrics import FILTER_NAME, RateLimitMetrics
+from plugins.rate_limit.tokenizer_cost import tokenizer_cost
 
 _log = logging.getLogger("turnout.rate_limit")
 
@@ -36,7 +38,10 @@ class RateLimitFilterFactory:
             Limit(
                 name=limit.policy_name,
                 read_key=key_reader(limit.key),
-                cost=COSTS[limit.cost],
+                cost=tokenizer_cost(Path(build.base_dir) / limit.tokenizer)
+                if limit.tokenizer is not None and limit.cost == "tokens"
+                else COSTS[limit.cost],
+                settles=limit.cost == "tokens",
                 gcra=GcraLimit.of(limit.rate.count, limit.rate.period, limit.effective_burst),
                 description=f"rate limit '{limit.policy_name}' ({limit.rate}, burst {limit.effective_burst})",
             )

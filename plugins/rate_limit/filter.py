@@ -20,7 +20,7 @@ from typing import ClassVar
 from gateway.core.context import RequestContext
 from gateway.core.filters import Decision, Filter, Response
 from plugins._redis import RedisGuard, RedisUnavailable
-from plugins.rate_limit.costs import Cost, cost_tokens
+from plugins.rate_limit.costs import Cost
 from plugins.rate_limit.gcra import GcraLimit, Verdict
 from plugins.rate_limit.headers import (
     RATELIMIT,
@@ -48,6 +48,8 @@ class Limit:
     gcra: GcraLimit
     description: str
     """For messages: "rate limit 'per-principal' (5/s, burst 5)"."""
+    settles: bool = False
+    """Charged by tokens: settled with the usage the server reports."""
 
 
 class RateLimitFilter(Filter):
@@ -67,7 +69,7 @@ class RateLimitFilter(Filter):
         self._metrics = metrics
         self._local = MemoryLimiter([limit.gcra for limit in limits])
         # Limits charged by estimated tokens: settled with the usage the server reports.
-        self._settled = tuple(i for i, limit in enumerate(limits) if limit.cost is cost_tokens)
+        self._settled = tuple(i for i, limit in enumerate(limits) if limit.settles)
 
     def on_response(self, ctx: RequestContext, response: Response) -> None:
         value = ctx.state.get(FILTER_NAME)
