@@ -397,10 +397,15 @@ class Gateway:
         loop.add_signal_handler(signal.SIGINT, lambda: asyncio.ensure_future(self.shutdown()))
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload_in_background("SIGHUP"))
         await self.start()
-        if self.access_log is not None:
-            # SIGUSR1 after log rotation, as nginx takes it: the access log reopens its file.
-            loop.add_signal_handler(signal.SIGUSR1, self.access_log.reopen)
+        # SIGUSR1 after log rotation, as nginx takes it: the access log reopens its file. Handled even
+        # with no access log, so that a rotation script (or the supervisor passing it on) never ends
+        # a gateway.
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_access_log)
         await self.stopped.wait()
+
+    def _reopen_access_log(self) -> None:
+        if self.access_log is not None:
+            self.access_log.reopen()
 
 
 def _add_endpoint(runtime: Runtime, cluster: str, address: str, weight: int) -> str | None:

@@ -114,6 +114,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self._stop_soon)
         loop.add_signal_handler(signal.SIGINT, self._stop_soon)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_and_log("SIGHUP")))
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         socket_dir = Path(tempfile.mkdtemp(prefix="turnout-"))
         runner = web.AppRunner(build_supervisor_admin(self, admin.token), access_log=None)
         await runner.setup()
@@ -247,6 +248,13 @@ class Supervisor:
                 if child.ready:
                     child.signal(signal.SIGHUP)
             return []
+
+    def _reopen_logs(self) -> None:
+        """SIGUSR1 after log rotation: every ready process reopens its access log (one still
+        starting has no handler yet, and SIGUSR1 would end it; it opens the file by name anyway)."""
+        for child in self.children:
+            if child.ready:
+                child.signal(signal.SIGUSR1)
 
     async def _reload_and_log(self, source: str) -> None:
         errors = await self.reload(source)

@@ -170,3 +170,53 @@ def test_a_gateway_writes_within_a_second_rotates_on_sigusr1_and_flushes_on_sigt
         gateway.stop()
     assert [line["request_id"] for line in _lines(rotated)] == ["first"]
     assert [line["request_id"] for line in _lines(path)] == ["second", "last"]
+
+
+def test_the_supervisor_passes_sigusr1_to_every_process(
+    upstream_a: Process, tmp_path: Path, session_logs: Path
+) -> None:
+    path = tmp_path / "access.log"
+    config = gateway_config([f"127.0.0.1:{upstream_a.port}"], access_log={"enabled": True, "path": str(path)})
+    config_path = tmp_path / "gw.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    gateway = start_gateway(
+        config_path,
+        config["listen"]["port"],
+        config["admin"]["port"],
+        session_logs,
+        ("--processes", "2", "--no-watch"),
+    )
+    try:
+        # A new connection each: SO_REUSEPORT spreads them over both processes.
+        before = {f"before-{n}" for n in range(20)}
+        for request_id in before:
+            _get(f"{gateway.url}/echo", request_id)
+        assert before <= _wait_for_ids(path, before, WRITTEN_WITHIN_S)
+        rotated = tmp_path / "access.log.1"
+        path.rename(rotated)
+        gateway.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)  # passed on by the supervisor's loop, then handled on each process's loop
+        after = {f"after-{n}" for n in range(20)}
+        for request_id in after:
+            _get(f"{gateway.url}/echo", request_id)
+        assert after <= _wait_for_ids(path, after, WRITTEN_WITHIN_S)
+        assert gateway.proc.poll() is None
+    finally:
+        gateway.stop()
+    assert {line["request_id"] for line in _lines(rotated)} == before
+
+
+def test_sigusr1_leaves_a_gateway_without_access_log_serving(
+    upstream_a: Process, tmp_path: Path, session_logs: Path
+) -> None:
+    config = gateway_config([f"127.0.0.1:{upstream_a.port}"])
+    config_path = tmp_path / "gw.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    gateway = start_gateway(config_path, config["listen"]["port"], config["admin"]["port"], session_logs)
+    try:
+        gateway.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        _get(f"{gateway.url}/echo", "still-here")
+        assert gateway.proc.poll() is None
+    finally:
+        gateway.stop()
