@@ -48,7 +48,7 @@ def test_validate_prints_a_one_line_summary_of_a_good_file() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
         "config/examples/quickstart.yaml: ok: 1 route, 1 cluster (2 endpoints), "
-        "listening on 127.0.0.1:8090, admin on 127.0.0.1:9902\n"
+        "listening on 127.0.0.1:8080, admin on 127.0.0.1:9901\n"
     )
     assert result.stderr == ""
 

@@ -23,8 +23,8 @@ def test_example_validates(path: Path) -> None:
 
 def test_quickstart_says_what_it_promises() -> None:
     config = load_config(next(path for path in EXAMPLES if path.name == "quickstart.yaml"), env={})
-    assert (config.listen.host, config.listen.port) == ("127.0.0.1", 8090)
-    assert (config.admin.host, config.admin.port) == ("127.0.0.1", 9902)
+    assert (config.listen.host, config.listen.port) == ("127.0.0.1", 8080)
+    assert (config.admin.host, config.admin.port) == ("127.0.0.1", 9901)
     cluster = config.clusters["upstreams"]
     assert [endpoint.address for endpoint in cluster.endpoints] == ["127.0.0.1:9101", "127.0.0.1:9102"]
     assert cluster.balancer.type == "round_robin"
@@ -35,5 +35,5 @@ def test_quickstart_says_what_it_promises() -> None:
     (route,) = config.routes
     assert (route.name, route.match.prefix, route.backend.cluster) == ("all", "/", "upstreams")
     assert summarize(config) == (
-        "ok: 1 route, 1 cluster (2 endpoints), listening on 127.0.0.1:8090, admin on 127.0.0.1:9902"
+        "ok: 1 route, 1 cluster (2 endpoints), listening on 127.0.0.1:8080, admin on 127.0.0.1:9901"
     )
