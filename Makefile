@@ -32,7 +32,7 @@ $(NATIVE): $(STAMP) setup.py $(COMPILED_SOURCES)
 venv: $(NATIVE)
 
 test: $(NATIVE)
-	@echo "turnout [$$(date +%T)]: running the test suite (about 1,300 tests, several minutes on 2 cores) ..."
+	@echo "turnout [$$(date +%T)]: running the test suite (about 2,000 tests, several minutes on 2 cores) ..."
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
