@@ -186,6 +186,10 @@ def _split_processes(argv: Sequence[str] | None) -> tuple[tuple[int, ...] | None
 def main(argv: Sequence[str] | None = None) -> int:
     processes, rest = _split_processes(argv)
     opts = parse_options(rest, __doc__)
+    if processes is not None and opts.scenario != "best":
+        # bench/_scaling.py starts one upstream and sends GET /: it would not measure the scenario.
+        _progress("error: --processes measures the best case only; leave out --scenario")
+        return 2
     exit_on_termination()
     stack = contextlib.ExitStack()
     try:

@@ -142,3 +142,11 @@ def test_best_case_stays_the_default() -> None:
 
     assert opts.scenario == "best"
     assert not opts.access_log
+
+
+def test_processes_refuses_the_deployed_scenario() -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed: --scenario deployed refuses to start without it")
+    import proxy
+
+    assert proxy.main(["--scenario", "deployed", "--processes", "1,2"]) == 2
