@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from experiments.analysis_events import ArmEvents, ExperimentEvents, FeedbackEvents, PhaseExposures
 from experiments.analysis_settings import AnalysisSettings
 from experiments.events import Decision
 from experiments.report import text
-from experiments.analysis_events import ArmEvents, ExperimentEvents, FeedbackEvents, PhaseExposures
 from experiments.report.series import checkpoints, exposure_series, lift_series
 from experiments.report.timeline import shadow_agreement, timeline
 from experiments.stats import (

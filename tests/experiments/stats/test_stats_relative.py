@@ -26,7 +26,10 @@ def test_log_scale_relative_interval_covers_a_small_rate_and_stays_above_minus_o
         if errors_a.sum() == 0:
             continue  # no control errors: no ratio to speak of, in either method
         ones = np.ones(units)
-        summary_a, summary_b = RatioSummary.from_units(errors_a, ones), RatioSummary.from_units(errors_b, ones)
+        summary_a, summary_b = (
+            RatioSummary.from_units(errors_a, ones),
+            RatioSummary.from_units(errors_b, ones),
+        )
         symmetric = ratio_difference(summary_a, summary_b, relative=True, alpha=ALPHA)
         covered_symmetric += float(symmetric.ci_low) <= truth <= float(symmetric.ci_high)
         se_a = math.sqrt(float(summary_a.ratio_variance))
