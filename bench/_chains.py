@@ -114,8 +114,8 @@ def build_chain(name: str, secret: str | None = None) -> Chain:
             (("Authorization", f"Bearer {mint_token(key)}"),),
             unique_query=True,
             description="auth_jwt (HS256, one valid token per request) -> rate_limit (memory, "
-            f"{NEVER_REFUSING_RATE} per principal: never refuses) -> cache (memory, per principal; a query string per "
-            "request, so every request is looked up, misses and is stored)"
+            f"{NEVER_REFUSING_RATE} per principal: never refuses) -> cache (memory, per principal; "
+            "a query string per request, so every request is looked up, misses and is stored)"
             + ("; the cache keys a JSON body as sent (canonical_json: false)" if raw else ""),
         )
     raise ValueError(f"unknown chain {name!r}: use one of {', '.join(CHAIN_NAMES)}")

@@ -100,7 +100,10 @@ def test_summary_has_rate_latency_failures_429s_and_sticky_line() -> None:
     text = "\n".join(summary_lines(summary(traffic())))
     # 215 requests over the 10 s window, not Locust's own 98.23/s.
     assert "requests: 215 (21.5 req/s), failures: 2 (0.9%)" in text
-    assert "measured window: 10.00s from the first request to the last answer (asked 10s, ramp-up included)" in text
+    assert (
+        "measured window: 10.00s from the first request to the last answer (asked 10s, ramp-up included)"
+        in text
+    )
     assert "latency: p50 2 ms, p95 21 ms, p99 26 ms, max 41 ms" in text
     assert "429s: 0" in text
     assert "sticky violations: 0 (40 of 150 units seen more than once)" in text
