@@ -1,6 +1,6 @@
 """gRPC unary ModelInfer, direct to an upstream and through turnout's gRPC front door, side by side.
 
-    python bench/grpc.py [--seconds 5] [--concurrency 1 32] [--gateway-cpu 0] [--h2-cost]
+    python bench/grpc_calls.py [--seconds 5] [--concurrency 1 32] [--gateway-cpu 0] [--h2-cost]
 
 An upstream process serves `inference.GRPCInferenceService/ModelInfer` with a fixed answer (a small
 FP32 tensor: 1 x 30 in, 1 x 2 out, as raw contents), so the figures are the transport's and the
