@@ -143,7 +143,9 @@ async def test_config_shows_the_effective_config_with_secrets_hidden(
         {"address": f"127.0.0.1:{upstream_a.port}", "weight": 1}
     ]
     assert effective["clusters"]["up"]["retry"]["attempts"] == 1
-    assert effective["access_log"] == {"enabled": False, "path": "stdout"}
+    access_log = effective["access_log"]
+    assert (access_log["enabled"], access_log["path"], access_log["sample"]) == (False, "stdout", 1.0)
+    assert access_log["fields"][:2] == ["ts", "request_id"]
 
 
 async def test_config_hides_secret_values_that_are_not_strings(
