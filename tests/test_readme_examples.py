@@ -13,6 +13,9 @@ the README's:
 - `uniq -c` counts of statuses (the rate-limit burst) must show the same statuses, adding up to the
   same number of requests: how many of each varies with the machine.
 
+A console block in docs/ marked `<!-- demo-stack -->` on the line before its fence runs against
+the same stack after the tour's files are made.
+
 The other tests need no processes: the files the README names exist, every link of the README and
 of docs/ reaches its file and heading, the tour creates every body it posts, and "A gateway of your
 own" keeps off the demo's ports or says to stop the demo first.
@@ -42,6 +45,8 @@ QUICKSTART_CONFIG = ROOT / "config" / "examples" / "quickstart.yaml"
 TOUR_HEADING = re.compile(r"^(#{2,3}) A tour of the demo\s*$", re.MULTILINE)
 OWN_GATEWAY_HEADING = re.compile(r"^(#{2,3}) A gateway of your own\s*$", re.MULTILINE)
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+# A console block in docs/ that runs against the demo stack says so on the line before its fence.
+DEMO_STACK_BLOCK = re.compile(r"^<!-- demo-stack -->\n```console\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 HEADING = re.compile(r"^#{1,6} (.*)$")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 DOC_PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
@@ -408,3 +413,23 @@ def test_the_demo_tour_runs_as_written(demo_stack: DemoStack) -> None:
                 found += [f"$ {example.command}\n  {problem}" for problem in differences(example, actual)]
     assert ran >= 8, f"only {ran} commands found in the tour"
     assert not found, "the README's tour departs from what the demo does:\n" + "\n".join(found)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the examples' commands are curl commands")
+def test_the_docs_examples_on_the_demo_stack_run_as_written(demo_stack: DemoStack) -> None:
+    for lang, body in FENCE.findall(section(_readme(), TOUR_HEADING)):
+        if lang == "sh":
+            _run(body, demo_stack)  # the bodies the tour creates, which the docs' examples post too
+    ran = 0
+    found: list[str] = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for body in DEMO_STACK_BLOCK.findall(page.read_text()):
+            for example in console_examples(body):
+                ran += 1
+                actual = _run(example.command, demo_stack)
+                found += [
+                    f"{page.name}: $ {example.command}\n  {problem}"
+                    for problem in differences(example, actual)
+                ]
+    assert ran >= 1, "no docs page marks an example as running on the demo stack"
+    assert not found, "the docs' demo examples depart from what the demo does:\n" + "\n".join(found)
