@@ -166,9 +166,12 @@ async def test_a_batched_route_is_mirrored_to_its_shadow(risk_worker: WorkerProc
             async with session.get(f"{gateway.admin_url}/metrics") as response:
                 metrics = await response.text()
             deadline = asyncio.get_running_loop().time() + 10
+            tally: dict[str, Any] = {"compared": 0}
             while True:
                 async with session.get(f"{gateway.admin_url}/admin/experiments/mirror") as response:
-                    tally = next(iter((await response.json())["shadow"]["mirrors"].values()))
+                    # The mirror appears in the status once its first comparison is recorded.
+                    mirrors = (await response.json())["shadow"]["mirrors"]
+                tally = next(iter(mirrors.values()), tally)
                 if tally["compared"] >= 24 or asyncio.get_running_loop().time() > deadline:
                     break
                 await asyncio.sleep(0.05)
