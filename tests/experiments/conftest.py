@@ -4,10 +4,7 @@ and a traffic simulator that feeds a store through a split (assignment, exposure
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -16,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 
 from experiments.events import Event, exposure_for, outcome_for
 from experiments.splits.base import Split
@@ -24,6 +20,7 @@ from experiments.store.base import EventStore
 from experiments.store.redis import RedisEventStore
 from experiments.store.sqlite import SqliteEventStore
 from gateway.core.context import Principal, RequestContext
+from tests.support.redis_server import private_redis_server
 
 # A private redis-server starts in well under a second; this leaves room on a loaded 2-core machine.
 REDIS_START_TIMEOUT_S = 15.0
@@ -38,33 +35,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A redis-server of our own on a free loopback port, never the machine's 6379."""
-    if shutil.which("redis-server") is None:
-        # On CI (.ci/run installs it) a missing server is a failure; elsewhere the Redis tests wait.
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (apt-get install redis-server)")
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0)
-    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-    try:
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
+    with private_redis_server() as url:
+        yield url
 
 
 @pytest.fixture

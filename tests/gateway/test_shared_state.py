@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -29,7 +27,8 @@ import redis
 import yaml
 
 from tests.conftest import gateway_config
-from tests.support.processes import GatewayProcess, Process, free_port, start_gateway, wait_until
+from tests.support.processes import GatewayProcess, Process, start_gateway, wait_until
+from tests.support.redis_server import private_redis_server
 
 LIMIT_PER_S = 100
 # Long enough that the burst (one second's worth) is a third of what is admitted, short for CI.
@@ -45,31 +44,8 @@ SLACK_S = 2.0
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (apt-get install redis-server)")
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-
-    def up() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    wait_until(up, 10, message="redis-server")
-    yield url
-    client.close()
-    proc.kill()
-    proc.wait()
+    with private_redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 def _start(tmp: Path, config: dict[str, Any], processes: int) -> GatewayProcess:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,12 +9,11 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-import redis
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
 from tests.mesh.mesh_support import mesh_config
 from tests.mesh.test_mesh_authz_rls import OK, limit_request
-from tests.support.processes import free_port
+from tests.support.redis_server import private_redis_server
 
 # redis-server starts in milliseconds; a loaded 2-core machine can take longer.
 REDIS_START_TIMEOUT_S = 15.0
@@ -25,29 +21,8 @@ REDIS_START_TIMEOUT_S = 15.0
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0)
-    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-    try:
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline and process.poll() is None, "redis-server did not start"
-                time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
+    with private_redis_server() as url:
+        yield url
 
 
 async def test_rls_and_the_proxy_count_against_one_limit(
