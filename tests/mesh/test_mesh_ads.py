@@ -277,7 +277,11 @@ async def test_canary_steps_and_endpoint_health_are_pushed(make_gateway: Any, tm
 
         assert weights(first[ROUTE]) == {"risk-v1": 9000, "risk-v2": 1000}
         moved_at = time.monotonic()
-        gateway.experiments.splits["risk-canary"].advance()  # what the controller does at a step
+        # What the controller does at a step: advance, then publish the state to the store. An
+        # unpublished change would be undone by the state-sync poller, which adopts the stored state.
+        split = gateway.experiments.splits["risk-canary"]
+        split.advance()
+        assert await gateway.experiments.sync.publish(split)
         pushed = await asyncio.wait_for(call.read(), 2)
         assert time.monotonic() - moved_at < 1.0
         assert pushed.type_url == ROUTE and weights(pushed) == {"risk-v1": 5000, "risk-v2": 5000}
