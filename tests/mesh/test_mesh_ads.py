@@ -132,7 +132,9 @@ async def test_proxyless_grpc_client_follows_the_split(make_gateway: Any, tmp_pa
                 share = seen["2"] / (seen["1"] + seen["2"])
                 assert 0.35 < share < 0.65, seen  # 50/50 weighted clusters
                 # The split moves (an operator's new weights): within a second the client follows.
-                gateway.experiments.splits["risk-ab"].set_weights({"control": 10, "treatment": 90})
+                split = gateway.experiments.splits["risk-ab"]
+                split.set_weights({"control": 10, "treatment": 90})
+                assert await gateway.experiments.sync.publish(split)  # as the admin API does
                 moved_at = time.time()
                 deadline = moved_at + 1.0
                 while time.time() < deadline + 5:
@@ -191,7 +193,9 @@ async def test_sotw_ack_nack_and_updates(
                 await asyncio.sleep(0.02)
         assert any("bad weights" in record.getMessage() for record in caplog.records)
         # A change in the split is pushed.
-        gateway.experiments.splits["risk-ab"].set_weights({"control": 1, "treatment": 3})
+        split = gateway.experiments.splits["risk-ab"]
+        split.set_weights({"control": 1, "treatment": 3})
+        assert await gateway.experiments.sync.publish(split)  # as the admin API does
         pushed = await asyncio.wait_for(call.read(), 2)
         assert pushed.type_url == ROUTE and pushed.nonce != routes.nonce
         pushed.resources[0].Unpack(config)
