@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from tests.support.processes import Process, free_port, http_ok, wait_until
 
@@ -40,6 +44,15 @@ class ModelServer:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.process.port}"
+
+    def infer_directly(self, body: bytes) -> dict[str, Any]:
+        """The server's own answer to an OIP v2 JSON body for the model `bc`, with no gateway between."""
+        request = urllib.request.Request(
+            f"{self.url}/v2/models/bc/infer", body, {"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            document: dict[str, Any] = orjson.loads(answer.read())
+        return document
 
 
 def train(python: Path, path: Path) -> Path:

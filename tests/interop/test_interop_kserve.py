@@ -5,7 +5,6 @@ and validation of a model that declares no signature."""
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from typing import Any
 
 import aiohttp
@@ -30,15 +29,6 @@ def infer(rows: list[list[float]], **extra: Any) -> bytes:
     return orjson.dumps({"inputs": [tensor], **extra})
 
 
-def direct(server: ModelServer, body: bytes) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{server.url}/v2/models/bc/infer", body, {"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        document: dict[str, Any] = orjson.loads(answer.read())
-    return document
-
-
 def batched(server: ModelServer, **cluster: Any) -> dict[str, Any]:
     route = {
         "name": "batched",
@@ -57,7 +47,7 @@ async def test_concurrent_requests_are_merged_and_answered_as_directly(
         infer(member, id=f"req-{i}", parameters=None) if i % 2 else infer(member, parameters=None)
         for i, member in enumerate(rows)
     ]
-    expected = [direct(kserve, body)["outputs"][0]["data"] for body in bodies]
+    expected = [kserve.infer_directly(body)["outputs"][0]["data"] for body in bodies]
     async with make_gateway(batched(kserve)) as gateway, aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{gateway.data_port}/v2/models/bc/infer"
 

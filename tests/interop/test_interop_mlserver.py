@@ -32,15 +32,6 @@ def infer(rows: list[list[float]], outputs: list[str] | None = None, **extra: An
     return orjson.dumps(document)
 
 
-def direct(server: ModelServer, body: bytes) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{server.url}/v2/models/bc/infer", body, {"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        document: dict[str, Any] = orjson.loads(answer.read())
-    return document
-
-
 def validated(server: ModelServer, **options: Any) -> dict[str, Any]:
     route = {
         "name": "models",
@@ -55,7 +46,7 @@ async def test_a_model_without_a_declared_signature_is_served_as_directly(
     make_gateway: Any, mlserver: ModelServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     body = infer(ROWS)
-    expected = direct(mlserver, body)["outputs"]
+    expected = mlserver.infer_directly(body)["outputs"]
     async with make_gateway(validated(mlserver)) as gateway, aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{gateway.data_port}/v2/models/bc/infer"
         with caplog.at_level(logging.WARNING, logger="turnout.validate"):
@@ -130,7 +121,7 @@ async def test_binary_batches_fall_back_to_json_where_the_server_lacks_the_exten
     }
     config = gateway_config([mlserver.address], cluster={"protocol": "oip_v2"}, routes=[route])
     bodies = [infer([[float(i % 2), float(i % 2)]], id=f"r{i}") for i in range(12)]
-    expected = [direct(mlserver, body)["outputs"][0]["data"] for body in bodies]
+    expected = [mlserver.infer_directly(body)["outputs"][0]["data"] for body in bodies]
     async with make_gateway(config) as gateway, aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{gateway.data_port}/v2/models/bc/infer"
 
