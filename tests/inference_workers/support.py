@@ -28,6 +28,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports that are all free now (a pool takes base + i)."""
+    for _ in range(100):
+        base = free_port()
+        if base + count > 65536:
+            continue
+        taken: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                taken.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in taken:
+                sock.close()
+        return base
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.inference_workers.support import WorkerProcess, child_env, free_port, start_worker, wait_for
+from tests.inference_workers.support import (
+    START_TIMEOUT_S,
+    WorkerProcess,
+    child_env,
+    free_port,
+    free_port_run,
+    start_worker,
+    wait_for,
+)
 from tests.support.processes import ROOT, GatewayProcess, start_gateway
 
 # A pool worker restarts after its backoff and model load: generous on a busy 2-core machine.
@@ -35,9 +43,7 @@ def _announced(path: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def pool(model_repository: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     announce = tmp_path / "pool.json"
-    base = free_port()
-    while free_port() == base + 1:  # want base and base+1 free; a collision is only retried
-        base = free_port()
+    base = free_port_run(2)
     log = open(tmp_path / "pool.log", "wb")  # noqa: SIM115 (the child writes to it)
     proc = subprocess.Popen(
         [
@@ -64,14 +70,25 @@ def pool(model_repository: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Po
         stderr=subprocess.STDOUT,
     )
     log.close()
-    wait_for(
-        lambda: len([e for e in _announced(announce) if e["ready"]]) == 2,
-        RESTART_TIMEOUT_S,
-        "two ready workers",
-    )
-    yield proc, announce
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or len([e for e in _announced(announce) if e["ready"]]) == 2,
+            START_TIMEOUT_S,
+            "two ready workers",
+        )
+        if proc.poll() is not None:
+            raise RuntimeError(f"the pool exited with {proc.returncode}")
+        yield proc, announce
+    except BaseException:
+        print((tmp_path / "pool.log").read_text(errors="replace")[-4000:])  # shown with the failure
+        raise
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _risk_request(rows: np.ndarray) -> dict[str, Any]:
