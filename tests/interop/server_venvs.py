@@ -42,6 +42,8 @@ SERVERS = {
             "mlserver_sklearn",
         ),
         ServerSpec("kserve", "0.21.0", ("kserve==0.21.0", "scikit-learn", "joblib"), "kserve"),
+        # An OpenAI-compatible mock (chat completions, plain and streamed) that answers from rules.
+        ServerSpec("fakellm", "0.3.5", ("fakellm==0.3.5",), "fakellm.cli"),
     )
 }
 
