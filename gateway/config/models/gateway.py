@@ -12,6 +12,7 @@ from gateway.config.models.listen import AccessLogConfig, AdminConfig, ListenCon
 from gateway.config.models.located import errors_at
 from gateway.config.models.mesh import MeshConfig
 from gateway.config.models.route import RouteConfig
+from gateway.config.models.tracing import TracingConfig
 from gateway.config.models.types import Integer, Name
 from gateway.config.paths import Path
 from gateway.config.suggest import closest
@@ -62,6 +63,9 @@ class GatewayConfig(StrictModel):
         description="The admin listener (health, metrics, operator actions).",
     )
     access_log: AccessLogConfig = Field(default_factory=AccessLogConfig, description="The access log.")
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig, description="OpenTelemetry traces over OTLP/HTTP (off by default)."
+    )
     state: StateConfig = Field(
         default_factory=StateConfig, description="Shared state for rate limits, caches and experiments."
     )
