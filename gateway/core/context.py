@@ -8,7 +8,10 @@ access fast and makes a typo an error instead of a silent new attribute.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.core.trace import RequestTrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,8 @@ class RequestContext:
     """The whole request body, read before the request phase when a filter of the route needs it."""
     tls_subject: str | None = None
     """The verified client-certificate subject on a TLS listener that asks for client certificates."""
+    trace: RequestTrace | None = None
+    """The request's trace when the gateway's `tracing:` is on (gateway/core/trace.py), else None."""
     state: dict[str, Any] = field(default_factory=dict)
     """Per-filter slots, keyed by filter name, for state a filter carries between its phases."""
 
