@@ -10,6 +10,10 @@ and passes through; anything else is a bug in that filter, counted in
 `turnout_filter_errors_total{route,filter,phase}` and raised as a `FilterError` that names it, which
 the data path turns into a 500 (or a closed connection). A logging, start or stop hook that fails is
 logged and counted; a filter that failed to start makes its route answer with that error.
+
+With tracing on, the chain runs the tracing hook (gateway/tracing.py) before every request hook and
+after every logging hook, and each timed hook of a traced request becomes a child span; with
+tracing off the chain holds no such hook and a timed hook costs one `ctx.trace` test more.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class Phase:
     is_async: bool
     """Declared `async def`: the synchronous runners stop before it."""
     name: str
+    traced: bool = True
+    """Its duration becomes a span of a traced request (not the tracing hook's own)."""
 
 
 class FilterTimer(Protocol):
@@ -90,18 +96,32 @@ class FilterChain:
         "on_response",
         "response_is_sync",
         "route",
+        "tracer",
     )
 
-    def __init__(self, filters: Sequence[Filter], route: str = "", timer: FilterTimer | None = None) -> None:
+    def __init__(
+        self,
+        filters: Sequence[Filter],
+        route: str = "",
+        timer: FilterTimer | None = None,
+        tracer: Filter | None = None,
+    ) -> None:
         self.filters = tuple(filters)
         _number_repeated_names(self.filters)
         self.route = route
-        self.on_request = tuple(_phase(f, f.on_request) for f in self.filters if _overrides(f, "on_request"))
+        self.tracer = tracer
+        """The tracing hook (gateway/tracing.py): runs first in the request phase, last in logging."""
+        on_request = [_phase(f, f.on_request) for f in self.filters if _overrides(f, "on_request")]
+        on_log = [_phase(f, f.on_log) for f in self.filters if _overrides(f, "on_log")]
+        if tracer is not None:
+            on_request.insert(0, Phase(tracer, tracer.on_request, False, tracer.name, traced=False))
+            on_log.append(Phase(tracer, tracer.on_log, False, tracer.name, traced=False))
+        self.on_request = tuple(on_request)
         # Response phases run in reverse order, like unwinding a stack (Envoy's encoder filters).
         self.on_response = tuple(
             _phase(f, f.on_response) for f in reversed(self.filters) if _overrides(f, "on_response")
         )
-        self.on_log = tuple(_phase(f, f.on_log) for f in self.filters if _overrides(f, "on_log"))
+        self.on_log = tuple(on_log)
         self.response_is_sync = not any(p.is_async for p in self.on_response)
         self.needs_request_body = any(f.needs_request_body for f in self.filters)
         # On an experiment route, the arm is assigned before the first hook that reads it.
@@ -125,7 +145,7 @@ class FilterChain:
 
     @property
     def empty(self) -> bool:
-        return not self.filters
+        return not self.filters and self.tracer is None
 
     def failed(self, name: str, phase: str, cause: BaseException) -> FilterError:
         """Count and log a filter's failure, with its traceback; the caller raises what it returns."""
@@ -159,10 +179,10 @@ class FilterChain:
             except Exception as exc:
                 raise self.failed(phase.name, "request", exc) from exc
             if result is None:
-                self._observe(phase.name, "request", began)
+                self._observe(phase, "request", began, ctx)
                 continue
             if isinstance(result, Response):
-                self._observe(phase.name, "request", began)
+                self._observe(phase, "request", began, ctx)
                 return result, index + 1
             if inspect.isawaitable(result):
                 return result, index + 1
@@ -182,7 +202,7 @@ class FilterChain:
         end = len(hooks) if stop is None else stop
         index = start
         if pending is not None:
-            decision = await self._settle(hooks[index - 1], "request", pending)
+            decision = await self._settle(hooks[index - 1], "request", pending, ctx)
             if decision is not None:
                 return decision, index
         while index < end:
@@ -194,20 +214,22 @@ class FilterChain:
                 raise
             except Exception as exc:
                 raise self.failed(phase.name, "request", exc) from exc
-            decision = await self._settle(phase, "request", result)
+            decision = await self._settle(phase, "request", result, ctx)
             if decision is not None:
                 return decision, index
         return None, end
 
-    async def _settle(self, phase: Phase, name: str, result: object) -> Decision:
+    async def _settle(self, phase: Phase, name: str, result: object, ctx: RequestContext) -> Decision:
         """Await what a request hook returned when it is awaitable; check that it is a decision."""
         if result is not None and not isinstance(result, Response) and inspect.isawaitable(result):
-            result = await self._await(phase, name, result)
+            result = await self._await(phase, name, result, ctx)
         if result is None or isinstance(result, Response):
             return result
         raise self.failed(phase.name, name, _not_a_decision(result))
 
-    async def _await(self, phase: Phase, name: str, awaitable: Awaitable[object]) -> object:
+    async def _await(
+        self, phase: Phase, name: str, awaitable: Awaitable[object], ctx: RequestContext
+    ) -> object:
         began = time.perf_counter()
         try:
             result = await awaitable
@@ -215,7 +237,7 @@ class FilterChain:
             raise
         except Exception as exc:
             raise self.failed(phase.name, name, exc) from exc
-        self._observe(phase.name, name, began)
+        self._observe(phase, name, began, ctx)
         return result
 
     # ----- response phase -----
@@ -236,7 +258,7 @@ class FilterChain:
                 raise self.failed(phase.name, "response", exc) from exc
             if result is not None and inspect.isawaitable(result):
                 return ResponsePending(result, index + 1)
-            self._observe(phase.name, "response", began)
+            self._observe(phase, "response", began, ctx)
         return None
 
     async def run_response(
@@ -249,7 +271,7 @@ class FilterChain:
         """Run the response hooks from `start`, awaiting where needed."""
         hooks = self.on_response
         if pending is not None:
-            await self._await(hooks[start - 1], "response", pending)
+            await self._await(hooks[start - 1], "response", pending, ctx)
         for index in range(start, len(hooks)):
             phase = hooks[index]
             try:
@@ -259,7 +281,7 @@ class FilterChain:
             except Exception as exc:
                 raise self.failed(phase.name, "response", exc) from exc
             if result is not None and inspect.isawaitable(result):
-                await self._await(phase, "response", result)
+                await self._await(phase, "response", result, ctx)
 
     # ----- logging phase -----
 
@@ -287,10 +309,17 @@ class FilterChain:
     def _log_failed(self, name: str, exc: BaseException | None) -> None:
         self.failed(name, "log", exc if exc is not None else RuntimeError("failed"))
 
-    def _observe(self, name: str, phase: str, began: float) -> None:
-        timer = self._timers.get((name, phase))
+    def _observe(self, phase: Phase, which: str, began: float, ctx: RequestContext) -> None:
+        """A hook's duration: to its histogram, and as a span when the request is traced."""
+        ended = time.perf_counter()
+        timer = self._timers.get((phase.name, which))
         if timer is not None:
-            timer.observe(time.perf_counter() - began)
+            timer.observe(ended - began)
+        trace = ctx.trace
+        if trace is not None and phase.traced:
+            # perf_counter and monotonic read the same clock where the gateway runs (Linux:
+            # CLOCK_MONOTONIC), so these are the monotonic readings the trace expects.
+            trace.span(f"filter {phase.name} {which}", began, ended, {"turnout.filter": phase.name})
 
     # ----- life cycle -----
 
