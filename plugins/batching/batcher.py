@@ -30,7 +30,7 @@ from plugins.batching.lane import BatchLane, LaneKey
 from plugins.batching.member import BatchAnswer, Member, PendingRequest, fail_members
 from plugins.batching.metrics import BatchingMetrics
 from plugins.batching.oip_format import OipBatchFormat
-from plugins.batching.payload import BatchableRequest, EncodedBatch
+from plugins.batching.payload import BatchableRequest, BatchFormat, EncodedBatch
 from plugins.batching.policy import QueuePolicy
 from plugins.batching.sender import Batch, send_batch, settle
 from plugins.batching.slots import BatchSlots
@@ -115,10 +115,13 @@ class Batcher:
         request: BatchableRequest,
         original: EncodedBatch | None = None,
         path: str | None = None,
+        batch_format: BatchFormat | None = None,
     ) -> PendingRequest:
         """Queue one parsed request (OIP v2 `InferRequest` or KServe `V1Request`) for batching.
         `original`, the request as its caller sent it, lets a batch of this request alone go out
         unchanged (the common case at low load) instead of being re-encoded both ways.
+        `batch_format` merges and splits requests of another wire format (the gRPC front door's
+        protobuf messages); by default the request's type picks OIP v2 REST or KServe V1.
 
         Raises at once, before the request joins any queue: BadRequest when it cannot be batched
         (no batch dimension, inputs disagreeing on it, bad priority or timeout header), the overload
@@ -132,9 +135,8 @@ class Batcher:
         if upstream is None:
             raise LookupError(f"the batcher has no upstream for cluster '{ctx.cluster}'")
         try:
-            payload = (self._oip if isinstance(request, InferRequest) else self._v1).prepare(
-                request, original
-            )
+            chosen = batch_format or (self._oip if isinstance(request, InferRequest) else self._v1)
+            payload = chosen.prepare(request, original)
             level = self._policy.level(ctx)
             timeout = self._policy.timeout(ctx)
         except BadRequest:

@@ -33,7 +33,7 @@ from prometheus_client import Counter
 from gateway.core.context import RequestContext
 from gateway.core.errors import GatewayError
 from gateway.core.filters import Decision, Filter, Response
-from gateway.core.protocols.oip_v2 import decode_request
+from gateway.core.protocols.oip_v2 import InferRequest, decode_request
 from plugins.validate.metadata import HttpMetadataFetcher, MetadataFetcher, SignatureCache
 from plugins.validate.signature import ModelSignature, check_request
 
@@ -43,6 +43,7 @@ DECISIONS: Final = ("allow", "unchecked", "too_large", "unsupported_type", "inva
 
 _INFER_PATH: Final = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _BINARY_HEADER: Final = "inference-header-content-length"
+GRPC_MODEL_INFER: Final = "/inference.GRPCInferenceService/ModelInfer"
 _JSON: Final = "application/json"
 # Bytes JSON may start with after optional whitespace, for a body sent without a Content-Type.
 _JSON_WHITESPACE: Final = b" \t\r\n"
@@ -179,7 +180,8 @@ class OipValidateFilter(BodyRules):
             rewrite = self._upstream_path
             match = _INFER_PATH.match(ctx.path if rewrite is None else rewrite(ctx.path))
         if match is None:
-            self._count["allow"].inc()
+            if ctx.path != GRPC_MODEL_INFER:  # the gRPC front door checks those (check_inference)
+                self._count["allow"].inc()
             return None
         # The path's own names: on a rewritten route the client's path may name no model at all.
         model = (
@@ -190,6 +192,16 @@ class OipValidateFilter(BodyRules):
         version = ctx.model_version or (unquote(match.group(2)) if match.group(2) else None)
         try:
             request = decode_request(ctx.body or b"", ctx.headers.get(_BINARY_HEADER))
+        except GatewayError as error:
+            self._count["invalid"].inc()
+            return Response.error(error.status, error.message, error.code)
+        return await self.check_inference(request, model, version)
+
+    async def check_inference(self, request: InferRequest, model: str, version: str | None) -> Decision:
+        """Check a decoded inference request against the model's signature: the refusal, or None.
+        The request phase calls it for REST requests; the gRPC front door for `ModelInfer` calls,
+        whose messages it decodes itself."""
+        try:
             signature = self._configured.get(model)
             if signature is None:
                 signature = await self._signatures.signature(model, version)
