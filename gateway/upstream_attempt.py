@@ -22,6 +22,10 @@ the gateway drops an exchange for its own reasons (a response filter that failed
 decided on the head), `drop` closes the connection without a word to the endpoint's health.
 Every callback from the upstream connection contains its own exceptions (`ProxyRequest.crash`): one
 escaping into the parser would be reported as a malformed answer.
+
+On a traced request (`ctx.trace`) each attempt is a client span from the endpoint's choice to the
+end of its exchange, and the head it sends carries a traceparent naming that span (the client's own
+traceparent is not forwarded then: the attempt's continues its trace).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from routing.affinity import affinity_pick
 
 if TYPE_CHECKING:
     from gateway.cluster import ClusterRuntime
+    from gateway.core.trace import AttemptSpan
     from gateway.http.pool import EndpointPool
     from gateway.proxy import ProxyRequest
     from routing.endpoints import Endpoint
@@ -71,6 +76,7 @@ class UpstreamAttempt:
         "request",
         "retry",
         "sent_at",
+        "span",
         "streaming_body",
         "timeout",
     )
@@ -108,6 +114,8 @@ class UpstreamAttempt:
         self.flow_controlled = False
         self.held_error: ResponseHead | None = None
         """A 5xx head held back until its body says whether the model raised (`model_errors`)."""
+        self.span: AttemptSpan | None = None
+        """The attempt in flight, on a traced request."""
 
     # ----- admission -----
 
@@ -127,6 +135,10 @@ class UpstreamAttempt:
             self.admitted = False
             self.cluster.retry.budget.request_finished()
             self.cluster.breaker.release()
+        span = self.span
+        if span is not None:  # the request ended with an attempt in flight (the client left)
+            self.span = None
+            span.end()
 
     # ----- sending -----
 
@@ -143,13 +155,19 @@ class UpstreamAttempt:
             request.fail(ServiceUnavailable(f"cluster '{cluster.name}' has no healthy endpoint"))
             return
         self.endpoint = endpoint
-        request.ctx.endpoint = endpoint.address
+        ctx = request.ctx
+        ctx.endpoint = endpoint.address
+        trace = ctx.trace
         if self.head_bytes is None:
             route = request.route
             assert route is not None
+            if trace is not None:  # the attempt's traceparent replaces the client's (`_send_on`)
+                ctx.headers = {k: v for k, v in ctx.headers.items() if k != "traceparent"}
             self.head_bytes = upstream_head(
-                request.exchange, request.ctx, route, request.proxy.proto_line, self.body, endpoint.address
+                request.exchange, ctx, route, request.proxy.proto_line, self.body, endpoint.address
             )
+        if trace is not None:
+            self.span = trace.attempt(endpoint.address, self.attempt)
         cluster.endpoints.on_start(endpoint)
         pool = cluster.pool_for(endpoint)
         conn = pool.take_idle()
@@ -167,11 +185,15 @@ class UpstreamAttempt:
         self._send_on(conn)
 
     def _send_on(self, conn: UpstreamConnection) -> None:
-        assert self.head_bytes is not None
+        head = self.head_bytes
+        assert head is not None
         request = self.request
         self.conn = conn
         self.sent_at = monotonic()
-        conn.send_request(self.head_bytes, self.body, request.exchange.method == "HEAD", self.timeout, self)
+        span = self.span
+        if span is not None:
+            head = with_traceparent(head, span.traceparent)
+        conn.send_request(head, self.body, request.exchange.method == "HEAD", self.timeout, self)
         if self.streaming_body:
             conn.begin_streamed_body()
             request.spawn(self._pump_body(conn))
@@ -216,6 +238,8 @@ class UpstreamAttempt:
         assert endpoint is not None
         now = monotonic()
         ctx.upstream_latency = now - self.sent_at
+        if self.span is not None:
+            self.span.set_status(head.status)
         model_errors = cluster.model_errors
         if model_errors is not None and model_errors.may_be_model_error(head.status, head.content_length):
             self.held_error = head  # charged, retried or relayed once its body is read (`_on_end`)
@@ -316,6 +340,8 @@ class UpstreamAttempt:
         if conn is not None:
             conn.close()
         endpoint = self.endpoint
+        if self.span is not None:
+            self.span.fail(failure.message)
         self._finish_attempt()
         cluster = self.cluster
         if self.relaying:  # bytes reached the client: nothing to do but cut the connection
@@ -407,6 +433,10 @@ class UpstreamAttempt:
         if endpoint is not None:
             self.cluster.endpoints.on_finish(endpoint)
         self.endpoint = None
+        span = self.span
+        if span is not None:
+            self.span = None
+            span.end()
 
     def _retry(self, budgeted: bool) -> None:
         request = self.request
@@ -428,6 +458,12 @@ class UpstreamAttempt:
                 request.crash(exc)
 
         asyncio.get_running_loop().call_later(delay, again)
+
+
+def with_traceparent(head: bytes, traceparent: str) -> bytes:
+    """The request head with a traceparent line after its request line."""
+    line_end = head.index(b"\r\n") + 2
+    return head[:line_end] + b"traceparent: " + traceparent.encode("ascii") + b"\r\n" + head[line_end:]
 
 
 def _note_load_report(head: ResponseHead, endpoint: Endpoint) -> None:
