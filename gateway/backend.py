@@ -15,6 +15,7 @@ proxied             the body is taken whole when it is there (so retries can res
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import orjson
@@ -89,7 +90,12 @@ def assign(request: ProxyRequest, name: str) -> ClusterRuntime | None:
         request.fail(ServiceUnavailable(f"experiment '{name}' is not running"))
         return None
     ctx = request.ctx
+    trace = ctx.trace
+    began = monotonic() if trace is not None else 0.0
     assignment = split.choose(ctx)
+    if trace is not None:
+        attributes = {"turnout.experiment": name, "turnout.arm": assignment.arm}
+        trace.span("experiment assignment", began, monotonic(), attributes)
     cluster = runtime.clusters.get(assignment.cluster)
     if cluster is None:
         request.fail(ServiceUnavailable(f"experiment '{name}': unknown cluster '{assignment.cluster}'"))
