@@ -9,6 +9,7 @@ comes back as a `Response` that the response filters (a cache store, for instanc
 from __future__ import annotations
 
 import asyncio
+import time
 
 from pydantic import BaseModel
 
@@ -70,12 +71,24 @@ class BatchingFilter(Filter):
             original = EncodedBatch(
                 body, content_type, {} if header_length is None else {HEADER_LENGTH: header_length}
             )
+        submitted = time.monotonic()
         pending = self._batcher.submit(ctx, request, original, path)
         try:
             answer = await pending
         except asyncio.CancelledError:
             pending.cancel()  # the client left while queued: it leaves the queue too
             raise
+        trace = ctx.trace
+        if trace is not None:
+            dispatched = submitted + answer.queue_delay
+            sizes = {
+                "turnout.batch.id": answer.batch_id,
+                "turnout.batch.rows": answer.rows,
+                "turnout.batch.batch_rows": answer.batch_rows,
+                "turnout.batch.members": answer.batch_members,
+            }
+            trace.span("batch queue wait", submitted, dispatched, sizes)
+            trace.span("batch upstream call", dispatched, dispatched + answer.upstream_latency, sizes)
         ctx.upstream_latency = answer.upstream_latency
         ctx.state[self.name] = {
             "rows": answer.rows,
