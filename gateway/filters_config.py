@@ -22,6 +22,7 @@ from gateway.config.paths import Issue
 from gateway.config.paths import Path as FieldPath
 from gateway.core.filters import BuildContext, Filter, FilterFactory
 from gateway.filter_chain import FilterChain, FilterTimer
+from gateway.tracing import Tracing
 from plugins import FACTORIES
 from plugins.registry import resolve_factory
 
@@ -90,10 +91,12 @@ def build_filters(
     base_dir: Path,
     redis_url: str | None,
     timer: FilterTimer,
+    tracing: Tracing | None = None,
 ) -> FilterChain:
-    """The route's filter chain; BuildError (located at the filter) when one cannot be built."""
+    """The route's filter chain, with the tracing hook when tracing is on; BuildError (located at
+    the filter) when one cannot be built."""
     build = BuildContext(
         route=route.name, cluster=cluster, registry=registry, redis_url=redis_url, base_dir=str(base_dir)
     )
     filters = [build_filter(spec, build, filter_path(route_index, j)) for j, spec in enumerate(route.filters)]
-    return FilterChain(filters, route.name, timer)
+    return FilterChain(filters, route.name, timer, tracing.filter if tracing is not None else None)

@@ -43,6 +43,7 @@ from gateway.http.headers import HeaderRules
 from gateway.internal_client import send_to_cluster
 from gateway.observability import GatewayMetrics
 from gateway.route import CompiledRoute, PrefixRewrite
+from gateway.tracing import Tracing
 from routing.balancers import BalancerFactory, make_balancer_factory
 from routing.discovery.dns import DnsDiscovery
 from routing.discovery.pool_file import PoolFileDiscovery
@@ -70,12 +71,16 @@ class Runtime:
     experiments: ExperimentsService | None = None
     _carried_chains: set[int] = field(default_factory=set)
     """ids of the filter chains taken over, already started, from the runtime this one replaced."""
+    tracing: Tracing | None = None
+    """The tracer when `tracing:` is on; carried over by a reload that leaves that section alone."""
 
     def log_request(self, ctx: RequestContext, route: CompiledRoute | None, total: float) -> None:
         if self.access_log is not None:
             self.access_log.log(ctx, total)
 
     async def start(self) -> None:
+        if self.tracing is not None:
+            self.tracing.open()  # nothing when carried over, already open
         for name, cluster in self.clusters.items():
             if name not in self._carried_over:
                 await cluster.start()
@@ -88,6 +93,8 @@ class Runtime:
             await route.filters.stop()
         for cluster in self.clusters.values():
             await cluster.stop()
+        if self.tracing is not None:
+            await self.tracing.close()
 
     async def stop_replaced(self, successor: Runtime) -> None:
         """Stop the clusters the successor did not carry over. Requests still in flight on them finish
@@ -99,6 +106,8 @@ class Runtime:
         for name, cluster in self.clusters.items():
             if successor.clusters.get(name) is not cluster:
                 await cluster.stop()
+        if self.tracing is not None and successor.tracing is not self.tracing:
+            await self.tracing.close()
 
 
 def _fingerprint(cluster: ClusterConfig) -> str:
@@ -340,6 +349,7 @@ def build_runtime(
 ) -> Runtime:
     clusters: dict[str, ClusterRuntime] = {}
     carried: set[str] = set()
+    tracing = _tracing(config, previous)
     for name, cluster_config in config.clusters.items():
         old = previous.clusters.get(name) if previous else None
         if old is not None and old.fingerprint == _fingerprint(cluster_config):
@@ -365,7 +375,7 @@ def build_runtime(
             if cluster is not None
             else [clusters[name] for name in _experiment_clusters(config, backend.experiment)]
         )
-        key = _chain_key(route, label, reachable, config.state.redis_url, base_dir)
+        key = (*_chain_key(route, label, reachable, config.state.redis_url, base_dir), id(tracing))
         before = previous_routes.get(route.name)
         if before is not None and before.chain_key == key and _keeps_state(before.filters):
             filters = before.filters
@@ -373,7 +383,7 @@ def build_runtime(
         else:
             before = None
             filters = build_filters(
-                route, index, label, metrics.registry, base_dir, config.state.redis_url, metrics
+                route, index, label, metrics.registry, base_dir, config.state.redis_url, metrics, tracing
             )
         compiled = CompiledRoute(
             name=route.name,
@@ -402,8 +412,26 @@ def build_runtime(
         routes.append(compiled)
         rules.append(_route_rule(route, compiled))
     return Runtime(
-        config, Router(rules), clusters, routes, metrics, access_log, carried, experiments, carried_chains
+        config,
+        Router(rules),
+        clusters,
+        routes,
+        metrics,
+        access_log,
+        carried,
+        experiments,
+        carried_chains,
+        tracing,
     )
+
+
+def _tracing(config: GatewayConfig, previous: Runtime | None) -> Tracing | None:
+    """The tracer for `config`: the previous runtime's when its `tracing:` is the same."""
+    if not config.tracing.enabled:
+        return None
+    if previous is not None and previous.tracing is not None and previous.tracing.config == config.tracing:
+        return previous.tracing
+    return Tracing(config.tracing)
 
 
 def _chain_key(
