@@ -6,7 +6,10 @@ stand-in follows the reference for the parts turnout reads: `POST /v1/chat/compl
 `stream_options.include_usage` is true), `POST /v1/completions`, `GET /v1/models`. Each completion
 answers one token per word of `"reply"` (default "hello there friend"), so tests know the counts;
 every answer names the model it was asked for and the stand-in's `name`, so tests see where a
-request went. `GET /metrics` reports vLLM's queue gauge, as set by `POST /_waiting?n=N`.
+request went. `GET /metrics` reports vLLM's queue gauge, as set by `POST /_waiting?n=N`. A body
+with `"error_bytes": N` gets a 5xx (`"error_status"`, default 500) of at least N bytes (chunked
+with `"error_chunked": true`), and
+`GET /_connections` counts the connections the server has accepted.
 Run: python tests/llm/openai_standin.py NAME PORT
 """
 
@@ -29,14 +32,36 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return len(str(body.get("prompt", "")).split())
 
 
+async def _large_error(request: web.Request, status: int, size: int, chunked: bool) -> web.StreamResponse:
+    """A 5xx in OpenAI's error shape whose message makes it `size` bytes or more, with a length
+    or chunked (in 16 KiB writes), as a server dumping a long traceback answers."""
+    message = "x" * size
+    error = orjson.dumps({"error": {"message": message, "type": "server_error", "code": None}})
+    if not chunked:
+        return web.Response(status=status, body=error, content_type="application/json")
+    response = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for start in range(0, len(error), 16384):
+        await response.write(error[start : start + 16384])
+    await response.write_eof()
+    return response
+
+
 def build_app(name: str) -> web.Application:
     seen: list[dict[str, Any]] = []
+    peers: set[Any] = set()  # the clients' (address, port) pairs: one per connection
     counter = [0]
 
     async def completions(request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         seen.append(body)
+        if request.transport is not None:
+            peers.add(request.transport.get_extra_info("peername"))
         counter[0] += 1
+        if body.get("error_bytes"):
+            status, size = int(body.get("error_status", 500)), int(body["error_bytes"])
+            return await _large_error(request, status, size, bool(body.get("error_chunked")))
         chat = request.path.endswith("/chat/completions")
         words = str(body.get("reply", _DEFAULT_REPLY)).split()
         prompt = _prompt_tokens(body)
@@ -100,11 +125,15 @@ def build_app(name: str) -> web.Application:
     async def last(request: web.Request) -> web.Response:
         return web.json_response(seen[-1] if seen else None)
 
+    async def connections(request: web.Request) -> web.Response:
+        return web.json_response(len(peers))
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/_last", last)
+    app.router.add_get("/_connections", connections)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/_waiting", set_waiting)
     return app
