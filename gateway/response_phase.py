@@ -7,7 +7,9 @@
                   records it: the body is buffered (`UpstreamAttempt.buffer`) and the filters run
                   on the whole answer
     answer        a filter's answer, a batched answer or a buffered one runs the response hooks
-                  (awaiting those that return an awaitable) and is written with its length
+                  (awaiting those that return an awaitable) and is written with its length;
+                  a request a filter chose to watch (`RequestContext.watch_answer`) is held back
+                  too, and its watchers see the answer once it is written
 
 What the response hooks leave in the `Response` is what the client receives, after the route's own
 response-header rules. A hook that raises gets the client a 500 naming the filter (`FilterError`),
@@ -16,8 +18,11 @@ and the endpoint, which answered, is not charged.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway.core.context import RequestContext
 from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
 from gateway.http.headers import REQUEST_ID, TURNOUT_REQUEST_ID, relayable_headers, relayed_header_lines
@@ -29,6 +34,10 @@ if TYPE_CHECKING:
     from gateway.proxy import ProxyRequest
     from gateway.upstream_attempt import UpstreamAttempt
 
+AnswerWatcher = Callable[[RequestContext, Response], None]
+
+log = logging.getLogger("turnout.proxy")
+
 
 def on_upstream_head(request: ProxyRequest, attempt: UpstreamAttempt, head: ResponseHead) -> None:
     """The upstream's head, accepted (no retry): relay it, run the response hooks on it, or hold
@@ -37,7 +46,9 @@ def on_upstream_head(request: ProxyRequest, attempt: UpstreamAttempt, head: Resp
     assert route is not None
     chain = route.filters
     exchange = request.exchange
-    if not chain.on_response and not request.buffer_response:
+    # A filter asked to see this one answer whole (RequestContext.watch_answer): hold it back.
+    watched = request.ctx.answer_watchers is not None and not is_event_stream(head.headers)
+    if not chain.on_response and not request.buffer_response and not watched:
         lines = relayed_header_lines(
             head.headers, route.response_headers, request.ctx.request_id.encode(), request.extra_headers
         )
@@ -47,7 +58,7 @@ def on_upstream_head(request: ProxyRequest, attempt: UpstreamAttempt, head: Resp
     holds_body = chain.needs_response_body and (
         chain.buffers_event_streams or not is_event_stream(head.headers)
     )
-    if holds_body or not chain.response_is_sync or request.buffer_response:
+    if holds_body or watched or not chain.response_is_sync or request.buffer_response:
         attempt.buffer = []  # the filters see the whole answer before the client does
         request.upstream_head = head
         return
@@ -158,7 +169,19 @@ def write_response(request: ProxyRequest, response: Response) -> None:
     exchange.send_head(response.status, final_headers(request, response), len(body))
     exchange.send_body(body)
     exchange.end()
+    if request.ctx.answer_watchers is not None:
+        show_watchers(request.ctx, request.ctx.answer_watchers, response)
     request.finish()
+
+
+def show_watchers(ctx: RequestContext, watchers: list[AnswerWatcher], response: Response) -> None:
+    """The answer, as written, to the filters that asked for it; like a logging hook, a watcher
+    that raises is logged and the request goes on."""
+    for watcher in watchers:
+        try:
+            watcher(ctx, response)
+        except Exception:
+            log.exception("request %s: an answer watcher failed", ctx.request_id)
 
 
 def offer_to_mirrors(request: ProxyRequest, status: int, body: bytes) -> None:

@@ -7,10 +7,12 @@ access fast and makes a typo an error instead of a silent new attribute.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gateway.core.filters import Response
     from gateway.core.trace import RequestTrace
 
 
@@ -69,6 +71,20 @@ class RequestContext:
     """The request's trace when the gateway's `tracing:` is on (gateway/core/trace.py), else None."""
     state: dict[str, Any] = field(default_factory=dict)
     """Per-filter slots, keyed by filter name, for state a filter carries between its phases."""
+    answer_watchers: list[Callable[[RequestContext, Response], None]] | None = None
+    """Who asked, for this request only, to see the whole answer (`watch_answer`)."""
+
+    def watch_answer(self, watcher: Callable[[RequestContext, Response], None]) -> None:
+        """Have this one answer held back whole and shown to `watcher(ctx, response)` once it is
+        written to the client: the per-request form of `Filter.needs_response_body`, for a filter
+        that studies a sample of answers (a request phase calls it after its coin flip; requests it
+        leaves alone stream as if the filter were not there). A server-sent event stream is never
+        held for a watcher. The watcher runs like a logging hook: it must not block, and what it
+        raises is logged, never raised."""
+        if self.answer_watchers is None:
+            self.answer_watchers = [watcher]
+        else:
+            self.answer_watchers.append(watcher)
 
     def cookie(self, name: str) -> str | None:
         """The value of one cookie from the Cookie header, or None."""

@@ -30,6 +30,11 @@ a bug in the filter, and it is contained: the client gets a 500 `{"error", "code
 An exception in `on_log` or `stop` is logged and counted; one in `start` makes the route answer
 every request with that 500 until the filter is rebuilt.
 
+A filter that needs the answer's body for a few requests only (a sample) leaves
+`needs_response_body` off and calls `ctx.watch_answer(callback)` in its request phase for the
+requests it picked: only those are held back whole, and `callback(ctx, response)` sees each once it
+is written; every other request streams as if the filter had no interest in bodies.
+
 Optional capabilities, which the gateway checks with `isinstance` when a route is built:
 `Filter.keeps_state_across_reloads`, `UpstreamLayer` (the filter sends the route's requests itself:
 batching), `UsesModelMetadata` (the gateway hands it a fetcher of model metadata),
