@@ -34,7 +34,7 @@ from gateway.observability import ClusterStateCollector, GatewayMetrics
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime, build_runtime
 from gateway.tls import build_tls_context
-from gateway.usage_ledger import UsageLedger
+from gateway.usage_ledger import open_usage_ledger
 from routing.endpoints import Endpoint
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class Gateway:
     async def start(self) -> None:
         config = self._initial_config
         # OpenAI routes' token usage, beside the experiments' events (gateway/usage_ledger.py).
-        self.metrics.llm.ledger = UsageLedger(Path(config.state.sqlite_path))
+        self.metrics.llm.ledger = open_usage_ledger(config.state)
         if config.access_log.enabled:
             settings = config.access_log
             self.access_log = AccessLog(settings.path, settings.sample, settings.fields)
@@ -343,7 +343,7 @@ class Gateway:
         try:
             await asyncio.to_thread(ledger.write, rows)
         except Exception:  # a full disk or a locked file must not stop the housekeeping
-            log.exception("writing token usage to %s failed; %d rows dropped", ledger.path, len(rows))
+            log.exception("writing token usage to %s failed; %d rows dropped", ledger.where, len(rows))
 
     async def _watch_config(self) -> None:
         """Reload when the config file changes. The directory is watched, not the file: editors that

@@ -1,9 +1,10 @@
 """Token usage for billing, per minute, tenant, principal, model and route, kept in the event store.
 
 The data path adds each completion's usage to a table in memory (`record`: a dict update); the
-gateway's housekeeping writes the table to SQLite in a thread once a second (`flush`), adding to the
-rows already there, so several gateway processes sharing one file each add their own share. The
-rows go in the experiments' SQLite event store (`state.sqlite_path`), in a table of their own.
+gateway's housekeeping writes the table in a thread once a second (`write`), adding to the rows
+already there, so several gateway processes sharing one store each add their own share. The rows go
+where the experiments' events go: the SQLite event store (`state.sqlite_path`), in a table of their
+own, or Redis with `state.backend: redis` (`experiments/store/redis_usage.py`).
 
 `usage_rows` reads them back for `turnout usage`, summed over the asked-for columns.
 """
@@ -14,7 +15,12 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+from experiments.store.redis_usage import add_usage, read_usage
+
+if TYPE_CHECKING:
+    from gateway.config.models.gateway import StateConfig
 
 # One row per minute and key: fine enough for a "since 1h" question, coarse enough that a busy
 # gateway writes a few rows per key per minute instead of one per request.
@@ -47,13 +53,17 @@ ON CONFLICT (minute, tenant, principal, model, route) DO UPDATE SET
 _Key = tuple[int, str, str, str, str]
 
 
+_Row = tuple[str, str, str, str, int, int, int]
+
+
 class UsageLedger:
-    """Usage not yet written, and where it goes."""
+    """Usage not yet written; where it goes is the subclass's (`write`)."""
 
-    __slots__ = ("_pending", "path")
+    __slots__ = ("_pending", "where")
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, where: str) -> None:
+        self.where = where
+        """The store, for log lines."""
         self._pending: dict[_Key, list[int]] = {}
 
     def record(
@@ -74,7 +84,20 @@ class UsageLedger:
         return pending
 
     def write(self, rows: dict[_Key, list[int]]) -> None:
-        """Add `rows` to the file (blocking: call it in a thread)."""
+        """Add `rows` to the store (blocking: call it in a thread)."""
+        raise NotImplementedError
+
+
+class SqliteUsageLedger(UsageLedger):
+    """Usage in the `llm_usage` table of the SQLite event store."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+    def write(self, rows: dict[_Key, list[int]]) -> None:
         if not rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,37 +107,77 @@ class UsageLedger:
         db.close()
 
 
-def usage_rows(path: Path, since_seconds: float, by: Sequence[str]) -> list[dict[str, Any]]:
-    """Usage since `since_seconds` ago, summed per distinct value of the `by` columns (all of
-    `COLUMNS` when empty), largest token use first."""
+class RedisUsageLedger(UsageLedger):
+    """Usage in Redis, shared by the replicas of `state.backend: redis`."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        super().__init__("Redis")  # not the URL: it may hold a password
+        self.url = url
+
+    def write(self, rows: dict[_Key, list[int]]) -> None:
+        add_usage(self.url, rows)
+
+
+def open_usage_ledger(state: StateConfig) -> UsageLedger:
+    """The ledger of the configured event store."""
+    if state.redis_url is not None:
+        return RedisUsageLedger(state.redis_url)
+    return SqliteUsageLedger(Path(state.sqlite_path))
+
+
+def usage_rows(
+    since_seconds: float, by: Sequence[str], *, path: Path | None = None, redis_url: str | None = None
+) -> list[dict[str, Any]]:
+    """Usage since `since_seconds` ago in Redis (`redis_url`) or the SQLite file `path`, summed per
+    distinct value of the `by` columns (all of `COLUMNS` when empty), largest token use first."""
     columns = tuple(by) or COLUMNS
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown:
         raise ValueError(f"cannot group by {', '.join(unknown)}; choose from {', '.join(COLUMNS)}")
+    start = int(time.time() - since_seconds) // _MINUTE * _MINUTE
+    if redis_url is not None:
+        found = read_usage(redis_url, start)
+    elif path is not None:
+        found = _sqlite_rows(path, start)
+    else:
+        raise ValueError("usage rows need a SQLite path or a Redis URL")
+    picks = [COLUMNS.index(column) for column in columns]
+    totals: dict[tuple[str, ...], list[int]] = {}
+    for row in found:
+        key = tuple(row[i] for i in picks)
+        counts = totals.setdefault(key, [0, 0, 0])
+        counts[0] += row[4]
+        counts[1] += row[5]
+        counts[2] += row[6]
+    ordered = sorted(totals.items(), key=lambda item: item[1][1] + item[1][2], reverse=True)
+    return [
+        {
+            **dict(zip(columns, key, strict=True)),
+            "requests": counts[0],
+            "prompt_tokens": counts[1],
+            "completion_tokens": counts[2],
+        }
+        for key, counts in ordered
+    ]
+
+
+def _sqlite_rows(path: Path, start: int) -> list[_Row]:
+    """Totals per key (tenant, principal, model, route) from minute `start` on."""
     if not path.exists():
         return []
-    start = int(time.time() - since_seconds) // _MINUTE * _MINUTE
-    names = ", ".join(columns)  # checked against COLUMNS above: no caller text reaches the query
+    names = ", ".join(COLUMNS)
     query = (
         f"SELECT {names}, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens) FROM llm_usage "
-        f"WHERE minute >= ? GROUP BY {names} "
-        "ORDER BY SUM(prompt_tokens) + SUM(completion_tokens) DESC"
+        f"WHERE minute >= ? GROUP BY {names}"
     )
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S) as db:
         try:
-            found = db.execute(query, (start,)).fetchall()
+            found: list[_Row] = db.execute(query, (start,)).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
             raise
     db.close()
-    width = len(columns)
-    return [
-        {
-            **dict(zip(columns, row[:width], strict=True)),
-            "requests": row[width],
-            "prompt_tokens": row[width + 1],
-            "completion_tokens": row[width + 2],
-        }
-        for row in found
-    ]
+    return found
