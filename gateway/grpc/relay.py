@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
@@ -22,15 +22,17 @@ from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
 from gateway.grpc.call import answer_message, begin_call
 from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
+from gateway.grpc.oip_infer import MODEL_INFER, InferFilters, InferStage, UpstreamStatus, infer_filters
 from gateway.grpc.retry import retry_elsewhere, retry_policy
 from gateway.grpc.status import code_for_status, status_for_code
-from gateway.mesh.exchange import Forward, MeshExchange
+from gateway.mesh.exchange import Forward, MeshExchange, error_response
 
 if TYPE_CHECKING:
     from gateway.grpc.channels import UpstreamChannels
     from gateway.grpc.metrics import GrpcMetrics
     from gateway.grpc.tls import PeerSubjects
     from gateway.runtime import Runtime
+    from plugins.batching import BatchAnswer
 
 # grpcio's servicer context (untyped: grpcio ships no annotations for grpc.aio).
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -42,7 +44,7 @@ CLIENT_CLOSED = 499
 class Relay:
     """The handlers of the front door; shared by every call, holding no per-call state."""
 
-    __slots__ = ("_channels", "_metrics", "_runtime", "_subjects")
+    __slots__ = ("_channels", "_infer", "_metrics", "_runtime", "_subjects")
 
     def __init__(
         self,
@@ -56,12 +58,15 @@ class Relay:
         self._channels = channels
         self._metrics = metrics
         self._subjects = subjects
+        self._infer = InferStage(runtime, channels)
 
     async def _decide(
-        self, path: str, context: Context, first: bytes | None
-    ) -> tuple[MeshExchange, Forward, Metadata, float | None]:
+        self, path: str, context: Context, first: bytes | None, unary: bool = False
+    ) -> tuple[MeshExchange, Forward | Response, Metadata, float | None]:
         """Match, filter and pick the endpoint; aborts the call (after `finish`) with the answer
-        when a filter or the gateway answers instead of the upstream."""
+        when a filter or the gateway answers instead of the upstream. A unary call's message is the
+        filters' `ctx.body` when one reads bodies, and a filter's own successful answer with a
+        message (a cache hit) comes back as a `Response` to send."""
         runtime = self._runtime()
         try:
             subjects = self._subjects
@@ -71,8 +76,13 @@ class Relay:
         except GatewayError as error:  # a malformed request message (BadRequest), before any route
             await context.abort(code_for_status(error.status), error.message)
             raise
+        route = exchange.route
+        if unary and route is not None and route.filters.needs_request_body:
+            exchange.ctx.body = first
         decision = await exchange.decide()
         if isinstance(decision, Response):
+            if unary and 200 <= decision.status < 300 and decision.body is not None:
+                return exchange, decision, (), None
             await _answer(exchange, self._metrics, decision, context)
         assert isinstance(decision, Forward)
         route = exchange.route
@@ -83,8 +93,22 @@ class Relay:
         return exchange, decision, outgoing_metadata(exchange.ctx.headers, binary), timeout
 
     async def unary(self, path: str, request: bytes, context: Context) -> bytes:
-        exchange, forward, metadata, timeout = await self._decide(path, context, request)
-        exchange.ctx.bytes_in = len(request)
+        exchange, forward, metadata, timeout = await self._decide(path, context, request, unary=True)
+        ctx = exchange.ctx
+        ctx.bytes_in = len(request)
+        if isinstance(forward, Response):  # a filter's answer, such as a cache hit
+            await _send_head(exchange, self._metrics, forward.headers, context, forward.body, forward.status)
+            return self._done(exchange, forward.body or b"")
+        if ctx.body is not None:  # a filter may have rewritten the message
+            request = ctx.body
+        route = exchange.route
+        if path == MODEL_INFER and route is not None:
+            stage = infer_filters(route)
+            if stage.validate is not None or stage.batching is not None:
+                answer = await self._infer_filters(exchange, stage, path, request, context)
+                if answer is not None:
+                    await _send_head(exchange, self._metrics, None, context, answer.body)
+                    return self._done(exchange, answer.body)
         address = forward.endpoint
         retries = 0
         try:
@@ -117,11 +141,42 @@ class Relay:
             if policy is not None:  # the retries held places in its budget until the call ended
                 for _ in range(retries):
                     policy.budget.release_retry()
-        await _send_head(exchange, self._metrics, await call.initial_metadata(), context)
-        exchange.ctx.bytes_out = len(reply)
+        initial = await call.initial_metadata()
+        await _send_head(exchange, self._metrics, initial, context, reply)
         context.set_trailing_metadata(answer_metadata(await call.trailing_metadata()))
+        return self._done(exchange, reply)
+
+    def _done(self, exchange: MeshExchange, reply: bytes) -> bytes:
+        exchange.ctx.bytes_out = len(reply)
         _finish(exchange, self._metrics, 200, grpc.StatusCode.OK)
         return reply
+
+    async def _infer_filters(
+        self, exchange: MeshExchange, stage: InferFilters, path: str, request: bytes, context: Context
+    ) -> BatchAnswer | None:
+        """Validation, then batching, of a ModelInfer call (`oip_infer.py`): the batched answer,
+        None when the call goes upstream alone; a refusal aborts the call."""
+        try:
+            if stage.validate is not None:
+                refusal = await self._infer.validate(exchange, stage.validate, request)
+                if refusal is not None:
+                    exchange.ctx.error = answer_message(refusal)
+                    await _answer(exchange, self._metrics, refusal, context)
+            if stage.batching is not None:
+                return await self._infer.batch(exchange, stage.batching, path, request)
+        except UpstreamStatus as error:  # the batch's upstream answered this status to every member
+            _finish(exchange, self._metrics, error.status, error.grpc_code, error.message)
+            await context.abort(error.grpc_code, error.message)
+        except GatewayError as error:  # a full queue, no endpoint, an unsplittable answer
+            await _answer(exchange, self._metrics, error_response(error), context)
+        except asyncio.CancelledError:
+            _finish(exchange, self._metrics, CLIENT_CLOSED, grpc.StatusCode.CANCELLED, "the client cancelled")
+            raise
+        return None
+
+    async def close(self) -> None:
+        """Drain the ModelInfer batches still queued (before the upstream channels close)."""
+        await self._infer.close()
 
     async def stream(
         self, path: str, requests: AsyncIterator[bytes], context: Context
@@ -129,7 +184,7 @@ class Relay:
         # The model of ModelStreamInfer is in its first message: read it before deciding.
         first = await anext(requests, None) if path in _FIRST_MESSAGE_ROUTES else None
         exchange, forward, metadata, timeout = await self._decide(path, context, first)
-
+        assert isinstance(forward, Forward)  # only unary calls are answered by a filter's message
         ctx = exchange.ctx
 
         async def upstream_requests() -> AsyncIterator[bytes]:
@@ -185,14 +240,22 @@ def _finish(
 
 
 async def _send_head(
-    exchange: MeshExchange, metrics: GrpcMetrics, initial: Metadata | None, context: Context
+    exchange: MeshExchange,
+    metrics: GrpcMetrics,
+    initial: Iterable[tuple[str, str | bytes]] | None,
+    context: Context,
+    message: bytes | None = None,
+    status: int = 200,
 ) -> None:
-    """The response phase on the upstream's initial metadata, then that metadata (with the
-    experiment's arm) to the client."""
+    """The response phase on the upstream's initial metadata (and a unary answer's message, for
+    filters that read bodies: a cache stores it), then that metadata (with the experiment's arm)
+    to the client."""
     pairs = answer_metadata(initial)
     text = [(key, value) for key, value in pairs if isinstance(value, str)]
+    route = exchange.route
+    body = message if route is not None and route.filters.needs_response_body else None
     try:
-        response = await exchange.respond(200, text, None)
+        response = await exchange.respond(status, text, body)
     except Exception as exc:
         error = getattr(exc, "message", "a response filter failed")
         _finish(exchange, metrics, 500, grpc.StatusCode.INTERNAL, str(error))

@@ -1,0 +1,150 @@
+"""Validation, caching and batching of OIP v2 gRPC ModelInfer calls, through turnout to a real
+turnout worker (its gRPC port), counted by the worker's own inference counter."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from inference_workers.examples.build_models import build
+from inference_workers.grpc_codec import pb, pb_grpc, response_from_proto
+from tests.conftest import gateway_config
+from tests.inference_workers.support import WorkerProcess, start_worker
+from tests.support.processes import free_port
+
+_INFERENCES = re.compile(
+    r'^turnout_worker_inferences_total\{[^}]*model="risk"[^}]*outcome="success"[^}]*\} (\S+)$', re.M
+)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    repository = tmp_path_factory.mktemp("models")
+    build(repository)
+    process = start_worker(repository, tmp_path_factory.mktemp("worker"), "--models", "risk")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def rows() -> np.ndarray:
+    from sklearn.datasets import load_breast_cancer
+
+    features: np.ndarray = load_breast_cancer(return_X_y=True)[0].astype(np.float32)
+    return features
+
+
+def _inferences(worker: WorkerProcess) -> float:
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(value) for value in _INFERENCES.findall(text))
+
+
+def _config(worker: WorkerProcess, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    return gateway_config(
+        [f"127.0.0.1:{worker.grpc_port}"],
+        listen={"grpc_port": free_port()},
+        routes=[
+            {"name": "risk", "match": {"model": "risk"}, "backend": {"cluster": "up"}, "filters": filters}
+        ],
+    )
+
+
+def _request(
+    features: np.ndarray, *, request_id: str = "", name: str = "features", raw: bytes | None = None
+) -> Any:
+    data = np.ascontiguousarray(features, dtype=np.float32)
+    message = pb.ModelInferRequest(model_name="risk", model_version="1", id=request_id)
+    message.inputs.add(name=name, datatype="FP32", shape=list(data.shape))
+    message.raw_input_contents.append(data.tobytes() if raw is None else raw)
+    return message
+
+
+async def test_invalid_tensors_are_refused_naming_them(
+    make_gateway: Any, worker: WorkerProcess, rows: np.ndarray
+) -> None:
+    async with make_gateway(_config(worker, [{"validate": {"oip_v2": True}}])) as gw:
+        assert gw.grpc is not None
+        before = _inferences(worker)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            refused = {
+                "an unknown input": (_request(rows[:2], name="colour"), "input 'colour' is not an input"),
+                "a wrong dimension": (_request(rows[:2, :29]), "input 'features': dimension 1"),
+                "bytes short of the shape": (
+                    _request(rows[:2], raw=rows[:2].tobytes()[:-4]),
+                    "input 'features': shape [2, 30] of FP32 needs 240 bytes, got 236",
+                ),
+            }
+            for what, (message, words) in refused.items():
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await stub.ModelInfer(message)
+                assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what
+                assert words in (failed.value.details() or ""), (what, failed.value.details())
+            # the model's metadata came over gRPC; a valid call passes and only it reached the model
+            answer = response_from_proto(await stub.ModelInfer(_request(rows[:2])))
+            assert [output.name for output in answer.outputs] == ["probabilities", "label"]
+    assert _inferences(worker) == before + 1
+
+
+async def test_a_cached_call_does_not_reach_the_upstream_again(
+    make_gateway: Any, worker: WorkerProcess, rows: np.ndarray
+) -> None:
+    async with make_gateway(_config(worker, [{"cache": {}}])) as gw:
+        assert gw.grpc is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            before = _inferences(worker)
+            first = stub.ModelInfer(_request(rows[:3], request_id="a"))
+            answer = await first
+            assert ("x-turnout-cache", "miss") in tuple(await first.initial_metadata())
+            second = stub.ModelInfer(_request(rows[:3], request_id="a"))
+            assert await second == answer
+            assert ("x-turnout-cache", "hit") in tuple(await second.initial_metadata())
+            assert await second.code() == grpc.StatusCode.OK
+            assert _inferences(worker) == before + 1
+            # other tensors are another key; a caller with credentials is not served another's answer
+            other = await stub.ModelInfer(_request(rows[3:6], request_id="a"))
+            assert other != answer
+            private = stub.ModelInfer(
+                _request(rows[:3], request_id="a"), metadata=(("authorization", "Bearer x"),)
+            )
+            assert await private == answer
+            assert ("x-turnout-cache", "hit") not in tuple(await private.initial_metadata())
+            assert _inferences(worker) == before + 3
+
+
+async def test_concurrent_calls_are_batched_with_answers_equal_to_unbatched_ones(
+    make_gateway: Any, worker: WorkerProcess, rows: np.ndarray
+) -> None:
+    batching = {"batching": {"max_batch_size": 32, "max_queue_delay": "50ms"}}
+    async with make_gateway(_config(worker, [batching])) as gw:
+        assert gw.grpc is not None
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel,
+            grpc.aio.insecure_channel(f"127.0.0.1:{worker.grpc_port}") as direct_channel,
+        ):
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            direct = pb_grpc.GRPCInferenceServiceStub(direct_channel)
+            messages = [_request(rows[i : i + 1 + i % 2], request_id=f"call-{i}") for i in range(32)]
+            alone = [await direct.ModelInfer(message) for message in messages]
+            before = _inferences(worker)
+            batched = await asyncio.gather(*(stub.ModelInfer(message) for message in messages))
+            upstream_calls = _inferences(worker) - before
+    assert upstream_calls < 32
+    for got, expected, message in zip(batched, alone, messages, strict=True):
+        assert got.id == message.id
+        mine, theirs = response_from_proto(got), response_from_proto(expected)
+        assert [o.name for o in mine.outputs] == [o.name for o in theirs.outputs]
+        for a, b in zip(mine.outputs, theirs.outputs, strict=True):
+            assert a.data.shape == b.data.shape
+            np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-6)
