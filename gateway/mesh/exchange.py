@@ -133,21 +133,29 @@ class MeshExchange:
 
     # ----- request -----
 
-    async def decide(self, delegated: frozenset[str] = frozenset()) -> Response | Forward:
+    async def decide(
+        self, delegated: frozenset[str] = frozenset(), reads_body: bool | None = None
+    ) -> Response | Forward:
         """The route's request filters, the experiment arm and the endpoint: an answer for the
         client, or where to forward. Filters of the `delegated` kinds are skipped (Envoy asked
-        ext_authz and RLS already). Never raises for the caller's or a filter's fault."""
+        ext_authz and RLS already); `reads_body=False` runs only the filters that do not read the
+        body (a streamed body is decided on its headers). Never raises for the caller's or a
+        filter's fault."""
         try:
-            return await self._decide(delegated)
+            return await self._decide(delegated, reads_body)
         except GatewayError as error:
-            self.ctx.error = error.detail if isinstance(error, FilterError) else error.message
-            return error_response(error)
+            return self.refused(error)
 
-    async def _decide(self, delegated: frozenset[str]) -> Response | Forward:
+    def refused(self, error: GatewayError) -> Response:
+        """A `GatewayError` as the answer, noted on the request for its log line."""
+        self.ctx.error = error.detail if isinstance(error, FilterError) else error.message
+        return error_response(error)
+
+    async def _decide(self, delegated: frozenset[str], reads_body: bool | None) -> Response | Forward:
         route = self.route
         if route is None:
             raise NotFound("no route matches this request")
-        answer = await self.run_filters(None, delegated)
+        answer = await self.run_filters(None, delegated, reads_body)
         if answer is not None:
             return answer
         if route.feedback:
@@ -157,11 +165,15 @@ class MeshExchange:
         return self._forward(route, cluster)
 
     async def run_filters(
-        self, kinds: frozenset[str] | None, skip: frozenset[str] = frozenset()
+        self,
+        kinds: frozenset[str] | None,
+        skip: frozenset[str] = frozenset(),
+        reads_body: bool | None = None,
     ) -> Response | None:
         """The route's request hooks in order (only those of `kinds`, filter config keys such as
-        `auth_apikey`, when given; none of `skip`) until one answers. On an experiment route the arm
-        is assigned before the first hook that reads it, as on the proxy."""
+        `auth_apikey`, when given; none of `skip`; when `reads_body` is given, only the filters
+        whose `needs_request_body` equals it) until one answers. On an experiment route the arm is
+        assigned before the first hook that reads it, as on the proxy."""
         route = self.route
         if route is None:
             raise NotFound("no route matches this request")
@@ -172,6 +184,8 @@ class MeshExchange:
         for index, phase in enumerate(chain.on_request):
             kind = phase.name.partition("#")[0]
             if kind in skip or (kinds is not None and kind not in kinds):
+                continue
+            if reads_body is not None and phase.filter.needs_request_body != reads_body:
                 continue
             if index == chain.arm_index and route.experiment is not None:
                 self._assign(route.experiment)

@@ -1,25 +1,33 @@
 """`envoy.service.ext_proc.v3.ExternalProcessor/Process`: turnout decides each request Envoy carries.
 
 One bidirectional stream is one HTTP request. Envoy sends, in this order, the request headers, the
-request body (when the processing mode asks for it), the response headers and, where asked, the
-response body and trailers; every message gets exactly one answer, in order.
+request body and trailers (when the processing mode asks for them), the response headers and, where
+asked, the response body and trailers; every message gets exactly one answer, in order.
 
     request_headers   header-only route: the whole decision (filters, arm, endpoint) -> mutation
-                      + dynamic metadata, or an ImmediateResponse. Body route (declared, or whose
-                      filters read the body): CONTINUE with a mode_override asking for the body
-                      (BUFFERED or STREAMED), and for the response body when a response filter
-                      reads it (a cache storing answers)
-    request_body      STREAMED chunks are answered CONTINUE and kept; at end_of_stream (one message
-                      in BUFFERED mode) the decision runs with the whole body
+                      + dynamic metadata, or an ImmediateResponse. BUFFERED route (declared, or
+                      whose filters read the body): CONTINUE with a mode_override asking for the
+                      body. STREAMED route: the decision on the headers (Envoy sends them upstream
+                      before the first chunk), without the filters that read the body, and the
+                      mode_override. Either asks for the response body BUFFERED when a response
+                      filter or the experiment reads it (a cache storing answers)
+    request_body      BUFFERED: the one message with the whole body; the decision runs on it.
+                      STREAMED: each chunk answered CONTINUE as it comes (kept where a filter reads
+                      the body); at end_of_stream those filters run on the whole body, and a refusal
+                      is an ImmediateResponse before the last chunk goes upstream
+    request_trailers  CONTINUE; they end a STREAMED body whose last chunk did not
     response_headers  endpoint outcome, response-phase filters, experiment headers and outcome;
                       held until the body when a response filter reads it
-    response_body     the held answer's response phase, with a body mutation when it changed
-    anything else     answered CONTINUE
+    response_body     the held answer's response phase, with a body mutation when it changed;
+                      chunks not asked for (Envoy's own STREAMED mode) CONTINUE one by one
+    response_trailers CONTINUE; they run the held answer's response phase when no body came
 
-A message out of order (a body before headers, a second request_headers), or a request larger than
-the listener's body limit, ends the stream with INVALID_ARGUMENT; the request is finished (logged,
-endpoint released) whatever way the stream ends: a cancelled stream as 499; a stream Envoy closes
-before the response headers (a processing mode that skips them) without an experiment outcome.
+A message out of order (anything before request_headers, a second request_headers, response_headers
+or trailers, the response head or trailers before a BUFFERED body, a body after its trailers,
+anything after response_trailers, an empty message), or a body larger than the listener's body
+limit, ends the stream with INVALID_ARGUMENT; the request is finished (logged, endpoint released)
+whatever way the stream ends: a cancelled stream as 499; a stream Envoy closes before the response
+headers (a processing mode that skips them) without an experiment outcome.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ _MODE = processing_mode_pb2.ProcessingMode
 BODY_MODES = {"buffered": _MODE.BUFFERED, "streamed": _MODE.STREAMED}
 
 _CONTINUE_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
+_CONTINUE_REQUEST_TRAILERS = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+_CONTINUE_RESPONSE_TRAILERS = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
 
 
 class ProtocolError(Exception):
@@ -92,11 +102,16 @@ class _Stream:
         "body",
         "body_mode",
         "body_modes",
+        "body_size",
         "delegated",
         "exchange",
+        "keep_body",
         "max_body",
+        "request_trailers",
         "response_body",
         "response_head",
+        "response_seen",
+        "response_trailers",
         "response_wanted",
         "runtime",
     )
@@ -110,7 +125,14 @@ class _Stream:
         self.max_body = max_body
         self.exchange: MeshExchange | None = None
         self.body_mode = _MODE.NONE
+        """BUFFERED: the decision waits for the body. STREAMED: decided, chunks flowing."""
+        self.keep_body = False
+        """STREAMED with filters that read the body: the chunks are kept for them."""
         self.body: list[bytes] = []
+        self.body_size = 0
+        self.request_trailers = False
+        self.response_seen = False
+        self.response_trailers = False
         self.response_head: tuple[int, list[tuple[str, str]]] | None = None
         """The answer's status and headers, held until its body (response filters that read it)."""
         self.response_body: list[bytes] = []
@@ -119,22 +141,23 @@ class _Stream:
 
     async def answer(self, message: Any) -> Any:
         kind = message.WhichOneof("request")
+        if kind is None:
+            raise ProtocolError("a ProcessingRequest with no message in it")
         if kind == "request_headers":
             return await self._request_headers(message.request_headers)
+        if self.exchange is None:
+            raise ProtocolError(f"{kind} before request_headers")
+        if self.response_trailers:
+            raise ProtocolError(f"{kind} after response_trailers")
         if kind == "request_body":
             return await self._request_body(message.request_body)
         if kind == "response_headers":
             return await self._response_headers(message.response_headers)
         if kind == "response_body":
             return await self._response_body(message.response_body)
-        if self.exchange is None:
-            raise ProtocolError(f"{kind or 'an empty message'} before request_headers")
-        reply = pb.ProcessingResponse()
         if kind == "request_trailers":
-            reply.request_trailers.SetInParent()
-        else:
-            reply.response_trailers.SetInParent()
-        return reply
+            return await self._request_trailers()
+        return await self._response_trailers()
 
     async def _request_headers(self, headers: Any) -> Any:
         if self.exchange is not None:
@@ -146,6 +169,7 @@ class _Stream:
         self.exchange = exchange
         route = exchange.route
         override = None
+        reads_body = None
         if route is not None:
             chain = route.filters
             # Declared per route; a route whose filters read the body gets it whole by default.
@@ -161,28 +185,70 @@ class _Stream:
                 override = _MODE(request_body_mode=mode, response_body_mode=response_mode)
             if mode != _MODE.NONE and not headers.end_of_stream:
                 self.body_mode = mode
-                return pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=override)
-        reply = self._decided(await exchange.decide(self.delegated), "request_headers")
+                if mode == _MODE.BUFFERED:  # the decision waits for the whole body
+                    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=override)
+                # STREAMED: the headers go upstream before the first chunk is answered (Envoy's
+                # STREAMED mode), so the decision is made on them; body filters run at the end.
+                self.keep_body = chain.needs_request_body
+                reads_body = False
+        reply = self._decided(await exchange.decide(self.delegated, reads_body), "request_headers")
         if override is not None and reply.WhichOneof("response") != "immediate_response":
             reply.mode_override.CopyFrom(override)
         return reply
 
     async def _request_body(self, body: Any) -> Any:
         exchange = self.exchange
-        if exchange is None:
-            raise ProtocolError("request_body before request_headers")
-        if self.body_mode == _MODE.NONE:  # decided on the headers: Envoy's own mode sends bodies
+        assert exchange is not None
+        if self.request_trailers:
+            raise ProtocolError("request_body after request_trailers")
+        mode = self.body_mode
+        if mode == _MODE.NONE:  # decided on the headers: Envoy's own mode sends bodies
             return _CONTINUE_BODY
-        self.body.append(body.body)
-        if sum(len(chunk) for chunk in self.body) > self.max_body:
+        self.body_size += len(body.body)
+        if self.body_size > self.max_body:
             raise ProtocolError(f"the request body is larger than {self.max_body} bytes")
-        if not body.end_of_stream:  # a STREAMED chunk (or BUFFERED_PARTIAL): kept until the end
-            return _CONTINUE_BODY
+        if mode == _MODE.STREAMED:  # each chunk answered as it comes, kept where a filter reads it
+            if self.keep_body:
+                self.body.append(body.body)
+            if not body.end_of_stream:
+                return _CONTINUE_BODY
+            refusal = await self._streamed_body_ended()
+            return _CONTINUE_BODY if refusal is None else refusal
+        # BUFFERED: Envoy sends the whole body in one message (end_of_stream is false when
+        # trailers follow it).
         self.body_mode = _MODE.NONE
-        exchange.ctx.body = b"".join(self.body)
-        exchange.ctx.bytes_in = len(exchange.ctx.body)
-        self.body = []
+        exchange.ctx.body = body.body
+        exchange.ctx.bytes_in = len(body.body)
         return self._decided(await exchange.decide(self.delegated), "request_body")
+
+    async def _streamed_body_ended(self) -> Any:
+        """The end of a STREAMED body: the filters that read it run on the whole; an
+        ImmediateResponse when one refuses (the last chunk has not gone upstream yet), else None."""
+        exchange = self.exchange
+        assert exchange is not None
+        self.body_mode = _MODE.NONE
+        exchange.ctx.bytes_in = self.body_size
+        if not self.keep_body or exchange.finished:
+            return None
+        exchange.ctx.body = b"".join(self.body)
+        self.body = []
+        try:
+            refusal = await exchange.run_filters(None, self.delegated, reads_body=True)
+        except GatewayError as error:
+            refusal = exchange.refused(error)
+        return None if refusal is None else self._decided(refusal, "request_body")
+
+    async def _request_trailers(self) -> Any:
+        if self.request_trailers:
+            raise ProtocolError("a second request_trailers on one stream")
+        self.request_trailers = True
+        if self.body_mode == _MODE.BUFFERED:
+            raise ProtocolError("request_trailers before the buffered request body")
+        if self.body_mode == _MODE.STREAMED:  # trailers end a streamed body
+            refusal = await self._streamed_body_ended()
+            if refusal is not None:
+                return refusal
+        return _CONTINUE_REQUEST_TRAILERS
 
     def _decided(self, decision: Response | Forward, phase: str) -> Any:
         exchange = self.exchange
@@ -203,10 +269,12 @@ class _Stream:
 
     async def _response_headers(self, headers: Any) -> Any:
         exchange = self.exchange
-        if exchange is None:
-            raise ProtocolError("response_headers before request_headers")
-        if self.body_mode != _MODE.NONE:
-            raise ProtocolError("response_headers before the request body ended")
+        assert exchange is not None
+        if self.response_seen:
+            raise ProtocolError("a second response_headers on one stream")
+        self.response_seen = True
+        if self.body_mode == _MODE.BUFFERED:
+            raise ProtocolError("response_headers before the buffered request body")
         if exchange.finished:  # answered by turnout already: nothing left to decide
             return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
         pairs = header_pairs(headers.headers)
@@ -218,28 +286,34 @@ class _Stream:
             self.response_head = (int(status_text), plain)  # the filters run on the whole answer
             return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
         common = await self._respond(int(status_text), plain, None)
-        if common is None or not isinstance(common, pb.CommonResponse):
+        if not isinstance(common, pb.CommonResponse):
             return common
         return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=common))
 
     async def _response_body(self, body: Any) -> Any:
-        if self.exchange is None:
-            raise ProtocolError("response_body before request_headers")
         head = self.response_head
-        if head is None:  # not asked for: Envoy's own mode sends it
+        if head is None:  # not asked for (Envoy's own mode sends it, STREAMED or not): CONTINUE
             return pb.ProcessingResponse(response_body=pb.BodyResponse())
-        self.response_body.append(body.body)
-        if sum(len(chunk) for chunk in self.response_body) > self.max_body:
+        # Asked for BUFFERED: Envoy sends the whole answer body in one message.
+        if len(body.body) > self.max_body:
             raise ProtocolError(f"the response body is larger than {self.max_body} bytes")
-        if not body.end_of_stream:
-            return pb.ProcessingResponse(response_body=pb.BodyResponse())
         self.response_head = None
-        whole = b"".join(self.response_body)
-        self.response_body = []
-        common = await self._respond(head[0], head[1], whole)
+        common = await self._respond(head[0], head[1], body.body)
         if not isinstance(common, pb.CommonResponse):
             return common
         return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
+
+    async def _response_trailers(self) -> Any:
+        if not self.response_seen:
+            raise ProtocolError("response_trailers before response_headers")
+        self.response_trailers = True
+        head = self.response_head
+        if head is not None:  # an answer without a body: its response phase runs now, on none
+            self.response_head = None
+            common = await self._respond(head[0], head[1], b"")
+            if not isinstance(common, pb.CommonResponse):
+                return common
+        return _CONTINUE_RESPONSE_TRAILERS
 
     async def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes | None) -> Any:
         """The response phase on the answer (its head, or head and body): the changes for Envoy to
