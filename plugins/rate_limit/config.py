@@ -51,8 +51,9 @@ class LimitConfig(StrictModel):
     )
     tokenizer: str | None = Field(
         default=None,
-        description="With cost tokens: a Hugging Face tokenizer.json (relative to the config file) that "
-        "counts the prompt's tokens instead of estimating them (needs the llm extra).",
+        description="With cost tokens: a Hugging Face tokenizer.json, or a tiktoken encoding's ranks "
+        "file named after it (cl100k_base.tiktoken), relative to the config file, that counts the "
+        "prompt's tokens instead of estimating them (needs the llm extra).",
     )
 
     @field_validator("key")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import orjson
+import pytest
+import tiktoken.load
 from prometheus_client import CollectorRegistry
+from tiktoken_ext import openai_public  # type: ignore[import-untyped]
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
@@ -51,3 +55,29 @@ def test_a_limit_names_its_tokenizer_relative_to_the_config(tmp_path: Path) -> N
     assert built.on_request(chat("hello world hello xylophonically")) is None
     refused = built.on_request(chat("hello world"))
     assert isinstance(refused, Response) and refused.status == 429
+
+
+def tiny_tiktoken(path: Path) -> Path:
+    """A real .tiktoken ranks file: every byte, then the merges that make "hello" one token."""
+    merges = [b"he", b"ll", b"hell", b"hello"]
+    tokens = [bytes([byte]) for byte in range(256)] + merges
+    path.write_text(
+        "".join(f"{base64.b64encode(token).decode()} {rank}\n" for rank, token in enumerate(tokens))
+    )
+    return path
+
+
+def test_a_tiktoken_file_counts_with_its_encodings_pattern(tmp_path: Path) -> None:
+    cost = tokenizer_cost(tiny_tiktoken(tmp_path / "cl100k_base.tiktoken"))
+    # cl100k's pattern splits "hello hello!" into "hello", " hello", "!": the merges make "hello"
+    # one token and " hello" two (no merge takes the space); the estimate says 12 / 4.
+    prompt = chat("hello hello!")
+    assert (cost(prompt), cost_tokens(prompt)) == (4, 3)
+    assert cost(chat("hello", max_tokens=10)) == 11
+    # The library's own loader is back for every other user of tiktoken.
+    assert openai_public.load_tiktoken_bpe is tiktoken.load.load_tiktoken_bpe
+
+
+def test_a_tiktoken_file_must_be_named_after_its_encoding(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="named after its encoding"):
+        tokenizer_cost(tiny_tiktoken(tmp_path / "mine.tiktoken"))
