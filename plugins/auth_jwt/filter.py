@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import aiohttp
 from prometheus_client import Counter
@@ -13,7 +14,7 @@ from gateway.core.filters import Decision, Filter, Response
 from plugins._bearer import BearerChallenge
 from plugins.auth_jwt.jwks import JwksKeySet
 from plugins.auth_jwt.token_source import TokenSource
-from plugins.auth_jwt.verifier import TokenRejected, TokenVerifier
+from plugins.auth_jwt.verifier import TokenRejected, TokenVerifier, VerifiedToken
 
 DECISIONS = ("allow", "anonymous", "missing", "invalid", "unavailable", "already_authenticated")
 
@@ -73,7 +74,10 @@ class JwtFilter(Filter):
             await self._session.close()
             self._session = None
 
-    async def on_request(self, ctx: RequestContext) -> Decision:
+    def on_request(self, ctx: RequestContext) -> Decision | Awaitable[Decision]:
+        """Plain, so that a token verified before (the usual case: a client sends the same token
+        with every request) is admitted without leaving the chain's synchronous fast path; only a
+        token not yet remembered returns an awaitable, which verifies it."""
         # Identity headers come only from a verified token, never from the client.
         for header in self._forwarded_headers:
             ctx.headers.pop(header, None)
@@ -89,6 +93,13 @@ class JwtFilter(Filter):
                 return None
             self._count["missing"].inc()
             return self._missing.response()
+        verified = self._verifier.remembered(token)
+        if verified is None:
+            return self._verify(ctx, token)
+        self._admit(ctx, verified)
+        return None
+
+    async def _verify(self, ctx: RequestContext, token: str) -> Decision:
         try:
             verified = await self._verifier.verify(token)
         except TokenRejected as rejected:
@@ -97,9 +108,12 @@ class JwtFilter(Filter):
                 return Response.error(ServiceUnavailable.status, rejected.reason, ServiceUnavailable.code)
             self._count["invalid"].inc()
             return self._challenge.invalid(rejected.reason).response()
+        self._admit(ctx, verified)
+        return None
+
+    def _admit(self, ctx: RequestContext, verified: VerifiedToken) -> None:
         ctx.principal = verified.principal
         ctx.state[self.name] = verified.claims
         for header, value in verified.forwarded:
             ctx.headers[header] = value
         self._count["allow"].inc()
-        return None

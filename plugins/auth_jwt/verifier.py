@@ -200,13 +200,21 @@ class TokenVerifier:
         """Drop remembered verifications (keys changed in a way that must take effect now)."""
         self._cache.clear()
 
-    async def verify(self, token: str) -> VerifiedToken:
-        now = time.time()
+    def remembered(self, token: str) -> VerifiedToken | None:
+        """The token's verification when one is remembered and still holds; None otherwise. Plain,
+        so that the filter answers a returning token without leaving the synchronous fast path."""
         remembered = self._cache.get(token)
-        if remembered is not None and now < remembered[1]:
+        if remembered is not None and time.time() < remembered[1]:
             verified = remembered[0]
             if verified.signed_with.current():
                 return verified
+        return None
+
+    async def verify(self, token: str) -> VerifiedToken:
+        remembered = self.remembered(token)
+        if remembered is not None:
+            return remembered
+        now = time.time()
         verified = await self._verify(token)
         until = now + VERIFIED_CACHE_TTL_S
         exp = verified.claims.get("exp")

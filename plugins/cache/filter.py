@@ -48,8 +48,9 @@ from gateway.core.protocols.openai import is_sampled, looks_like_completion, rea
 from plugins._redis import RedisUnavailable
 from plugins.cache.entry import CACHE_HEADER, CachedResponse, directives, shared_use_allowed, storable
 from plugins.cache.keys import CacheKey, CacheKeyBuilder
+from plugins.cache.memory_store import MemoryCacheStore
 from plugins.cache.metrics import FILTER_NAME, CacheMetrics
-from plugins.cache.single_flight import SingleFlight
+from plugins.cache.single_flight import Flight, SingleFlight
 
 _BYPASS = "bypass"
 
@@ -62,6 +63,14 @@ class CacheStore(Protocol):
     async def get(self, key: CacheKey) -> CachedResponse | None: ...
     async def put(self, key: CacheKey, entry: CachedResponse) -> bool: ...
     async def invalidate(self, model: str | None) -> int: ...
+
+
+class ImmediateCacheStore(Protocol):
+    """A store in this process that answers at once (`MemoryCacheStore`): the filter then looks up
+    and stores without awaiting, so the chain stays on its synchronous fast path."""
+
+    def get_now(self, key: CacheKey) -> CachedResponse | None: ...
+    def put_now(self, key: CacheKey, entry: CachedResponse) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -96,6 +105,7 @@ class CacheFilter(Filter):
         "_coalesce_timeout",
         "_flights",
         "_generation",
+        "_immediate",
         "_keys",
         "_methods",
         "_metrics",
@@ -120,6 +130,8 @@ class CacheFilter(Filter):
         store_sampled: bool = False,
     ) -> None:
         self._store = store
+        # Decided here, not per request: whether lookups and stores complete without awaiting.
+        self._immediate: ImmediateCacheStore | None = store if isinstance(store, MemoryCacheStore) else None
         self._store_streams = store_streams
         self.buffers_event_streams = store_streams
         self._store_sampled = store_sampled
@@ -134,7 +146,10 @@ class CacheFilter(Filter):
         self._flights = SingleFlight()
         self._generation = 0
 
-    async def on_request(self, ctx: RequestContext) -> Decision:
+    def on_request(self, ctx: RequestContext) -> Decision | Awaitable[Decision]:
+        """Plain, so that an in-process store decides a hit or a miss without leaving the chain's
+        synchronous fast path; an awaitable only for a store that must be awaited (Redis) or to
+        follow an identical request in flight."""
         if ctx.method not in self._methods:
             return None
         control = directives(ctx.headers.get("cache-control"))
@@ -160,25 +175,47 @@ class CacheFilter(Filter):
         ticket = _Ticket(key, ctx.arm, ctx.principal, self._generation, leader=False, private=private)
         ticket.completion = completion
         ctx.state[FILTER_NAME] = ticket
-        missed = lookups["private" if private else "miss"]
-        if "no-cache" not in control:
-            entry = await self._lookup(key)
-            if entry is not None and (not private or shared_use_allowed(entry.headers)):
-                ticket.served = True
-                lookups["hit"].inc()
-                return _renewed(entry.response("hit"), completion)
-            flight = self._flights.in_flight(key.value) if self._coalesce else None
-            if flight is not None:
-                shared = await SingleFlight.follow(flight, self._coalesce_timeout)
-                if shared is not None and (not private or shared_use_allowed(shared.headers)):
-                    ticket.served = True
-                    lookups["coalesced"].inc()
-                    return _renewed(shared.response("coalesced"), completion)
-                missed.inc()  # the leader's answer was not shareable: go upstream alone
-                return None
-        ticket.leader = self._coalesce and self._flights.lead(key.value)
-        missed.inc()
+        if "no-cache" in control:
+            self._go_upstream(ticket)
+            return None
+        store = self._immediate
+        if store is None:
+            return self._look_up(ticket)
+        return self._found(ticket, store.get_now(key))
+
+    async def _look_up(self, ticket: _Ticket) -> Decision:
+        """The lookup in a store that must be awaited, then as `_found`."""
+        decision = self._found(ticket, await self._lookup(ticket.key))
+        if decision is None or isinstance(decision, Response):
+            return decision
+        return await decision
+
+    def _found(self, ticket: _Ticket, entry: CachedResponse | None) -> Decision | Awaitable[Decision]:
+        """What a lookup found decides: a hit, following an identical request in flight, or upstream."""
+        if entry is not None and (not ticket.private or shared_use_allowed(entry.headers)):
+            ticket.served = True
+            self._metrics.lookups["hit"].inc()
+            return _renewed(entry.response("hit"), ticket.completion)
+        flight = self._flights.in_flight(ticket.key.value) if self._coalesce else None
+        if flight is not None:
+            return self._follow(ticket, flight)
+        self._go_upstream(ticket)
         return None
+
+    async def _follow(self, ticket: _Ticket, flight: Flight) -> Decision:
+        shared = await SingleFlight.follow(flight, self._coalesce_timeout)
+        lookups = self._metrics.lookups
+        if shared is not None and (not ticket.private or shared_use_allowed(shared.headers)):
+            ticket.served = True
+            lookups["coalesced"].inc()
+            return _renewed(shared.response("coalesced"), ticket.completion)
+        lookups["private" if ticket.private else "miss"].inc()  # the leader's answer was not shareable
+        return None  # go upstream alone
+
+    def _go_upstream(self, ticket: _Ticket) -> None:
+        """A miss: the request goes upstream, leading the flight for its key when it is the first."""
+        ticket.leader = self._coalesce and self._flights.lead(ticket.key.value)
+        self._metrics.lookups["private" if ticket.private else "miss"].inc()
 
     def on_response(self, ctx: RequestContext, response: Response) -> Awaitable[None] | None:
         """Plain, so a streamed answer (nothing to store) passes on its head; an awaitable only when
@@ -209,7 +246,12 @@ class CacheFilter(Filter):
             self._flights.finish(ticket.key.value, entry)
         if entry is None:
             return None
-        return self._store_entry(ticket.key, entry)
+        store = self._immediate
+        if store is None:
+            return self._store_entry(ticket.key, entry)
+        if store.put_now(ticket.key, entry):
+            self._metrics.stores.inc()
+        return None
 
     async def _store_entry(self, key: CacheKey, entry: CachedResponse) -> None:
         if await self._put(key, entry):

@@ -2,7 +2,9 @@
 
 A lookup moves its entry to the young end; a store that pushes the cache past either bound drops
 entries from the old end until it fits. An expired entry is dropped when it is looked up, and
-otherwise ages out of the LRU like any unused one, so no sweeping task is needed.
+otherwise ages out of the LRU like any unused one, so no sweeping task is needed. Nothing here
+waits: `get_now` and `put_now` answer at once (the filter calls them without leaving the chain's
+synchronous fast path), and the awaitable `get` and `put` of the store protocol wrap them.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ class MemoryCacheStore:
         self._bytes = 0
 
     async def get(self, key: CacheKey) -> CachedResponse | None:
+        return self.get_now(key)
+
+    async def put(self, key: CacheKey, entry: CachedResponse) -> bool:
+        return self.put_now(key, entry)
+
+    def get_now(self, key: CacheKey) -> CachedResponse | None:
         slot = self._slots.get(key.value)
         if slot is None:
             return None
@@ -65,7 +73,7 @@ class MemoryCacheStore:
         self._slots.move_to_end(key.value)
         return slot.entry
 
-    async def put(self, key: CacheKey, entry: CachedResponse) -> bool:
+    def put_now(self, key: CacheKey, entry: CachedResponse) -> bool:
         size = entry.size + len(key.value) + ENTRY_OVERHEAD_BYTES
         if size > self._max_bytes:
             return False

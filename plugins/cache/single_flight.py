@@ -13,6 +13,9 @@ import asyncio
 
 from plugins.cache.entry import CachedResponse
 
+Flight = asyncio.Future[CachedResponse | None]
+"""One request in flight: resolved with its shareable answer, or None."""
+
 
 class SingleFlight:
     """The requests in flight, by cache key."""

@@ -93,8 +93,10 @@ def make_ctx(headers: dict[str, str] | None = None, query: str = "") -> RequestC
 
 
 async def call(filter_: Filter, ctx: RequestContext) -> Response | None:
+    """The request phase's answer: plain for a token verified before, else awaited."""
     result = filter_.on_request(ctx)
-    assert not isinstance(result, Response) and result is not None  # auth_jwt's request phase is async
+    if result is None or isinstance(result, Response):
+        return result
     answer = await result
     assert answer is None or isinstance(answer, Response)
     return answer
@@ -474,3 +476,45 @@ async def test_jwt_then_api_key_chain(jwks: dict[str, Any], rsa_key: rsa.RSAPriv
     assert await call(jwt_filter, neither) is None
     answer = apikey.on_request(neither)
     assert isinstance(answer, Response) and answer.status == 401
+
+
+async def test_a_token_verified_before_is_admitted_without_awaiting(
+    jwks: dict[str, Any], rsa_key: rsa.RSAPrivateKey
+) -> None:
+    filter_, registry = build({"providers": [provider(jwks, forward_claims={"sub": "x-user-id"})]})
+    token = sign(rsa_key, claims(sub="carol"))
+    first = make_ctx({"authorization": f"Bearer {token}"})
+    pending = filter_.on_request(first)
+    assert pending is not None and not isinstance(pending, Response)  # not remembered yet: verified
+    assert await pending is None and first.principal is not None
+    again = make_ctx({"authorization": f"Bearer {token}", "x-user-id": "admin"})
+    assert filter_.on_request(again) is None  # plain: the chain stays on its synchronous path
+    assert again.principal is not None and again.principal.id == "carol"
+    assert again.headers == {"x-user-id": "carol"}  # the token is stripped, the claim forwarded
+    assert (
+        registry.get_sample_value(
+            "turnout_filter_decisions_total", {"filter": "auth_jwt", "route": "r1", "decision": "allow"}
+        )
+        == 2
+    )
+    # Another token is verified on its own, and refused when it must be.
+    forged = token.rsplit(".", 1)[0] + "." + b64(b"\0" * 256)
+    pending = filter_.on_request(make_ctx({"authorization": f"Bearer {forged}"}))
+    assert pending is not None and not isinstance(pending, Response)
+    answer = await pending
+    assert isinstance(answer, Response) and answer.status == 401
+
+
+async def test_a_remembered_token_is_verified_again_once_it_expires(
+    jwks: dict[str, Any], rsa_key: rsa.RSAPrivateKey
+) -> None:
+    filter_, _ = build({"providers": [provider(jwks, leeway="0s")]})
+    exp = int(time.time()) + 2
+    token = sign(rsa_key, claims(exp=exp))
+    await accepted(filter_, token)
+    assert filter_.on_request(make_ctx({"authorization": f"Bearer {token}"})) is None  # remembered
+    deadline = time.monotonic() + 30  # generous on a busy machine; the token expires within 2 s
+    while time.time() <= exp + 0.05 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert time.time() > exp
+    assert await refused(filter_, token) == "the token has expired"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.core.context import Principal, RequestContext
-from gateway.core.filters import BuildContext, Response
+from gateway.core.filters import BuildContext, Decision, Response
 from plugins.cache import FACTORY, CacheConfig, CacheFilter
 from plugins.cache.keys import CacheKeyBuilder
 
@@ -68,6 +68,13 @@ def request(
     return ctx
 
 
+async def decided(result: Decision | Awaitable[Decision]) -> Decision:
+    """What a request phase decided: its plain answer, or what its awaitable gives."""
+    if result is None or isinstance(result, Response):
+        return result
+    return await result
+
+
 async def through(
     cache: CacheFilter,
     ctx: RequestContext,
@@ -75,7 +82,7 @@ async def through(
     before_response: Callable[[RequestContext], None] | None = None,
 ) -> Response:
     try:
-        answer = await cache.on_request(ctx)
+        answer = await decided(cache.on_request(ctx))
         if answer is None:
             if before_response is not None:
                 before_response(ctx)
@@ -110,6 +117,28 @@ async def test_a_hundred_identical_requests_make_one_upstream_call() -> None:
     assert later.header("x-turnout-cache") == "hit" and upstream.calls == 1
     assert later.header("age") == "0"
     assert registry.get_sample_value("turnout_cache_stores_total", {"route": "infer"}) == 1
+
+
+async def test_the_memory_store_decides_without_awaiting() -> None:
+    registry = CollectorRegistry()
+    cache = build(registry)
+    first = request()
+    assert cache.on_request(first) is None  # a miss, decided plain: the chain stays synchronous
+    answer = Response(200, [("content-type", "application/json")], b'{"call": 1}')
+    assert cache.on_response(first, answer) is None  # stored at once, nothing to await
+    cache.on_log(first)
+    assert answer.header("x-turnout-cache") == "miss" and lookups(registry, "miss") == 1
+    hit = cache.on_request(request())
+    assert isinstance(hit, Response) and hit.body == b'{"call": 1}'
+    assert hit.header("x-turnout-cache") == "hit" and lookups(registry, "hit") == 1
+    # An identical request in flight is followed, which needs an awaitable.
+    leader, follower = request(b"{}"), request(b"{}")
+    assert cache.on_request(leader) is None
+    following = cache.on_request(follower)
+    assert following is not None and not isinstance(following, Response)
+    assert cache.on_response(leader, Response(200, [("content-type", "application/json")], b"{}")) is None
+    shared = await following
+    assert isinstance(shared, Response) and shared.header("x-turnout-cache") == "coalesced"
 
 
 async def test_followers_get_copies_they_can_change_alone() -> None:

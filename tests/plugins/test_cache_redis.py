@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from gateway.core.context import Principal, RequestContext
-from gateway.core.filters import BuildContext, Response
+from gateway.core.filters import BuildContext, Decision, Response
 from plugins.cache import FACTORY, CacheConfig, CacheFilter
 
 if TYPE_CHECKING:
@@ -57,9 +57,16 @@ class Upstream:
         return Response(200, [("content-type", "application/json")], orjson.dumps({"call": self.calls}))
 
 
+async def decided(result: Decision | Awaitable[Decision]) -> Decision:
+    """What a request phase decided: its plain answer, or what its awaitable gives."""
+    if result is None or isinstance(result, Response):
+        return result
+    return await result
+
+
 async def through(cache: CacheFilter, ctx: RequestContext, upstream: Upstream) -> Response:
     began = time.monotonic()
-    answer = await cache.on_request(ctx)
+    answer = await decided(cache.on_request(ctx))
     response = answer if answer is not None else upstream(ctx)
     storing = cache.on_response(ctx, response)  # an awaitable only when there is an answer to store
     if storing is not None:
