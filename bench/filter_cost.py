@@ -1,6 +1,7 @@
 """The CPU cost of each built-in filter of the typical chain, and of the access log, per request.
 
-    python bench/filter_cost.py [--requests 4000] [--rounds 9] [--in-flight 32] [--json]
+    python bench/filter_cost.py [--scenario best|deployed] [--requests 4000] [--rounds 9]
+                                [--in-flight 32] [--json]
 
 As bench/hotpath.py does, a real gateway runs in this process with its client and upstream
 connections over fake transports, so what is timed is the Python-side CPU of whole requests. The
@@ -10,7 +11,10 @@ route is measured with the typical chain (bench/_chains.py) built up one filter 
 
 and once more with no filters and the access log on (to a file). Each filter's cost is the
 difference from the row before it. Every request carries the chain's token and a query string of
-its own (so the cache misses), in every row, so the rows differ only by their filters. The loop is
+its own (so the cache misses), in every row, so the rows differ only by their filters. The requests
+are those of a `bench/proxy.py` scenario (bench/_scenario.py): `best` sends GET / with no body,
+`deployed` POSTs its OIP v2 JSON bodies of about 100 bytes and 16 KB in turn, so the cache keys a
+body (with `--chain typical-raw-body`, as sent rather than canonical JSON). The loop is
 turned until each batch has reached the upstreams, and again until its answers are relayed, so a
 filter that hops to a task still finishes.
 """
@@ -34,6 +38,7 @@ for path in (ROOT, ROOT / "bench"):
 
 from _chains import build_chain  # noqa: E402 - after the path is set
 from _procs import free_port  # noqa: E402
+from _scenario import SCENARIO_NAMES, Scenario, build_scenario  # noqa: E402
 from _turnout import turnout_config  # noqa: E402
 from hotpath import ANSWER, FakeTransport  # noqa: E402
 
@@ -43,10 +48,31 @@ MAX_SETTLE_TURNS = 10_000
 WARMUP_ROUNDS = 60
 
 
+def _requests(scenario: Scenario, token: str) -> Callable[[int], bytes]:
+    """The request numbered ``n`` of ``scenario``, whole, with the chain's token and its own query."""
+    bodies = scenario.bodies or (b"",)
+    heads = [
+        b"%s %s?n=%%d HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n%s\r\n"
+        % (
+            scenario.method.encode(),
+            scenario.path.encode(),
+            token.encode(),
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body) if body else b"",
+        )
+        for body in bodies
+    ]
+
+    def request(n: int) -> bytes:
+        which = n % len(bodies)
+        return heads[which] % n + bodies[which]
+
+    return request
+
+
 async def _measure(
     filters: Sequence[Mapping[str, Any]],
     access_log: bool,
-    token: str,
+    request: Callable[[int], bytes],
     requests: int,
     rounds: int,
     in_flight: int,
@@ -94,10 +120,7 @@ async def _measure(
                 nonlocal counter
                 for client, _ in clients:
                     counter += 1
-                    client.data_received(
-                        b"GET /?n=%d HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n\r\n"
-                        % (counter, token.encode())
-                    )
+                    client.data_received(request(counter))
                 await settle(lambda: not pool._idle)  # every request has reached its upstream
                 for upstream in upstreams:
                     upstream.data_received(ANSWER)
@@ -119,20 +142,26 @@ async def _measure(
             await gateway.shutdown(0.1)
 
 
-async def _all_rows(requests: int, rounds: int, in_flight: int) -> dict[str, float]:
-    chain = build_chain("typical")
-    token = chain.headers[0][1].removeprefix("Bearer ")
+async def _all_rows(
+    scenario: Scenario, chain_name: str, requests: int, rounds: int, in_flight: int
+) -> dict[str, float]:
+    chain = build_chain(chain_name)
+    request = _requests(scenario, chain.headers[0][1].removeprefix("Bearer "))
     names = ["none", *(next(iter(f)) for f in chain.filters)]
     rows: dict[str, float] = {}
     for count, name in enumerate(names):
-        rows[name] = await _measure(chain.filters[:count], False, token, requests, rounds, in_flight)
-    rows["access_log"] = await _measure((), True, token, requests, rounds, in_flight)
+        rows[name] = await _measure(chain.filters[:count], False, request, requests, rounds, in_flight)
+    rows["access_log"] = await _measure((), True, request, requests, rounds, in_flight)
     return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenario", choices=SCENARIO_NAMES, default="best", help="the requests (best)")
+    parser.add_argument(
+        "--chain", choices=("typical", "typical-raw-body"), default="typical", help="the filters (typical)"
     )
     parser.add_argument("--requests", type=int, default=4000, help="requests per round (4000)")
     parser.add_argument("--rounds", type=int, default=9, help="rounds; the best is kept (9)")
@@ -143,7 +172,9 @@ def main() -> int:
 
     from gateway.core.native import data_path_mode
 
-    rows = uvloop.run(_all_rows(args.requests, args.rounds, args.in_flight))
+    scenario = build_scenario(args.scenario)
+    rows = uvloop.run(_all_rows(scenario, args.chain, args.requests, args.rounds, args.in_flight))
+    print(f"{scenario.name} scenario: {scenario.description}; chain {args.chain}")
     print(f"CPU µs per request in process (data path: {data_path_mode()}), best of {args.rounds} rounds:")
     previous = rows["none"]
     print(f"  no filters:            {previous:7.2f}")
@@ -153,7 +184,16 @@ def main() -> int:
     logged = rows["access_log"]
     print(f"  access log, no filters {logged:7.2f}  (the log: {logged - rows['none']:+.2f})")
     if args.json:
-        print(json.dumps({"data_path": data_path_mode(), "us_per_request": rows}))
+        print(
+            json.dumps(
+                {
+                    "data_path": data_path_mode(),
+                    "scenario": scenario.name,
+                    "chain": args.chain,
+                    "us_per_request": rows,
+                }
+            )
+        )
     return 0
 
 
