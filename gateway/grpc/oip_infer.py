@@ -101,7 +101,7 @@ class InferStage:
         if not check.has_metadata_source and check not in self._fetching:
             self._fetching.add(check)
             cluster = exchange.ctx.cluster
-            timeout = self._runtime().clusters[cluster].request_timeout
+            timeout = exchange.runtime.clusters[cluster].request_timeout
             check.set_metadata_fetcher(GrpcMetadataFetcher(self._runtime, self._channels, cluster, timeout))
         try:
             model, version, request, _ = codec().request_from_proto(
@@ -125,7 +125,7 @@ class InferStage:
         ctx = exchange.ctx
         endpoint = exchange.endpoint
         if endpoint is not None:  # the batch picks its own endpoint: this call holds none
-            self._runtime().clusters[ctx.cluster].endpoints.on_finish(endpoint)
+            exchange.runtime.clusters[ctx.cluster].endpoints.on_finish(endpoint)
             exchange.endpoint = None
             ctx.endpoint = ""
         original = EncodedBatch(message, GRPC_CONTENT_TYPE, {})
@@ -149,10 +149,9 @@ class InferStage:
         batcher = by_cluster.get(cluster)
         if batcher is None:
             route = exchange.route
-            runtime = self._runtime()
             timeout = route.timeout if route is not None and route.timeout is not None else None
             if timeout is None:
-                timeout = runtime.clusters[cluster].request_timeout
+                timeout = exchange.runtime.clusters[cluster].request_timeout
             upstream = _GrpcClusterSender(self._runtime, self._channels, cluster, timeout)
             batcher = Batcher(
                 layer.config, {cluster: BatchUpstream(upstream.send, upstream.endpoint_count)}, layer.metrics

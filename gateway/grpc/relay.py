@@ -22,6 +22,7 @@ from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
 from gateway.grpc.call import answer_message, begin_call
 from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
+from gateway.grpc.oip_batch_format import GRPC_CONTENT_TYPE
 from gateway.grpc.oip_infer import MODEL_INFER, InferFilters, InferStage, UpstreamStatus, infer_filters
 from gateway.grpc.retry import retry_elsewhere, retry_policy
 from gateway.grpc.status import code_for_status, status_for_code
@@ -78,7 +79,9 @@ class Relay:
             raise
         route = exchange.route
         if unary and route is not None and route.filters.needs_request_body:
+            # grpcio keeps the call's content-type to itself; the body rules read it from here.
             exchange.ctx.body = first
+            exchange.ctx.headers["content-type"] = GRPC_CONTENT_TYPE
         decision = await exchange.decide()
         if isinstance(decision, Response):
             if unary and 200 <= decision.status < 300 and decision.body is not None:

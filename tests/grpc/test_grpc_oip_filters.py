@@ -123,7 +123,7 @@ async def test_a_cached_call_does_not_reach_the_upstream_again(
             assert _inferences(worker) == before + 3
 
 
-async def test_concurrent_calls_are_batched_with_answers_equal_to_unbatched_ones(
+async def test_32_concurrent_calls_are_batched_with_answers_equal_to_unbatched_ones(
     make_gateway: Any, worker: WorkerProcess, rows: np.ndarray
 ) -> None:
     batching = {"batching": {"max_batch_size": 32, "max_queue_delay": "50ms"}}
@@ -136,11 +136,16 @@ async def test_concurrent_calls_are_batched_with_answers_equal_to_unbatched_ones
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             direct = pb_grpc.GRPCInferenceServiceStub(direct_channel)
             messages = [_request(rows[i : i + 1 + i % 2], request_id=f"call-{i}") for i in range(32)]
+            # typed contents cannot be merged: such a call goes upstream alone, as without batching
+            typed = pb.ModelInferRequest(model_name="risk", model_version="1", id="typed")
+            typed.inputs.add(name="features", datatype="FP32", shape=[1, 30])
+            typed.inputs[0].contents.fp32_contents.extend(rows[40].tolist())
+            messages.append(typed)
             alone = [await direct.ModelInfer(message) for message in messages]
             before = _inferences(worker)
             batched = await asyncio.gather(*(stub.ModelInfer(message) for message in messages))
             upstream_calls = _inferences(worker) - before
-    assert upstream_calls < 32
+    assert upstream_calls < 16
     for got, expected, message in zip(batched, alone, messages, strict=True):
         assert got.id == message.id
         mine, theirs = response_from_proto(got), response_from_proto(expected)
