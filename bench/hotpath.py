@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ class FakeTransport:
 
     def write(self, data: bytes) -> None:
         self.written += len(data)
+
+    def writelines(self, data: Iterable[bytes]) -> None:
+        for chunk in data:
+            self.written += len(chunk)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 40000) if name == "peername" else default
