@@ -146,7 +146,8 @@ def usage_rows(
     picks = [COLUMNS.index(column) for column in columns]
     totals: dict[tuple[str, ...], list[int]] = {}
     for row in found:
-        key = tuple(row[i] for i in picks)
+        names = row[:4]
+        key = tuple(names[i] for i in picks)
         counts = totals.setdefault(key, [0, 0, 0])
         counts[0] += row[4]
         counts[1] += row[5]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -121,7 +121,7 @@ async def test_a_body_sent_in_pieces_is_routed_once_whole(
 ) -> None:
     config = llm_config(llm_a, llm_b)
 
-    async def pieces():  # type: ignore[no-untyped-def]
+    async def pieces() -> AsyncIterator[bytes]:
         yield b'{"model": "llama-70b", '
         yield b'"messages": [{"role": "user", "content": "hi"}]}'
 
