@@ -53,6 +53,7 @@ class UpstreamStatus(GatewayError):
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
+        self.args = (code, details)  # each member gets a copy (copy.copy rebuilds it from these)
         self.grpc_code = code
         self.status = status_for_code(code)
 

@@ -40,6 +40,7 @@ Context: TypeAlias = grpc.aio.ServicerContext
 
 # What ctx.status records for a client that went away (nginx's "client closed request").
 CLIENT_CLOSED = 499
+NOT_FOUND = 404
 
 
 class Relay:
@@ -162,6 +163,12 @@ class Relay:
         try:
             if stage.validate is not None:
                 refusal = await self._infer.validate(exchange, stage.validate, request)
+                if refusal is not None and refusal.status == NOT_FOUND:
+                    # The model is unknown upstream: NOT_FOUND, as the server itself would answer
+                    # (a 404 is otherwise UNIMPLEMENTED, for a call no route takes).
+                    message = answer_message(refusal)
+                    _finish(exchange, self._metrics, NOT_FOUND, grpc.StatusCode.NOT_FOUND, message)
+                    await context.abort(grpc.StatusCode.NOT_FOUND, message)
                 if refusal is not None:
                     exchange.ctx.error = answer_message(refusal)
                     await _answer(exchange, self._metrics, refusal, context)

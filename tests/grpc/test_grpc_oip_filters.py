@@ -90,6 +90,12 @@ async def test_invalid_tensors_are_refused_naming_them(
                     await stub.ModelInfer(message)
                 assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what
                 assert words in (failed.value.details() or ""), (what, failed.value.details())
+            unknown = _request(rows[:2])
+            unknown.model_version = "9"
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.ModelInfer(unknown)
+            assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "model 'risk' version '9' is not served here" in (failed.value.details() or "")
             # the model's metadata came over gRPC; a valid call passes and only it reached the model
             answer = response_from_proto(await stub.ModelInfer(_request(rows[:2])))
             assert [output.name for output in answer.outputs] == ["probabilities", "label"]
@@ -142,6 +148,15 @@ async def test_32_concurrent_calls_are_batched_with_answers_equal_to_unbatched_o
             typed.inputs[0].contents.fp32_contents.extend(rows[40].tolist())
             messages.append(typed)
             alone = [await direct.ModelInfer(message) for message in messages]
+            # the upstream's own status reaches every member of a batch
+            missing = [_request(rows[i : i + 1], request_id=f"v9-{i}") for i in range(4)]
+            for message in missing:
+                message.model_version = "9"
+            failures = await asyncio.gather(*(stub.ModelInfer(m) for m in missing), return_exceptions=True)
+            assert all(
+                isinstance(f, grpc.aio.AioRpcError) and f.code() == grpc.StatusCode.NOT_FOUND
+                for f in failures
+            ), failures
             before = _inferences(worker)
             batched = await asyncio.gather(*(stub.ModelInfer(message) for message in messages))
             upstream_calls = _inferences(worker) - before
