@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 # grpcio's servicer context (untyped: grpcio ships no annotations for grpc.aio).
 Context: TypeAlias = grpc.aio.ServicerContext
+
+log = logging.getLogger("turnout.grpc")
 
 # What ctx.status records for a client that went away (nginx's "client closed request").
 CLIENT_CLOSED = 499
@@ -182,6 +185,13 @@ class Relay:
         except asyncio.CancelledError:
             _finish(exchange, self._metrics, CLIENT_CLOSED, grpc.StatusCode.CANCELLED, "the client cancelled")
             raise
+        except grpc.aio.AbortError:  # a refusal above, already finished
+            raise
+        except Exception as exc:  # a bug, or the OIP classes missing (the workers extra): contained
+            log.exception("validating or batching a ModelInfer call failed")
+            failure = f"{type(exc).__name__}: {exc}"
+            _finish(exchange, self._metrics, 500, grpc.StatusCode.INTERNAL, failure)
+            await context.abort(grpc.StatusCode.INTERNAL, "the gateway failed to validate or batch this call")
         return None
 
     async def close(self) -> None:
