@@ -16,8 +16,10 @@ from typing import Any
 import openai
 import orjson
 import pytest
+import redis
 import yaml
 
+from experiments.store.redis_usage import PREFIX, RETENTION_S
 from gateway.usage_ledger import RedisUsageLedger, SqliteUsageLedger, usage_rows
 from tests.conftest import gateway_config
 from tests.support.processes import ROOT, Process
@@ -149,3 +151,9 @@ def test_redis_rows_add_up_across_writers_and_respect_since(tmp_path: Path) -> N
             {"principal": "alice", "requests": 3, "prompt_tokens": 120, "completion_tokens": 110},
             {"principal": "bob", "requests": 2, "prompt_tokens": 2, "completion_tokens": 0},
         ]
+        # Every key expires on its own: a minute's hash 35 days after that minute, the index with it.
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        keys = client.keys(PREFIX + "*")
+        assert PREFIX + "minutes" in keys and len(keys) >= 3  # the index and the minutes written
+        assert all(0 < client.ttl(key) <= RETENTION_S for key in keys)
+        client.close()
