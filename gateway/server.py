@@ -84,7 +84,7 @@ class Gateway:
         self.mesh: MeshServer | None = None
         """Envoy's ext_proc, ext_authz, RLS and ADS server, when the config has a mesh section."""
         self.grpc: GrpcFrontDoor | None = None
-        """The gRPC front door, when the config sets listen.grpc_port."""
+        """The gRPC front door: the main port's HTTP/2 connections, and listen.grpc_port when set."""
         self._admin_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -184,19 +184,25 @@ class Gateway:
         self._proxy = proxy = Proxy(self.runtime, b"https" if tls is not None else b"http")
         self.listener = HttpServer(proxy.handle, limits, tls)
         self.metrics.listener_rejections = lambda: dict(self.listener.rejections) if self.listener else {}
+        from gateway.grpc.front_door import GrpcFrontDoor
+
+        # gRPC on the main port (HTTP/2 told apart by its preface, or ALPN h2): always served, as
+        # it costs a loopback listener and no work until a client speaks HTTP/2.
+        self.grpc = GrpcFrontDoor(
+            lambda: self.runtime,
+            listen.max_body_bytes,
+            self.registry,
+            client_certificates=listen.tls is not None and listen.tls.client_cert == "require",
+        )
+        await self.grpc.start_spliced(
+            client_certificates=listen.tls is not None and listen.tls.client_cert != "none"
+        )
+        self.listener.h2 = self.grpc.splices.take
         await self.listener.start(listen.host, listen.port, listen.backlog, reuse_port=self._reuse_port)
         if listen.grpc_port is not None:
-            from gateway.grpc.front_door import GrpcFrontDoor
             from gateway.grpc.tls import server_credentials
 
             credentials = server_credentials(listen.tls, self.base_dir) if listen.tls is not None else None
-            client_certificates = listen.tls is not None and listen.tls.client_cert == "require"
-            self.grpc = GrpcFrontDoor(
-                lambda: self.runtime,
-                listen.max_body_bytes,
-                self.registry,
-                client_certificates=client_certificates,
-            )
             await self.grpc.start(
                 listen.host, listen.grpc_port, reuse_port=self._reuse_port, credentials=credentials
             )

@@ -39,6 +39,10 @@ def build_tls_context(tls: TlsConfig, base_dir: Path) -> ssl.SSLContext:
                 (*_SECTION, "client_ca"), f"{tls.client_ca} does not load as PEM CA certificates: {exc}"
             ) from None
         context.verify_mode = ssl.CERT_REQUIRED if tls.client_cert == "require" else ssl.CERT_OPTIONAL
+    # HTTP/2 (gRPC) and HTTP/1.1 on the one port. The server's order decides: a client that offers
+    # both (curl, browsers) keeps HTTP/1.1, which carries the REST routes; one that offers only h2
+    # (gRPC clients) gets it and is handed to the gRPC front door (gateway/grpc/splice.py).
+    context.set_alpn_protocols(["http/1.1", "h2"])
     return context
 
 

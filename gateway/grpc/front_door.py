@@ -1,5 +1,7 @@
-"""The gRPC listener: HTTP/2 cleartext with prior knowledge (as gRPC clients connect) on
-`listen.grpc_port`, every call to any service handed to the relay.
+"""The gRPC listener: every call to any service handed to the relay. It takes the HTTP/2
+connections of the gateway's main port (handed over by the HTTP/1.1 listener and spliced to a
+private loopback port, `gateway/grpc/splice.py`) and, when set, those of `listen.grpc_port` (HTTP/2
+cleartext with prior knowledge, as gRPC clients connect, or TLS).
 
 grpcio's server does the HTTP/2 work (framing, HPACK, flow control, max concurrent streams, message
 size limits answered RESOURCE_EXHAUSTED, keep-alive pings, GOAWAY on stop); a generic handler takes
@@ -11,6 +13,7 @@ while calls in flight keep theirs.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from gateway.grpc.call import UNARY_METHODS
 from gateway.grpc.channels import UpstreamChannels
 from gateway.grpc.metrics import GrpcMetrics
 from gateway.grpc.relay import Relay
+from gateway.grpc.splice import PRIVATE_HOST, SplicedSubjects, Splices, spliced_stream, spliced_unary
 from gateway.grpc.tls import PeerSubjects
 
 if TYPE_CHECKING:
@@ -56,6 +60,24 @@ class _AnyMethod(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpcio is unt
         return grpc.stream_stream_rpc_method_handler(functools.partial(self._relay.stream, path))
 
 
+class _SplicedMethod(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpcio is untyped
+    """`_AnyMethod` for the private port: the relay sees the client behind the pair as the peer."""
+
+    def __init__(self, relay: Relay, splices: Splices) -> None:
+        self._relay = relay
+        self._splices = splices
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        path: str = handler_call_details.method
+        if path in UNARY_METHODS:
+            return grpc.unary_unary_rpc_method_handler(
+                functools.partial(spliced_unary, self._relay, self._splices, path)
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            functools.partial(spliced_stream, self._relay, self._splices, path)
+        )
+
+
 class GrpcFrontDoor:
     def __init__(
         self,
@@ -72,7 +94,37 @@ class GrpcFrontDoor:
         self._max_message_bytes = max_message_bytes
         self.channels = UpstreamChannels(max_message_bytes)
         self._server: grpc.aio.Server | None = None
+        self._private: grpc.aio.Server | None = None
+        self.splices = Splices()
+        """The main port's HTTP/2 connections (`HttpServer.h2` is its `take`)."""
         self.port = 0
+        """`listen.grpc_port` as bound (0 without one)."""
+
+    def _new_server(self, handler: grpc.GenericRpcHandler, reuse_port: bool) -> grpc.aio.Server:
+        return grpc.aio.server(
+            handlers=[handler],
+            options=[
+                ("grpc.max_receive_message_length", self._max_message_bytes),
+                ("grpc.max_send_message_length", self._max_message_bytes),
+                ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+                ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+                # Only SO_REUSEPORT when asked: otherwise a port taken is an error, not a silent share.
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ],
+        )
+
+    async def start_spliced(self, *, client_certificates: bool = False) -> None:
+        """Serve the main port's HTTP/2 connections: the private loopback listener they are spliced
+        to. `client_certificates`: the main port verifies client certificates, whose subjects
+        become `ctx.tls_subject`."""
+        subjects = SplicedSubjects() if client_certificates else None
+        relay = Relay(self._runtime, self.channels, self._metrics, subjects)
+        server = self._new_server(_SplicedMethod(relay, self.splices), reuse_port=False)
+        port = server.add_insecure_port(f"{PRIVATE_HOST}:0")
+        await server.start()
+        self._private = server
+        self.splices.open(port)
 
     async def start(
         self,
@@ -84,18 +136,8 @@ class GrpcFrontDoor:
     ) -> None:
         """`reuse_port`: the port is shared with sibling processes (the supervisor's workers);
         `credentials`: serve TLS (`gateway/grpc/tls.py`), else HTTP/2 cleartext."""
-        server = grpc.aio.server(
-            handlers=[_AnyMethod(Relay(self._runtime, self.channels, self._metrics, self._subjects))],
-            options=[
-                ("grpc.max_receive_message_length", self._max_message_bytes),
-                ("grpc.max_send_message_length", self._max_message_bytes),
-                ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
-                ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-                # Only SO_REUSEPORT when asked: otherwise a port taken is an error, not a silent share.
-                ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ],
-        )
+        relay = Relay(self._runtime, self.channels, self._metrics, self._subjects)
+        server = self._new_server(_AnyMethod(relay), reuse_port)
         bind = f"[{host}]" if ":" in host else host
         try:
             address = f"{bind}:{port}"
@@ -110,9 +152,11 @@ class GrpcFrontDoor:
         log.info("gRPC front door on %s:%d", host, self.port)
 
     async def stop(self, grace: float) -> None:
-        """Stop taking calls (GOAWAY), let calls in flight finish for up to `grace` seconds, then
-        close the upstream channels."""
-        if self._server is not None:
-            server, self._server = self._server, None
-            await server.stop(grace)
+        """Stop taking calls (GOAWAY on both listeners), let calls in flight finish for up to
+        `grace` seconds, then close what is left of the spliced connections and the upstream
+        channels."""
+        servers = [server for server in (self._server, self._private) if server is not None]
+        self._server = self._private = None
+        await asyncio.gather(*(server.stop(grace) for server in servers))
+        self.splices.close()
         await self.channels.close()

@@ -15,7 +15,10 @@ only what a reverse proxy needs, and does it strictly:
   request;
 - a client that half-closes before its request body ended gets a 400, not a wait for bytes that
   cannot come;
-- half-closed connections: a client that shuts its write side still gets its answers.
+- half-closed connections: a client that shuts its write side still gets its answers;
+- HTTP/2 on the same port: a connection whose first bytes are the HTTP/2 preface (gRPC clients
+  connect with prior knowledge), or that negotiated ALPN `h2` over TLS, is handed whole to the
+  server's `h2` callback (`gateway/grpc/splice.py`); only a connection's first bytes are looked at.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ log = logging.getLogger("turnout.listener")
 
 Handler = Callable[[HttpExchange], None]
 """Called once per request when its head is parsed; answers through the exchange, now or later."""
+
+H2Handler = Callable[[asyncio.Transport, bytes, str, "str | None"], None]
+"""Takes over an HTTP/2 connection: its transport, the bytes read so far, the client's address and
+its certificate's subject. It sets its own protocol on the transport."""
+
+# RFC 9113 3.4: every HTTP/2 connection with prior knowledge opens with these 24 bytes.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Pipelined requests queued behind the active one before reading pauses: enough for clients that
 # pipeline, small enough that one connection cannot make the gateway buffer without bound.
@@ -82,6 +92,7 @@ class HttpConnection(asyncio.Protocol):
         "_body_mark",
         "_body_mark_at",
         "_body_watched",
+        "_first_bytes",
         "_head_bytes",
         "_limits",
         "_parser",
@@ -128,6 +139,9 @@ class HttpConnection(asyncio.Protocol):
         self._body_mark_at = 0.0
         self.closed = False
         self.accepting = True
+        # Until the first bytes are looked at (for the HTTP/2 preface): None once they were, else
+        # what arrived so far of a first packet too short to tell.
+        self._first_bytes: bytes | None = b""
         self.tls_subject: str | None = None
         # Monotonic deadline for the sweeper: the head-read timeout while a head is awaited,
         # the idle timeout between requests, 0 while a request is being handled.
@@ -142,6 +156,15 @@ class HttpConnection(asyncio.Protocol):
         self.client_ip = peer[0] if isinstance(peer, tuple) else ""
         if self.server.tls:
             self.tls_subject = certificate_subject(transport.get_extra_info("peercert"))
+            ssl_object = transport.get_extra_info("ssl_object")
+            h2 = self.server.h2
+            if h2 is not None and ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                # Never this listener's connection: handed over before its first byte.
+                self._first_bytes = None
+                self.closed = True
+                self.transport = None
+                h2(cast(asyncio.Transport, transport), b"", self.client_ip, self.tls_subject)
+                return
         self.server.connections.add(self)
         self.deadline = self.server.clock() + self._limits.header_timeout
 
@@ -159,6 +182,10 @@ class HttpConnection(asyncio.Protocol):
             self._producer_resume()
 
     def data_received(self, data: bytes) -> None:
+        if self._first_bytes is not None:
+            data = self._look_at_first_bytes(data)
+            if not data:
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -179,6 +206,27 @@ class HttpConnection(asyncio.Protocol):
             # already complete when the handler looks at it.
             self._ready = None
             self._start(ready)
+
+    def _look_at_first_bytes(self, data: bytes) -> bytes:
+        """The connection's first bytes: an HTTP/2 preface hands the connection over (answers b"");
+        anything else is answered back for the HTTP/1.1 parser. A first packet shorter than the
+        preface that could still begin it is kept until more arrives (b"")."""
+        data = self._first_bytes + data if self._first_bytes else data
+        if len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+            self._first_bytes = data
+            return b""
+        self._first_bytes = None
+        h2 = self.server.h2
+        if h2 is None or not data.startswith(H2_PREFACE):
+            return data
+        transport = self.transport
+        if transport is not None and not self.closed:
+            # No longer this listener's connection: the sweeper and the drain leave it alone.
+            self.closed = True
+            self.transport = None
+            self.server.connections.discard(self)
+            h2(transport, data, self.client_ip, self.tls_subject)
+        return b""
 
     def eof_received(self) -> bool:
         self._peer_eof = True
@@ -522,6 +570,8 @@ class HttpServer:
         self.handler = handler
         self.limits = limits
         self.tls = tls
+        self.h2: H2Handler | None = None
+        """Takes HTTP/2 connections (gRPC); without it their preface is answered as a bad request."""
         self.connections: set[HttpConnection] = set()
         self.active_exchanges = 0
         self._drained: asyncio.Event | None = None  # set by drain() while it waits
