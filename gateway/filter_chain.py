@@ -88,6 +88,7 @@ class FilterChain:
         "arm_index",
         "broken",
         "buffers_event_streams",
+        "edits_headers",
         "filters",
         "needs_request_body",
         "needs_response_body",
@@ -112,6 +113,8 @@ class FilterChain:
         self.tracer = tracer
         """The tracing hook (gateway/tracing.py): runs first in the request phase, last in logging."""
         on_request = [_phase(f, f.on_request) for f in self.filters if _overrides(f, "on_request")]
+        self.edits_headers = bool(on_request)
+        """A filter has a request hook, so it may edit `ctx.headers` (the tracing hook does not)."""
         on_log = [_phase(f, f.on_log) for f in self.filters if _overrides(f, "on_log")]
         if tracer is not None:
             on_request.insert(0, Phase(tracer, tracer.on_request, False, tracer.name, traced=False))

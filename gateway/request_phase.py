@@ -34,7 +34,7 @@ def run_request_phase(request: ProxyRequest) -> None:
     if chain.broken is not None:  # a filter failed to start: the route answers with its error
         request.fail(chain.broken)
         return
-    if chain.on_request:
+    if chain.edits_headers:
         # What the request phase leaves in ctx.headers is what the upstream gets: the client's
         # headers are kept apart to tell what the filters changed (gateway/upstream_request.py).
         ctx.headers = dict(exchange.headers)

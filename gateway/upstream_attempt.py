@@ -161,7 +161,7 @@ class UpstreamAttempt:
         if self.head_bytes is None:
             route = request.route
             assert route is not None
-            if trace is not None:  # the attempt's traceparent replaces the client's (`_send_on`)
+            if trace is not None and "traceparent" in ctx.headers:  # the attempt's replaces it
                 ctx.headers = {k: v for k, v in ctx.headers.items() if k != "traceparent"}
             self.head_bytes = upstream_head(
                 request.exchange, ctx, route, request.proxy.proto_line, self.body, endpoint.address
