@@ -132,7 +132,8 @@ async def test_a_cached_call_does_not_reach_the_upstream_again(
 async def test_32_concurrent_calls_are_batched_with_answers_equal_to_unbatched_ones(
     make_gateway: Any, worker: WorkerProcess, rows: np.ndarray
 ) -> None:
-    batching = {"batching": {"max_batch_size": 32, "max_queue_delay": "50ms"}}
+    # 100 ms: the 32 calls reach the gateway within it even on a busy machine
+    batching = {"batching": {"max_batch_size": 32, "max_queue_delay": "100ms"}}
     async with make_gateway(_config(worker, [batching])) as gw:
         assert gw.grpc is not None
         async with (
@@ -168,3 +169,31 @@ async def test_32_concurrent_calls_are_batched_with_answers_equal_to_unbatched_o
         for a, b in zip(mine.outputs, theirs.outputs, strict=True):
             assert a.data.shape == b.data.shape
             np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-6)
+
+
+async def test_validation_caching_and_batching_compose(
+    make_gateway: Any, worker: WorkerProcess, rows: np.ndarray
+) -> None:
+    filters: list[dict[str, Any]] = [
+        {"validate": {"oip_v2": True}},
+        {"cache": {}},
+        {"batching": {"max_batch_size": 16, "max_queue_delay": "100ms"}},
+    ]
+    async with make_gateway(_config(worker, filters)) as gw:
+        assert gw.grpc is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            messages = [_request(rows[50 + i : 51 + i], request_id=f"c-{i}") for i in range(8)]
+            before = _inferences(worker)
+            first = await asyncio.gather(*(stub.ModelInfer(message) for message in messages))
+            batched = _inferences(worker) - before
+            again = [stub.ModelInfer(message) for message in messages]
+            assert await asyncio.gather(*again) == first
+            for call in again:
+                assert ("x-turnout-cache", "hit") in tuple(await call.initial_metadata())
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.ModelInfer(_request(rows[:1, :10]))
+            assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [answer.id for answer in first] == [message.id for message in messages]
+    assert 1 <= batched < 8
+    assert _inferences(worker) - before == batched
