@@ -11,11 +11,15 @@ own, or Redis with `state.backend: redis` (`experiments/store/redis_usage.py`).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from redis.exceptions import RedisError
 
 from experiments.store.redis_usage import add_usage, read_usage
 
@@ -28,6 +32,11 @@ _MINUTE: Final = 60
 # How long a flush waits on a database another process is writing (the experiments' recorder).
 _BUSY_TIMEOUT_S: Final = 5.0
 COLUMNS: Final = ("tenant", "principal", "model", "route")
+# Keys (minute x tenant x principal x model x route) kept while Redis is unreachable: at a few
+# hundred keys a minute, hours of outage in some tens of MB; past it the held rows are dropped.
+_MAX_UNSENT_KEYS: Final = 100_000
+
+_log = logging.getLogger("turnout.usage")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS llm_usage (
@@ -108,16 +117,38 @@ class SqliteUsageLedger(UsageLedger):
 
 
 class RedisUsageLedger(UsageLedger):
-    """Usage in Redis, shared by the replicas of `state.backend: redis`."""
+    """Usage in Redis, shared by the replicas of `state.backend: redis`.
 
-    __slots__ = ("url",)
+    Redis goes away for seconds at a time (a restart, a failover); usage is billing, so rows a
+    flush could not write are kept and added to the next flush, up to `_MAX_UNSENT_KEYS`. Writes
+    are one MULTI/EXEC: a failed one wrote nothing, so nothing is counted twice. (A reply lost after
+    Redis applied it would count that flush twice; a lost reply is far rarer than a lost server.)
+    """
+
+    __slots__ = ("_unsent", "_write_lock", "url")
 
     def __init__(self, url: str) -> None:
         super().__init__("Redis")  # not the URL: it may hold a password
         self.url = url
+        self._unsent: dict[_Key, list[int]] = {}
+        # Flushes run in threads: the housekeeping's and the shutdown's may overlap.
+        self._write_lock = threading.Lock()
 
     def write(self, rows: dict[_Key, list[int]]) -> None:
-        add_usage(self.url, rows)
+        with self._write_lock:
+            unsent, self._unsent = self._unsent, {}
+            outage_logged = bool(unsent)  # rows already held: the outage was logged when it began
+            for key, counts in rows.items():
+                kept = unsent.get(key)
+                unsent[key] = counts if kept is None else [a + b for a, b in zip(kept, counts, strict=True)]
+            try:
+                add_usage(self.url, unsent)
+            except RedisError:
+                if len(unsent) > _MAX_UNSENT_KEYS:
+                    raise  # the gateway logs the rows dropped
+                if not outage_logged:
+                    _log.warning("token usage cannot be written to Redis; kept until it can")
+                self._unsent = unsent
 
 
 def open_usage_ledger(state: StateConfig) -> UsageLedger:

@@ -22,7 +22,7 @@ import yaml
 from experiments.store.redis_usage import PREFIX, RETENTION_S
 from gateway.usage_ledger import RedisUsageLedger, SqliteUsageLedger, usage_rows
 from tests.conftest import gateway_config
-from tests.support.processes import ROOT, Process
+from tests.support.processes import ROOT, Process, free_port
 from tests.support.redis_server import private_redis_server
 
 KEYS = {"key-acme": ("alice", "acme"), "key-globex": ("bob", "globex")}
@@ -157,3 +157,22 @@ def test_redis_rows_add_up_across_writers_and_respect_since(tmp_path: Path) -> N
         assert PREFIX + "minutes" in keys and len(keys) >= 3  # the index and the minutes written
         assert all(0 < client.ttl(key) <= RETENTION_S for key in keys)
         client.close()
+
+
+def test_redis_rows_wait_out_an_outage(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with private_redis_server(tmp_path) as redis_url:
+        ledger = RedisUsageLedger(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+        for _ in range(2):
+            ledger.record("acme", "alice", "m", "r", 10, 5)
+            ledger.write(ledger.take())  # kept, not raised: the gateway's flush goes on
+        assert [r.message for r in caplog.records].count(
+            "token usage cannot be written to Redis; kept until it can"
+        ) == 1
+        ledger.url = redis_url  # Redis is back
+        ledger.record("acme", "alice", "m", "r", 1, 1)
+        ledger.write(ledger.take())
+        assert usage_rows(3600, ("tenant",), redis_url=redis_url) == [
+            {"tenant": "acme", "requests": 3, "prompt_tokens": 21, "completion_tokens": 11}
+        ]
+        ledger.write(ledger.take())  # nothing held any more: nothing counted twice
+        assert usage_rows(3600, ("tenant",), redis_url=redis_url)[0]["requests"] == 3
