@@ -24,6 +24,7 @@ import grpc
 from gateway.grpc.call import UNARY_METHODS
 from gateway.grpc.channels import UpstreamChannels
 from gateway.grpc.metrics import GrpcMetrics
+from gateway.grpc.oip_infer import InferStage
 from gateway.grpc.relay import Relay
 from gateway.grpc.splice import PRIVATE_HOST, SplicedSubjects, Splices, spliced_stream, spliced_unary
 from gateway.grpc.tls import PeerSubjects
@@ -93,6 +94,8 @@ class GrpcFrontDoor:
         self._metrics = GrpcMetrics(registry)
         self._max_message_bytes = max_message_bytes
         self.channels = UpstreamChannels(max_message_bytes)
+        # Validation and batching of ModelInfer calls, one for both relays: one set of batch queues.
+        self._infer = InferStage(runtime, self.channels)
         self._server: grpc.aio.Server | None = None
         self._private: grpc.aio.Server | None = None
         self.splices = Splices()
@@ -119,7 +122,7 @@ class GrpcFrontDoor:
         to. `client_certificates`: the main port verifies client certificates, whose subjects
         become `ctx.tls_subject`."""
         subjects = SplicedSubjects() if client_certificates else None
-        relay = Relay(self._runtime, self.channels, self._metrics, subjects)
+        relay = Relay(self._runtime, self.channels, self._metrics, subjects, self._infer)
         server = self._new_server(_SplicedMethod(relay, self.splices), reuse_port=False)
         port = server.add_insecure_port(f"{PRIVATE_HOST}:0")
         await server.start()
@@ -136,7 +139,7 @@ class GrpcFrontDoor:
     ) -> None:
         """`reuse_port`: the port is shared with sibling processes (the supervisor's workers);
         `credentials`: serve TLS (`gateway/grpc/tls.py`), else HTTP/2 cleartext."""
-        relay = Relay(self._runtime, self.channels, self._metrics, self._subjects)
+        relay = Relay(self._runtime, self.channels, self._metrics, self._subjects, self._infer)
         server = self._new_server(_AnyMethod(relay), reuse_port)
         bind = f"[{host}]" if ":" in host else host
         try:
@@ -159,4 +162,5 @@ class GrpcFrontDoor:
         self._server = self._private = None
         await asyncio.gather(*(server.stop(grace) for server in servers))
         self.splices.close()
+        await self._infer.close()  # batches still queued go out before the channels close
         await self.channels.close()

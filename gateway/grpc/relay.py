@@ -57,13 +57,16 @@ class Relay:
         channels: UpstreamChannels,
         metrics: GrpcMetrics,
         subjects: PeerSubjects | None = None,
+        infer: InferStage | None = None,
     ) -> None:
-        """`subjects`: the port verifies client certificates, whose subjects become `ctx.tls_subject`."""
+        """`subjects`: the port verifies client certificates, whose subjects become `ctx.tls_subject`;
+        `infer`: the ModelInfer stage shared with the front door's other relay (one set of batch
+        queues whichever port a call came in on); by default one of its own."""
         self._runtime = runtime
         self._channels = channels
         self._metrics = metrics
         self._subjects = subjects
-        self._infer = InferStage(runtime, channels)
+        self._infer = infer if infer is not None else InferStage(runtime, channels)
 
     async def _decide(
         self, path: str, context: Context, first: bytes | None, unary: bool = False
@@ -193,10 +196,6 @@ class Relay:
             _finish(exchange, self._metrics, 500, grpc.StatusCode.INTERNAL, failure)
             await context.abort(grpc.StatusCode.INTERNAL, "the gateway failed to validate or batch this call")
         return None
-
-    async def close(self) -> None:
-        """Drain the ModelInfer batches still queued (before the upstream channels close)."""
-        await self._infer.close()
 
     async def stream(
         self, path: str, requests: AsyncIterator[bytes], context: Context
