@@ -34,6 +34,8 @@ from plugins.rate_limit.memory_backend import MemoryLimiter
 from plugins.rate_limit.metrics import FILTER_NAME, RateLimitMetrics
 from plugins.rate_limit.redis_backend import RedisLimiter
 
+# The response headers this filter sets, replacing any copy the upstream sent.
+_OWN_HEADERS = frozenset({RATELIMIT_POLICY, RATELIMIT})
 # This filter's slot in ctx.state for what an admitted request was charged: (keys, costs).
 _CHARGED = FILTER_NAME + ".charged"
 
@@ -74,8 +76,11 @@ class RateLimitFilter(Filter):
     def on_response(self, ctx: RequestContext, response: Response) -> None:
         value = ctx.state.get(FILTER_NAME)
         if value is not None:
-            response.set_header(RATELIMIT_POLICY, self._policy)
-            response.set_header(RATELIMIT, value)
+            # Both headers set in one pass over the list (as two `set_header` calls would leave it).
+            headers = [pair for pair in response.headers if pair[0] not in _OWN_HEADERS]
+            headers.append((RATELIMIT_POLICY, self._policy))
+            headers.append((RATELIMIT, value))
+            response.headers = headers
 
     def _measure(self, ctx: RequestContext) -> tuple[list[str], list[int]] | Response:
         """Each limit's key value and cost for this request, or a 413 when a cost exceeds a burst."""

@@ -134,6 +134,21 @@ def test_admitted_responses_carry_ratelimit_headers() -> None:
     assert response.header("ratelimit") == '"gold";r=9;t=1'
 
 
+def test_the_ratelimit_headers_replace_the_upstreams_copies() -> None:
+    limiter = build({"limits": [{"key": "principal", "rate": "10/s", "name": "gold"}]})
+    ctx = request()
+    assert decide(limiter, ctx) is None
+    upstream = [("ratelimit", "r=1000"), ("content-type", "application/json"), ("ratelimit-policy", "q=1")]
+    response = Response(200, upstream, b"{}")
+    limiter.on_response(ctx, response)
+    assert response.headers == [
+        ("content-type", "application/json"),
+        ("ratelimit-policy", '"gold";q=10;w=1'),
+        ("ratelimit", '"gold";r=9;t=1'),
+    ]
+    assert upstream[0] == ("ratelimit", "r=1000")  # the list the response came with is not edited
+
+
 def test_callers_are_limited_separately_and_anonymous_ones_by_ip() -> None:
     limiter = build({"limits": [{"key": "principal", "rate": "1/h"}]})
     assert decide(limiter, request("alice")) is None
