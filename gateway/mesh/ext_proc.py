@@ -32,7 +32,7 @@ headers (a processing mode that skips them) without an experiment outcome.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -71,7 +71,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
     def __init__(
         self,
         runtime: Callable[[], Runtime],
-        body_modes: dict[str, str],
+        body_modes: Mapping[str, str],
         max_body: int,
         delegated: frozenset[str] = frozenset(),
     ) -> None:
