@@ -120,35 +120,57 @@ class RedisUsageLedger(UsageLedger):
     """Usage in Redis, shared by the replicas of `state.backend: redis`.
 
     Redis goes away for seconds at a time (a restart, a failover); usage is billing, so rows a
-    flush could not write are kept and added to the next flush, up to `_MAX_UNSENT_KEYS`. Writes
-    are one MULTI/EXEC: a failed one wrote nothing, so nothing is counted twice. (A reply lost after
-    Redis applied it would count that flush twice; a lost reply is far rarer than a lost server.)
+    flush could not write are held and handed out again by the next `take`, up to
+    `_MAX_UNSENT_KEYS`. Writes are one MULTI/EXEC: a failed one wrote nothing, so nothing is counted
+    twice. (A reply lost after Redis applied it would count that flush twice; a lost reply is far
+    rarer than a lost server.)
     """
 
-    __slots__ = ("_unsent", "_write_lock", "url")
+    __slots__ = ("_failing", "_unsent", "_unsent_lock", "url")
 
     def __init__(self, url: str) -> None:
         super().__init__("Redis")  # not the URL: it may hold a password
         self.url = url
         self._unsent: dict[_Key, list[int]] = {}
-        # Flushes run in threads: the housekeeping's and the shutdown's may overlap.
-        self._write_lock = threading.Lock()
+        # `write` runs in a thread, `take` on the event loop; held only to merge dicts, never
+        # across a call to Redis.
+        self._unsent_lock = threading.Lock()
+        self._failing = False
+        """The last write failed: the outage was logged when it began."""
+
+    def take(self) -> dict[_Key, list[int]]:
+        pending = super().take()
+        if self._unsent:
+            with self._unsent_lock:
+                unsent, self._unsent = self._unsent, {}
+            _merge(pending, unsent)
+        return pending
 
     def write(self, rows: dict[_Key, list[int]]) -> None:
-        with self._write_lock:
-            unsent, self._unsent = self._unsent, {}
-            outage_logged = bool(unsent)  # rows already held: the outage was logged when it began
-            for key, counts in rows.items():
-                kept = unsent.get(key)
-                unsent[key] = counts if kept is None else [a + b for a, b in zip(kept, counts, strict=True)]
-            try:
-                add_usage(self.url, unsent)
-            except RedisError:
-                if len(unsent) > _MAX_UNSENT_KEYS:
+        try:
+            add_usage(self.url, rows)
+        except RedisError:
+            with self._unsent_lock:
+                if len(self._unsent) + len(rows) > _MAX_UNSENT_KEYS:
                     raise  # the gateway logs the rows dropped
-                if not outage_logged:
-                    _log.warning("token usage cannot be written to Redis; kept until it can")
-                self._unsent = unsent
+                _merge(self._unsent, rows)
+            if not self._failing:
+                self._failing = True
+                _log.warning("token usage cannot be written to Redis; held until it can")
+            return
+        if self._failing:
+            self._failing = False
+            _log.warning("token usage is written to Redis again, the rows held included")
+
+
+def _merge(into: dict[_Key, list[int]], rows: dict[_Key, list[int]]) -> None:
+    for key, counts in rows.items():
+        kept = into.get(key)
+        if kept is None:
+            into[key] = counts
+        else:
+            for i, count in enumerate(counts):
+                kept[i] += count
 
 
 def open_usage_ledger(state: StateConfig) -> UsageLedger:

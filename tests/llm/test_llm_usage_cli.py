@@ -166,7 +166,7 @@ def test_redis_rows_wait_out_an_outage(tmp_path: Path, caplog: pytest.LogCapture
             ledger.record("acme", "alice", "m", "r", 10, 5)
             ledger.write(ledger.take())  # kept, not raised: the gateway's flush goes on
         assert [r.message for r in caplog.records].count(
-            "token usage cannot be written to Redis; kept until it can"
+            "token usage cannot be written to Redis; held until it can"
         ) == 1
         ledger.url = redis_url  # Redis is back
         ledger.record("acme", "alice", "m", "r", 1, 1)
