@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+# Cluster protocols that are REST for sure; "http" (the default) may be gRPC endpoints.
+_REST_PROTOCOLS = frozenset(("oip_v2", "kserve_v1", "openai"))
 
 
 class UpstreamStatus(GatewayError):
@@ -101,9 +103,12 @@ class InferStage:
         """The filter's refusal of this call (400 naming the tensor, 404 for an unknown model), or None."""
         if not check.has_metadata_source and check not in self._fetching:
             self._fetching.add(check)
-            cluster = exchange.ctx.cluster
-            timeout = exchange.runtime.clusters[cluster].request_timeout
-            check.set_metadata_fetcher(GrpcMetadataFetcher(self._runtime, self._channels, cluster, timeout))
+            cluster = exchange.runtime.clusters[exchange.ctx.cluster]
+            if cluster.protocol not in _REST_PROTOCOLS:  # else the gateway's own fetcher is right
+                fetcher = GrpcMetadataFetcher(
+                    self._runtime, self._channels, cluster.name, cluster.request_timeout
+                )
+                check.set_metadata_fetcher(fetcher)
         try:
             model, version, request, _ = codec().request_from_proto(
                 pb().ModelInferRequest.FromString(message)

@@ -5,8 +5,10 @@ batches `ModelInfer` calls decodes one, so the generated modules (which come wit
 extra) are imported then, not when the front door starts.
 
 `GrpcMetadataFetcher` is the validation filter's source of model metadata on a gRPC route: it asks
-an endpoint of the route's cluster `ModelMetadata`, as the gateway's own fetcher asks
-`GET /v2/models/{model}` of an HTTP cluster, and answers the same JSON-shaped document.
+an endpoint of the route's cluster `ModelMetadata`, and answers the same JSON-shaped document as the
+gateway's own fetcher, which asks `GET /v2/models/{model}`. A cluster that does not answer gRPC is
+asked over HTTP instead: a gRPC call that reaches a REST route must not take that route's metadata
+away from its REST requests.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 METADATA_PATH = "/inference.GRPCInferenceService/ModelMetadata"
+# What a gRPC call to a server that does not speak gRPC (or not this service) ends with.
+_NOT_GRPC = frozenset((grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL))
 
 
 @functools.cache
@@ -66,7 +70,11 @@ class GrpcMetadataFetcher:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise ServiceUnavailable(f"model metadata for '{model}': {error.code().name}") from None
+            if error.code() not in _NOT_GRPC or cluster is None:
+                raise ServiceUnavailable(f"model metadata for '{model}': {error.code().name}") from None
+            from gateway.runtime import metadata_fetcher  # the runtime imports the front door's peers
+
+            return await metadata_fetcher(cluster)(model, version)
         message = pb().ModelMetadataResponse.FromString(reply)
         return {
             "name": message.name,

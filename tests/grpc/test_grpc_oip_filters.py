@@ -4,7 +4,9 @@ turnout worker (its gRPC port), counted by the worker's own inference counter.""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -197,3 +199,31 @@ async def test_validation_caching_and_batching_compose(
     assert [answer.id for answer in first] == [message.id for message in messages]
     assert 1 <= batched < 8
     assert _inferences(worker) - before == batched
+
+
+async def test_a_grpc_call_to_a_rest_route_leaves_its_rest_validation_whole(
+    make_gateway: Any, worker: WorkerProcess, rows: np.ndarray
+) -> None:
+    config = _config(worker, [{"validate": {"oip_v2": True}}])
+    config["clusters"]["up"]["endpoints"] = [worker.url.removeprefix("http://")]
+    async with make_gateway(config) as gw:
+        assert gw.grpc is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as failed:  # validated, then no gRPC upstream
+                await stub.ModelInfer(_request(rows[:1]))
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        body = {
+            "inputs": [{"name": "colour", "datatype": "FP32", "shape": [1, 30], "data": rows[0].tolist()}]
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{config['listen']['port']}/v2/models/risk/infer",
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+        # the gateway's own words, from the model's metadata (the worker words it otherwise)
+        assert (
+            "input 'colour' is not an input of model 'risk'; its inputs are" in refused.value.read().decode()
+        )
