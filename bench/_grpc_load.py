@@ -68,19 +68,26 @@ class LoadRun:
         return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000 if ordered else 0.0
 
 
-class _Connection(asyncio.Protocol):
-    def __init__(self, path: str, authority: str, messages: Sequence[bytes]) -> None:
-        block = b"".join(
-            _literal(name, value)
-            for name, value in (
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", path),
-                (":authority", authority),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-            )
+def _header_block(path: str, authority: str) -> bytes:
+    return b"".join(
+        _literal(name, value)
+        for name, value in (
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", authority),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
         )
+    )
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(
+        self, path: str, authority: str, messages: Sequence[bytes], opening: str | None = None
+    ) -> None:
+        block = _header_block(path, authority)
+        self._opening = None if opening is None else _header_block(opening, authority)
         head = struct.pack(">I", len(block))[1:] + bytes((_HEADERS, _END_HEADERS))
         self._head = head
         self._block = block
@@ -109,6 +116,9 @@ class _Connection(asyncio.Protocol):
         settings = struct.pack(">HI", _SETTINGS_INITIAL_WINDOW_SIZE, _MAX_WINDOW)
         window = struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW)
         transport.write(_PREFACE + _frame(_SETTINGS, 0, 0, settings) + _frame(_WINDOW_UPDATE, 0, 0, window))
+        if self._opening is not None:  # a first call left open: it chooses the server's transport
+            transport.write(_frame(_HEADERS, _END_HEADERS, 1, self._opening))
+            self._next_id = 3
 
     def open_stream(self) -> None:
         """One request: HEADERS, then DATA with the message and END_STREAM."""
@@ -209,10 +219,12 @@ class _Connection(asyncio.Protocol):
         return len(self._sent)
 
 
-async def _connect(host: str, port: int, path: str, messages: Sequence[bytes]) -> _Connection:
+async def _connect(
+    host: str, port: int, path: str, messages: Sequence[bytes], opening: str | None
+) -> _Connection:
     loop = asyncio.get_running_loop()
     _, connection = await loop.create_connection(
-        lambda: _Connection(path, f"{host}:{port}", messages), host, port
+        lambda: _Connection(path, f"{host}:{port}", messages, opening), host, port
     )
     return connection
 
@@ -227,9 +239,11 @@ async def closed_loop(
     concurrency: int,
     sample: int = 0,
     check: Callable[[bytes], bool] = lambda message: True,
+    opening: str | None = None,
 ) -> LoadRun:
-    """`concurrency` streams in flight on one connection for `seconds`; answers per second."""
-    connection = await _connect(host, port, path, messages)
+    """`concurrency` streams in flight on one connection for `seconds`; answers per second.
+    `opening`: a method path called first, and left open, on stream 1."""
+    connection = await _connect(host, port, path, messages, opening)
     connection.sample, connection.check = sample, check
     stop = time.perf_counter() + seconds
     finished = asyncio.get_running_loop().create_future()
@@ -263,9 +277,10 @@ async def paced(
     rate: float,
     sample: int = 0,
     check: Callable[[bytes], bool] = lambda message: True,
+    opening: str | None = None,
 ) -> LoadRun:
     """A new stream every 1/`rate` s for `seconds`, whatever is in flight; the latency of each."""
-    connection = await _connect(host, port, path, messages)
+    connection = await _connect(host, port, path, messages, opening)
     connection.sample, connection.check = sample, check
     total = int(seconds * rate)
     finished = asyncio.get_running_loop().create_future()

@@ -2,21 +2,25 @@
 
     python bench/mesh.py [--seconds 5] [--concurrency 32] [--json]
 
-A real `turnout run` process, pinned to one CPU, serves the mesh port for a route with an API key,
-a rate limit, an A/B experiment and an endpoint pick (every decision runs all four). This process,
-pinned to another CPU when there is one, plays Envoy with grpcio clients:
+A real `turnout run` process, pinned to the first allowed CPU, serves the mesh port for a route
+with an API key, a rate limit, an A/B experiment and an endpoint pick (every decision runs all
+four, and records the exposure). This process, pinned to the other CPUs when there are any, plays
+Envoy with `_grpc_load.py`: one HTTP/2 connection, one stream per request as Envoy opens them,
+frames pre-encoded, so the load costs a small fraction of what it measures (its CPU is printed).
 
-- ext_proc, header-only, closed loop: `--concurrency` streams at a time, one stream per request as
-  Envoy opens them; decisions per second.
-- ext_proc at a fixed 1,000 decisions/s (open loop, a new stream every millisecond): p50 and p99 of
-  the time from opening the stream to the answer to the request headers.
+- ext_proc, header-only, closed loop: `--concurrency` streams in flight; decisions per second, and
+  the server's CPU seconds per decision (from /proc: what the figure would be on a core of its
+  own, whatever else shares it; "per core-second" is its inverse).
+- ext_proc at a fixed 1,000 decisions/s (open loop, a new stream every millisecond): p50 and p99
+  of the time from sending the stream to its answer.
+- Both on the mesh port's own transport and on grpcio's server, side by side in one run: a
+  connection that opens with an ADS call is spliced to grpcio (gateway/mesh/front.py), so the
+  same load with such a call left open on stream 1 measures grpcio's ExternalProcessor.
 - ext_authz Check and RLS ShouldRateLimit, closed loop: checks per second.
-- In process, without gRPC: the decision alone (parse ProcessingRequest, filters, arm, endpoint,
-  build and serialize the answer), decisions per second on this core.
+- In process, without a transport: the decision alone (parse ProcessingRequest, filters, arm,
+  endpoint, build and serialize the answer), decisions per second on this core.
 
 Targets (issue 19): >= 5,000 ext_proc header-only decisions/s on one core; p99 <= 2 ms at 1,000/s.
-The Python gRPC client costs about as much per call as the server, so on a small machine the
-closed-loop figures measure the pair; the in-process figure is the server's own ceiling.
 """
 
 from __future__ import annotations
@@ -32,15 +36,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _grpc_load
 import grpc
 import yaml
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from envoy.service.auth.v3 import external_auth_pb2_grpc  # noqa: E402
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc  # noqa: E402
-from envoy.service.ratelimit.v3 import rls_pb2_grpc  # noqa: E402
 
 from tests.mesh.mesh_support import KEY_K1_SHA256, request_headers  # noqa: E402
 from tests.mesh.test_mesh_authz_rls import check_request, limit_request  # noqa: E402
@@ -48,8 +51,11 @@ from tests.support.processes import free_port  # noqa: E402
 
 # The paced run's rate, as the issue states its latency target.
 PACED_RATE = 1000
-# Requests before measuring: imports, caches and connections reach their steady state.
-WARMUP = 500
+HOST = "127.0.0.1"
+PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+CHECK = "/envoy.service.auth.v3.Authorization/Check"
+SHOULD_RATE_LIMIT = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 
 
 def config(tmp: Path) -> dict[str, Any]:
@@ -93,70 +99,70 @@ def headers_message(index: int) -> Any:
     return request_headers("/v2/models/risk/infer", [("x-api-key", "k1"), ("x-user-id", f"u{index % 1000}")])
 
 
-async def one_decision(stub: Any, message: Any) -> float:
-    began = time.perf_counter()
-    call = stub.Process()
-    await call.write(message)
-    answer = await call.read()
-    elapsed = time.perf_counter() - began
-    assert answer.WhichOneof("response") == "request_headers", answer
-    await call.done_writing()
-    await call.read()  # the end of the stream
-    return elapsed
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, all its threads (proc(5): utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def closed_loop(work: Any, seconds: float, concurrency: int) -> float:
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker(offset: int) -> None:
-        nonlocal done
-        index = offset
-        while time.perf_counter() < stop:
-            await work(index)
-            index += concurrency
-            done += 1
-
-    began = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return done / (time.perf_counter() - began)
+def is_decision(message: bytes) -> bool:
+    return bool(ProcessingResponse.FromString(message).WhichOneof("response") == "request_headers")
 
 
-async def paced(stub: Any, seconds: float) -> dict[str, float]:
-    latencies: list[float] = []
-    tasks = []
-    began = time.perf_counter()
-    for index in range(int(seconds * PACED_RATE)):
-        delay = began + index / PACED_RATE - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one_decision(stub, headers_message(index))))
-    latencies = sorted(await asyncio.gather(*tasks))
+async def ext_proc(
+    port: int, server: int, seconds: float, concurrency: int, opening: str | None
+) -> dict[str, Any]:
+    messages = [headers_message(i).SerializeToString() for i in range(1000)]
+    common: dict[str, Any] = {"sample": 50, "check": is_decision, "opening": opening}
+    await _grpc_load.closed_loop(HOST, port, PROCESS, messages, seconds=1, concurrency=concurrency, **common)
+    began, server_began, own_began = time.perf_counter(), cpu_seconds(server), cpu_seconds(os.getpid())
+    run = await _grpc_load.closed_loop(
+        HOST, port, PROCESS, messages, seconds=seconds, concurrency=concurrency, **common
+    )
+    wall = time.perf_counter() - began
+    server_cpu = cpu_seconds(server) - server_began
+    closed = {
+        "decisions_per_s": round(run.per_second),
+        "server_cpu_us_per_decision": round(server_cpu / max(1, run.answered) * 1e6, 1),
+        "decisions_per_server_core_second": round(run.answered / server_cpu) if server_cpu else None,
+        "server_cpu_busy": round(server_cpu / wall, 2),
+        "load_generator_cpu_busy": round((cpu_seconds(os.getpid()) - own_began) / wall, 2),
+        "errors": run.errors + run.wrong,
+    }
+    paced = await _grpc_load.paced(HOST, port, PROCESS, messages, seconds=seconds, rate=PACED_RATE, **common)
     return {
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "achieved_per_s": len(latencies) / (time.perf_counter() - began),
+        "closed_loop": closed,
+        "paced": {
+            "rate_per_s": PACED_RATE,
+            "achieved_per_s": round(paced.per_second),
+            "p50_ms": round(paced.percentile_ms(0.50), 2),
+            "p99_ms": round(paced.percentile_ms(0.99), 2),
+            "errors": paced.errors + paced.wrong,
+        },
     }
 
 
-async def over_grpc(port: int, seconds: float, concurrency: int) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        await asyncio.wait_for(channel.channel_ready(), 30)
-        ext_proc = external_processor_pb2_grpc.ExternalProcessorStub(channel)
-        check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
-        should = rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit
-        for index in range(WARMUP):
-            await one_decision(ext_proc, headers_message(index))
-        authz = check_request("/v2/models/risk/infer", {"x-api-key": "k1"})
-        limit = limit_request("risk", [("principal", "alice")])
-        return {
-            "ext_proc_decisions_per_s": await closed_loop(
-                lambda i: one_decision(ext_proc, headers_message(i)), seconds, concurrency
-            ),
-            "ext_proc_paced": await paced(ext_proc, seconds),
-            "ext_authz_checks_per_s": await closed_loop(lambda i: check(authz), seconds, concurrency),
-            "rls_checks_per_s": await closed_loop(lambda i: should(limit), seconds, concurrency),
-        }
+async def checks(port: int, seconds: float, concurrency: int) -> dict[str, float]:
+    authz = [check_request("/v2/models/risk/infer", {"x-api-key": "k1"}).SerializeToString()]
+    limit = [limit_request("risk", [("principal", "alice")]).SerializeToString()]
+    results: dict[str, float] = {}
+    for name, path, messages in (("ext_authz", CHECK, authz), ("rls", SHOULD_RATE_LIMIT, limit)):
+        run = await _grpc_load.closed_loop(
+            HOST, port, path, messages, seconds=seconds, concurrency=concurrency
+        )
+        results[f"{name}_checks_per_s"] = round(run.per_second)
+        results[f"{name}_errors"] = run.errors
+    return results
+
+
+async def over_the_wire(port: int, server: int, seconds: float, concurrency: int) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:  # the server is up
+        await asyncio.wait_for(channel.channel_ready(), 60)
+    return {
+        "ext_proc_mesh_transport": await ext_proc(port, server, seconds, concurrency, None),
+        "ext_proc_grpcio_server": await ext_proc(port, server, seconds, concurrency, ADS),
+        **await checks(port, seconds, concurrency),
+    }
 
 
 async def in_process(tmp: Path, seconds: float) -> float:
@@ -222,18 +228,24 @@ def main() -> int:
         try:
             if len(cpus) > 1:
                 os.sched_setaffinity(0, set(cpus[1:]))
-            results = asyncio.run(over_grpc(document["mesh"]["port"], args.seconds, args.concurrency))
+            results = asyncio.run(
+                over_the_wire(document["mesh"]["port"], server.pid, args.seconds, args.concurrency)
+            )
         finally:
             server.terminate()
             server.wait(10)
         results["in_process_decisions_per_s"] = asyncio.run(in_process(tmp, args.seconds))
-    results["server_cpus"] = 1
-    results["client_cpus"] = max(1, len(cpus) - 1)
+    results["placement"] = (
+        f"server on CPU {cpus[0]}, load generator on CPU {','.join(map(str, cpus[1:]))}"
+        if len(cpus) > 1
+        else f"server and load generator share CPU {cpus[0]}"
+    )
+    results["load_average_1min"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for key, value in results.items():
-            print(f"{key}: {value}")
+            print(f"{key}: {json.dumps(value) if isinstance(value, dict) else value}")
     return 0
 
 
