@@ -16,10 +16,13 @@ import grpc
 class UpstreamChannels:
     """Channels by endpoint address ("host:port")."""
 
-    __slots__ = ("_channels", "_options")
+    __slots__ = ("_channels", "_options", "grpc_addresses")
 
     def __init__(self, max_message_bytes: int) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.grpc_addresses: dict[str, str] = {}
+        """An endpoint's gRPC address by its HTTP address (endpoints with a `grpc_port`): replaced
+        whole when the config changes."""
         # The upstream may answer as much as a client may send: a limit stricter than the front
         # door's would fail calls the front door accepted.
         self._options = (
@@ -28,6 +31,7 @@ class UpstreamChannels:
         )
 
     def get(self, address: str) -> grpc.aio.Channel:
+        address = self.grpc_addresses.get(address, address)
         channel = self._channels.get(address)
         if channel is None:
             channel = grpc.aio.insecure_channel(address, options=self._options)

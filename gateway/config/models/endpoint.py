@@ -47,6 +47,13 @@ class EndpointConfig(StrictModel):
         "DNS name, which is re-resolved every dns_refresh."
     )
     weight: Integer = Field(default=1, ge=1, description="Relative share of traffic for weighted balancers.")
+    grpc_port: Integer | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="The endpoint's gRPC port on the same host: gRPC calls routed to its cluster go "
+        "there, HTTP requests to the address, so one cluster serves both.",
+    )
 
     @field_validator("address")
     @classmethod
