@@ -198,6 +198,7 @@ class Gateway:
             client_certificates=listen.tls is not None and listen.tls.client_cert != "none"
         )
         self.listener.h2 = self.grpc.splices.take
+        self.grpc.channels.grpc_addresses = _grpc_addresses(config)
         await self.listener.start(listen.host, listen.port, listen.backlog, reuse_port=self._reuse_port)
         if listen.grpc_port is not None:
             from gateway.grpc.tls import server_credentials
@@ -285,6 +286,8 @@ class Gateway:
         self._runtime = new
         if self._proxy is not None:
             self._proxy.runtime = new
+        if self.grpc is not None:
+            self.grpc.channels.grpc_addresses = _grpc_addresses(config)
         return old
 
     async def _stop_replaced(self, old: Runtime) -> None:
@@ -412,6 +415,18 @@ class Gateway:
     def _reopen_access_log(self) -> None:
         if self.access_log is not None:
             self.access_log.reopen()
+
+
+def _grpc_addresses(config: GatewayConfig) -> dict[str, str]:
+    """The gRPC address of each endpoint that names a `grpc_port`, by its HTTP address."""
+    from gateway.config.models.endpoint import join_address
+
+    return {
+        endpoint.address: join_address(endpoint.host, endpoint.grpc_port)
+        for cluster in config.clusters.values()
+        for endpoint in cluster.endpoints
+        if endpoint.grpc_port is not None
+    }
 
 
 def _add_endpoint(runtime: Runtime, cluster: str, address: str, weight: int) -> str | None:

@@ -1,4 +1,4 @@
-"""Third-party model servers, each in a virtual environment of its own.
+"""Third-party model servers and clients, each in a virtual environment of its own.
 
 The interop tests run turnout in front of real MLServer and KServe processes. Their version pins
 (pydantic, fastapi, protobuf, numpy...) must never constrain the project's own, so each server is
@@ -44,6 +44,9 @@ SERVERS = {
         ServerSpec("kserve", "0.21.0", ("kserve==0.21.0", "scikit-learn", "joblib"), "kserve"),
         # An OpenAI-compatible mock (chat completions, plain and streamed) that answers from rules.
         ServerSpec("fakellm", "0.3.5", ("fakellm==0.3.5",), "fakellm.cli"),
+        # Triton's gRPC client: it pins protobuf below the project's 7.x, so it runs client scripts
+        # from a venv of its own (tests/grpc/test_grpc_tritonclient.py).
+        ServerSpec("tritonclient", "2.73.0", ("tritonclient[grpc]==2.73.0", "numpy"), "tritonclient.grpc"),
     )
 }
 
