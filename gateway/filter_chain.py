@@ -85,6 +85,7 @@ class FilterChain:
         "_log_tasks",
         "_metrics",
         "_timers",
+        "answer_samplers",
         "arm_index",
         "broken",
         "buffers_event_streams",
@@ -115,6 +116,10 @@ class FilterChain:
         on_request = [_phase(f, f.on_request) for f in self.filters if _overrides(f, "on_request")]
         self.edits_headers = bool(on_request)
         """A filter has a request hook, so it may edit `ctx.headers` (the tracing hook does not)."""
+        self.answer_samplers = tuple(
+            (f.answer_sample_rate, f.on_sampled_answer) for f in self.filters if f.answer_sample_rate > 0
+        )
+        """(share, hook) of each filter that studies a random share of answers (answer_sample_rate)."""
         on_log = [_phase(f, f.on_log) for f in self.filters if _overrides(f, "on_log")]
         if tracer is not None:
             on_request.insert(0, Phase(tracer, tracer.on_request, False, tracer.name, traced=False))

@@ -14,6 +14,7 @@ naming it: 500). When every hook let the request through, `choose_backend` takes
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from random import random
 from typing import TYPE_CHECKING, cast
 
 from gateway.backend import assign, choose_backend
@@ -34,6 +35,9 @@ def run_request_phase(request: ProxyRequest) -> None:
     if chain.broken is not None:  # a filter failed to start: the route answers with its error
         request.fail(chain.broken)
         return
+    for share, watcher in chain.answer_samplers:
+        if random() < share:  # the only cost of a request left out of the sample
+            ctx.watch_answer(watcher)
     if chain.edits_headers:
         # What the request phase leaves in ctx.headers is what the upstream gets: the client's
         # headers are kept apart to tell what the filters changed (gateway/upstream_request.py).

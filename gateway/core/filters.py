@@ -30,10 +30,12 @@ a bug in the filter, and it is contained: the client gets a 500 `{"error", "code
 An exception in `on_log` or `stop` is logged and counted; one in `start` makes the route answer
 every request with that 500 until the filter is rebuilt.
 
-A filter that needs the answer's body for a few requests only (a sample) leaves
-`needs_response_body` off and calls `ctx.watch_answer(callback)` in its request phase for the
-requests it picked: only those are held back whole, and `callback(ctx, response)` sees each once it
-is written; every other request streams as if the filter had no interest in bodies.
+A filter that needs the answer's body for a few requests only leaves `needs_response_body` off and
+calls `ctx.watch_answer(callback)` in its request phase for the requests it picked: only those are
+held back whole, and `callback(ctx, response)` sees each once it is written; every other request
+streams as if the filter had no interest in bodies. A filter that wants a random share of answers
+(a monitor's sample) needs no request hook at all: it sets `answer_sample_rate`, and the data path
+draws once per request and watches the drawn ones with `on_sampled_answer`.
 
 Optional capabilities, which the gateway checks with `isinstance` when a route is built:
 `Filter.keeps_state_across_reloads`, `UpstreamLayer` (the filter sends the route's requests itself:
@@ -130,6 +132,10 @@ class Filter:
     needs_experiment_arm: ClassVar[bool] = False
     """The request phase reads `ctx.arm` (a cache key): on an experiment route the arm is assigned
     just before this filter's request phase instead of after the whole chain."""
+    answer_sample_rate: float = 0.0
+    """The share of the route's requests, drawn at random by the data path before its request hooks,
+    whose whole answer `on_sampled_answer` sees once it is written (0: none). A request left out
+    costs one random draw; its answer streams as if the filter were not there."""
     keeps_state_across_reloads: bool = False
     """The filter is built from its options alone (no file, nothing outside its config): a reload that
     leaves its route's filters, retry and timeout unchanged keeps the whole chain, with its
@@ -143,6 +149,10 @@ class Filter:
 
     def on_log(self, ctx: RequestContext) -> Awaitable[None] | None:
         return None
+
+    def on_sampled_answer(self, ctx: RequestContext, response: Response) -> None:
+        """A drawn request's answer (`answer_sample_rate`), as written to the client; runs like a
+        logging hook: it must not block, and what it raises is logged, never raised."""
 
     async def start(self) -> None:
         """Open resources (connections, refresh tasks) before the route takes traffic."""
