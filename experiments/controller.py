@@ -1,18 +1,19 @@
 """The canary controller: every interval, decide to roll back, advance, promote or hold.
 
 One tick, for the current step (phase):
-1. A guardrail regressed (one-sided always-valid test: the candidate is worse than its limit, at
-   the step's share alpha/K of the level, Holm-adjusted across guardrails: see
-   `experiments.guardrails`) -> roll back at once, candidate to 0 %.
+1. A guardrail regressed (one-sided always-valid test over the whole rollout: the candidate is worse
+   than its limit, Holm-adjusted across guardrails: see `experiments.guardrails`) -> roll back at
+   once, candidate to 0 %.
 2. Paused by an operator -> hold.
 3. The step's min_duration and min_units are met and every guardrail holds -> advance to the next
    step; after the last step, or when the next step is 100 % (no baseline left to compare with),
    promote.
 4. Otherwise hold, saying what is missing (time, units, data, or an estimate past its limit).
 Each decision is stored with its evidence (estimates, statistics, bounds, counts). The split's state
-and the controller's running p-values are stored after every tick, so a restarted controller resumes
-the same step with the same evidence. With several replicas only the holder of the lease decides;
-the others adopt the published state (`experiments.sync.SplitStateSync`).
+and the controller's evidence (running p-values, the likelihood ratios carried from earlier steps) are
+stored after every tick, so a restarted controller resumes the same step with the same evidence.
+With several replicas only the holder of the lease decides; the others adopt the published state
+(`experiments.sync.SplitStateSync`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from experiments.guardrails import (
     evaluate_guardrail,
     guardrail_key,
     holm_across,
-    step_level,
 )
 from experiments.splits.base import Clock, SplitStatus
 from experiments.splits.canary import BASELINE, CANDIDATE, CanarySplit
@@ -54,24 +54,57 @@ _MIN_N_STAR = 2 * DEFAULT_BURN_IN
 # A floor on the candidate's share when sizing N*: an operator may set a step to 0 %, and one bucket
 # (0.01 %) is the smallest share the bucket line can express anyway.
 _MIN_SHARE = 1e-4
+# The guardrail tests' N* is this many times the step's minimum sample: a candidate one limit-width
+# past its limit is caught at about that sample (simulated: 2 % errors against a 1-point limit, a
+# median of ~400 candidate units where the demo's steps ask for 100), and the mixture's confidence
+# sequence is tightest at N*. Any value keeps the error rate; this one took a tenth off the median.
+_ROLLBACK_HORIZON = 4.0
 _TERMINAL = frozenset({SplitStatus.PROMOTED, SplitStatus.ROLLED_BACK})
 
 
 @dataclass(frozen=True, slots=True)
 class ControllerMemo:
-    """What the controller carries between ticks of one phase: running minima of the p-values."""
+    """What the controller carries between ticks, per guardrail key: the running minimum p over the
+    rollout, the ln Lambda the current phase's last tick saw, and the sum of those the earlier
+    phases ended with (`experiments.guardrails`: one test over every step)."""
 
     revision: int = 0
     phase: int = -1
     min_p: dict[str, float] = field(default_factory=dict)
+    log_lr: dict[str, float] = field(default_factory=dict)
+    carried: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"revision": self.revision, "phase": self.phase, "min_p": self.min_p}
+        return {
+            "revision": self.revision,
+            "phase": self.phase,
+            "min_p": self.min_p,
+            "log_lr": self.log_lr,
+            "carried": self.carried,
+        }
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> ControllerMemo:
-        min_p = {str(k): float(v) for k, v in payload.get("min_p", {}).items()}
-        return cls(int(payload["revision"]), int(payload["phase"]), min_p)
+        def floats(name: str) -> dict[str, float]:
+            return {str(k): float(v) for k, v in payload.get(name, {}).items()}
+
+        return cls(
+            int(payload["revision"]),
+            int(payload["phase"]),
+            floats("min_p"),
+            floats("log_lr"),
+            floats("carried"),
+        )
+
+    def entering(self, phase: int) -> ControllerMemo:
+        """The memo for a tick of `phase`: at a phase change, the last phase's ln Lambda is carried
+        (a memo of an older version carried nothing and restarted its p-values per phase)."""
+        if phase == self.phase:
+            return self
+        carried = dict(self.carried)
+        for key, value in self.log_lr.items():
+            carried[key] = carried.get(key, 0.0) + value
+        return ControllerMemo(self.revision, phase, dict(self.min_p), {}, carried)
 
 
 class CanaryController:
@@ -153,13 +186,9 @@ class CanaryController:
             return None
         await self._load_memo()  # a previous leader may have carried the evidence further
         data = await self._store.phase_data(self.name, state.phase)
-        memo = (
-            self._memo
-            if self._memo.phase == state.phase
-            else ControllerMemo(self._memo.revision, state.phase)
-        )
+        memo = self._memo.entering(state.phase)
         shadow = self._shadow() if self._shadow is not None else None
-        level = step_level(self._config.alpha, [step.percent for step in self._config.steps])
+        level = self._config.alpha
         results = [
             evaluate_guardrail(
                 guardrail,
@@ -171,6 +200,7 @@ class CanaryController:
                 burn_in=DEFAULT_BURN_IN,
                 shadow=shadow,
                 previous_p=memo.min_p.get(guardrail_key(guardrail), 1.0),
+                carried_log_lr=memo.carried.get(guardrail_key(guardrail), 0.0),
             )
             for guardrail in self._config.guardrails
         ]
@@ -191,11 +221,12 @@ class CanaryController:
         return decision
 
     def _n_star(self) -> float:
-        """Total units expected when this step's minimum candidate units are reached."""
+        """Where the guardrail tests are tuned: a few times the total units expected when this
+        step's minimum candidate units are reached."""
         state = self._split.state
         step = self._config.steps[min(state.step, len(self._config.steps) - 1)]
         share = max(state.percent / 100.0, _MIN_SHARE)
-        return max(float(_MIN_N_STAR), max(step.min_units, DEFAULT_BURN_IN) / share)
+        return _ROLLBACK_HORIZON * max(float(_MIN_N_STAR), max(step.min_units, DEFAULT_BURN_IN) / share)
 
     def _decide(
         self, results: list[GuardrailResult], candidate_units: int, now: float
@@ -226,10 +257,11 @@ class CanaryController:
         return "advance", [f"step {state.step} ({state.percent:g} %) passed; now {split.state.percent:g} %"]
 
     async def _persist(self, memo: ControllerMemo, results: list[GuardrailResult]) -> None:
-        min_p = dict(memo.min_p)
+        min_p, log_lr = dict(memo.min_p), dict(memo.log_lr)
         for result in results:
             min_p[result.key] = min(min_p.get(result.key, 1.0), result.p_value)
-        self._memo = ControllerMemo(memo.revision + 1, memo.phase, min_p)
+            log_lr[result.key] = result.log_lr
+        self._memo = ControllerMemo(memo.revision + 1, memo.phase, min_p, log_lr, dict(memo.carried))
         if not await self._store.save_state(self.name, self._split.state_dict()):
             payload = await self._store.load_state(self.name)  # an operator's change came first
             if payload is not None:

@@ -5,22 +5,28 @@ Each guardrail becomes one tested quantity with a null value and a "worse" direc
     max_ratio r:     candidate - r * baseline    > 0   ("greater", null 0)
     min_ratio r:     candidate - r * baseline    < 0   ("less", null 0)
     max m:           candidate                   > m   ("greater", null m)
-The mixture sequential test (`experiments.stats.sequential_test`) runs on it at every controller tick;
-its always-valid p-value is kept as a running minimum over the ticks of a phase, so the controller may
-look every few seconds without inflating false rollbacks beyond alpha. The shadow disagreement rate is
-tested against its bound with the null's variance m(1 - m)/n, which stays positive when no
-disagreement has been seen yet.
+The mixture sequential test (`experiments.stats.sequential`) runs on it at every controller tick.
+An error rate is tested with the variance it would have at the null, p0(1 - p0) per request (scaled
+by the design effect the delta method measured over units), as a score test is: at the null that is
+its variance, and a candidate well past its limit is judged against the spread of one at the limit
+rather than its own larger one, which finds a 2 % candidate against a 1 % limit with half the requests.
+The shadow disagreement rate is likewise tested with the null's variance m(1 - m)/n, which stays
+positive when no disagreement has been seen yet.
 
 Outcome per guardrail: "regressed" (significant: roll back), "exceeded" (the limit lies inside the
 one-sided confidence bound, so the candidate is not yet shown to be within it: do not advance; a
 point estimate just under the limit does not advance a candidate past it), "insufficient_data"
 (below the burn-in, or no estimate: do not advance), "holds".
 
-Error control over the whole rollout (`step_level`, `holm_across`): each tested step gets an equal
-share alpha/K of the level (K steps below 100 %), and within a step the guardrails' always-valid
-p-values are Holm-adjusted. A false rollback then has probability <= alpha over every step and every
-guardrail together, however often the controller looks (a union bound over steps; Holm's step-down
-over guardrails; Ville's inequality over looks).
+Error control over the whole rollout: one always-valid test per guardrail over every step. Each step
+is a phase with data of its own, and its mixture likelihood ratio Lambda is a test martingale that
+starts at 1; the controller carries the product of the ratios the earlier steps ended with
+(`carried_log_lr`, a sum of logs) and multiplies the current step's in, which is again a test
+martingale (stopped at the step change, continued by a fresh one). Its p-value, the running minimum of
+1/(carried x Lambda) over every tick of the rollout, keeps the full alpha across all steps and looks
+(Ville's inequality), where a split of alpha/K per step made every rollback wait for ln K more
+evidence. Across guardrails the always-valid p-values are Holm-adjusted (`holm_across`), so a false
+rollback has probability <= alpha over every step, guardrail and look together.
 """
 
 from __future__ import annotations
@@ -35,8 +41,14 @@ import numpy as np
 
 from experiments.config import GuardrailConfig
 from experiments.estimates import Estimate, difference_looks, estimate, single_look
-from experiments.stats import Looks, SequentialSettings, holm, sequential_test
+from experiments.stats import Looks, SequentialSettings, holm, log_likelihood_ratios, sequential_test
+from experiments.stats.restricted import restricted_rate_standard_error
 from experiments.store.base import PhaseData
+
+# A score test's normal approximation needs some errors where the null puts them: with fewer than
+# five expected at the null (a 1 % limit and under 500 candidate requests) a look gives no evidence
+# (in simulation, the false-rollback rate at the limit then stays within alpha also at rates near 0).
+MIN_NULL_ERRORS = 3.0
 
 GuardrailStatus = Literal["regressed", "exceeded", "insufficient_data", "holds"]
 WorseSide = Literal["greater", "less"]
@@ -64,7 +76,7 @@ class GuardrailResult:
     standard_error: float
     statistic: float
     p_value: float
-    """Always-valid, one-sided, running minimum over this phase's ticks."""
+    """Always-valid, one-sided: the running minimum over every tick of the rollout, all steps."""
     confidence_bound: float
     """The confidence sequence's bound on the tested quantity on the "worse" side's opposite end
     (lower bound for "greater", upper for "less"): past the null means regressed."""
@@ -75,6 +87,11 @@ class GuardrailResult:
     hold compares it with the null."""
     p_value_adjusted: float = math.nan
     """`p_value` after Holm across this step's guardrails (`holm_across`)."""
+    log_lr: float = 0.0
+    """ln Lambda of this step's data at this look (0 inside the burn-in): what the controller carries
+    into the next step."""
+    carried_log_lr: float = 0.0
+    """The sum of ln Lambda the earlier steps ended with (the rollout's evidence before this step)."""
 
     @property
     def key(self) -> str:
@@ -118,6 +135,38 @@ def _shadow_test(threshold: float, shadow: ShadowTally | None) -> _Test | None:
     return _Test(
         looks, threshold, "greater", rate > threshold, None, Estimate(rate, math.sqrt(variance / n), n)
     )
+
+
+def _design_effect(found: Estimate, requests: int) -> float:
+    """The delta method's variance of a rate over the binomial one (at least 1)."""
+    spread = found.value * (1.0 - found.value)
+    if spread <= 0.0 or requests <= 0 or not math.isfinite(found.standard_error):
+        return 1.0
+    return max(1.0, found.standard_error**2 * requests / spread)
+
+
+def _score_looks(
+    bound: str, threshold: float, data: PhaseData, baseline_arm: str, candidate_arm: str, test: _Test
+) -> Looks:
+    """The look the always-valid test takes at an error rate: the tested quantity with its standard
+    error at the null (`experiments.stats.restricted`); no evidence (se NaN) while the candidate's
+    expected errors at the null are fewer than `MIN_NULL_ERRORS`."""
+    arm_c, arm_b = data.arm(candidate_arm), data.arm(baseline_arm)
+    ratio, increase = {"max": (0.0, threshold), "max_increase": (1.0, threshold)}.get(bound, (threshold, 0.0))
+    baseline = test.baseline
+    b_value = baseline.value if baseline is not None else 0.0
+    se, p_null = restricted_rate_standard_error(
+        b_value * arm_b.requests,
+        arm_b.requests,
+        test.candidate.value * arm_c.requests,
+        arm_c.requests,
+        ratio=ratio,
+        increase=increase,
+        deff_b=_design_effect(baseline, arm_b.requests) if baseline is not None else 1.0,
+        deff_c=_design_effect(test.candidate, arm_c.requests),
+    )
+    enough = float(p_null) * arm_c.requests >= MIN_NULL_ERRORS
+    return replace(test.looks, standard_error=np.array([float(se) if enough else math.nan]))
 
 
 def _metric_test(
@@ -174,7 +223,10 @@ def evaluate_guardrail(
     burn_in: int,
     shadow: ShadowTally | None = None,
     previous_p: float = 1.0,
+    carried_log_lr: float = 0.0,
 ) -> GuardrailResult:
+    """One guardrail at one tick. `previous_p`: the running minimum p of the rollout so far;
+    `carried_log_lr`: the evidence the earlier steps ended with (see the module docstring)."""
     bound, threshold = guardrail_bound(guardrail)
     if guardrail.metric == "shadow_disagreement":
         test = _shadow_test(threshold, shadow)
@@ -183,14 +235,19 @@ def evaluate_guardrail(
         candidate = estimate(data.arm(candidate_arm), guardrail.metric, alpha)
         test = _metric_test(bound, threshold, baseline, candidate)
     if test is None:
-        return _without_estimate(
+        found = _without_estimate(
             guardrail.metric, bound, threshold, data, baseline_arm, candidate_arm, previous_p
         )
+        return replace(found, carried_log_lr=carried_log_lr)
     settings = SequentialSettings(
         n_star=n_star, alpha=alpha, alternative=test.alternative, burn_in=burn_in, null=test.null
     )
     result = sequential_test(test.looks, settings)
-    p_value = min(previous_p, float(result.p_value[-1]))
+    evidence = test.looks
+    if guardrail.metric == "error_rate":
+        evidence = _score_looks(bound, threshold, data, baseline_arm, candidate_arm, test)
+    log_lr = float(log_likelihood_ratios(evidence, settings)[-1])
+    p_value = min(previous_p, math.exp(-max(carried_log_lr + log_lr, 0.0)))
     confidence_bound = float(result.ci_low[-1] if test.alternative == "greater" else result.ci_high[-1])
     tested = float(test.looks.estimate[-1])
     se = float(test.looks.standard_error[-1])
@@ -225,13 +282,9 @@ def evaluate_guardrail(
         candidate_n=test.candidate.n,
         upper_bound=upper,
         p_value_adjusted=p_value,
+        log_lr=log_lr,
+        carried_log_lr=carried_log_lr,
     )
-
-
-def step_level(alpha: float, step_percents: Sequence[float]) -> float:
-    """The level of one step's tests: alpha shared equally by the steps that compare (below 100 %)."""
-    tested = sum(1 for percent in step_percents if percent < 100.0)
-    return alpha / max(tested, 1)
 
 
 def holm_across(results: Sequence[GuardrailResult], level: float) -> list[GuardrailResult]:
