@@ -154,6 +154,19 @@ The same with tritonclient (pip install 'tritonclient[http]'):
   print(result.as_numpy("probabilities"), result.as_numpy("label"))
   PY
 
+The same over gRPC, on the same port (pip install 'tritonclient[grpc]'); without a version, risk is
+the A/B test, and its arm comes back in the initial metadata (x-turnout-arm):
+
+  python - <<'PY'
+  import numpy as np, tritonclient.grpc as triton
+  client = triton.InferenceServerClient("127.0.0.1:8080")
+  print(client.is_server_live(), client.get_model_metadata("risk").versions)
+  features = triton.InferInput("features", [1, 30], "FP32")
+  features.set_data_from_numpy(np.random.default_rng(0).random((1, 30), dtype=np.float32) * 100)
+  result = client.infer("risk", [features], model_version="1")
+  print(result.as_numpy("probabilities"), result.as_numpy("label"))
+  PY
+
 Model metadata:   curl -s {GATEWAY}/v2/models/diabetes
 Access log:       tail -f {ACCESS_LOG.relative_to(ROOT)}
 Metrics:          curl -s {ADMIN}/metrics | grep turnout_requests

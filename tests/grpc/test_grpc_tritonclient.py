@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import textwrap
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +160,23 @@ def test_unversioned_calls_go_through_the_ab_experiment(demo: GatewayProcess) ->
     import asyncio
 
     assert set(asyncio.run(arms()).values()) == {"control", "treatment"}
+
+
+def test_the_demos_printed_grpc_example_runs(demo: GatewayProcess) -> None:
+    from gateway.demo import EXAMPLES, GATEWAY
+
+    after = EXAMPLES.split("tritonclient[grpc]", 1)[1]
+    script = after.split("<<'PY'\n", 1)[1].split("  PY\n", 1)[0]
+    script = textwrap.dedent(script).replace(
+        GATEWAY.removeprefix("http://"), demo.url.removeprefix("http://")
+    )
+    run = subprocess.run(
+        [str(server_python("tritonclient")), "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_TIMEOUT_S,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    first, second = run.stdout.splitlines()[:2]
+    assert first.startswith("True")
+    assert second.startswith("[[")
