@@ -80,6 +80,7 @@ class Tracing:
             # `begin` samples before the SDK sees a request: what reaches it is recorded, and a
             # client's traceparent keeps its say (parent-based) when it reaches the SDK.
             sampler=ParentBased(ALWAYS_ON),
+            shutdown_on_exit=False,  # `close` does it: no atexit hook holding every tracer ever built
         )
         exporter = OTLPSpanExporter(endpoint=config.endpoint, timeout=EXPORT_TIMEOUT_S)
         provider.add_span_processor(
