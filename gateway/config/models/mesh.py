@@ -21,10 +21,11 @@ class MeshConfig(StrictModel):
     port: Integer = Field(default=18000, ge=1, le=65535, description="Port of the gRPC server.")
     request_body: dict[Name, BodyMode] = Field(
         default_factory=dict,
-        description="Per route name: how ext_proc asks Envoy for the request body before deciding. "
-        "none decides on the headers; buffered and streamed ask for the whole body (Envoy's BUFFERED "
-        "or STREAMED mode, through a mode override Envoy must allow). Default: buffered for a route "
-        "whose filters read the body (validate, cache), none otherwise.",
+        description="Per route name: how ext_proc asks Envoy for the request body (through a mode "
+        "override Envoy must allow). none decides on the headers; buffered decides on the whole body "
+        "(Envoy's BUFFERED mode); streamed decides on the headers and answers the body's chunks one by "
+        "one (Envoy's STREAMED mode), the filters that read the body running at its end. Default: "
+        "buffered for a route whose filters read the body (validate, cache), none otherwise.",
     )
     delegated_filters: tuple[Name, ...] = Field(
         default=(),
