@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
+import gateway.grpc.oip_infer
 from inference_workers.examples.build_models import build
 from inference_workers.grpc_codec import pb, pb_grpc, response_from_proto
 from tests.conftest import gateway_config
@@ -104,9 +105,16 @@ async def test_invalid_tensors_are_refused_naming_them(
     assert _inferences(worker) == before + 1
 
 
+def _no_decoding() -> Any:
+    raise AssertionError("a ModelInfer message was decoded on a route that neither validates nor batches")
+
+
 async def test_a_cached_call_does_not_reach_the_upstream_again(
-    make_gateway: Any, worker: WorkerProcess, rows: np.ndarray
+    make_gateway: Any, worker: WorkerProcess, rows: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # caching keys the message's bytes: neither it nor the relay decodes a tensor
+    monkeypatch.setattr(gateway.grpc.oip_infer, "pb", _no_decoding)
+    monkeypatch.setattr(gateway.grpc.oip_infer, "codec", _no_decoding)
     async with make_gateway(_config(worker, [{"cache": {}}])) as gw:
         assert gw.grpc is not None
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
