@@ -6,8 +6,10 @@ An upstream process serves `inference.GRPCInferenceService/ModelInfer` with a fi
 FP32 tensor: 1 x 30 in, 1 x 2 out, as raw contents), so the figures are the transport's and the
 gateway's, not a model's. A turnout process (pinned to one core with --gateway-cpu) routes the calls
 to it by model name. Closed-loop clients (each sends its next call when the last one is answered,
-as ghz does) run in this process on one channel; each run prints calls/s, p50 and p99, direct and
-through turnout, and the ratios the issue's targets are stated in.
+as ghz does) run in this process on one channel; each run prints calls/s, p50 and p99, direct,
+through turnout's gRPC port (`listen.grpc_port`) and through its main port (HTTP/2 told apart from
+HTTP/1.1 by its preface and spliced to the front door), and the ratios the issue's targets are stated
+in.
 
 --h2-cost also measures what the alternative design would spend: the CPU time of one unary gRPC
 call through the pure-Python `h2` state machine (client and server side of one connection, no
@@ -112,11 +114,14 @@ def _wait_ready(target: str, timeout: float = 20.0) -> None:
         channel.close()
 
 
-def _start_gateway(upstream_port: int, cpu: int | None, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    grpc_port = _free_port()
+def _start_gateway(
+    upstream_port: int, cpu: int | None, workdir: Path
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """The gateway process, its gRPC port and its main port."""
+    grpc_port, main_port = _free_port(), _free_port()
     config = workdir / "gateway.yaml"
     config.write_text(
-        f"""listen: {{host: 127.0.0.1, port: {_free_port()}, grpc_port: {grpc_port}}}
+        f"""listen: {{host: 127.0.0.1, port: {main_port}, grpc_port: {grpc_port}}}
 admin: {{host: 127.0.0.1, port: {_free_port()}}}
 access_log: {{enabled: false}}
 clusters:
@@ -129,7 +134,7 @@ routes:
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return process, grpc_port
+    return process, grpc_port, main_port
 
 
 def _ms(seconds: float) -> str:
@@ -211,10 +216,11 @@ def main() -> None:
         [sys.executable, __file__, "--serve-upstream", str(upstream_port)], env={**os.environ}, cwd=ROOT
     )
     with tempfile.TemporaryDirectory() as workdir:
-        gateway, grpc_port = _start_gateway(upstream_port, args.gateway_cpu, Path(workdir))
+        gateway, grpc_port, main_port = _start_gateway(upstream_port, args.gateway_cpu, Path(workdir))
         try:
             _wait_ready(f"127.0.0.1:{upstream_port}")
             _wait_ready(f"127.0.0.1:{grpc_port}")
+            _wait_ready(f"127.0.0.1:{main_port}")
             for concurrency in args.concurrency:
                 direct = _report(
                     "direct",
@@ -226,9 +232,18 @@ def main() -> None:
                     concurrency,
                     *asyncio.run(_closed_loop(f"127.0.0.1:{grpc_port}", concurrency, args.seconds)),
                 )
+                main = _report(
+                    "main",
+                    concurrency,
+                    *asyncio.run(_closed_loop(f"127.0.0.1:{main_port}", concurrency, args.seconds)),
+                )
                 print(
                     f"         c={concurrency:<3} calls/s ratio {turnout[0] / direct[0]:.2f}   "
                     f"p50 added {_ms(turnout[1] - direct[1])} ms   p99 added {_ms(turnout[2] - direct[2])} ms"
+                )
+                print(
+                    f"         c={concurrency:<3} main port vs gRPC port: calls/s ratio "
+                    f"{main[0] / turnout[0]:.2f}   p50 added {_ms(main[1] - turnout[1])} ms"
                 )
         finally:
             gateway.terminate()
