@@ -126,3 +126,15 @@ def test_a_sampling_ratio_outside_zero_to_one_is_a_located_config_error(tmp_path
     with pytest.raises(ConfigError) as error:
         load_gateway_config(_config(tmp_path, {"enabled": True, "sampling_ratio": 1.5}))
     assert "tracing.sampling_ratio" in str(error.value)
+
+
+def test_tracing_without_the_sdk_installed_says_which_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.config.models.tracing as model
+
+    monkeypatch.setattr(model, "_installed", lambda *modules: False)
+    with pytest.raises(ConfigError) as error:
+        load_gateway_config(_config(tmp_path, {"enabled": True}))
+    assert "tracing.enabled" in str(error.value) and "turnout[tracing]" in str(error.value)
+    load_gateway_config(_config(tmp_path, {"enabled": False}))  # off needs nothing

@@ -37,7 +37,15 @@ class TracingConfig(StrictModel):
 
     @model_validator(mode="after")
     def _sdk_installed(self) -> Self:
-        if self.enabled and importlib.util.find_spec("opentelemetry.sdk") is None:
+        if self.enabled and not _installed("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
             message = "tracing needs the OpenTelemetry SDK: pip install 'turnout[tracing]'"
             raise errors_at(type(self).__name__, [(("enabled",), message, self.enabled)])
         return self
+
+
+def _installed(*modules: str) -> bool:
+    """Whether every module can be imported (looked up without importing it)."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in modules)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
