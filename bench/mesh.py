@@ -170,7 +170,7 @@ async def in_process(tmp: Path, seconds: float) -> float:
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
     from gateway.loading import load_gateway_config
-    from gateway.mesh.ext_proc import _Stream
+    from gateway.mesh.ext_proc import _Stream, serialized
     from gateway.server import Gateway
 
     document = config(tmp)
@@ -189,7 +189,7 @@ async def in_process(tmp: Path, seconds: float) -> float:
             for message in raw[:100]:
                 stream = _Stream(runtime, {}, 1 << 20, frozenset())
                 answer = await stream.answer(pb.ProcessingRequest.FromString(message))
-                answer.SerializeToString()
+                serialized(answer)
                 stream.end(200, "")
             done += 100
         return done / (time.perf_counter() - began)

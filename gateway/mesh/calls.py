@@ -17,7 +17,7 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf.message import DecodeError
 
-from gateway.mesh.ext_proc import ProtocolError, _Stream
+from gateway.mesh.ext_proc import ProtocolError, _Stream, serialized
 from gateway.mesh.http2 import INTERNAL, ServerStream
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class ProcessCall:
             log.error("mesh: ext_proc failed", exc_info=exc)
             self._fail(INTERNAL, "turnout failed on this message", 500)
             return
-        self.out.send_message(task.result().SerializeToString())
+        self.out.send_message(serialized(task.result()))
         while self.queue and self.task is None and self.out.finished is None:
             self._answer(self.queue.popleft())
         if self.closing and self.task is None:

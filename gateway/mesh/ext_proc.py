@@ -43,7 +43,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
 from gateway.mesh.envoy_messages import (
-    forward_mutation,
+    REQUEST_BODY_FIELD,
+    REQUEST_HEADERS_FIELD,
+    encode_forward,
+    encode_mode,
     header_mutation,
     header_pairs,
     immediate_response,
@@ -59,6 +62,11 @@ BODY_MODES = {"buffered": _MODE.BUFFERED, "streamed": _MODE.STREAMED}
 _CONTINUE_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
 _CONTINUE_REQUEST_TRAILERS = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
 _CONTINUE_RESPONSE_TRAILERS = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+
+def serialized(answer: Any) -> bytes:
+    """An answer as bytes: a forward decision comes encoded already (envoy_messages.py)."""
+    return answer if isinstance(answer, bytes) else bytes(answer.SerializeToString())
 
 
 class ProtocolError(Exception):
@@ -191,10 +199,7 @@ class _Stream:
                 # STREAMED mode), so the decision is made on them; body filters run at the end.
                 self.keep_body = chain.needs_request_body
                 reads_body = False
-        reply = self._decided(await exchange.decide(self.delegated, reads_body), "request_headers")
-        if override is not None and reply.WhichOneof("response") != "immediate_response":
-            reply.mode_override.CopyFrom(override)
-        return reply
+        return self._decided(await exchange.decide(self.delegated, reads_body), "request_headers", override)
 
     async def _request_body(self, body: Any) -> Any:
         exchange = self.exchange
@@ -250,7 +255,9 @@ class _Stream:
                 return refusal
         return _CONTINUE_REQUEST_TRAILERS
 
-    def _decided(self, decision: Response | Forward, phase: str) -> Any:
+    def _decided(self, decision: Response | Forward, phase: str, override: Any = None) -> Any:
+        """The answer to the message that decided: an ImmediateResponse, or the forward decision
+        already serialized (with the mode override, when there is one)."""
         exchange = self.exchange
         assert exchange is not None
         if isinstance(decision, Response):
@@ -258,14 +265,8 @@ class _Stream:
                 decision.set_header(name, value)
             exchange.finish(decision.status)
             return immediate_response(decision)
-        mutation, metadata = forward_mutation(decision)
-        common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
-        reply = pb.ProcessingResponse(dynamic_metadata=metadata)
-        if phase == "request_headers":
-            reply.request_headers.response.CopyFrom(common)
-        else:
-            reply.request_body.response.CopyFrom(common)
-        return reply
+        field = REQUEST_HEADERS_FIELD if phase == "request_headers" else REQUEST_BODY_FIELD
+        return encode_forward(decision, field, b"" if override is None else encode_mode(override))
 
     async def _response_headers(self, headers: Any) -> Any:
         exchange = self.exchange

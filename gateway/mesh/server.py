@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
 from gateway.mesh.ads import AggregatedDiscovery
 from gateway.mesh.calls import call_handlers
 from gateway.mesh.ext_authz import Authorization
-from gateway.mesh.ext_proc import BODY_MODES, ExternalProcessor
+from gateway.mesh.ext_proc import BODY_MODES, ExternalProcessor, serialized
 from gateway.mesh.front import MeshFront
 from gateway.mesh.rls import RateLimitService
 from gateway.mesh.snapshots import XdsSnapshots
@@ -35,6 +35,7 @@ log = logging.getLogger("turnout.mesh")
 # Streams still open at shutdown (xDS clients hold theirs forever) get this long to end by
 # themselves before they are cancelled.
 SHUTDOWN_GRACE_S = 1.0
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 # Room in one gRPC message for Envoy's description of a body (headers, field tags) beyond the body.
 MESSAGE_OVERHEAD = 64 << 10
 
@@ -55,8 +56,14 @@ class MeshServer:
         server = grpc.aio.server()
         body_modes = dict(config.request_body)
         delegated = frozenset(config.delegated_filters)
-        external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(self._runtime, body_modes, config.max_body_bytes, delegated), server
+        processor = ExternalProcessor(self._runtime, body_modes, config.max_body_bytes, delegated)
+        process = grpc.stream_stream_rpc_method_handler(
+            processor.Process,
+            request_deserializer=external_processor_pb2.ProcessingRequest.FromString,
+            response_serializer=serialized,  # a forward decision comes encoded already
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(EXT_PROC_SERVICE, {"Process": process}),)
         )
         authorization = Authorization(self._runtime)
         rate_limits = RateLimitService(self._runtime)
