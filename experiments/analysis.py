@@ -14,7 +14,8 @@ quantiles get intervals over units (requests of one unit are not independent). R
 are on the log scale (`experiments.stats.relative`). One comparison is `experiments.analysis_compare`;
 this module adjusts them across metrics and gathers the status.
 
-Health and the decision (ship / roll back / keep running / unhealthy) are in `experiments.verdict`.
+Health and the decision (ship / roll back / keep running / unhealthy) are in `experiments.verdict`;
+each goal's effect per segment of the configured dimensions in `experiments.analysis_segments`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from experiments.analysis_compare import compare
 from experiments.analysis_events import ExperimentEvents, load_events
+from experiments.analysis_segments import segment_breakdown
 from experiments.analysis_settings import AnalysisSettings
 from experiments.config import AbConfig, CanaryConfig
 from experiments.estimates import (
@@ -136,6 +138,10 @@ def analyze(
         pair = None if events is None else (events.arms.get(control), events.arms.get(treatment))
         for metric in metrics:
             item, est_c, est_t = compare(data.arm(control), data.arm(treatment), metric, settings, pair)
+            arm_c, arm_t = pair if pair is not None else (None, None)
+            if item.role == "goal" and settings.segments and arm_c is not None and arm_t is not None:
+                effects, spread = segment_breakdown(arm_c, arm_t, metric, settings.segments, settings.alpha)
+                item = replace(item, segments=effects, heterogeneity=spread)
             raw.append(item)
             if planning is None and item.role == "goal":
                 planning = plan_units(est_c, est_t, len(arms), settings)
@@ -179,6 +185,7 @@ def settings_of(config: AbConfig | CanaryConfig) -> AnalysisSettings:
         bayesian=config.analysis == "bayesian",
         fixed_horizon=config.decision == "fixed_horizon",
         winsorize=dict(config.winsorize),
+        segments=tuple(config.segments),
     )
 
 

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from experiments.finite import finite, usable_value
 from experiments.store.base import EventStore
+from experiments.store.rows import segments_of
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -47,6 +48,9 @@ class ArmEvents:
     pre_period: Mapping[str, FloatArray] = field(default_factory=dict)
     """Per metric, each unit's value in the experiment's earlier phases (NaN where it has none): the
     pre-period covariate of CUPED. error_rate and latency per request, feedback:X summed per unit."""
+    unit_segments: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per segment dimension, each unit's value (by unit code) at its first exposure in the phase;
+    "" for a unit with none recorded."""
 
     @property
     def unit_count(self) -> int:
@@ -101,9 +105,21 @@ class _ArmBuilder:
     exposures: list[tuple[float, int]] = field(default_factory=list)
     outcomes: list[tuple[float, int, float, float]] = field(default_factory=list)
     feedback: dict[str, list[tuple[float, int, float]]] = field(default_factory=dict)
+    segments: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def code(self, unit: str) -> int:
         return self.codes.setdefault(unit, len(self.codes))
+
+    def add_segments(self, code: int, values: Mapping[str, str]) -> None:
+        for dimension, value in values.items():
+            self.segments.setdefault(dimension, {}).setdefault(code, value)
+
+    def unit_segments(self) -> dict[str, tuple[str, ...]]:
+        size = len(self.codes)
+        return {
+            dimension: tuple(by_code.get(code, "") for code in range(size))
+            for dimension, by_code in self.segments.items()
+        }
 
     def build(self, pre: _PrePeriod) -> ArmEvents:
         exposures = np.array(self.exposures, dtype=np.float64).reshape(-1, 2)
@@ -121,6 +137,7 @@ class _ArmBuilder:
             error=outcomes[:, 3],
             feedback=feedback,
             pre_period=pre.per_unit(self.codes),
+            unit_segments=self.unit_segments(),
         )
 
 
@@ -205,7 +222,10 @@ async def load_events(store: EventStore, experiment: str, phase: int) -> Experim
             latest_of_unit[str(unit)] = (row_phase, arm, analysed)
         if analysed and row_phase == phase:
             builder = arms.setdefault(arm, _ArmBuilder())
-            builder.exposures.append((float(row["time"]), builder.code(str(unit))))
+            code = builder.code(str(unit))
+            builder.exposures.append((float(row["time"]), code))
+            if segments := segments_of(row):
+                builder.add_segments(code, segments)
     pre = _PrePeriod()
     for row in outcome_rows:
         if _analysed(row) and int(row["phase"]) < phase:

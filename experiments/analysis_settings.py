@@ -22,3 +22,5 @@ class AnalysisSettings:
     """Decide once, at the planned sample, on fixed-horizon p-values (else: sequential, at any look)."""
     winsorize: Mapping[str, float] = field(default_factory=dict)
     """Per metric, the percentile (50-100) at which its values are capped (`experiments.analysis_winsor`)."""
+    segments: tuple[str, ...] = ()
+    """Dimensions each goal is broken down by (`experiments.analysis_segments`)."""

@@ -24,6 +24,12 @@ METRIC_PATTERN = re.compile(rf"^(?:{_METRICS})$")
 GUARDRAIL_METRIC_PATTERN = re.compile(rf"^(?:{_METRICS}|shadow_disagreement)$")
 _UNIT_SOURCE = re.compile(r"^(?:header|cookie|jwt|query):[^\s:;,=]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# Dimensions an exposure can record for segment breakdowns: the caller's tenant (from the
+# authentication filter), the model version the request named, or a request header's value.
+_SEGMENT = re.compile(r"^(?:tenant|model_version|header:[A-Za-z0-9!#$%&'*+.^_`|~\-]+)$")
+# Each dimension splits every goal into as many tests as it has segments, and each is recorded on
+# every exposure: a handful is what a report can show and the exposures can carry.
+MAX_SEGMENT_DIMENSIONS = 5
 
 # The issued sticky cookie and the header through which permitted callers force an arm.
 DEFAULT_UNIT_SOURCES = ("cookie:turnout_uid",)
@@ -212,6 +218,14 @@ class AssignedConfig(StrictModel):
             "capped before comparison, e.g. {feedback:revenue: 99}."
         ),
     )
+    segments: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_SEGMENT_DIMENSIONS,
+        description=(
+            "Dimensions recorded on every exposure and broken down in the report, each goal's effect "
+            "per segment: tenant, model_version or header:NAME (e.g. [tenant, header:x-region])."
+        ),
+    )
     decision: Literal["sequential", "fixed_horizon"] = Field(
         default="sequential",
         description=(
@@ -231,6 +245,17 @@ class AssignedConfig(StrictModel):
                     f"winsorize {metric!r}: the percentile must lie in [50, 100), got {percentile}"
                 )
         return value
+
+    @field_validator("segments")
+    @classmethod
+    def _segment_dimensions(cls, value: list[str]) -> list[str]:
+        lowered = [item.lower() if item.startswith("header:") else item for item in value]
+        for item in lowered:
+            if not _SEGMENT.match(item):
+                raise ValueError(f"invalid segment {item!r}: use tenant, model_version or header:NAME")
+        if len(set(lowered)) != len(lowered):
+            raise ValueError("segments must be distinct")
+        return lowered
 
     @field_validator("unit")
     @classmethod

@@ -39,6 +39,9 @@ class Exposure:
     excluded: bool = False
     exposure_id: str = ""
     """The gateway's id of this exposure; empty means the request id is the exposure id."""
+    segments: tuple[tuple[str, str], ...] = ()
+    """(dimension, value) of each segment dimension the experiment records (`segments:` in its
+    config): tenant, model_version, header:NAME; "" where the request had none."""
 
     @property
     def analyzed(self) -> bool:
@@ -139,7 +142,13 @@ Event = Exposure | Outcome | Feedback
 SERVER_ERROR_STATUS = 500
 
 
-def exposure_for(assignment: Assignment, request_id: str, now: float, exposure_id: str = "") -> Exposure:
+def exposure_for(
+    assignment: Assignment,
+    request_id: str,
+    now: float,
+    exposure_id: str = "",
+    segments: tuple[tuple[str, str], ...] = (),
+) -> Exposure:
     return Exposure(
         experiment=assignment.experiment,
         arm=assignment.arm,
@@ -150,6 +159,7 @@ def exposure_for(assignment: Assignment, request_id: str, now: float, exposure_i
         forced=assignment.forced,
         excluded=assignment.excluded,
         exposure_id=exposure_id,
+        segments=segments,
     )
 
 

@@ -40,8 +40,9 @@ from experiments.events import Event, Exposure, Feedback, Outcome, OutputSummary
 _log = logging.getLogger(__name__)
 _TAGS: dict[type[Any], str] = {Exposure: "e", Outcome: "o", Feedback: "f"}
 _FIELDS = {cls: operator.attrgetter(*(f.name for f in dataclasses.fields(cls))) for cls in _TAGS}
-# Where an outcome's model-output summaries sit in its field list.
+# Where an outcome's model-output summaries and an exposure's segments sit in their field lists.
 _OUTPUTS = [f.name for f in dataclasses.fields(Outcome)].index("outputs")
+_SEGMENTS = [f.name for f in dataclasses.fields(Exposure)].index("segments")
 
 
 def encode(batch_id: str, events: Sequence[Event]) -> bytes:
@@ -59,10 +60,17 @@ def _outcome(fields: list[Any]) -> Outcome:
     return Outcome(*fields)
 
 
+def _exposure(fields: list[Any]) -> Exposure:
+    """An exposure from its field list; lines written before segments were recorded lack them."""
+    if len(fields) > _SEGMENTS:
+        fields[_SEGMENTS] = tuple((str(name), str(value)) for name, value in fields[_SEGMENTS])
+    return Exposure(*fields)
+
+
 def decode(line: bytes) -> tuple[str, list[Event]]:
     """The batch id and events of one journal line (ValueError, KeyError or TypeError if damaged)."""
     record = orjson.loads(line)
-    events: list[Event] = [Exposure(*fields) for fields in record["e"]]
+    events: list[Event] = [_exposure(fields) for fields in record["e"]]
     events += [_outcome(fields) for fields in record["o"]]
     events += [Feedback(*fields) for fields in record["f"]]
     return str(record["id"]), events

@@ -54,6 +54,38 @@ class CupedReport:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentEffect:
+    """A goal's effect within one segment (`experiments.analysis_segments`): fixed-horizon, over the
+    segment's units, Holm-adjusted across every segment of the metric; descriptive, not a verdict."""
+
+    dimension: str
+    segment: str
+    """The recorded value; "(none)" for units without one, "(other)" for the smallest segments pooled."""
+    control_units: int
+    treatment_units: int
+    control_value: float
+    treatment_value: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_value_adjusted: float
+    significant: bool
+    tested: bool
+    """False below the small-segment rule (too few units per arm): shown, not tested, not adjusted."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeterogeneity:
+    """Does the effect differ between one dimension's tested segments? Cochran's Q."""
+
+    dimension: str
+    q: float
+    degrees_of_freedom: int
+    p_value: float
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
     """Treatment against control on one metric.
 
@@ -87,6 +119,10 @@ class Comparison:
     cuped: CupedReport | None = None
     winsorized_at: float = float("nan")
     """The cap the metric's values were winsorised at (NaN: not winsorised)."""
+    segments: tuple[SegmentEffect, ...] = ()
+    """Per recorded segment of each configured dimension, the effect (goals only)."""
+    heterogeneity: tuple[SegmentHeterogeneity, ...] = ()
+    """Per dimension with two or more tested segments, Cochran's Q of the segment effects."""
 
 
 @dataclass(frozen=True, slots=True)

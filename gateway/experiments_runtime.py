@@ -24,6 +24,7 @@ from experiments.journal import EventJournal
 from experiments.outbound import OutboundRequest
 from experiments.outputs import output_metric_names, summarize_outputs
 from experiments.recorder import EventRecorder
+from experiments.segments import segment_values
 from experiments.shadow import ShadowJob, ShadowMirror
 from experiments.smoke import SmokeCheck
 from experiments.splits import build_split
@@ -78,6 +79,8 @@ class ExperimentsService:
         self.configs: dict[str, AnyExperiment] = {}
         self.feedback = FeedbackIntake(self.store, self.recorder, self.configs, recorder.flush_interval)
         self.output_names: dict[str, tuple[str, ...]] = {}
+        self.segment_dimensions: dict[str, tuple[str, ...]] = {}
+        """Per experiment, the segment dimensions its exposures record (`experiments.segments`)."""
         self._fingerprints: dict[str, str] = {}
         self.controllers: dict[str, CanaryController] = {}
         self.mirrors: dict[str, ShadowMirror] = {}
@@ -110,6 +113,7 @@ class ExperimentsService:
             self.splits[name] = split
             self.configs[name] = experiment
             self.output_names[name] = output_metric_names(getattr(experiment, "metrics", ()))
+            self.segment_dimensions[name] = tuple(getattr(experiment, "segments", ()))
             self._fingerprints[name] = fingerprint
             if isinstance(experiment, CanaryConfig) and isinstance(split, CanarySplit):
                 controller = CanaryController(
@@ -158,6 +162,7 @@ class ExperimentsService:
             await mirror.stop()
         self.splits.pop(name, None)
         self.configs.pop(name, None)
+        self.segment_dimensions.pop(name, None)
         self._fingerprints.pop(name, None)
 
     async def stop(self) -> None:
@@ -178,7 +183,9 @@ class ExperimentsService:
         ctx.arm = assignment.arm
         ctx.unit_id = assignment.unit_id
         exposure_id = exposure_id_for(ctx)
-        self.recorder.record(exposure_for(assignment, ctx.request_id, time.time(), exposure_id))
+        dimensions = self.segment_dimensions.get(assignment.experiment)
+        segments = segment_values(dimensions, ctx) if dimensions else ()
+        self.recorder.record(exposure_for(assignment, ctx.request_id, time.time(), exposure_id, segments))
         return exposure_id
 
     def record_outcome(

@@ -11,6 +11,7 @@ from experiments.report.blocks import Block, Bullets, Figure, Paragraph, Section
 from experiments.report.metric_sections import metric_sections
 from experiments.report.model import Report, TimelineEntry
 from experiments.report.novelty import spans_days
+from experiments.report.segments import has_segments, segments_section
 
 _ACTIONS = {
     "ship": "Ship",
@@ -249,7 +250,8 @@ def title_of(report: Report) -> str:
 
 def layout(report: Report) -> tuple[Section, ...]:
     """The report's sections in reading order: only those the experiment has (no canary timeline for
-    an A/B test, no shadow section without shadow comparisons, no novelty within one day)."""
+    an A/B test, no shadow section without shadow comparisons, no novelty within one day, no
+    segments unless the experiment records some)."""
     canary = report.kind == "canary" or bool(report.timeline)
     return (
         _decision(report),
@@ -257,6 +259,7 @@ def layout(report: Report) -> tuple[Section, ...]:
         _setup(report),
         _arms(report),
         *metric_sections(report),
+        *((segments_section(report),) if has_segments(report) else ()),
         *((_novelty(report),) if spans_days(report.novelty) else ()),
         _plots(report),
         *((_timeline(report),) if canary else ()),

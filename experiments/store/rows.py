@@ -21,6 +21,7 @@ COLUMNS: dict[EventKind, tuple[str, ...]] = {
         "forced",
         "excluded",
         "exposure_id",
+        "segments",
     ),
     "outcomes": (
         "request_id",
@@ -52,7 +53,17 @@ def exposure_row(event: Exposure) -> dict[str, Any]:
         "forced": event.forced,
         "excluded": event.excluded,
         "exposure_id": event.key,
+        "segments": orjson.dumps(dict(event.segments)).decode() if event.segments else "",
     }
+
+
+def segments_of(row: dict[str, Any]) -> dict[str, str]:
+    """An exposure row's segments (JSON text in storage; rows of older versions have none)."""
+    raw = row.get("segments")
+    if not raw:
+        return {}
+    found = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return {str(name): str(value) for name, value in found.items()} if isinstance(found, dict) else {}
 
 
 def outcome_row(event: Outcome) -> dict[str, Any]:

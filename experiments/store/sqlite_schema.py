@@ -37,10 +37,12 @@ CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, time REAL) WITHOUT ROWI
 
 # Columns added after the first release, as (table, column, how to fill rows written before it):
 # an older file gains them when it is opened. Exposures written before exposure ids were named by
-# their request id, so that id becomes their exposure id and their feedback keeps joining.
+# their request id, so that id becomes their exposure id and their feedback keeps joining; exposures
+# written before segments were recorded have none.
 ADDED_COLUMNS = (
     ("exposures", "exposure_id", "UPDATE exposures SET exposure_id = request_id"),
     ("feedback", "exposure_id", "UPDATE feedback SET exposure_id = request_id"),
+    ("exposures", "segments", "UPDATE exposures SET segments = ''"),
 )
 # Indexes on added columns, created once the columns exist.
 ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS exposures_by_exposure ON exposures (exposure_id);"
