@@ -33,6 +33,7 @@ from gateway.config import (
 from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.config.errors import BuildError, describe_exception
 from gateway.config.models.balancer import LeastLoadBalancer
+from gateway.config.models.endpoint import join_address
 from gateway.core.context import RequestContext
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.filters import ReadsUpstreamPath, UpstreamLayer, UsesModelMetadata
@@ -180,7 +181,23 @@ def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | N
                 load.kv_cache_weight,
             )
         )
-    if config.health is not None:
+    if config.health is not None and config.health.type == "grpc":
+        from routing.health.grpc_check import GrpcHealthChecker
+
+        health = config.health
+        background.append(
+            GrpcHealthChecker(
+                endpoint_set,
+                health.service,
+                {ep.address: join_address(ep.host, ep.grpc_port) for ep in config.endpoints if ep.grpc_port},
+                interval=health.interval,
+                jitter=health.jitter,
+                timeout=health.timeout,
+                unhealthy_threshold=health.unhealthy_threshold,
+                healthy_threshold=health.healthy_threshold,
+            )
+        )
+    elif config.health is not None:
         health = config.health
         background.append(
             HttpHealthChecker(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -14,8 +14,17 @@ StatusCode = Annotated[int, Field(ge=100, le=599)]
 
 
 class HealthCheckConfig(StrictModel):
-    """Active checks: GET `path` on every endpoint every `interval`."""
+    """Active checks: GET `path` on every endpoint every `interval` (or, `type: grpc`, the gRPC
+    health service's Check)."""
 
+    type: Literal["http", "grpc"] = Field(
+        default="http",
+        description="http: GET `path`; grpc: grpc.health.v1.Health/Check, healthy when SERVING (at an "
+        "endpoint's grpc_port where it names one).",
+    )
+    service: str = Field(
+        default="", description="type grpc: the service asked about; empty asks about the server."
+    )
     path: UrlPath = Field(
         default="/v2/health/ready",
         description="Path to GET; the default is the Open Inference Protocol readiness endpoint.",
