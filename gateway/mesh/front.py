@@ -48,6 +48,9 @@ log = logging.getLogger("turnout.mesh")
 _MAX_FRAME = (1 << 24) - 1
 _HEAD = 9
 _GOAWAY_PROTOCOL_ERROR = struct.pack(">II", 0, 1)
+# The bytes held before the first call's headers: a client's preface, settings and window updates
+# take well under 1 KiB; 64 KiB bounds a client that sends frames and never a call.
+MAX_HELD = 64 << 10
 # A connection that opens with ADS is an xDS client's: grpcio serves it (keep-alive pings and all).
 SPLICED_FIRST = frozenset((ADS_METHOD, ADS_METHOD.replace("Stream", "Delta")))
 
@@ -68,6 +71,7 @@ class MeshFront(asyncio.Protocol):
         self._connections = connections
         self._buffer = b""
         self._held: list[bytes] = []
+        self._held_size = 0
         self._first_block = bytearray()
         self._preface_seen = False
         self._native: Http2Connection | None = None
@@ -128,6 +132,9 @@ class MeshFront(asyncio.Protocol):
                 native.feed_frame(kind, flags, stream_id, view[start:offset])
                 continue
             self._held.append(data[start - _HEAD : offset])
+            self._held_size += _HEAD + length
+            if self._held_size > MAX_HELD:
+                raise ConnectionError("no call in the connection's first bytes")
             if kind in (HEADERS, CONTINUATION) and self._first_call(kind, flags, view[start:offset]):
                 if self._decide(data[offset:]):
                     continue  # served here: the rest are this connection's frames
