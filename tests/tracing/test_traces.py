@@ -64,7 +64,7 @@ async def _upstream() -> AsyncIterator[Upstream]:
         await runner.cleanup()
 
 
-def _config(upstream_port: int, collector: str) -> dict[str, Any]:
+def _config(upstream_port: int, collector: str, state: Path) -> dict[str, Any]:
     return {
         "listen": {"host": "127.0.0.1", "port": free_port()},
         "admin": {"host": "127.0.0.1", "port": free_port()},
@@ -76,9 +76,22 @@ def _config(upstream_port: int, collector: str) -> dict[str, Any]:
                 # A wide window, so a busy machine still merges the concurrent requests below.
                 "retry": {"attempts": 1, "on": [503], "backoff_base": 0.001, "backoff_max": 0.002},
                 "outlier": {"consecutive_failures": 0},
+            },
+            "again": {"endpoints": [f"127.0.0.1:{upstream_port}"]},
+        },
+        "state": {"sqlite_path": str(state / "events.db")},
+        "experiments": {
+            "exp": {
+                "kind": "ab",
+                "unit": ["header:x-user-id"],
+                "arms": {
+                    "control": {"cluster": "up", "weight": 50},
+                    "treatment": {"cluster": "again", "weight": 50},
+                },
             }
         },
         "routes": [
+            {"name": "ab", "match": {"prefix": "/ab/"}, "backend": {"experiment": "exp"}},
             {
                 "name": "infer",
                 "match": {"prefix": "/v2/"},
@@ -118,7 +131,7 @@ def _server_span(spans: list[ReceivedSpan], trace_id: str) -> ReceivedSpan:
 
 async def test_a_retried_request_and_batched_requests_as_span_trees(tmp_path: Path) -> None:
     async with otlp_receiver() as receiver, _upstream() as upstream:
-        gateway = await _start(_config(upstream.port, receiver.endpoint), tmp_path)
+        gateway = await _start(_config(upstream.port, receiver.endpoint, tmp_path), tmp_path)
         try:
             async with aiohttp.ClientSession() as session:
                 unsampled = secrets.token_hex(16)
@@ -145,9 +158,15 @@ async def test_a_retried_request_and_batched_requests_as_span_trees(tmp_path: Pa
 
                 assert await asyncio.gather(*(infer(t) for t in batched)) == [200, 200, 200]
 
+                assigned = secrets.token_hex(16)
+                headers = {"traceparent": _traceparent(assigned, client_span), "x-user-id": "u1"}
+                async with session.get(f"{gateway.url}/ab/x", headers=headers) as response:
+                    assert response.status == 200
+                    arm = response.headers["x-turnout-arm"]
+
             def complete(spans: list[ReceivedSpan]) -> bool:
                 servers = {s.trace_id for s in spans if s.kind == SERVER}
-                return retried in servers and all(t in servers for t in batched)
+                return {retried, assigned, *batched} <= servers
 
             spans = await receiver.wait_for(complete)
         finally:
@@ -191,6 +210,13 @@ async def test_a_retried_request_and_batched_requests_as_span_trees(tmp_path: Pa
         )
         assert wait.attributes["turnout.batch.members"] == members[wait.attributes["turnout.batch.id"]]
 
+    # The experiment's assignment, with the arm the client was told.
+    server = _server_span(spans, assigned)
+    (assignment,) = [s for s in _children(spans, server) if s.name == "experiment assignment"]
+    assert assignment.attributes == {"turnout.experiment": "exp", "turnout.arm": arm}
+    (attempt,) = [s for s in _children(spans, server) if s.kind == CLIENT]
+    assert assignment.end_ns <= attempt.start_ns
+
     # Not sampled by the client: nothing recorded, but the trace context still went upstream.
     assert receiver.in_trace(unsampled) == []
     (sent,) = upstream.traceparents["/echo/unsampled"]
@@ -210,7 +236,7 @@ async def test_a_retried_request_and_batched_requests_as_span_trees(tmp_path: Pa
 async def test_an_unreachable_collector_neither_fails_nor_holds_requests(tmp_path: Path) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}/v1/traces"  # nothing listens there
     async with _upstream() as upstream:
-        gateway = await _start(_config(upstream.port, nowhere), tmp_path)
+        gateway = await _start(_config(upstream.port, nowhere, tmp_path), tmp_path)
         try:
             async with aiohttp.ClientSession() as session:
                 for i in range(200):
