@@ -1,4 +1,5 @@
-"""bench/monitor.py runs end to end: two real gateways, a real upstream, a paced load, and a result."""
+"""bench/monitor_cost.py runs end to end: two real gateways side by side, a real upstream, a paced
+load, and a result."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from tests.support.processes import ROOT
 def test_the_monitor_benchmark_reports_cpu_per_request_for_both_gateways() -> None:
     command = [
         sys.executable,
-        str(ROOT / "bench" / "monitor.py"),
+        str(ROOT / "bench" / "monitor_cost.py"),
         "--rate",
         "200",
-        "--duration",
+        "--window",
         "1",
         "--rounds",
-        "1",
+        "2",
+        "--sample-rate",
+        "0.5",
         "--json",
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
@@ -26,4 +29,8 @@ def test_the_monitor_benchmark_reports_cpu_per_request_for_both_gateways() -> No
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result["cpu_us_per_request"]) == {"baseline", "monitor"}
     assert all(value > 0 for value in result["cpu_us_per_request"].values())
-    assert result["features"] == 30 and result["sample_rate"] == 0.1
+    assert result["features"] == 30 and result["sample_rate"] == 0.5
+    # The monitored gateway really sampled: about half of its 400 requests were studied.
+    answered = result["answered"]["monitor"]
+    assert answered >= 300
+    assert 0.3 * answered <= result["monitor_samples"]["queued"] <= 0.7 * answered

@@ -5,6 +5,7 @@ of which may raise into the data path."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from plugins.monitor import FACTORY, MonitorConfig, MonitorFilter, model_report
 from tests.monitoring._exchanges import binary_probabilities, oip_request, oip_response
 
 WIDTH = 4
+_DRAW = random.Random(11).random
 
 
 def _reference(tmp_path: Path, rows: int = 1000) -> np.ndarray:
@@ -66,7 +68,13 @@ def _answer(
     ctx = RequestContext(
         "POST", f"/v2/models/{model}/infer", "", {}, "127.0.0.1", 0.0, model=model, body=request, arm=arm
     )
-    filter_.on_response(ctx, Response(status, [("content-type", "application/json")], response))
+    _exchange(filter_, ctx, Response(status, [("content-type", "application/json")], response))
+
+
+def _exchange(filter_: MonitorFilter, ctx: RequestContext, response: Response) -> None:
+    """What the data path does: one draw per request, and a drawn answer to the filter."""
+    if _DRAW() < filter_.answer_sample_rate:
+        filter_.on_sampled_answer(ctx, response)
 
 
 async def _settle(filter_: MonitorFilter) -> None:
@@ -174,7 +182,7 @@ async def test_nan_inf_and_range_violations_are_rates_not_errors(
         body=encoded.body,
     )
     probabilities = binary_probabilities(np.random.default_rng(5), 10)
-    filter_.on_response(ctx, Response(200, [], oip_response(probabilities)))
+    _exchange(filter_, ctx, Response(200, [], oip_response(probabilities)))
     await _settle(filter_)
     report = model_report([filter_], "risk")
     assert report is not None and report["errors"] == []
