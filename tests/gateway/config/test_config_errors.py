@@ -224,22 +224,22 @@ def test_syntax_error_is_not_chained_to_a_yaml_exception() -> None:
         (
             "- listen\n- clusters\n",
             "x.yaml:1: the top level must be a mapping of sections (listen, admin, "
-            "access_log, state, clusters, experiments, routes, processes, mesh), not a list",
+            "access_log, tracing, state, clusters, experiments, routes, processes, mesh), not a list",
         ),
         (
             "\n\njust text\n",
             "x.yaml:3: the top level must be a mapping of sections (listen, admin, "
-            "access_log, state, clusters, experiments, routes, processes, mesh), not 'just text'",
+            "access_log, tracing, state, clusters, experiments, routes, processes, mesh), not 'just text'",
         ),
         (
             "# only a comment\n",
             "x.yaml:1: the file is empty: expected a mapping with the sections listen, "
-            "admin, access_log, state, clusters, experiments, routes, processes, mesh",
+            "admin, access_log, tracing, state, clusters, experiments, routes, processes, mesh",
         ),
         (
             "",
             "x.yaml:1: the file is empty: expected a mapping with the sections listen, admin, access_log, "
-            "state, clusters, experiments, routes, processes, mesh",
+            "tracing, state, clusters, experiments, routes, processes, mesh",
         ),
     ],
 )
