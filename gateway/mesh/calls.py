@@ -1,8 +1,9 @@
 """The calls a mesh connection serves itself (`front.py`): ext_proc's Process, and ext_authz,
 RLS and ADS, by their grpcio servicers' methods, when they follow on such a connection.
 
-Each message is answered by one task on the event loop; a stream's later messages wait behind it,
-so answers keep Envoy's order.
+A message whose decision completes in memory is answered inline, on the event loop, without a
+task; one that waits (Redis) is carried on by a task, and the stream's later messages wait behind
+it, so answers keep Envoy's order.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -28,6 +29,36 @@ log = logging.getLogger("turnout.mesh")
 _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 ADS_SERVICE = "/envoy.service.discovery.v3.AggregatedDiscoveryService"
 ADS_METHOD = f"{ADS_SERVICE}/StreamAggregatedResources"
+
+
+class _Reyield:
+    """Yields again what a hand-stepped coroutine yielded, so that a task carries it on."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return (yield self.value)
+
+
+async def _carry_on(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    """The rest of `coro`, which yielded `yielded` (a future) at its first step: the task running
+    this waits on what the coroutine waits on, and sends (or throws) the outcome into it."""
+    while True:
+        try:
+            sent = await _Reyield(yielded)
+        except BaseException as exc:  # cancellation included: the coroutine sees it
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 class ProcessCall:
@@ -54,9 +85,24 @@ class ProcessCall:
         except DecodeError:
             self._fail(_INVALID_ARGUMENT, "not a ProcessingRequest", 400)
             return
-        # A task per message, not a hand-stepped coroutine: filters that wait (Redis) time
-        # themselves with asyncio.timeout, which needs a task.
-        self.task = asyncio.ensure_future(self.state.answer(message))
+        # Stepped by hand: an in-memory decision (API keys, the in-memory limiter, the arm, the
+        # endpoint) returns at the first step, answered at once without a task. One that waits
+        # yields a future (its waiting hooks run as tasks of their own: exchange.in_task), and a
+        # task carries the rest on.
+        coro = self.state.answer(message)
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            self.out.send_message(serialized(stop.value))
+            return
+        except ProtocolError as exc:
+            self._fail(_INVALID_ARGUMENT, str(exc), 400)
+            return
+        except Exception:
+            log.exception("mesh: ext_proc failed")
+            self._fail(INTERNAL, "turnout failed on this message", 500)
+            return
+        self.task = asyncio.ensure_future(_carry_on(coro, yielded))
         self.task.add_done_callback(self._answered)
 
     def _answered(self, task: asyncio.Future[Any]) -> None:

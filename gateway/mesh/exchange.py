@@ -12,11 +12,12 @@ exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from inspect import isawaitable
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.core.context import RequestContext
 from gateway.core.errors import GatewayError, NotFound, ServiceUnavailable
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
     from routing.endpoints import Endpoint
 
+_T = TypeVar("_T")
+
 # What workers report of their own load in answer headers (least_queue balances on it).
 _QUEUE_DEPTH = "x-turnout-queue-depth"
 _INFLIGHT = "x-turnout-inflight"
@@ -38,6 +41,16 @@ _INFLIGHT = "x-turnout-inflight"
 # Fallback endpoints offered after the pick: the endpoint-picker protocol lets the proxy try them in
 # order when the first fails; three covers a retry budget without listing a whole fleet.
 MAX_FALLBACKS = 3
+
+
+def in_task(awaitable: Awaitable[_T]) -> Awaitable[_T]:
+    """`awaitable`, run as a task of its own when the caller runs outside one. ext_proc answers a
+    message by stepping its coroutine by hand (gateway/mesh/calls.py), so an in-memory decision
+    costs no task; a hook that waits (Redis) times itself with `asyncio.timeout`, which needs a
+    task: it gets one."""
+    if asyncio.current_task() is None:
+        return asyncio.ensure_future(awaitable)
+    return awaitable
 
 
 @dataclass(slots=True)
@@ -192,7 +205,7 @@ class MeshExchange:
             try:
                 result = phase.hook(ctx)
                 if result is not None and not isinstance(result, Response) and isawaitable(result):
-                    result = await result
+                    result = await in_task(result)
             except GatewayError:
                 raise
             except Exception as exc:
@@ -271,7 +284,10 @@ class MeshExchange:
         response = Response(status, list(headers), body)
         route = self.route
         if route is not None and route.filters.on_response:
-            await route.filters.run_response(ctx, response)
+            chain = route.filters
+            pending = chain.run_response_sync(ctx, response)
+            if pending is not None:
+                await in_task(chain.run_response(ctx, response, pending.index, pending.awaitable))
         for name, value in self.extra_response_headers:
             response.set_header(name, value)
         return response

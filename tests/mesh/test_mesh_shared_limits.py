@@ -11,8 +11,9 @@ import grpc
 import pytest
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
-from tests.mesh.mesh_support import mesh_config
+from tests.mesh.mesh_support import mesh_config, request_headers, response_headers
 from tests.mesh.test_mesh_authz_rls import OK, limit_request
+from tests.mesh.test_mesh_ext_proc import exchange
 from tests.support.redis_server import private_redis_server
 
 # redis-server starts in milliseconds; a loaded 2-core machine can take longer.
@@ -53,3 +54,24 @@ async def test_rls_and_the_proxy_count_against_one_limit(
             assert answer.status == 429, (
                 await answer.text()
             )  # and the proxy's own limiter, on another gateway, agrees
+
+
+async def test_ext_proc_waits_on_a_redis_limit_in_order(
+    make_gateway: Any, tmp_path: Path, redis_url: str
+) -> None:
+    """A decision that waits (the limit is in Redis) is carried on by a task; the answers keep
+    their order and the limit counts every request."""
+    config = mesh_config(tmp_path)
+    config["state"] = {"backend": "redis", "url": redis_url}
+    config["routes"][0]["filters"][1]["rate_limit"]["backend"] = "redis"
+    async with make_gateway(config) as gateway:
+        port = gateway.mesh.port
+        path = "/limited/v2/models/x/infer"
+        answers = [
+            (await exchange(port, [request_headers(path, [("x-api-key", "k1")]), response_headers(200)]))
+            for _ in range(4)
+        ]
+        assert [[a.WhichOneof("response") for a in pair] for pair in answers[:3]] == [
+            ["request_headers", "response_headers"]
+        ] * 3
+        assert answers[3][0].immediate_response.status.code == 429  # burst 3, counted in Redis
