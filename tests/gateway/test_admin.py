@@ -140,7 +140,7 @@ async def test_config_shows_the_effective_config_with_secrets_hidden(
     assert effective["listen"]["port"] == config["listen"]["port"]
     assert effective["clusters"]["up"]["balancer"]["type"] == "least_request"
     assert effective["clusters"]["up"]["endpoints"] == [
-        {"address": f"127.0.0.1:{upstream_a.port}", "weight": 1}
+        {"address": f"127.0.0.1:{upstream_a.port}", "weight": 1, "grpc_port": None}
     ]
     assert effective["clusters"]["up"]["retry"]["attempts"] == 1
     access_log = effective["access_log"]
