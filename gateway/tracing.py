@@ -45,7 +45,7 @@ log = logging.getLogger("turnout.tracing")
 EXPORT_TIMEOUT_S = 2.0
 # Spans waiting for export; beyond this the newest are dropped (the SDK's default queue size).
 MAX_QUEUE = 2048
-# Seconds between exports: spans reach the collector within a second, in batches of up to 512.
+# Milliseconds between exports: spans reach the collector within a second, in batches of up to 512.
 EXPORT_INTERVAL_MS = 1000
 
 
@@ -94,6 +94,7 @@ class Tracing:
         self._provider = provider
         self._tracer = provider.get_tracer("turnout")
         self._otel = _Otel()
+        log.info("tracing to %s, recording %g of new traces", config.endpoint, config.sampling_ratio)
 
     async def close(self) -> None:
         """Export what is queued (bounded by the export timeout) and stop the exporter's thread."""
