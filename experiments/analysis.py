@@ -35,6 +35,7 @@ from experiments.estimates import (
     estimate,
     lower_is_better,
 )
+from experiments.event_cache import EventCache
 from experiments.splits.ab import AbSplit
 from experiments.splits.canary import CanarySplit
 from experiments.stats import (
@@ -196,9 +197,13 @@ async def status_of(
     store: EventStore,
     *,
     now: float,
+    cache: EventCache | None = None,
 ) -> ExperimentStatus:
     """The status of an A/B test or canary in the phase its analysis covers (what the admin API
-    serves): the current one, or a finished canary's last step, which the decision's reasons say."""
+    serves): the current one, or a finished canary's last step, which the decision's reasons say.
+
+    `cache`: the store's `EventCache`, so only events stored since the last call are read (the
+    raw events are otherwise read whole, which dominates on a large store)."""
     metrics = list(config.metrics)
     if isinstance(config, CanaryConfig):
         metrics += [
@@ -209,7 +214,7 @@ async def status_of(
     settings = settings_of(config)
     phase, shares = split.analysed_phase()
     data = await store.phase_data(name, phase)
-    events = await load_events(store, name, phase)
+    events = await (cache.events(name, phase) if cache is not None else load_events(store, name, phase))
     status = analyze(
         name,
         split.kind,

@@ -100,11 +100,31 @@ class ExperimentEvents:
 
 
 @dataclass(slots=True)
+class _Rows:
+    """Rows of `width` numbers, appended one by one and handed out as one array; rows already handed
+    out are kept as an array, so a build converts only the rows added since the last one."""
+
+    width: int
+    pending: list[tuple[float, ...]] = field(default_factory=list)
+    done: FloatArray | None = None
+
+    def append(self, row: tuple[float, ...]) -> None:
+        self.pending.append(row)
+
+    def array(self) -> FloatArray:
+        if self.pending or self.done is None:
+            new = np.array(self.pending, dtype=np.float64).reshape(-1, self.width)
+            self.done = new if self.done is None else np.concatenate([self.done, new])
+            self.pending.clear()
+        return self.done
+
+
+@dataclass(slots=True)
 class _ArmBuilder:
     codes: dict[str, int] = field(default_factory=dict)
-    exposures: list[tuple[float, int]] = field(default_factory=list)
-    outcomes: list[tuple[float, int, float, float]] = field(default_factory=list)
-    feedback: dict[str, list[tuple[float, int, float]]] = field(default_factory=dict)
+    exposures: _Rows = field(default_factory=lambda: _Rows(2))
+    outcomes: _Rows = field(default_factory=lambda: _Rows(4))
+    feedback: dict[str, _Rows] = field(default_factory=dict)
     segments: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def code(self, unit: str) -> int:
@@ -122,11 +142,10 @@ class _ArmBuilder:
         }
 
     def build(self, pre: _PrePeriod) -> ArmEvents:
-        exposures = np.array(self.exposures, dtype=np.float64).reshape(-1, 2)
-        outcomes = np.array(self.outcomes, dtype=np.float64).reshape(-1, 4)
+        exposures, outcomes = self.exposures.array(), self.outcomes.array()
         feedback = {}
         for metric, rows in self.feedback.items():
-            values = np.array(rows, dtype=np.float64).reshape(-1, 3)
+            values = rows.array()
             feedback[metric] = FeedbackEvents(values[:, 0], values[:, 1].astype(np.int64), values[:, 2])
         return ArmEvents(
             exposure_time=exposures[:, 0],
@@ -184,85 +203,138 @@ def _analysed(row: Mapping[str, Any]) -> bool:
     return not (row.get("forced") or row.get("excluded")) and bool(row.get("unit_id"))
 
 
-def _phase_exposures(rows: Iterable[Mapping[str, Any]]) -> dict[int, PhaseExposures]:
-    times: dict[int, dict[str, list[float]]] = {}
-    first_seen: dict[int, dict[str, dict[str, float]]] = {}
-    for row in rows:
-        if not _analysed(row):
-            continue
-        phase, arm, time = int(row["phase"]), str(row["arm"]), float(row["time"])
-        times.setdefault(phase, {}).setdefault(arm, []).append(time)
-        seen = first_seen.setdefault(phase, {}).setdefault(arm, {})
-        unit = str(row["unit_id"])
+@dataclass(slots=True)
+class _PhaseTimes:
+    """Analysed exposure times and each unit's first exposure, per phase and arm."""
+
+    times: dict[int, dict[str, _Rows]] = field(default_factory=dict)
+    first_seen: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    def add(self, phase: int, arm: str, unit: str, time: float) -> None:
+        self.times.setdefault(phase, {}).setdefault(arm, _Rows(1)).append((time,))
+        seen = self.first_seen.setdefault(phase, {}).setdefault(arm, {})
         seen[unit] = min(seen.get(unit, math.inf), time)
-    return {
-        phase: PhaseExposures(
-            times={arm: np.sort(np.array(values)) for arm, values in arms.items()},
-            unit_first_times={
-                arm: np.sort(np.array(list(units.values()))) for arm, units in first_seen[phase].items()
-            },
-        )
-        for phase, arms in times.items()
-    }
+
+    def build(self) -> dict[int, PhaseExposures]:
+        return {
+            phase: PhaseExposures(
+                times={arm: np.sort(rows.array()[:, 0]) for arm, rows in arms.items()},
+                unit_first_times={
+                    arm: np.sort(np.fromiter(units.values(), dtype=np.float64, count=len(units)))
+                    for arm, units in self.first_seen[phase].items()
+                },
+            )
+            for phase, arms in self.times.items()
+        }
 
 
-async def load_events(store: EventStore, experiment: str, phase: int) -> ExperimentEvents:
-    """Read the experiment's raw exposures, outcomes and feedback (oldest first) into arrays."""
-    exposure_rows = await store.export_rows(experiment, "exposures")
-    outcome_rows = await store.export_rows(experiment, "outcomes")
-    feedback_rows = await store.export_rows(experiment, "feedback")
-    arms: dict[str, _ArmBuilder] = {}
-    by_exposure: dict[str, tuple[int, str, str | None, bool]] = {}
-    latest_of_unit: dict[str, tuple[int, str, bool]] = {}
-    for row in exposure_rows:
+Target = tuple[int, str, str | None, bool]
+"""Where feedback joins: (phase, arm, unit id, analysed)."""
+
+
+class EventReader:
+    """Builds an experiment's `ExperimentEvents` for one phase from its raw rows, fed oldest first:
+    all at once (`load_events`), or batch by batch as they are stored (`experiments.event_cache`),
+    which costs only the new rows' conversion and a copy of arrays per build.
+
+    Each `add` takes a batch's exposures before its outcomes and feedback, as the store applied
+    them. Feedback joined by unit id goes to the unit's latest exposure read so far: the one the
+    store joined it to when it was written."""
+
+    def __init__(self, experiment: str, phase: int) -> None:
+        self.experiment = experiment
+        self.phase = phase
+        self._arms: dict[str, _ArmBuilder] = {}
+        self._by_exposure: dict[str, Target] = {}
+        self._latest_of_unit: dict[str, tuple[int, str, bool]] = {}
+        self._pre = _PrePeriod()
+        self._phase_times = _PhaseTimes()
+        self._unusable = 0
+
+    def add(
+        self,
+        exposure_rows: Iterable[Mapping[str, Any]],
+        outcome_rows: Iterable[Mapping[str, Any]],
+        feedback_rows: Iterable[Mapping[str, Any]],
+    ) -> None:
+        for row in exposure_rows:
+            self._exposure(row)
+        for row in outcome_rows:
+            self._outcome(row)
+        for row in feedback_rows:
+            self._feedback(row)
+
+    def _arm(self, arm: str) -> _ArmBuilder:
+        return self._arms.setdefault(arm, _ArmBuilder())
+
+    def _exposure(self, row: Mapping[str, Any]) -> None:
         analysed, arm, row_phase, unit = _analysed(row), str(row["arm"]), int(row["phase"]), row["unit_id"]
         if exposure_key := _exposure_key(row):
-            by_exposure[exposure_key] = (row_phase, arm, unit, analysed)
+            self._by_exposure[exposure_key] = (row_phase, arm, unit, analysed)
         if unit:
-            latest_of_unit[str(unit)] = (row_phase, arm, analysed)
-        if analysed and row_phase == phase:
-            builder = arms.setdefault(arm, _ArmBuilder())
+            self._latest_of_unit[str(unit)] = (row_phase, arm, analysed)
+        if not analysed:
+            return
+        self._phase_times.add(row_phase, arm, str(unit), float(row["time"]))
+        if row_phase == self.phase:
+            builder = self._arm(arm)
             code = builder.code(str(unit))
             builder.exposures.append((float(row["time"]), code))
             if segments := segments_of(row):
                 builder.add_segments(code, segments)
-    pre = _PrePeriod()
-    for row in outcome_rows:
-        if _analysed(row) and int(row["phase"]) < phase:
-            pre.add_outcome(str(row["unit_id"]), float(row["latency_s"]), 1.0 if row.get("error") else 0.0)
-        if _analysed(row) and int(row["phase"]) == phase:
-            builder = arms.setdefault(str(row["arm"]), _ArmBuilder())
-            error = 1.0 if row.get("error") else 0.0
-            outcome = (float(row["time"]), builder.code(str(row["unit_id"])), float(row["latency_s"]), error)
-            builder.outcomes.append(outcome)
-    unusable = 0
-    for row in feedback_rows:
-        if not row.get("matched") or row.get("experiment") != experiment:
-            continue
+
+    def _outcome(self, row: Mapping[str, Any]) -> None:
+        if not _analysed(row):
+            return
+        row_phase, error = int(row["phase"]), 1.0 if row.get("error") else 0.0
+        if row_phase < self.phase:
+            self._pre.add_outcome(str(row["unit_id"]), float(row["latency_s"]), error)
+        elif row_phase == self.phase:
+            builder = self._arm(str(row["arm"]))
+            code = builder.code(str(row["unit_id"]))
+            builder.outcomes.append((float(row["time"]), code, float(row["latency_s"]), error))
+
+    def _feedback(self, row: Mapping[str, Any]) -> None:
+        if not row.get("matched") or row.get("experiment") != self.experiment:
+            return
         value = finite(row.get("value"))
         if not usable_value(value):
-            unusable += 1
-            continue
-        target: tuple[int, str, str | None, bool] | None = None
+            self._unusable += 1
+            return
+        target: Target | None = None
         if exposure_key := _exposure_key(row):
-            target = by_exposure.get(exposure_key)
-        elif row.get("unit_id") and (latest := latest_of_unit.get(str(row["unit_id"]))) is not None:
+            target = self._by_exposure.get(exposure_key)
+        elif row.get("unit_id") and (latest := self._latest_of_unit.get(str(row["unit_id"]))) is not None:
             target = (latest[0], latest[1], str(row["unit_id"]), latest[2])
-        if target is not None and target[0] < phase and target[3] and target[2]:
-            sums = pre.feedback.setdefault(f"feedback:{row['metric']}", {})
+        if target is None or not target[3] or not target[2]:
+            return
+        metric = f"feedback:{row['metric']}"
+        if target[0] < self.phase:
+            sums = self._pre.feedback.setdefault(metric, {})
             sums[target[2]] = sums.get(target[2], 0.0) + value
-            continue
-        if target is None or target[0] != phase or not target[3] or not target[2]:
-            continue
-        builder = arms.setdefault(target[1], _ArmBuilder())
-        entry = (float(row["time"]), builder.code(target[2]), value)
-        builder.feedback.setdefault(f"feedback:{row['metric']}", []).append(entry)
-    return ExperimentEvents(
-        phase=phase,
-        arms={arm: builder.build(pre) for arm, builder in arms.items()},
-        exposures=_phase_exposures(exposure_rows),
-        unusable_feedback=unusable,
+        elif target[0] == self.phase:
+            builder = self._arm(target[1])
+            rows = builder.feedback.setdefault(metric, _Rows(3))
+            rows.append((float(row["time"]), builder.code(target[2]), value))
+
+    def build(self) -> ExperimentEvents:
+        return ExperimentEvents(
+            phase=self.phase,
+            arms={arm: builder.build(self._pre) for arm, builder in self._arms.items()},
+            exposures=self._phase_times.build(),
+            unusable_feedback=self._unusable,
+        )
+
+
+async def load_events(store: EventStore, experiment: str, phase: int) -> ExperimentEvents:
+    """Read the experiment's raw exposures, outcomes and feedback (oldest first) into arrays."""
+    reader = EventReader(experiment, phase)
+    reader.add(
+        await store.export_rows(experiment, "exposures"),
+        await store.export_rows(experiment, "outcomes"),
+        await store.export_rows(experiment, "feedback"),
     )
+    return reader.build()
 
 
 def _exposure_key(row: Mapping[str, Any]) -> str | None:

@@ -85,7 +85,8 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
         config = experiments.configs[name]
         body: dict[str, Any] = {"kind": config.kind, "state": split.state_dict(), "shares": split.shares()}
         if isinstance(split, AbSplit | CanarySplit):
-            result = await status_of(name, config, split, experiments.store, now=time.time())  # type: ignore[arg-type]
+            cache = experiments.event_cache
+            result = await status_of(name, config, split, experiments.store, now=time.time(), cache=cache)  # type: ignore[arg-type]
             body["status"] = orjson.loads(result.to_json())
         if name in experiments.mirrors:
             body["shadow"] = experiments.mirrors[name].comparison.snapshot()

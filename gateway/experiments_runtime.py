@@ -19,6 +19,7 @@ import orjson
 
 from experiments.config import AbConfig, BlueGreenConfig, CanaryConfig, ShadowConfig
 from experiments.controller import CanaryController
+from experiments.event_cache import EventCache
 from experiments.events import exposure_for, outcome_for
 from experiments.journal import EventJournal
 from experiments.outbound import OutboundRequest
@@ -79,6 +80,8 @@ class ExperimentsService:
         self.configs: dict[str, AnyExperiment] = {}
         self.feedback = FeedbackIntake(self.store, self.recorder, self.configs, recorder.flush_interval)
         self.output_names: dict[str, tuple[str, ...]] = {}
+        self.event_cache = EventCache(self.store)
+        """Raw events kept between status requests (`experiments.event_cache`)."""
         self.segment_dimensions: dict[str, tuple[str, ...]] = {}
         """Per experiment, the segment dimensions its exposures record (`experiments.segments`)."""
         self._fingerprints: dict[str, str] = {}
@@ -163,6 +166,7 @@ class ExperimentsService:
         self.splits.pop(name, None)
         self.configs.pop(name, None)
         self.segment_dimensions.pop(name, None)
+        self.event_cache.forget(name)
         self._fingerprints.pop(name, None)
 
     async def stop(self) -> None:

@@ -239,5 +239,12 @@ class EventStore(Protocol):
     async def export_rows(self, experiment: str, kind: EventKind) -> list[dict[str, Any]]:
         """Raw events of one kind, oldest first, as flat rows (see `experiments.store.export`)."""
 
+    async def export_rows_after(
+        self, experiment: str, kind: EventKind, cursor: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The raw events of one kind stored after `cursor` ("" for all), oldest first, and the
+        cursor of the last one (the same cursor when there is none): an incremental read, for
+        `experiments.event_cache`. Rows are only ever appended, so nothing is missed between reads."""
+
     def lease(self, name: str, ttl: float, owner: str) -> Lease:
         """A leader lease for `name` (a controller): Redis locks it; SQLite's single process holds it."""

@@ -309,18 +309,27 @@ class RedisEventStore:
         return bool(saved)
 
     async def export_rows(self, experiment: str, kind: EventKind) -> list[dict[str, Any]]:
+        rows, _ = await self.export_rows_after(experiment, kind)
+        return rows
+
+    async def export_rows_after(
+        self, experiment: str, kind: EventKind, cursor: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Stream entries after `cursor`, the id of the last entry read (stream ids only grow)."""
         key = self._key(experiment, "raw", kind)
         rows: list[dict[str, Any]] = []
-        start = "-"
+        start = "(" + cursor if cursor else "-"
         while True:
             page = cast(
                 list[tuple[str, dict[str, str]]],
                 await self.client.xrange(key, min=start, max="+", count=_EXPORT_PAGE),
             )
             rows.extend(typed_row(kind, fields) for _, fields in page)
+            if page:
+                cursor = page[-1][0]
             if len(page) < _EXPORT_PAGE:
-                return rows
-            start = "(" + page[-1][0]
+                return rows, cursor
+            start = "(" + cursor
 
     def lease(self, name: str, ttl: float, owner: str) -> Lease:
         return RedisLease(lambda: self.client, self._prefix + "lease:" + name, ttl, owner)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -57,7 +57,7 @@ def exposure_row(event: Exposure) -> dict[str, Any]:
     }
 
 
-def segments_of(row: dict[str, Any]) -> dict[str, str]:
+def segments_of(row: Mapping[str, Any]) -> dict[str, str]:
     """An exposure row's segments (JSON text in storage; rows of older versions have none)."""
     raw = row.get("segments")
     if not raw:

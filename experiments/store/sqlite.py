@@ -326,6 +326,20 @@ class SqliteEventStore:
         rows = await self._run(lambda: self._db.execute(sql, (experiment,)).fetchall())
         return [_from_sql(dict(zip(columns, row, strict=True))) for row in rows]
 
+    async def export_rows_after(
+        self, experiment: str, kind: EventKind, cursor: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Rows after `cursor`, the row id of the last one read (ids only grow: one writer at a time
+        assigns them, and rows are never deleted)."""
+        columns = COLUMNS[kind]
+        sql = f"SELECT id, {', '.join(columns)} FROM {kind} WHERE experiment = ? AND id > ? ORDER BY id"
+        after = int(cursor or 0)
+        rows = await self._run(lambda: self._db.execute(sql, (experiment, after)).fetchall())
+        if not rows:
+            return [], cursor
+        found = [_from_sql(dict(zip(columns, row[1:], strict=True))) for row in rows]
+        return found, str(rows[-1][0])
+
     def lease(self, name: str, ttl: float, owner: str) -> Lease:
         # Every gateway process of a host on this file competes for one lock file beside it.
         if self._path in ("", ":memory:"):
