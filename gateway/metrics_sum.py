@@ -38,6 +38,10 @@ _LARGEST_GAUGES = frozenset(
         "turnout_feature_range_violation_ratio",
         "turnout_prediction_class_ratio",
         "turnout_experiment_status",
+        # Read by every process from the same event store: the same value in each, not a share.
+        "turnout_experiment_srm_p_value",
+        "turnout_experiment_srm",
+        "turnout_experiment_units",
     }
 )
 

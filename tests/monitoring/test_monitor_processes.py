@@ -19,6 +19,8 @@ def _process(psi: float, rows: int) -> str:
     )
     status = Gauge("turnout_experiment_status", "Status", ["experiment", "kind", "status"], registry=registry)
     status.labels("risk-ab", "ab", "running").set(1)
+    srm = Gauge("turnout_experiment_srm_p_value", "SRM", ["experiment"], registry=registry)
+    srm.labels("risk-ab").set(0.0004)
     rows_total = Counter("turnout_monitor_rows", "Rows", ["model", "version", "arm"], registry=registry)
     rows_total.labels("risk", "1", "").inc(rows)
     return generate_latest(registry).decode()
@@ -37,4 +39,6 @@ def test_drift_and_status_take_the_largest_and_counters_add_up() -> None:
     assert merged[("turnout_drift_state", feature)] == 2
     status = (("experiment", "risk-ab"), ("kind", "ab"), ("status", "running"))
     assert merged[("turnout_experiment_status", status)] == 1
+    # Every process reads the same store: the p-value is the same in each, not added up.
+    assert merged[("turnout_experiment_srm_p_value", (("experiment", "risk-ab"),))] == 0.0004
     assert merged[("turnout_monitor_rows_total", (("arm", ""), ("model", "risk"), ("version", "1")))] == 150
