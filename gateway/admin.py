@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.admin_experiments import add_experiment_routes
 from gateway.admin_guard import mutation_guard
 from gateway.admin_inputs import Refused, endpoint_address, endpoint_weight, json_object, required
+from gateway.admin_monitoring import add_monitoring_routes
 from gateway.admin_openapi import openapi
 from gateway.config_redaction import redact
 from gateway.core.filters import InvalidatesCache
@@ -218,6 +219,7 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/admin/reload", reload)
     app.router.add_post("/admin/cache/invalidate", invalidate_cache)
     app.router.add_get("/admin/monitoring/{model}", monitoring)
+    add_monitoring_routes(app, lambda request: request.app[GATEWAY_KEY])
     add_experiment_routes(app, lambda request: request.app[GATEWAY_KEY])
     app.router.add_post("/admin/clusters/{cluster}/endpoints", add_endpoint)
     app.router.add_delete("/admin/clusters/{cluster}/endpoints/{address}", remove_endpoint)

@@ -58,6 +58,8 @@ _MUTATION_REFUSALS: Final = {
     "413": _error("The body is over 1 MiB."),
     "415": _error("The Content-Type is not application/json."),
 }
+# One input row of a model: its features' values in column order.
+_ROW: Final = {"type": "array", "items": {"type": "number"}}
 _READ_REFUSALS: Final = {"401": _error("An admin token is configured and the request does not carry it.")}
 
 
@@ -329,6 +331,73 @@ OPENAPI: Final[Json] = {
                     },
                 ),
                 **{"404": _error("No route monitors this model.")},
+            ),
+        },
+        "/admin/monitoring/{model}/rows": {
+            "parameters": [
+                _path("model", "The model's name, as routes see it."),
+                {
+                    "name": "from",
+                    "in": "query",
+                    "required": True,
+                    "description": "How far back: a duration such as 2h or 30m.",
+                    "schema": {"type": "string"},
+                },
+            ],
+            **_read(
+                "A sample of the model's input rows over a recent window, for a reference file.",
+                _answer(
+                    "The rows, pooled from five-minute buckets in proportion to their traffic.",
+                    {
+                        "type": "object",
+                        "required": ["model", "from_s", "seen", "names", "rows"],
+                        "properties": {
+                            "model": {"type": "string"},
+                            "from_s": {"type": "number"},
+                            "seen": {"type": "integer"},
+                            "names": {"type": "array", "items": {"type": "string"}, "nullable": True},
+                            "rows": {"type": "array", "items": _ROW},
+                        },
+                    },
+                ),
+                **{
+                    "400": _error("from is not a positive duration."),
+                    "404": _error("No route monitors this model."),
+                    "409": _error("Routes monitoring the model saw rows of different widths."),
+                },
+            ),
+        },
+        "/admin/monitoring/{model}/baseline": {
+            "parameters": [_path("model", "The model's name, as routes see it.")],
+            "post": _change(
+                "Make the model's input rows of a recent window its reference now (until a reload).",
+                _body(
+                    {
+                        "type": "object",
+                        "required": ["from"],
+                        "properties": {"from": {"type": "string", "description": "A duration: 2h, 30m."}},
+                    },
+                    "How far back the reference reaches.",
+                ),
+                (
+                    "200",
+                    _answer(
+                        "The references made, one per monitor filter of the model.",
+                        {
+                            "type": "object",
+                            "required": ["model", "from_s", "references"],
+                            "properties": {
+                                "model": {"type": "string"},
+                                "from_s": {"type": "number"},
+                                "references": {"type": "array", "items": {"type": "object"}},
+                            },
+                        },
+                    ),
+                ),
+                **{
+                    "404": _error("No route monitors this model."),
+                    "409": _error("Too few rows were kept from that window to make a reference."),
+                },
             ),
         },
         "/admin/experiments": _read(

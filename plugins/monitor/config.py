@@ -59,6 +59,14 @@ class MonitorConfig(StrictModel):
     flush_interval: Duration = Field(
         default=1.0, ge=0, description="How long the background task lets samples gather before a step."
     )
+    # 6 hours: a baseline taken "from the last 2h" (or 6h) of traffic after a deploy, at 8.6 MB per
+    # model of 30 features (plugins/monitor/history.py).
+    history: Duration = Field(
+        default=6 * 3600.0,
+        ge=0,
+        description="How long a sample of each model's input rows is kept, for a reference taken from "
+        "live traffic (`turnout monitor baseline MODEL --from 2h`); 0 keeps none.",
+    )
     # 1,024 samples: seconds of backlog at 100 samples/s; beyond it samples are dropped and counted.
     queue_size: int = Field(default=1024, ge=1, description="Samples waiting for the background task.")
 

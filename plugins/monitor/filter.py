@@ -31,6 +31,7 @@ from gateway.core.filters import Filter, Response
 from plugins.monitor.config import MonitorConfig
 from plugins.monitor.decode import Observation, decode, joined_observations
 from plugins.monitor.fast_decode import decode_batch
+from plugins.monitor.history import RowHistory
 from plugins.monitor.reference import Reference, ReferenceError, from_rows, load
 from plugins.monitor.series import ModelSeries, ShapeMismatch, Thresholds
 
@@ -78,6 +79,7 @@ class MonitorFilter(Filter):
         "_task",
         "answer_sample_rate",
         "errors",
+        "histories",
         "references",
         "series",
     )
@@ -99,6 +101,8 @@ class MonitorFilter(Filter):
         self.series: dict[tuple[str, str, str], ModelSeries] = {}
         self.references: dict[str, Reference | None] = {}
         self.errors: dict[str, str] = {}
+        self.histories: dict[str, RowHistory] = {}
+        """Per model, a sample of its recent input rows (`baseline`)."""
         """The last error per model: an unusable reference, a body that could not be read."""
 
     @property
@@ -223,6 +227,12 @@ class MonitorFilter(Filter):
                     series.observe(one)
                 except (ShapeMismatch, ValueError, TypeError) as exc:
                     self._reject(key[0], exc)
+                    continue
+                if one.rows is not None and self._config.history > 0:
+                    history = self.histories.get(key[0])
+                    if history is None:
+                        history = self.histories[key[0]] = RowHistory(self._config.history)
+                    history.add(one.rows, one.names)
         for model in {key[0] for key in grouped}:
             self._follow_reference_arm(model)
 
@@ -257,6 +267,34 @@ class MonitorFilter(Filter):
                     self._reject(model, exc)
         for one in mine:
             one.peer = leader if one.arm != arm and one.reference is not None else None
+
+    def recent_rows(self, model: str, seconds: float) -> tuple[np.ndarray, tuple[str, ...] | None, int]:
+        """A sample of the model's input rows of the last `seconds` (see `RowHistory.window`), their
+        feature names, and how many rows that time saw."""
+        history = self.histories.get(model)
+        if history is None:
+            return np.empty((0, 0)), None, 0
+        rows, seen = history.window(seconds)
+        return rows, history.names, seen
+
+    def use_baseline(self, model: str, seconds: float) -> Reference:
+        """Make the last `seconds` of the model's live traffic its reference, now: every series of
+        the model starts its drift windows again against it. Raises `ReferenceError` when those
+        rows cannot make one (too few, or none)."""
+        rows, names, seen = self.recent_rows(model, seconds)
+        if len(rows) < self._config.min_samples:
+            raise ReferenceError(
+                f"model {model!r}: {len(rows)} rows kept from the last {seconds:g} s of traffic; a "
+                f"reference needs at least min_samples ({self._config.min_samples})"
+            )
+        source = f"{len(rows)} rows sampled from {seen} of live traffic over the last {seconds:g} s"
+        reference = from_rows(rows, names or self._config.models[model].features, self._config.bins, source)
+        self.references[model] = reference
+        self.errors.pop(model, None)
+        for key in [key for key in self.series if key[0] == model]:
+            learn = self._config.models[model].reference_arm is not None
+            self.series[key] = ModelSeries(*key, reference, self.thresholds, learn)
+        return reference
 
     def _reject(self, model: str, exc: Exception) -> None:
         self._counters["rejected"].inc()
