@@ -96,13 +96,22 @@ class MeshFront(asyncio.Protocol):
             return
         if self._buffer:
             data = self._buffer + data
+        if self._native is not None:
+            self._native.batching = True
         try:
             self._buffer = self._frames(data)
         except (ConnectionError, HPACKError) as exc:
             log.info("mesh: closing a connection that broke HTTP/2: %s", exc)
             assert self.transport is not None
+            if self._native is not None:
+                self._native.flush_out()
             self.transport.write(frame(GOAWAY, 0, 0, _GOAWAY_PROTOCOL_ERROR))
             self.transport.close()
+        finally:
+            native = self._native
+            if native is not None:  # everything this read produced, in one send
+                native.batching = False
+                native.flush_out()
 
     def _frames(self, data: bytes) -> bytes:
         """Handles the whole frames in `data`; returns the incomplete rest."""
@@ -236,6 +245,7 @@ class MeshFront(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if self._native is not None:
+            self._native.flush_out()
             transport.write(frame(GOAWAY, 0, 0, struct.pack(">II", 0, 0)))
         transport.close()
 

@@ -22,6 +22,7 @@ without one is answered UNIMPLEMENTED. No keep-alive pings of its own and no ser
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -142,7 +143,11 @@ class Http2Connection:
         handlers: dict[str, Callable[[ServerStream], CallHandler]],
         max_message: int,
     ) -> None:
-        self.write = write
+        self._write = write
+        self._out: list[bytes] = []
+        self.batching = False
+        """Set while the connection's bytes are being read: writes wait for `flush_out` then."""
+        self._flush_scheduled = False
         self._handlers = handlers
         self._max_message = max_message
         self._decoder = Decoder()
@@ -155,6 +160,21 @@ class Http2Connection:
         self._send_window = _DEFAULT_WINDOW
         self._consumed = 0
         self.closed = False
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the socket: one send for everything a read produced (or, for answers
+        written by a task, for everything one turn of the event loop produced), not one per frame."""
+        self._out.append(data)
+        if not self.batching and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_out)
+
+    def flush_out(self) -> None:
+        self._flush_scheduled = False
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self._write(data)
 
     def start(self) -> None:
         """Our settings and the connection's larger receive window (after the initial SETTINGS)."""
