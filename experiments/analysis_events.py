@@ -265,7 +265,10 @@ class EventReader:
             self._feedback(row)
 
     def _arm(self, arm: str) -> _ArmBuilder:
-        return self._arms.setdefault(arm, _ArmBuilder())
+        builder = self._arms.get(arm)
+        if builder is None:  # not setdefault: a builder is made once per arm, not once per row
+            builder = self._arms[arm] = _ArmBuilder()
+        return builder
 
     def _exposure(self, row: Mapping[str, Any]) -> None:
         analysed, arm, row_phase, unit = _analysed(row), str(row["arm"]), int(row["phase"]), row["unit_id"]
