@@ -168,7 +168,8 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
             return _error(400, f"format must be one of {', '.join(_REPORT_TYPES)}")
         if not isinstance(split, AbSplit | CanarySplit):
             return _error(400, "reports cover A/B tests and canaries")
-        built = await build_report(name, experiments.configs[name], split, experiments.store, now=time.time())
+        config, cache = experiments.configs[name], experiments.event_cache
+        built = await build_report(name, config, split, experiments.store, now=time.time(), cache=cache)
         return web.Response(text=str(render(built, fmt)), content_type=_REPORT_TYPES[fmt], charset="utf-8")
 
     app.router.add_get("/admin/experiments", listing)

@@ -16,6 +16,7 @@ from experiments.analysis import settings_of, status_of
 from experiments.analysis_events import ExperimentEvents, load_events
 from experiments.analysis_settings import AnalysisSettings
 from experiments.config import AbConfig, BlueGreenConfig, CanaryConfig, ShadowConfig
+from experiments.event_cache import EventCache
 from experiments.report.header import build_header
 from experiments.report.health import health_banner
 from experiments.report.latency import latency_cdf, quantile_rows
@@ -110,21 +111,24 @@ async def build_report(
     store: EventStore,
     *,
     now: float,
+    cache: EventCache | None = None,
 ) -> Report:
     """The report of experiment `name` in the phase its analysis covers (`status_of`), as of
     wall-clock time `now`.
 
     Any experiment's config and split are accepted (callers hold them as the unions), but only an
     A/B test or a canary, with its own kind of split, has a report: anything else is a ValueError.
+    `cache`: the store's `EventCache` (the admin API's), so the raw events are read incrementally.
     """
     if not (
         (isinstance(config, AbConfig) and isinstance(split, AbSplit))
         or (isinstance(config, CanaryConfig) and isinstance(split, CanarySplit))
     ):
         raise ValueError(f"experiment '{name}': reports cover A/B tests and canaries ({split.kind} given)")
-    status = await status_of(name, config, split, store, now=now)
+    status = await status_of(name, config, split, store, now=now, cache=cache)
     data = await store.phase_data(name, status.phase)
-    events = await load_events(store, name, status.phase)
+    phase = status.phase
+    events = await (cache.events(name, phase) if cache is not None else load_events(store, name, phase))
     entries = timeline(await store.decisions(name, limit=TIMELINE_DECISIONS))
     settings = settings_of(config)
     metrics = list(status.arms[0].metrics) if status.arms else list(config.metrics)

@@ -82,3 +82,15 @@ async def test_a_cached_status_equals_a_full_read_at_every_refresh(store: EventS
     assert counting.rows == total and again.comparisons == cached.comparisons
     goal = again.comparison("feedback:conversion")
     assert goal is not None and goal.segments and goal.p_value_sequential < 1.0
+
+
+async def test_a_report_from_the_cache_equals_one_from_a_full_read(sqlite_store: EventStore) -> None:
+    from experiments.report import build_report, render
+
+    split, rng = AbSplit("exp", config()), np.random.default_rng(9)
+    cache = EventCache(sqlite_store)
+    for start in (0, 300):
+        await sqlite_store.write(_batch(split, start, rng))
+        full = await build_report("exp", config(), split, sqlite_store, now=5000.0)
+        cached = await build_report("exp", config(), split, sqlite_store, now=5000.0, cache=cache)
+        assert orjson.loads(render(cached, "json")) == orjson.loads(render(full, "json"))
