@@ -29,6 +29,8 @@ def policy_item(name: str, rate: Rate) -> str:
 
 def ratelimit_value(names: tuple[str, ...], verdict: Verdict) -> str:
     """The RateLimit header for one decision."""
+    if len(names) == 1:
+        return _item(names[0], verdict.states[0])
     return ", ".join(_item(name, state) for name, state in zip(names, verdict.states, strict=True))
 
 

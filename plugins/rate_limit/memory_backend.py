@@ -22,10 +22,12 @@ _MIN_SWEEP_SIZE = 1024
 class MemoryLimiter:
     """Decides requests against GCRA limits with state in a dict (times are time.monotonic())."""
 
-    __slots__ = ("_limits", "_next_sweep", "_tats")
+    __slots__ = ("_limits", "_next_sweep", "_only", "_tats")
 
     def __init__(self, limits: Sequence[GcraLimit]) -> None:
         self._limits = tuple(limits)
+        # Most routes have one limit: its decision skips the lists that several limits need.
+        self._only = self._limits[0] if len(self._limits) == 1 else None
         self._tats: dict[tuple[int, str], float] = {}
         self._next_sweep = _MIN_SWEEP_SIZE
 
@@ -35,6 +37,15 @@ class MemoryLimiter:
     def decide(self, keys: Sequence[str], costs: Sequence[int], now: float) -> Verdict:
         """The verdict for one request: `keys[i]` and `costs[i]` belong to limit i."""
         tats = self._tats
+        only = self._only
+        if only is not None:
+            key = (0, keys[0])
+            new_tat, state = gcra_step(only, tats.get(key, now), now, costs[0])
+            if state.allowed:
+                tats[key] = new_tat
+                if len(tats) >= self._next_sweep:
+                    self._sweep(now)
+            return Verdict(state.allowed, (state,))  # a refusal charged nothing: nothing to undo
         new_tats: list[float] = []
         states: list[LimitState] = []
         allowed = True
