@@ -39,7 +39,9 @@ from typing import Any
 import _grpc_load
 import grpc
 import yaml
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
+from envoy.service.ratelimit.v3.rls_pb2 import RateLimitResponse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -142,16 +144,28 @@ async def ext_proc(
     }
 
 
+def is_allowed(message: bytes) -> bool:
+    return bool(CheckResponse.FromString(message).status.code == 0)  # google.rpc OK: a valid key
+
+
+def is_under_limit(message: bytes) -> bool:
+    return bool(RateLimitResponse.FromString(message).overall_code == RateLimitResponse.OK)
+
+
 async def checks(port: int, seconds: float, concurrency: int) -> dict[str, float]:
     authz = [check_request("/v2/models/risk/infer", {"x-api-key": "k1"}).SerializeToString()]
     limit = [limit_request("risk", [("principal", "alice")]).SerializeToString()]
     results: dict[str, float] = {}
-    for name, path, messages in (("ext_authz", CHECK, authz), ("rls", SHOULD_RATE_LIMIT, limit)):
+    for name, path, messages, right in (
+        ("ext_authz", CHECK, authz, is_allowed),
+        ("rls", SHOULD_RATE_LIMIT, limit, is_under_limit),
+    ):
         run = await _grpc_load.closed_loop(
-            HOST, port, path, messages, seconds=seconds, concurrency=concurrency
+            HOST, port, path, messages, seconds=seconds, concurrency=concurrency, sample=50, check=right
         )
         results[f"{name}_checks_per_s"] = round(run.per_second)
-        results[f"{name}_errors"] = run.errors
+        results[f"{name}_errors"] = run.errors + run.wrong
+
     return results
 
 
