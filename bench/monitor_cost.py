@@ -6,16 +6,17 @@
 One upstream (a child process of this script) answers every OIP v2 request with a fixed two-class
 prediction. Two turnout gateways front it side by side, with the same config except the route's
 filters: none, or `monitor` (sampling at --sample-rate, a reference of --features normal features).
-Both are driven at once, each at --rate requests/s (paced POSTs of one row of --features FP32
-features over keep-alive connections), in --rounds windows of --window seconds. Each gateway's CPU
-time (every thread's, in nanoseconds, from /proc/PID/task/*/schedstat) is read at each window's
-edges: loaded at the same moments, both gateways meet the same contention from whatever else the
-machine runs, so it cancels in their ratio.
+Each of --rounds rounds starts both afresh (the one started first alternates), warms them up, and
+drives both at once, each at --rate requests/s (paced POSTs of one row of --features FP32 features
+over keep-alive connections), for --window seconds. Each gateway's CPU time (every thread's, in
+nanoseconds, from /proc/PID/task/*/schedstat) is read before the window and SETTLE_S after it, so
+the monitor's background step for the window's last samples is counted (both idle as long). Loaded
+at the same moments, both meet the same contention from whatever else the machine runs, and fresh
+processes in alternating order keep where the machine places a process from favouring one.
 
 Result: CPU microseconds per request of each gateway (total CPU over total answered requests), the
-rise in percent, and the spread of the per-window rises, which says how far to trust it. The
-monitor's background work (decoding and sketching the samples, once per flush interval) runs in the
-gateway process and is counted, give or take its last interval.
+rise in percent, and the spread of the per-round rises, which says how far to trust it.
+`--calibrate` runs the same with no monitor on either side: its "rise" is the harness's own noise.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ from _turnout import data_path_mode, turnout_argv, turnout_config, turnout_path,
 CONNECTIONS = 16
 # A gateway and an upstream start in about a second; a loaded 2-core machine may take several.
 START_TIMEOUT_S = 60.0
-# Warm-up of each gateway before the rounds: the first requests open connections and fill caches.
+# Warm-up of each round's fresh gateways: the first requests open connections and fill caches.
 WARMUP_S = 2.0
-# After the last window, before the monitor's sample counts are read: its background step runs every
-# `flush_interval` (1 s by default).
+# After a window, before its closing CPU reading: the monitor's background step runs every
+# `flush_interval` (1 s by default), so its step for the window's last samples falls in here.
 SETTLE_S = 1.5
 # The upstream's answer to every request: one row of two class probabilities.
 ANSWER = (
@@ -118,19 +119,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Gateway:
-    """One running gateway under test: its ports, its process, and what it has cost so far."""
+    """One gateway under test: its ports and process while it runs, and its totals over rounds."""
 
-    def __init__(self, name: str, pid: int, listen: int, admin: int) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.pid = pid
-        self.listen = listen
-        self.admin = admin
+        self.pid = 0
+        self.listen = 0
+        self.admin = 0
         self.cpu = 0.0
         self.answered = 0
         self.per_round: list[float] = []
+        self.sampled: dict[str, float] = {}
 
-    def sampled(self) -> dict[str, float]:
-        """turnout_monitor_samples_total by result, from the gateway's /metrics."""
+    def samples(self) -> dict[str, float]:
+        """turnout_monitor_samples_total by result, from the running gateway's /metrics."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=10) as answer:
             text = answer.read().decode()
         counts: dict[str, float] = {}
@@ -141,20 +143,50 @@ class Gateway:
         return counts
 
 
-def _window(gateways: list[Gateway], body: bytes, args: argparse.Namespace) -> None:
-    """Load every gateway at once for one window; each gets its own CPU time and answer count."""
+def _load_all(gateways: list[Gateway], body: bytes, rate: float, seconds: float) -> list[int]:
+    """Load every gateway at once, each at `rate`; how many answers each gave."""
 
     async def load() -> list[int]:
-        loads = (_paced_load(gateway.listen, body, args.rate, args.window) for gateway in gateways)
-        return list(await asyncio.gather(*loads))
+        return list(await asyncio.gather(*(_paced_load(g.listen, body, rate, seconds) for g in gateways)))
 
-    before = [cpu_seconds(gateway.pid) for gateway in gateways]
-    answered = asyncio.run(load())
-    for gateway, began, count in zip(gateways, before, answered, strict=True):
-        spent = cpu_seconds(gateway.pid) - began
-        gateway.cpu += spent
-        gateway.answered += count
-        gateway.per_round.append(spent / max(count, 1) * 1e6)
+    return asyncio.run(load())
+
+
+def _round(
+    gateways: list[Gateway],
+    configs: dict[str, str],
+    turnout: str,
+    work: Path,
+    body: bytes,
+    args: argparse.Namespace,
+) -> None:
+    """Start the gateways (in the given order), warm them up, and measure one window of load."""
+    with contextlib.ExitStack() as stack:
+        for gateway in gateways:
+            gateway.listen, gateway.admin = free_port(), free_port()
+            path = work / f"{gateway.name}.yaml"
+            config = configs[gateway.name].replace("LISTEN_PORT", str(gateway.listen))
+            path.write_text(config.replace("ADMIN_PORT", str(gateway.admin)))
+            log = work / f"{gateway.name}.log"
+            process = stack.enter_context(spawned(turnout_argv(turnout, path), log))
+            ready = lambda g=gateway: turnout_ready(g.listen, g.admin)  # noqa: E731
+            wait_until(ready, process, log, gateway.name, START_TIMEOUT_S)
+            gateway.pid = process.pid
+        _load_all(gateways, body, args.rate, WARMUP_S)
+        time.sleep(SETTLE_S)
+        samples = [gateway.samples() for gateway in gateways]
+        before = [cpu_seconds(gateway.pid) for gateway in gateways]
+        answered = _load_all(gateways, body, args.rate, args.window)
+        # The monitor's background task studies the window's last samples within a flush interval;
+        # both gateways idle as long, at a cost far below the window's.
+        time.sleep(SETTLE_S)
+        for gateway, began, count, earlier in zip(gateways, before, answered, samples, strict=True):
+            spent = cpu_seconds(gateway.pid) - began
+            gateway.cpu += spent
+            gateway.answered += count
+            gateway.per_round.append(spent / max(count, 1) * 1e6)
+            for result, total in gateway.samples().items():
+                gateway.sampled[result] = gateway.sampled.get(result, 0.0) + total - earlier.get(result, 0.0)
 
 
 def _run(
@@ -166,27 +198,25 @@ def _run(
             "models": {"bench": {"reference": str(work / "reference.npy")}},
         }
     }
-    filters: dict[str, list[dict[str, Any]]] = {"baseline": [], "monitor": [monitor]}
-    with contextlib.ExitStack() as stack:
-        gateways: list[Gateway] = []
-        for name, chain in filters.items():
-            listen, admin = free_port(), free_port()
-            path = work / f"{name}.yaml"
-            path.write_text(turnout_config(listen, admin, upstream_port, None, chain))
-            log = work / f"{name}.log"
-            process = stack.enter_context(spawned(turnout_argv(turnout, path), log))
-            ready = lambda listen=listen, admin=admin: turnout_ready(listen, admin)  # noqa: E731
-            wait_until(ready, process, log, name, START_TIMEOUT_S)
-            gateways.append(Gateway(name, process.pid, listen, admin))
-        for gateway in gateways:
-            asyncio.run(_paced_load(gateway.listen, body, args.rate, WARMUP_S))
-        before = gateways[1].sampled()
-        for _ in range(args.rounds):
-            _window(gateways, body, args)
-        # The monitor's background task studies the last window's samples within a flush interval.
-        time.sleep(SETTLE_S)
-        after = gateways[1].sampled()
-        sampled = {result: count - before.get(result, 0.0) for result, count in after.items()}
+    # --calibrate: the second gateway runs without the monitor too, so the "rise" is the harness's
+    # own bias and noise between two identical gateways (an A/A run).
+    filters: dict[str, list[dict[str, Any]]] = {
+        "baseline": [],
+        "monitor": [] if args.calibrate else [monitor],
+    }
+    configs = {
+        name: turnout_config(0, 0, upstream_port, None, chain).replace(
+            "port: 0}\nadmin: {host: 127.0.0.1, port: 0}",
+            "port: LISTEN_PORT}\nadmin: {host: 127.0.0.1, port: ADMIN_PORT}",
+        )
+        for name, chain in filters.items()
+    }
+    gateways = [Gateway(name) for name in filters]
+    for round_ in range(args.rounds):
+        # Fresh processes each round, started in turn first: where the machine places a process
+        # (its core, its neighbours) then favours neither gateway.
+        _round(gateways if round_ % 2 == 0 else gateways[::-1], configs, turnout, work, body, args)
+    sampled = gateways[1].sampled
     baseline, monitored = gateways
     per_request = {g.name: g.cpu / max(g.answered, 1) * 1e6 for g in gateways}
     rises = [(m - b) / b * 100 for b, m in zip(baseline.per_round, monitored.per_round, strict=True) if b > 0]
@@ -195,6 +225,7 @@ def _run(
         "rate": args.rate,
         "features": args.features,
         "sample_rate": args.sample_rate,
+        "calibrate": args.calibrate,
         "rounds": args.rounds,
         "window_s": args.window,
         "answered": {g.name: g.answered for g in gateways},
@@ -217,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--sample-rate", type=float, default=0.1)
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="A/A: both gateways without the monitor (the harness's noise)",
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_upstream:
