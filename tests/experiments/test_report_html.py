@@ -33,6 +33,7 @@ CONFIG = AbConfig.model_validate(
         "unit": "header:x-user-id",
         "arms": {"control": {"cluster": "v1"}, "treatment": {"cluster": "v2"}},
         "metrics": ["latency", "error_rate", "feedback:conversion"],
+        "segments": ["header:x-region"],  # the segment table must fit the screen too
         "expected_units": 2000,
     }
 )
@@ -51,7 +52,8 @@ async def _report_html(path: Path, units: int, seed: int) -> str:
         for r in range(2):
             request_id = uuid.uuid4().hex
             latency = float(rng.lognormal(math.log(0.04 if assignment.arm == "control" else 0.05), 0.4))
-            events.append(exposure_for(assignment, request_id, at + r))
+            region = (("header:x-region", ("eu-west-1", "us-east-1", "ap-southeast-2")[i % 3]),)
+            events.append(exposure_for(assignment, request_id, at + r, segments=region))
             events.append(
                 outcome_for(assignment, request_id, at + r + latency, latency_s=latency, status=200)
             )
