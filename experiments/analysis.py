@@ -27,7 +27,7 @@ from dataclasses import replace
 import numpy as np
 
 from experiments.analysis_compare import compare
-from experiments.analysis_events import ExperimentEvents, load_events
+from experiments.analysis_events import ExperimentEvents
 from experiments.analysis_segments import segment_breakdown
 from experiments.analysis_settings import AnalysisSettings
 from experiments.config import AbConfig, CanaryConfig
@@ -36,6 +36,7 @@ from experiments.estimates import (
     lower_is_better,
 )
 from experiments.event_cache import EventCache
+from experiments.event_reader import load_events
 from experiments.splits.ab import AbSplit
 from experiments.splits.canary import CanarySplit
 from experiments.stats import (

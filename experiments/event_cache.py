@@ -3,7 +3,7 @@
 `status_of` looks at every event of the phase (always-valid p-values over every look, quantiles
 over units, CUPED, segments), so without a cache each admin API request reads the whole raw history:
 on a store of a million events that read takes seconds. An `EventCache` keeps one
-`experiments.analysis_events.EventReader` per experiment and phase, with the store's cursor of the
+`experiments.event_reader.EventReader` per experiment and phase, with the store's cursor of the
 last row read of each kind; a request reads only the rows stored since (`EventStore.export_rows_after`)
 and rebuilds the arrays from what the reader holds. Results equal a full read's, except that feedback
 joined by unit id goes to the unit's latest exposure when it was read, which is the exposure the
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 
-from experiments.analysis_events import EventReader, ExperimentEvents
+from experiments.analysis_events import ExperimentEvents
+from experiments.event_reader import EventReader
 from experiments.store.base import EVENT_KINDS, EventKind, EventStore
 
 

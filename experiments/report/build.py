@@ -13,10 +13,11 @@ import math
 from collections.abc import Sequence
 
 from experiments.analysis import settings_of, status_of
-from experiments.analysis_events import ExperimentEvents, load_events
+from experiments.analysis_events import ExperimentEvents
 from experiments.analysis_settings import AnalysisSettings
 from experiments.config import AbConfig, BlueGreenConfig, CanaryConfig, ShadowConfig
 from experiments.event_cache import EventCache
+from experiments.event_reader import load_events
 from experiments.report.header import build_header
 from experiments.report.health import health_banner
 from experiments.report.latency import latency_cdf, quantile_rows

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 
 from experiments.analysis import AnalysisSettings, analyze
-from experiments.analysis_events import load_events
+from experiments.event_reader import load_events
 from experiments.events import Exposure, Outcome
 from experiments.store.sqlite import SqliteEventStore
 
