@@ -128,6 +128,11 @@ class CanaryController:
         self.owner = owner or uuid.uuid4().hex
         self._lease = store.lease(name, config.interval * LEASE_TICKS, self.owner)
         self._memo = ControllerMemo()
+        compared = sum(1 for step in config.steps if step.percent < 100.0)
+        # The bound a step must clear to advance is a fixed-horizon one, checked at every tick: at
+        # alpha / (steps that compare), as before the rollback test was chained, so a candidate at
+        # its limit slips past it no more often than it did (the rollback test no longer splits).
+        self._hold_alpha = config.alpha / max(compared, 1)
         self._stop: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.is_leader = False
@@ -201,6 +206,7 @@ class CanaryController:
                 shadow=shadow,
                 previous_p=memo.min_p.get(guardrail_key(guardrail), 1.0),
                 carried_log_lr=memo.carried.get(guardrail_key(guardrail), 0.0),
+                hold_alpha=self._hold_alpha,
             )
             for guardrail in self._config.guardrails
         ]

@@ -226,9 +226,12 @@ def evaluate_guardrail(
     shadow: ShadowTally | None = None,
     previous_p: float = 1.0,
     carried_log_lr: float = 0.0,
+    hold_alpha: float | None = None,
 ) -> GuardrailResult:
     """One guardrail at one tick. `previous_p`: the running minimum p of the rollout so far;
-    `carried_log_lr`: the evidence the earlier steps ended with (see the module docstring)."""
+    `carried_log_lr`: the evidence the earlier steps ended with (see the module docstring);
+    `hold_alpha`: the level of the one-sided bound that must lie within the limit to advance
+    (`alpha` when not given)."""
     bound, threshold = guardrail_bound(guardrail)
     if guardrail.metric == "shadow_disagreement":
         test = _shadow_test(threshold, shadow)
@@ -255,7 +258,7 @@ def evaluate_guardrail(
     se = float(test.looks.standard_error[-1])
     statistic = (tested - test.null) / se if se > 0.0 else math.nan
     enough = float(test.looks.n_min_arm[-1]) >= burn_in
-    z = NormalDist().inv_cdf(1.0 - alpha)
+    z = NormalDist().inv_cdf(1.0 - (alpha if hold_alpha is None else hold_alpha))
     upper = tested + z * se if test.alternative == "greater" else tested - z * se
     past_limit = upper > test.null if test.alternative == "greater" else upper < test.null
     status: GuardrailStatus
