@@ -161,7 +161,11 @@ async def build_report(
         timeline=entries,
         shadow=shadow_agreement(entries),
         plots=_plots(status, events, data, settings),
-        methods=method_notes(canary=isinstance(split, CanarySplit), bayesian=settings.bayesian),
+        methods=method_notes(
+            canary=isinstance(split, CanarySplit),
+            bayesian=settings.bayesian,
+            segments=bool(settings.segments),
+        ),
         raw_events=(
             f"The raw events behind this report: experiments.store.export_events(store, '{name}', kind, "
             "path, fmt) writes one kind (exposures, outcomes or feedback) as CSV, or as Parquet when "

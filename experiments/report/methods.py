@@ -80,14 +80,29 @@ _BAYES = MethodNote(
 _CANARY = MethodNote(
     "canary guardrails",
     "Each controller tick tests every guardrail one-sided with the mixture test against its bound "
-    "(candidate - baseline, candidate - r x baseline, or candidate alone), keeping the running minimum "
-    "p-value over the step. Each of the K steps that compare tests at alpha/K, Holm-adjusted across "
-    "guardrails, so a good candidate is rolled back with probability <= alpha over the whole rollout; "
-    "a step advances only when the one-sided confidence bound is within every limit.",
+    "(candidate - baseline, candidate - r x baseline, or candidate alone); each step's likelihood ratio "
+    "is chained into the next, so one always-valid test runs over the whole rollout at the full alpha, "
+    "Holm-adjusted across guardrails, and a good candidate is rolled back with probability <= alpha; "
+    "error rates use their variance at the null (a score test). A step advances only when the "
+    "one-sided confidence bound (at alpha/K for K steps) is within every limit.",
     "Johari et al., KDD 2017; Lindon, Sanden, Shirikian, 'Rapid Regression Detection in Software "
-    "Deployments through Sequential Testing', KDD 2022",
+    "Deployments through Sequential Testing', KDD 2022; Farrington & Manning, Stat. Med. 1990",
+)
+
+_SEGMENTS = MethodNote(
+    "segments",
+    "Each goal compared within every segment of the recorded dimensions (a unit in the segment of its "
+    "first exposure) with the delta method, fixed-horizon; Holm across every segment of the metric; "
+    "segments under 100 units per arm not tested; Cochran's Q per dimension for heterogeneity.",
+    "Holm, Scand. J. Statist. 1979; Cochran, Biometrics 1954; Kohavi, Tang, Xu (2020), ch. 3",
 )
 
 
-def method_notes(*, canary: bool, bayesian: bool = False) -> tuple[MethodNote, ...]:
-    return (*_CORE, _VERDICT, *((_BAYES,) if bayesian else ()), *((_CANARY,) if canary else ()))
+def method_notes(*, canary: bool, bayesian: bool = False, segments: bool = False) -> tuple[MethodNote, ...]:
+    return (
+        *_CORE,
+        _VERDICT,
+        *((_BAYES,) if bayesian else ()),
+        *((_SEGMENTS,) if segments else ()),
+        *((_CANARY,) if canary else ()),
+    )
