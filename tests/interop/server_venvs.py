@@ -1,10 +1,10 @@
 """Third-party model servers and clients, each in a virtual environment of its own.
 
-The interop tests run turnout in front of real MLServer and KServe processes. Their version pins
-(pydantic, fastapi, protobuf, numpy...) must never constrain the project's own, so each server is
-installed into its own venv under a cache folder and reused between runs. A venv counts as built
-only once its `.ready` marker exists, written after the install and an import check passed, so an
-interrupted build is redone rather than trusted.
+The interop tests run turnout in front of real MLServer, KServe and TorchServe processes. Their
+version pins (pydantic, fastapi, protobuf, numpy...) must never constrain the project's own, so
+each server is installed into its own venv under a cache folder and reused between runs. A venv
+counts as built only once its `.ready` marker exists, written after the install and an import
+check passed, so an interrupted build is redone rather than trusted.
 
 `python3 tests/interop/server_venvs.py` builds them all (CI runs it before the tests); the tests
 call `server_python(name)`, which answers the venv's interpreter or skips with the reason. Where
@@ -44,6 +44,16 @@ SERVERS = {
         ServerSpec("kserve", "0.21.0", ("kserve==0.21.0", "scikit-learn", "joblib"), "kserve"),
         # An OpenAI-compatible mock (chat completions, plain and streamed) that answers from rules.
         ServerSpec("fakellm", "0.3.5", ("fakellm==0.3.5",), "fakellm.cli"),
+        # TorchServe without PyTorch: its doubler handler (`torchserve_doubler.py`) needs no torch,
+        # and the worker gets a stand-in `torch` module at start (`model_servers.py` says why).
+        # The wheel does not declare what its worker imports: PyYAML, and numpy for the `kservev2`
+        # envelope. Its Java frontend needs Java 17 on the machine (`.ci/run` installs it).
+        ServerSpec(
+            "torchserve",
+            "0.12.0",
+            ("torchserve==0.12.0", "torch-model-archiver==0.12.0", "pyyaml", "numpy"),
+            "ts.torch_handler.request_envelope.kservev2, yaml, model_archiver",
+        ),
         # Triton's gRPC client: it pins protobuf below the project's 7.x, so it runs client scripts
         # from a venv of its own (tests/grpc/test_grpc_tritonclient.py).
         ServerSpec("tritonclient", "2.73.0", ("tritonclient[grpc]==2.73.0", "numpy"), "tritonclient.grpc"),

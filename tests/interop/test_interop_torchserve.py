@@ -1,24 +1,17 @@
-"""turnout in front of TorchServe's documented behaviours (the stand-in of `torchserve_standin.py`):
-a handler's exception is the request's failure, metadata that is not published, rewritten routes,
+"""turnout in front of a real TorchServe 0.12 serving the handler of `torchserve_doubler.py`: a
+handler's exception is the request's failure, metadata that is not published, rewritten routes,
 flat outputs, health checks and headers on batched routes."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from typing import Any
 
 import aiohttp
 import orjson
 
 from tests.conftest import gateway_config
-from tests.support.processes import Process
-
-
-def _calls(process: Process) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{process.port}/standin/calls", timeout=2) as answer:
-        return int(json.load(answer)["calls"])
+from tests.interop.model_servers import TorchServe
 
 
 def _endpoints(gateway: Any) -> list[Any]:
@@ -32,7 +25,7 @@ def _infer(rows: list[list[float]], **extra: Any) -> bytes:
 
 
 async def test_bad_inputs_run_once_and_eject_no_replica(
-    make_gateway: Any, torchserve_pair: tuple[Process, Process]
+    make_gateway: Any, torchserve_pair: tuple[TorchServe, TorchServe]
 ) -> None:
     """12 bad inputs across two replicas: each reaches a handler once (no retry of the 503), and
     no replica is ejected; good requests then spread over both."""
@@ -41,20 +34,22 @@ async def test_bad_inputs_run_once_and_eject_no_replica(
         [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"],
         cluster={"retry": {"attempts": 2}, "outlier": {"consecutive_failures": 3}},
     )
-    before = _calls(first) + _calls(second)
+    before = first.calls() + second.calls()
     async with make_gateway(config) as gateway, aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{gateway.data_port}/predictions/doubler"
         for _ in range(12):
             async with session.post(url, json=[["not a number"]]) as answer:
                 assert answer.status == 503
-                assert (await answer.json())["message"] == "Prediction failed", "relayed as the server said"
-        assert _calls(first) + _calls(second) - before == 12, "a handler exception must not be retried"
+                assert (await answer.json(content_type=None))["message"] == "Prediction failed", (
+                    "relayed as the server said"
+                )
+        assert first.calls() + second.calls() - before == 12, "a handler exception must not be retried"
         endpoints = _endpoints(gateway)
         assert all(endpoint.ejected_until == 0 for endpoint in endpoints), "no replica may be ejected"
         assert all(endpoint.total_failures == 0 for endpoint in endpoints)
         for _ in range(4):
             async with session.post(url, json=[[1, 2]], headers={"x-request-id": "client-7"}) as answer:
-                assert answer.status == 200 and await answer.json() == [[2, 4]]
+                assert answer.status == 200 and await answer.json(content_type=None) == [[2, 4]]
                 # TorchServe's own id is kept for its logs; turnout's (the client's) goes alongside.
                 assert answer.headers.getall("x-request-id") != ["client-7"]
                 assert len(answer.headers.getall("x-request-id")) == 1
@@ -62,7 +57,7 @@ async def test_bad_inputs_run_once_and_eject_no_replica(
 
 
 async def test_without_model_errors_a_handler_exception_counts_as_a_server_failure(
-    make_gateway: Any, torchserve_pair: tuple[Process, Process]
+    make_gateway: Any, torchserve_pair: tuple[TorchServe, TorchServe]
 ) -> None:
     """`model_errors: null` restores the old rule: every 5xx is the endpoint's (and is retried)."""
     first, second = torchserve_pair
@@ -70,21 +65,21 @@ async def test_without_model_errors_a_handler_exception_counts_as_a_server_failu
         [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"],
         cluster={"retry": {"attempts": 1}, "outlier": {"consecutive_failures": 100}, "model_errors": None},
     )
-    before = _calls(first) + _calls(second)
+    before = first.calls() + second.calls()
     async with make_gateway(config) as gateway, aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{gateway.data_port}/predictions/doubler"
         async with session.post(url, json=[["bad"]]) as answer:
             assert answer.status == 503
-        assert _calls(first) + _calls(second) - before == 2, "retried once on the other replica"
+        assert first.calls() + second.calls() - before == 2, "retried once on the other replica"
         assert sum(endpoint.total_failures for endpoint in _endpoints(gateway)) == 2
 
 
 async def test_validate_without_metadata_checks_structure_and_the_written_signature(
-    make_gateway: Any, torchserve_pair: tuple[Process, Process]
+    make_gateway: Any, torchserve_v2: TorchServe
 ) -> None:
     """TorchServe answers 404 to GET /v2/models/doubler: that is no metadata, not an unknown model.
     On a route rewritten from /ts/ to /v2/, the rewritten path is the one checked."""
-    first, _ = torchserve_pair
+    first = torchserve_v2
     routes = [
         {
             "name": "plain",
@@ -114,22 +109,22 @@ async def test_validate_without_metadata_checks_structure_and_the_written_signat
         base = f"http://127.0.0.1:{gateway.data_port}"
         async with session.post(f"{base}/v2/models/doubler/infer", data=_infer([[1, 2]])) as answer:
             assert answer.status == 200, await answer.text()
-            assert (await answer.json())["outputs"][0]["data"] == [2, 4]
+            assert (await answer.json(content_type=None))["outputs"][0]["data"] == [2, 4]
         broken = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 2], "data": [1]}]})
         async with session.post(f"{base}/v2/models/doubler/infer", data=broken) as answer:
             assert answer.status == 400
-            assert "needs 2 values" in (await answer.json())["error"]
+            assert "needs 2 values" in (await answer.json(content_type=None))["error"]
         async with session.post(f"{base}/ts/models/doubler/infer", data=_infer([[1, 2]])) as answer:
             assert answer.status == 200
         async with session.post(f"{base}/ts/models/doubler/infer", data=_infer([[1, 2, 3]])) as answer:
             assert answer.status == 400, "the written signature is checked on the rewritten path"
-            assert "model 'doubler' expects 2" in (await answer.json())["error"]
+            assert "model 'doubler' expects 2" in (await answer.json(content_type=None))["error"]
 
 
 async def test_batching_splits_flat_outputs_passes_health_checks_and_keeps_headers(
-    make_gateway: Any, torchserve_pair: tuple[Process, Process]
+    make_gateway: Any, torchserve_v2: TorchServe
 ) -> None:
-    first, _ = torchserve_pair
+    first = torchserve_v2
     routes = [
         {
             "name": "batched",
@@ -143,7 +138,7 @@ async def test_batching_splits_flat_outputs_passes_health_checks_and_keeps_heade
         base = f"http://127.0.0.1:{gateway.data_port}"
         async with session.get(f"{base}/ping") as answer:
             assert answer.status == 200, "a GET health call is not an inference call"
-            assert await answer.json() == {"status": "Healthy"}
+            assert await answer.json(content_type=None) == {"status": "Healthy"}
         url = f"{base}/v2/models/doubler/infer"
         # A lone request goes upstream as sent; the server's headers come back with it.
         async with session.post(url, data=_infer([[1, 2]], id="lone")) as answer:
@@ -156,11 +151,11 @@ async def test_batching_splits_flat_outputs_passes_health_checks_and_keeps_heade
             assert answer.headers.getall("x-request-id") == [upstream_id]
         # Merged requests: the server answers one flat list of 2 values per row.
         rows = [[[float(i), float(i + 1)]] * (1 + i % 3) for i in range(8)]
-        before = _calls(first)
+        before = first.calls()
         answers = await asyncio.gather(
             *(_post(session, url, _infer(member, id=f"m{i}")) for i, member in enumerate(rows))
         )
-        assert _calls(first) - before < len(rows), "some requests shared a batch"
+        assert first.calls() - before < len(rows), "some requests shared a batch"
         for i, (status, document, headers) in enumerate(answers):
             assert status == 200, document
             expected = [2 * value for row in rows[i] for value in row]
@@ -172,11 +167,11 @@ async def test_batching_splits_flat_outputs_passes_health_checks_and_keeps_heade
 
 async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, Any, Any]:
     async with session.post(url, data=body, headers={"content-type": "application/json"}) as answer:
-        return answer.status, await answer.json(), answer.headers
+        return answer.status, await answer.json(content_type=None), answer.headers
 
 
 async def test_a_held_model_error_reaches_the_response_filters(
-    make_gateway: Any, torchserve_pair: tuple[Process, Process]
+    make_gateway: Any, torchserve_pair: tuple[TorchServe, TorchServe]
 ) -> None:
     """A 5xx held back to read its body goes through the route's response filters like any answer."""
     first, _ = torchserve_pair
@@ -187,7 +182,7 @@ async def test_a_held_model_error_reaches_the_response_filters(
         "filters": [{"plugin": "tests.support.plugins:BODY_UPPER"}],
     }
     config = gateway_config([f"127.0.0.1:{first.port}"], routes=[route])
-    before = _calls(first)
+    before = first.calls()
     async with make_gateway(config) as gateway, aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{gateway.data_port}/predictions/doubler"
         for _ in range(3):
@@ -201,5 +196,5 @@ async def test_a_held_model_error_reaches_the_response_filters(
             url, data=b"[[1, 2]]", headers={"content-type": "application/json"}
         ) as answer:
             assert answer.status == 200, "the connection after a model error is a fresh one"
-        assert _calls(first) - before == 4
+        assert first.calls() - before == 4
         assert _endpoints(gateway)[0].total_failures == 0
