@@ -3,12 +3,16 @@
 Each RPC calls the same `InferenceService` as REST does; gateway errors become gRPC statuses
 (400 -> INVALID_ARGUMENT, 404 -> NOT_FOUND, 503 -> UNAVAILABLE, ...). ModelInfer reports the worker's
 load in its trailing metadata under the same names as the REST headers.
+
+ModelStreamInfer (Triton's bidirectional stream) answers each request message with one
+`ModelStreamInferResponse`, in the order the requests came: the inference response, or the error in
+`error_message` with the stream left open for the next request, as Triton does.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -39,7 +43,7 @@ T = TypeVar("T")
 
 
 class InferenceServicer:
-    """Implements the six RPCs; registered with the generated `add_..._to_server`."""
+    """Implements the seven RPCs; registered with the generated `add_..._to_server`."""
 
     def __init__(self, service: InferenceService) -> None:
         self._service = service
@@ -75,6 +79,24 @@ class InferenceServicer:
             await context.abort(_STATUS_CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
         context.set_trailing_metadata(self._load_metadata())
         return message
+
+    async def ModelStreamInfer(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        # One request at a time: answers keep the order of the requests without a reorder buffer,
+        # and a client that wants more in flight opens more streams (or calls ModelInfer).
+        async for request in requests:
+            yield await self._stream_answer(request)
+        context.set_trailing_metadata(self._load_metadata())
+
+    async def _stream_answer(self, request: Any) -> Any:
+        try:
+            model, version, decoded, raw = request_from_proto(request)
+            response = await self._service.infer(model, version, decoded)
+            return pb.ModelStreamInferResponse(infer_response=response_to_proto(response, raw))
+        except GatewayError as exc:
+            return pb.ModelStreamInferResponse(error_message=exc.message)
+        except Exception:  # the stream outlives one bad request, as a unary call would
+            log.exception("stream inference request failed")
+            return pb.ModelStreamInferResponse(error_message="internal error in the worker")
 
     def _load_metadata(self) -> tuple[tuple[str, str], ...]:
         load = self._service.load

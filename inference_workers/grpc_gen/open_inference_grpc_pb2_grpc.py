@@ -64,6 +64,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelStreamInfer = channel.stream_stream(
+                '/inference.GRPCInferenceService/ModelStreamInfer',
+                request_serializer=inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelStreamInferResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -111,6 +116,14 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStreamInfer(self, request_iterator, context):
+        """Run a stream of inferences on one call: each request is answered, in order, by one message
+        holding its response or, when it failed, its error (the stream itself stays open).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelInfer,
                     request_deserializer=inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelInferRequest.FromString,
                     response_serializer=inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelInferResponse.SerializeToString,
+            ),
+            'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer,
+                    request_deserializer=inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelInferRequest.FromString,
+                    response_serializer=inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelStreamInferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +325,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelInfer',
             inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelInferRequest.SerializeToString,
             inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStreamInfer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inference.GRPCInferenceService/ModelStreamInfer',
+            inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelInferRequest.SerializeToString,
+            inference__workers_dot_grpc__gen_dot_open__inference__grpc__pb2.ModelStreamInferResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,8 @@
 """tritonclient.grpc's streaming API (`start_stream`/`async_stream_infer`, and the aio client's
-`stream_infer`) through turnout's main port to an upstream that serves Triton's `ModelStreamInfer`
-(turnout's own workers do not). The client runs in the tritonclient venv
-(tests/interop/server_venvs.py)."""
+`stream_infer`) through turnout's main port to a small in-process upstream that serves Triton's
+`ModelStreamInfer` (the same through turnout to a real worker:
+tests/inference_workers/test_gateway_grpc_stream_with_worker.py). The client runs in the
+tritonclient venv (tests/interop/server_venvs.py)."""
 
 from __future__ import annotations
 

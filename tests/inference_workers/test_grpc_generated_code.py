@@ -27,6 +27,7 @@ def test_service_and_field_numbers_match_the_protocol() -> None:
         "ServerMetadata",
         "ModelMetadata",
         "ModelInfer",
+        "ModelStreamInfer",
     ]
 
     def numbers(message: object) -> dict[str, int]:
@@ -56,6 +57,7 @@ def test_service_and_field_numbers_match_the_protocol() -> None:
         "outputs": 5,
         "raw_output_contents": 6,
     }
+    assert numbers(pb.ModelStreamInferResponse) == {"error_message": 1, "infer_response": 2}
     assert numbers(pb.InferParameter) == {
         "bool_param": 1,
         "int64_param": 2,

@@ -13,6 +13,7 @@ import pytest
 
 from gateway.core.protocols.oip_v2 import InferRequest, RequestedOutput, Tensor
 from inference_workers.grpc_codec import pb, pb_grpc, request_to_proto, response_from_proto
+from inference_workers.rest import QUEUE_DEPTH_HEADER
 from tests.inference_workers.support import WorkerProcess
 from tests.inference_workers.test_worker_rest import _echo_tensors
 
@@ -158,3 +159,33 @@ async def test_requested_outputs_only(stub: Any, breast_cancer_rows: np.ndarray)
     response = response_from_proto(await stub.ModelInfer(request_to_proto("risk", "1", request)))
     assert [tensor.name for tensor in response.outputs] == ["label"]
     assert response.outputs[0].shape == (3,)
+
+
+async def test_stream_answers_each_request_in_order_and_outlives_a_bad_one(
+    stub: Any, breast_cancer_rows: np.ndarray
+) -> None:
+    def infer(model: str, version: str | None, rows: np.ndarray, id: str) -> Any:
+        return request_to_proto(model, version, InferRequest([Tensor("features", "FP32", rows)], id=id))
+
+    requests = [
+        infer("risk", "1", breast_cancer_rows[:3], "a"),
+        infer("nope", None, breast_cancer_rows[:3], "b"),
+        infer("risk", "2", breast_cancer_rows[3:8], "c"),
+    ]
+
+    async def send() -> AsyncIterator[Any]:
+        for request in requests:
+            yield request
+
+    call = stub.ModelStreamInfer(send())
+    answers = [answer async for answer in call]
+    assert len(answers) == 3 and answers[0].error_message == ""
+    assert "nope" in answers[1].error_message and not answers[1].HasField("infer_response")
+    assert answers[2].error_message == ""
+    first, last = (response_from_proto(answers[i].infer_response) for i in (0, 2))
+    assert (first.id, first.model_version, last.id, last.model_version) == ("a", "1", "c", "2")
+    # each answer equals the unary call's for the same request
+    assert answers[0].infer_response == await stub.ModelInfer(requests[0])
+    assert answers[2].infer_response == await stub.ModelInfer(requests[2])
+    assert await call.code() == grpc.StatusCode.OK
+    assert QUEUE_DEPTH_HEADER in {key for key, _ in await call.trailing_metadata()}
