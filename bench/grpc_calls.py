@@ -11,6 +11,10 @@ through turnout's gRPC port (`listen.grpc_port`) and through its main port (HTTP
 HTTP/1.1 by its preface and spliced to the front door), and the ratios the issue's targets are stated
 in.
 
+--floor adds a bare grpcio relay (a generic handler forwarding the bytes on one upstream channel, on
+uvloop like the gateway, no routing or filters): what grpcio's server and client stacks alone add
+per call, the part of turnout's added latency that no change to the relay's own code can remove.
+
 --h2-cost also measures what the alternative design would spend: the CPU time of one unary gRPC
 call through the pure-Python `h2` state machine (client and server side of one connection, no
 sockets), which a gateway built on it would pay twice per call (client side and upstream side).
@@ -75,6 +79,24 @@ async def _serve_upstream(port: int) -> None:
     await server.wait_for_termination()
 
 
+async def _serve_bare_relay(port: int, upstream_port: int) -> None:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{upstream_port}")
+    upstream = channel.unary_unary(METHOD)
+
+    async def relay(request: bytes, context: Any) -> bytes:
+        reply: bytes = await upstream(request)
+        return reply
+
+    class Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
+        def service(self, details: Any) -> Any:
+            return grpc.unary_unary_rpc_method_handler(relay) if details.method == METHOD else None
+
+    server = grpc.aio.server(handlers=[Handler()])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
 # ----- the load -----
 
 
@@ -96,6 +118,22 @@ async def _closed_loop(target: str, concurrency: int, seconds: float) -> tuple[f
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         return len(latencies) / (time.perf_counter() - began), latencies
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(target: str, concurrency: int, seconds: float, pid: int) -> tuple[float, list[float], float]:
+    """`_closed_loop`, plus the CPU seconds the relaying process `pid` spent per call meanwhile."""
+    before = _cpu_seconds(pid)
+    rate, latencies = asyncio.run(_closed_loop(target, concurrency, seconds))
+    return rate, latencies, (_cpu_seconds(pid) - before) / max(len(latencies), 1)
 
 
 def _free_port() -> int:
@@ -200,10 +238,18 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--gateway-cpu", type=int, default=None, help="pin the gateway to this CPU")
     parser.add_argument("--h2-cost", action="store_true")
+    parser.add_argument("--floor", action="store_true", help="add a bare grpcio relay row")
+    parser.add_argument("--serve-bare-relay", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream is not None:
         asyncio.run(_serve_upstream(args.serve_upstream))
+        return
+    if args.serve_bare_relay is not None:
+        import uvloop
+
+        uvloop.install()
+        asyncio.run(_serve_bare_relay(*args.serve_bare_relay))
         return
     if args.h2_cost:
         cost = _h2_call_cost(5000)
@@ -217,8 +263,17 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as workdir:
         gateway, grpc_port, main_port = _start_gateway(upstream_port, args.gateway_cpu, Path(workdir))
+        bare = None
+        if args.floor:
+            bare_port = _free_port()
+            command = [sys.executable, __file__, "--serve-bare-relay", str(bare_port), str(upstream_port)]
+            if args.gateway_cpu is not None:
+                command = ["taskset", "-c", str(args.gateway_cpu), *command]
+            bare = subprocess.Popen(command, cwd=ROOT)
         try:
             _wait_ready(f"127.0.0.1:{upstream_port}")
+            if bare is not None:
+                _wait_ready(f"127.0.0.1:{bare_port}")
             _wait_ready(f"127.0.0.1:{grpc_port}")
             _wait_ready(f"127.0.0.1:{main_port}")
             for concurrency in args.concurrency:
@@ -227,11 +282,10 @@ def main() -> None:
                     concurrency,
                     *asyncio.run(_closed_loop(f"127.0.0.1:{upstream_port}", concurrency, args.seconds)),
                 )
-                turnout = _report(
-                    "turnout",
-                    concurrency,
-                    *asyncio.run(_closed_loop(f"127.0.0.1:{grpc_port}", concurrency, args.seconds)),
+                rate, latencies, turnout_cpu = _measured(
+                    f"127.0.0.1:{grpc_port}", concurrency, args.seconds, gateway.pid
                 )
+                turnout = _report("turnout", concurrency, rate, latencies)
                 main = _report(
                     "main",
                     concurrency,
@@ -245,7 +299,23 @@ def main() -> None:
                     f"         c={concurrency:<3} main port vs gRPC port: calls/s ratio "
                     f"{main[0] / turnout[0]:.2f}   p50 added {_ms(main[1] - turnout[1])} ms"
                 )
+                if bare is not None:
+                    rate, latencies, bare_cpu = _measured(
+                        f"127.0.0.1:{bare_port}", concurrency, args.seconds, bare.pid
+                    )
+                    floor = _report("bare", concurrency, rate, latencies)
+                    print(
+                        f"         c={concurrency:<3} bare grpcio relay: p50 added "
+                        f"{_ms(floor[1] - direct[1])} ms; turnout over it {_ms(turnout[1] - floor[1])} ms"
+                    )
+                    print(
+                        f"         c={concurrency:<3} CPU per call: turnout {turnout_cpu * 1e6:.0f} us, "
+                        f"bare grpcio relay {bare_cpu * 1e6:.0f} us"
+                    )
         finally:
+            if bare is not None:
+                bare.terminate()
+                bare.wait(10)
             gateway.terminate()
             upstream.terminate()
             gateway.wait(10)

@@ -49,7 +49,7 @@ NOT_FOUND = 404
 class Relay:
     """The handlers of the front door; shared by every call, holding no per-call state."""
 
-    __slots__ = ("_channels", "_infer", "_metrics", "_runtime", "_subjects")
+    __slots__ = ("_callables", "_channels", "_infer", "_metrics", "_runtime", "_subjects")
 
     def __init__(
         self,
@@ -67,6 +67,10 @@ class Relay:
         self._metrics = metrics
         self._subjects = subjects
         self._infer = infer if infer is not None else InferStage(runtime, channels)
+        # A unary method's callable per (channel, path), made once: grpcio builds a new one (and
+        # its serializer plumbing) on each `unary_unary()`. Unary paths are the OIP v2 service's
+        # few methods, so this holds at most those for each endpoint ever called.
+        self._callables: dict[tuple[grpc.aio.Channel, str], grpc.aio.UnaryUnaryMultiCallable] = {}
 
     async def _decide(
         self, path: str, context: Context, first: bytes | None, unary: bool = False
@@ -123,8 +127,7 @@ class Relay:
         retries = 0
         try:
             while True:
-                channel = self._channels.get(address)
-                call = channel.unary_unary(path)(request, metadata=metadata, timeout=timeout)
+                call = self._unary_callable(address, path)(request, metadata=metadata, timeout=timeout)
                 try:
                     reply: bytes = await call
                     break
@@ -153,8 +156,18 @@ class Relay:
                     policy.budget.release_retry()
         initial = await call.initial_metadata()
         await _send_head(exchange, self._metrics, initial, context, reply)
-        context.set_trailing_metadata(answer_metadata(await call.trailing_metadata()))
+        trailing = answer_metadata(await call.trailing_metadata())
+        if trailing:
+            context.set_trailing_metadata(trailing)
         return self._done(exchange, reply)
+
+    def _unary_callable(self, address: str, path: str) -> grpc.aio.UnaryUnaryMultiCallable:
+        channel = self._channels.get(address)
+        key = (channel, path)
+        callable_ = self._callables.get(key)
+        if callable_ is None:
+            callable_ = self._callables[key] = channel.unary_unary(path)
+        return callable_
 
     def _done(self, exchange: MeshExchange, reply: bytes) -> bytes:
         exchange.ctx.bytes_out = len(reply)
