@@ -93,6 +93,27 @@ class _Echo(grpc.GenericRpcHandler):  # type: ignore[misc]
         return None
 
 
+class _Handlers:
+    """Collects the handlers the generated `add_..._to_server` would register on a server."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same methods as add_registered_method_handlers receives
+
+    def add_registered_method_handlers(self, service: str, methods: dict[str, Any]) -> None:
+        self.methods.update(methods)
+
+
+def _oip_handlers(servicer: _Oip) -> grpc.GenericRpcHandler:
+    """The servicer's methods, less ModelStreamInfer: `_Echo` answers that one over raw bytes."""
+    collected = _Handlers()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, collected)
+    del collected.methods["ModelStreamInfer"]
+    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", collected.methods)
+
+
 class Upstream:
     """A grpc.aio server on a free loopback port."""
 
@@ -100,8 +121,7 @@ class Upstream:
         self.name = name
         self.oip = _Oip(name)
         self.server = grpc.aio.server()
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.oip, self.server)
-        self.server.add_generic_rpc_handlers((_Echo(name),))
+        self.server.add_generic_rpc_handlers((_oip_handlers(self.oip), _Echo(name)))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
 
     @property
