@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from gateway.admin_experiments import add_experiment_routes
 from gateway.admin_guard import mutation_guard
@@ -91,7 +92,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text; OpenMetrics, which carries the latency buckets' exemplars, to a scraper
+    that asks for it (Prometheus does when its exemplar storage is on)."""
     gateway = request.app[GATEWAY_KEY]
+    if "application/openmetrics-text" in request.headers.get("Accept", ""):
+        body = openmetrics.generate_latest(gateway.registry)  # type: ignore[no-untyped-call]
+        return web.Response(body=body, headers={"Content-Type": openmetrics.CONTENT_TYPE_LATEST})
     return web.Response(body=generate_latest(gateway.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

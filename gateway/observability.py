@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.core.context import RequestContext
@@ -36,26 +36,47 @@ class FastHistogram:
     """A histogram without locks: the event loop is single-threaded, so plain increments are safe.
     (prometheus_client takes a lock per observation, which costs more than the rest of this.)"""
 
-    __slots__ = ("bounds", "count", "counts", "sum")
+    __slots__ = ("bounds", "count", "counts", "exemplars", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
         self.sum = 0.0
         self.count = 0
+        # Per bucket, the latest traced observation (trace id, value, unix time); built on the
+        # first one, so a gateway without tracing never has it.
+        self.exemplars: list[tuple[str, float, float] | None] | None = None
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
         self.count += 1
 
-    def cumulative(self) -> list[tuple[str, float]]:
-        """Buckets as Prometheus wants them: (le, cumulative count), ending with +Inf."""
-        out = []
+    def observe_traced(self, value: float, trace_id: str) -> None:
+        """`observe`, keeping the trace as the bucket's exemplar (the latest one wins)."""
+        index = bisect_left(self.bounds, value)
+        self.counts[index] += 1
+        self.sum += value
+        self.count += 1
+        exemplars = self.exemplars
+        if exemplars is None:
+            exemplars = self.exemplars = [None] * len(self.counts)
+        exemplars[index] = (trace_id, value, time.time())
+
+    def cumulative(self) -> list[Any]:
+        """Buckets as Prometheus wants them: (le, cumulative count), ending with +Inf, and a
+        third item, the bucket's exemplar, where a traced request fell in it."""
+        out: list[Any] = []
         running = 0
-        for bound, n in zip((*self.bounds, math.inf), self.counts, strict=True):
+        exemplars = self.exemplars
+        for index, (bound, n) in enumerate(zip((*self.bounds, math.inf), self.counts, strict=True)):
             running += n
-            out.append(("+Inf" if bound == math.inf else repr(bound), float(running)))
+            le = "+Inf" if bound == math.inf else repr(bound)
+            kept = exemplars[index] if exemplars is not None else None
+            if kept is None:
+                out.append((le, float(running)))
+            else:
+                out.append((le, float(running), Exemplar({"trace_id": kept[0]}, kept[1], kept[2])))
         return out
 
 
@@ -75,7 +96,12 @@ class RouteMetrics:
     def record(self, ctx: RequestContext, total: float) -> None:
         klass = ctx.status // 100
         self.requests[klass - 1 if 1 <= klass <= 5 else 4] += 1
-        self.duration.observe(total)
+        trace = ctx.trace
+        trace_id = trace.exemplar_id if trace is not None else None
+        if trace_id is None:
+            self.duration.observe(total)
+        else:
+            self.duration.observe_traced(total, trace_id)
         if ctx.upstream_latency:
             self.upstream_duration.observe(ctx.upstream_latency)
         if ctx.retries:

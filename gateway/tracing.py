@@ -183,6 +183,9 @@ class UnsampledTrace:
 
     __slots__ = ("flags", "trace_id")
 
+    # Nothing is recorded for it, so no exemplar may point at it.
+    exemplar_id = None
+
     def __init__(self, trace_id: str, flags: str) -> None:
         self.trace_id = trace_id
         self.flags = flags
@@ -229,6 +232,10 @@ class RequestSpan:
         # time.monotonic() readings become wall-clock nanoseconds by one subtraction from this pair.
         self._anchor_ns = anchor_ns
         self._anchor = anchor
+
+    @property
+    def exemplar_id(self) -> str:
+        return f"{self.server_span.get_span_context().trace_id:032x}"
 
     def _ns(self, monotonic: float) -> int:
         return self._anchor_ns + int((monotonic - self._anchor) * 1e9)

@@ -33,6 +33,11 @@ class AttemptSpan(Protocol):
 class RequestTrace(Protocol):
     """The trace of one request: its server span and the children recorded under it."""
 
+    @property
+    def exemplar_id(self) -> str | None:
+        """The trace id (32 hex digits) when the trace is recorded, else None: the latency
+        histogram keeps it as the exemplar of the request's bucket."""
+
     def span(
         self, name: str, start: float, end: float, attributes: Mapping[str, SpanValue] | None = None
     ) -> None:
