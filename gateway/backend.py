@@ -9,7 +9,8 @@ upstream layer      a filter that sends the route's requests itself (batching) g
                     and the path the upstream sees, and its answer goes through the response
                     phase like any other
 proxied             the body is taken whole when it is there (so retries can resend it), read
-                    first when its length is known, or streamed when chunked; then `send`
+                    first when its length is known and within `RETRY_BUFFER_BYTES`, or relayed
+                    upstream as it arrives (chunked, or longer): then never retried; then `send`
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from gateway.core.json_bounds import JsonTooComplex, loads
 from gateway.response_phase import offer_to_mirrors
 from gateway.upstream_attempt import UpstreamAttempt
 from gateway.upstream_request import upstream_path
+
+# A body of known length up to this size is read whole before it is sent, so that a retry can send
+# it again; a longer one goes upstream as it arrives, held nowhere, and is not retried (Envoy bounds
+# its retry buffer the same way, by the connection buffer limit, 1 MiB by default). Inference
+# requests of JSON features sit far below it; uploads of images, audio or tensors above it stream.
+RETRY_BUFFER_BYTES = 1024 * 1024
 
 if TYPE_CHECKING:
     from gateway.cluster import ClusterRuntime
@@ -69,11 +76,11 @@ def choose_backend(request: ProxyRequest) -> None:
         attempt.body = ctx.body  # a filter read (and may have rewritten) the body
     elif exchange.body_complete:
         attempt.body = exchange.take_complete_body()
-    elif exchange.content_length is not None:
+    elif exchange.content_length is not None and exchange.content_length <= RETRY_BUFFER_BYTES:
         request.spawn(_read_body_then_send(request, attempt))
         return
-    else:
-        attempt.streaming_body = True  # chunked: streamed, retried only before the upstream saw it
+    else:  # chunked, or too long to hold for a retry: relayed as it arrives, never retried
+        attempt.streaming_body = True
     ctx.bytes_in = len(attempt.body) if attempt.body is not None else 0
     attempt.send()
 

@@ -98,7 +98,8 @@ class UpstreamAttempt:
         self.admitted = False
         self.attempt = 0
         self.body: bytes | None = None
-        """The whole request body; None while it streams upstream (chunked) or is not read yet."""
+        """The whole request body; None while it streams upstream (chunked, or longer than
+        `RETRY_BUFFER_BYTES`) or is not read yet. None also means no retry: part of it may be sent."""
         self.streaming_body = False
         self.head_bytes: bytes | None = None
         """The request head as sent, built once and reused by retries."""
@@ -163,8 +164,11 @@ class UpstreamAttempt:
             assert route is not None
             if trace is not None and "traceparent" in ctx.headers:  # the attempt's replaces it
                 ctx.headers = {k: v for k, v in ctx.headers.items() if k != "traceparent"}
+            body = self.body
+            # A streamed body keeps the client's framing: its Content-Length, or chunked.
+            length = len(body) if body is not None else request.exchange.content_length
             self.head_bytes = upstream_head(
-                request.exchange, ctx, route, request.proxy.proto_line, self.body, endpoint.address
+                request.exchange, ctx, route, request.proxy.proto_line, length, endpoint.address
             )
         if trace is not None:
             self.span = trace.attempt(endpoint.address, self.attempt)
@@ -195,11 +199,13 @@ class UpstreamAttempt:
             head = with_traceparent(head, span.traceparent)
         conn.send_request(head, self.body, request.exchange.method == "HEAD", self.timeout, self)
         if self.streaming_body:
-            conn.begin_streamed_body()
+            conn.begin_streamed_body(chunked=request.exchange.content_length is None)
             request.spawn(self._pump_body(conn))
 
     async def _pump_body(self, conn: UpstreamConnection) -> None:
-        """Stream a chunked request body upstream as it arrives."""
+        """Stream the request body upstream as it arrives (chunked, or beyond the retry buffer).
+        Reading waits for the client's bytes; the listener stops reading the client while what it
+        holds of the body is past its high-water mark, so a slow upstream never grows it."""
         request = self.request
         try:
             while chunk := await request.exchange.read_chunk():

@@ -107,11 +107,12 @@ def upstream_head(
     ctx: RequestContext,
     route: CompiledRoute,
     proto_line: bytes,
-    body: bytes | None,
+    body_length: int | None,
     address: str,
 ) -> bytes:
     """The request head sent to `address`: the client's request as the filters left it, with the
-    route's header rules and the gateway's forwarding headers; `body` None means a chunked body."""
+    route's header rules and the gateway's forwarding headers; `body_length` None means a chunked
+    body."""
     if route.rewrite is None and ctx.path == exchange.path and ctx.query == exchange.query:
         target = exchange.target  # as the client sent it
     else:  # a rewrite, or a filter changed the path or the query (removed a token)
@@ -126,7 +127,7 @@ def upstream_head(
         headers,
         route.request_headers,
         forwarding_lines(headers, ctx.client_ip, proto_line, ctx.request_id),
-        len(body) if body is not None else None,
+        body_length,
         address,
         edits.strip if edits is not None else None,
         edits.add if edits is not None else None,

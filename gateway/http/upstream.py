@@ -67,6 +67,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to one endpoint."""
 
     __slots__ = (
+        "_body_chunked",
         "_body_open",
         "_complete",
         "_head",
@@ -104,6 +105,8 @@ class UpstreamConnection(asyncio.Protocol):
         # A streamed request body not yet ended with its last chunk: the connection is mid-request
         # even when the answer came first, so it must not go back to the pool.
         self._body_open = False
+        self._body_chunked = True
+        """The streamed body goes in chunked framing (the client's came chunked)."""
 
     # ----- asyncio.Protocol -----
 
@@ -199,6 +202,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._received = False
         self._complete = False
         self._body_open = False
+        self._body_chunked = True
         self._is_head_request = is_head_request
         self.deadline = self.pool.loop.time() + timeout
         wake_sweeper = self.pool.wake_sweeper
@@ -209,16 +213,23 @@ class UpstreamConnection(asyncio.Protocol):
         else:  # one writev of both, without copying the body behind the head
             self.transport.writelines((head, body))
 
-    def begin_streamed_body(self) -> None:
-        """The request's body follows in chunks (`send_body_chunk`) after the head just sent."""
+    def begin_streamed_body(self, chunked: bool = True) -> None:
+        """The request's body follows (`send_body_chunk`) after the head just sent: in chunked
+        framing, or as it came when the head gave its Content-Length."""
         self._body_open = True
+        self._body_chunked = chunked
 
     def send_body_chunk(self, data: bytes) -> None:
-        """Part of a chunked request body (a streamed request); b"" ends it."""
+        """Part of a streamed request body, written as it came (no copy) when its length is known,
+        in a chunk of its own otherwise; b"" ends it."""
         if not data:
             self._body_open = False
         if self.transport is not None and not self.closed:
-            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+            if not self._body_chunked:
+                if data:
+                    self.transport.write(data)
+            else:
+                self.transport.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
 
     def check_deadline(self, now: float) -> None:
         if self.deadline and now > self.deadline:
