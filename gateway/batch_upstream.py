@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.cluster import ClusterRuntime
+from gateway.core.trace import RequestTrace
 from gateway.internal_client import send_to_cluster
 from plugins.batching import BatchUpstream, UpstreamReply
 from routing.resilience.retry import RetryPolicy
@@ -23,6 +24,13 @@ def batch_upstream(cluster: ClusterRuntime, retry: RetryPolicy, timeout: float) 
         )
         return reply.status, reply.headers, reply.body
 
+    async def send_traced(
+        path: str, body: bytes, content_type: str, headers: Mapping[str, str], trace: RequestTrace
+    ) -> UpstreamReply:
+        sent = [("content-type", content_type), *headers.items()]
+        reply = await send_to_cluster(cluster, "POST", path, sent, body, retry, timeout, trace)
+        return reply.status, reply.headers, reply.body
+
     def endpoint_count() -> int:
         return max(1, len(cluster.endpoints.eligible))
 
@@ -30,4 +38,4 @@ def batch_upstream(cluster: ClusterRuntime, retry: RetryPolicy, timeout: float) 
         reply = await send_to_cluster(cluster, "GET", path, (), b"", retry, timeout)
         return reply.status, reply.body
 
-    return BatchUpstream(send, endpoint_count, get)
+    return BatchUpstream(send, endpoint_count, get, send_traced)

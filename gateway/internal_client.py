@@ -13,6 +13,7 @@ from time import monotonic
 
 from gateway.cluster import ClusterRuntime
 from gateway.core.errors import BadGateway, GatewayError, GatewayTimeout, Overloaded, ServiceUnavailable
+from gateway.core.trace import RequestTrace
 from gateway.http.upstream import ResponseHead, UpstreamFailure
 from routing.endpoints import Endpoint
 from routing.resilience.retry import RetryPolicy
@@ -77,9 +78,11 @@ async def send_to_cluster(
     body: bytes,
     retry: RetryPolicy,
     timeout: float,
+    trace: RequestTrace | None = None,
 ) -> Reply:
     """One request to the cluster, retried by `retry` within the cluster's retry budget. Raises a
-    GatewayError when no answer came."""
+    GatewayError when no answer came. With a `trace`, each attempt is a client span of it and
+    sends a `traceparent` naming that span."""
     attempt = 0
     failed: Endpoint | None = None  # a retry goes elsewhere when it can
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
@@ -87,8 +90,10 @@ async def send_to_cluster(
         endpoint = cluster.endpoints.pick(None, failed)
         if endpoint is None:
             raise ServiceUnavailable(f"cluster '{cluster.name}' has no healthy endpoint")
+        span = trace.attempt(endpoint.address, attempt) if trace is not None else None
+        context = f"traceparent: {span.traceparent}\r\n" if span is not None else ""
         head = (
-            f"{method} {target} HTTP/1.1\r\nhost: {endpoint.address}\r\n{extra}"
+            f"{method} {target} HTTP/1.1\r\nhost: {endpoint.address}\r\n{extra}{context}"
             f"content-length: {len(body)}\r\n\r\n"
         ).encode("latin-1")
         cluster.endpoints.on_start(endpoint)
@@ -101,6 +106,9 @@ async def send_to_cluster(
             conn.send_request(head, body, method == "HEAD", timeout, collector)
             response, data = await collector.future
         except UpstreamFailure as failure:
+            if span is not None:
+                span.fail(failure.message)
+                span.end()
             if conn is not None:
                 conn.close()
             cluster.endpoints.on_finish(endpoint)
@@ -112,6 +120,9 @@ async def send_to_cluster(
                 continue
             raise failure_error(failure, cluster.name) from None
         latency = monotonic() - started
+        if span is not None:
+            span.set_status(response.status)
+            span.end()
         if response.status >= 500:
             conn.close()  # uvicorn-based servers close after an exception without saying so
         else:

@@ -22,7 +22,7 @@ from plugins.batching.batcher import Batcher
 from plugins.batching.config import BatchingConfig
 from plugins.batching.metrics import BatchingMetrics
 from plugins.batching.payload import EncodedBatch
-from plugins.batching.upstream import BatchUpstream
+from plugins.batching.upstream import BatchUpstream, SendTraced
 
 _HEADER_LENGTH = HEADER_LENGTH.lower()
 
@@ -42,7 +42,11 @@ class BatchingFilter(Filter):
 
     def attach_upstream(self, cluster: str, upstream: ClusterSender) -> None:
         """The gateway gives each cluster this route can reach its batch sender (before `start`)."""
-        self._upstreams[cluster] = BatchUpstream(upstream.send, upstream.endpoint_count, upstream.get)
+        # The gateway's sender (gateway/batch_upstream.py) also records the attempts in a trace.
+        send_traced: SendTraced | None = getattr(upstream, "send_traced", None)
+        self._upstreams[cluster] = BatchUpstream(
+            upstream.send, upstream.endpoint_count, upstream.get, send_traced
+        )
         if self._batcher is not None:  # a reload kept this filter: the servers may have changed
             self._batcher.read_extensions_again()
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import GatewayError
+from gateway.core.trace import RequestTrace
 from plugins.batching.payload import Payload
 
 
@@ -50,11 +51,18 @@ class BatchAnswer:
 class Member:
     """A queued request; owned by its lane's queue."""
 
-    __slots__ = ("arrived", "future", "level", "payload", "state", "timer")
+    __slots__ = ("arrived", "future", "level", "payload", "state", "timer", "trace")
 
     def __init__(
-        self, payload: Payload, level: int, arrived: float, future: asyncio.Future[BatchAnswer]
+        self,
+        payload: Payload,
+        level: int,
+        arrived: float,
+        future: asyncio.Future[BatchAnswer],
+        trace: RequestTrace | None = None,
     ) -> None:
+        self.trace = trace
+        """The request's trace (`ctx.trace`): the batch's upstream attempts are recorded in one."""
         self.payload = payload
         self.level = level
         """0-based index of its priority level; 0 (configured level 1) is served first."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.core.errors import BadGateway, GatewayError, ServiceUnavailable
+from gateway.core.trace import RequestTrace
 from plugins.batching.extensions import ServerExtensions
 from plugins.batching.lane import BatchLane
 from plugins.batching.member import BatchAnswer, Member, fail_members
@@ -92,9 +93,16 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
                 encoded = payloads[0].format.merge(payloads, binary)
                 sent_binary = extensions is not None and bool(encoded.headers)
             started = time.monotonic()
-            status, raw_headers, body = await lane.upstream.send(
-                lane.path, encoded.body, encoded.content_type, encoded.headers
-            )
+            send_traced = lane.upstream.send_traced
+            trace = _batch_trace(members) if send_traced is not None else None
+            if send_traced is None or trace is None:
+                status, raw_headers, body = await lane.upstream.send(
+                    lane.path, encoded.body, encoded.content_type, encoded.headers
+                )
+            else:
+                status, raw_headers, body = await send_traced(
+                    lane.path, encoded.body, encoded.content_type, encoded.headers, trace
+                )
             latency = time.monotonic() - started
         finally:
             batch.holds_slot = False
@@ -142,6 +150,20 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
                     latency,
                 )
             )
+
+
+def _batch_trace(members: list[Member]) -> RequestTrace | None:
+    """The trace the batch's upstream attempts belong to: the first recorded member's, else the
+    first member's that has one (its trace context still goes upstream), else none."""
+    fallback = None
+    for member in members:
+        trace = member.trace
+        if trace is not None:
+            if trace.exemplar_id is not None:
+                return trace
+            if fallback is None:
+                fallback = trace
+    return fallback
 
 
 def _kept(headers: dict[str, str], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:

@@ -11,6 +11,9 @@ transport boundary, though the batcher turns any other exception into BadGateway
 (`GET /v2`) that says whether it takes binary tensors (see `extensions.py`). Without it, the
 `upstream_binary_tensors` option is trusted as written.
 
+`send_traced(path, body, content_type, headers, trace)`, where given, is `send` that records each
+attempt as a client span of `trace` (a member's `ctx.trace`) and sends a `traceparent` naming it.
+
 `endpoint_count()` sizes the in-flight limit: `max_inflight_batches_per_endpoint` batches per
 endpoint; it is read whenever a batch finishes, so it can follow discovery and health.
 """
@@ -20,8 +23,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from gateway.core.trace import RequestTrace
+
 UpstreamReply = tuple[int, Mapping[str, str], bytes]
 SendBatch = Callable[[str, bytes, str, Mapping[str, str]], Awaitable[UpstreamReply]]
+SendTraced = Callable[[str, bytes, str, Mapping[str, str], RequestTrace], Awaitable[UpstreamReply]]
 GetPath = Callable[[str], Awaitable[tuple[int, bytes]]]
 
 
@@ -34,3 +40,4 @@ class BatchUpstream:
     send: SendBatch
     endpoint_count: Callable[[], int] = _one_endpoint
     get: GetPath | None = None
+    send_traced: SendTraced | None = None

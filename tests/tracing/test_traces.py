@@ -166,7 +166,10 @@ async def test_a_retried_request_and_batched_requests_as_span_trees(tmp_path: Pa
 
             def complete(spans: list[ReceivedSpan]) -> bool:
                 servers = {s.trace_id for s in spans if s.kind == SERVER}
-                return {retried, assigned, *batched} <= servers
+                # and every call of a batch has its attempt span (named by the traceparent it sent)
+                batch_attempts = [s for s in spans if s.kind == CLIENT and s.trace_id in batched]
+                calls = upstream.traceparents["/v2/models/m/infer"]
+                return {retried, assigned, *batched} <= servers and len(batch_attempts) >= len(calls)
 
             spans = await receiver.wait_for(complete)
         finally:
@@ -209,6 +212,21 @@ async def test_a_retried_request_and_batched_requests_as_span_trees(tmp_path: Pa
             s for s in _children(spans, _server_span(spans, trace_id)) if s.name == "batch queue wait"
         )
         assert wait.attributes["turnout.batch.members"] == members[wait.attributes["turnout.batch.id"]]
+    # The batch's own upstream call: an attempt span per batch, under one member's server span,
+    # and the traceparent the batch sent names it.
+    batch_calls = upstream.traceparents["/v2/models/m/infer"]
+    assert len(batch_calls) == len(members)
+    for traceparent in batch_calls:
+        _, trace_id, parent, flags = traceparent.split("-")
+        assert trace_id in batched and int(flags, 16) & 1
+        (attempt,) = [s for s in spans if s.trace_id == trace_id and s.span_id == parent]
+        assert (attempt.kind, attempt.name) == (CLIENT, "upstream attempt")
+        server = _server_span(spans, trace_id)
+        assert attempt.parent_id == server.span_id
+        assert attempt.attributes["turnout.attempt"] == 0
+        assert attempt.attributes["http.response.status_code"] == 200
+        assert attempt.attributes["turnout.endpoint"] == f"127.0.0.1:{upstream.port}"
+        assert server.start_ns <= attempt.start_ns <= attempt.end_ns <= server.end_ns
 
     # The experiment's assignment, with the arm the client was told.
     server = _server_span(spans, assigned)
