@@ -157,6 +157,8 @@ class ProxyRequest:
             ctx.status = 404
             exchange.respond(404, _NOT_FOUND_BODY, headers=((b"x-request-id", ctx.request_id.encode()),))
             self.runtime.metrics.unrouted.inc()
+            if self.runtime.tracing is not None:
+                self.runtime.tracing.unrouted(ctx)
             ctx.bytes_out = exchange.response_bytes
             self.done = True
             self.runtime.log_request(ctx, None, monotonic() - ctx.started)

@@ -126,20 +126,29 @@ class Tracing:
             return UnsampledTrace(parent[0], f"{parent[1]:02x}")
         now_ns = time.time_ns()
         now = time.monotonic()
+        route = ctx.route
+        attributes = {
+            "http.request.method": ctx.method,
+            "url.path": ctx.path,
+            "client.address": ctx.client_ip,
+            "turnout.request_id": ctx.request_id,
+        }
+        if route:  # a request that matched no route is named by its method alone
+            attributes["http.route"] = route
         span = tracer.start_span(
-            f"{ctx.method} {ctx.route}",
+            f"{ctx.method} {route}" if route else ctx.method,
             context=context,
             kind=otel.server,
             start_time=now_ns - int((now - ctx.started) * 1e9),
-            attributes={
-                "http.request.method": ctx.method,
-                "url.path": ctx.path,
-                "http.route": ctx.route,
-                "client.address": ctx.client_ip,
-                "turnout.request_id": ctx.request_id,
-            },
+            attributes=attributes,
         )
         return RequestSpan(tracer, otel, span, otel.set_span_in_context(span), now_ns, now)
+
+    def unrouted(self, ctx: RequestContext) -> None:
+        """A request that matched no route, already answered: its server span, begun and ended."""
+        trace = self.begin(ctx)
+        if isinstance(trace, RequestSpan):
+            trace.end(ctx)
 
 
 # 64-bit random numbers fall in [0, 2**64): the sampling ratio's share of them is recorded.

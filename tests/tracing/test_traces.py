@@ -264,3 +264,31 @@ async def test_an_unreachable_collector_neither_fails_nor_holds_requests(tmp_pat
             # It also shuts down cleanly, its last export given up after the export timeout.
             assert gateway.stop() == 0, gateway.log()
     assert len(upstream.traceparents) == 200
+
+
+async def test_a_request_that_matches_no_route_has_its_server_span(tmp_path: Path) -> None:
+    async with otlp_receiver() as receiver, _upstream() as upstream:
+        config = _config(upstream.port, receiver.endpoint, tmp_path)
+        config["routes"] = [{"name": "api", "match": {"prefix": "/echo/"}, "backend": {"cluster": "up"}}]
+        gateway = await _start(config, tmp_path)
+        traced, left_out, client_span = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(8)
+        try:
+            async with aiohttp.ClientSession() as session:
+                for trace_id, sampled in ((left_out, False), (traced, True)):
+                    headers = {"traceparent": _traceparent(trace_id, client_span, sampled)}
+                    async with session.get(f"{gateway.url}/nowhere", headers=headers) as response:
+                        assert response.status == 404
+                        request_id = response.headers["x-request-id"]
+            spans = await receiver.wait_for(lambda spans: any(s.trace_id == traced for s in spans))
+        finally:
+            assert gateway.stop() == 0, gateway.log()
+    server = _server_span(spans, traced)
+    assert server.name == "GET" and server.parent_id == client_span
+    assert server.attributes["http.response.status_code"] == 404
+    assert server.attributes["url.path"] == "/nowhere"
+    assert server.attributes["turnout.request_id"] == request_id
+    assert "http.route" not in server.attributes
+    assert not server.error  # a 4xx is no server error
+    assert _children(spans, server) == []
+    assert receiver.in_trace(left_out) == []
+    assert upstream.traceparents == {}
