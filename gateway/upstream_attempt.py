@@ -211,6 +211,7 @@ class UpstreamAttempt:
             while chunk := await request.exchange.read_chunk():
                 request.ctx.bytes_in += len(chunk)
                 conn.send_body_chunk(chunk)
+                await conn.drained()
         except GatewayError as error:  # the client's body broke off (too large): not the endpoint's fault
             self._give_up(conn)
             request.fail(error)

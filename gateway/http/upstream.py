@@ -75,6 +75,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_is_head_request",
         "_reason",
         "_received",
+        "_writable",
         "closed",
         "counted",
         "deadline",
@@ -107,6 +108,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._body_open = False
         self._body_chunked = True
         """The streamed body goes in chunked framing (the client's came chunked)."""
+        self._writable: asyncio.Future[None] | None = None
+        """Set while the transport's write buffer is over its high-water mark (`pause_writing`)."""
 
     # ----- asyncio.Protocol -----
 
@@ -114,8 +117,24 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
 
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = self.pool.loop.create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    async def drained(self) -> None:
+        """Wait until the upstream has taken what was written (at once unless writing is paused):
+        a streamed body is read from the client no faster than the upstream reads it."""
+        if self._writable is not None:
+            await asyncio.shield(self._writable)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.resume_writing()  # a body pump waiting to write finds the connection closed
         self.pool.forget(self)
         if self._complete or self.observer is None:
             return
@@ -258,6 +277,8 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            # connection_lost waits for a flush that a stalled upstream never allows.
+            self.resume_writing()
             if self.transport is not None:
                 self.transport.close()
             self.pool.forget(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from gateway.backend import RETRY_BUFFER_BYTES
 from tests.conftest import gateway_config
@@ -32,7 +32,7 @@ class RecordingUpstream:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def __aenter__(self) -> RecordingUpstream:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -142,5 +142,55 @@ async def test_a_body_within_the_retry_buffer_is_read_whole_before_it_is_sent(ma
             answer = await asyncio.wait_for(read_response(reader), WAIT_S)
         finally:
             writer.close()
+    assert (answer.status, answer.body) == (200, str(len(body)).encode())
+    assert upstream.bodies == [body]
+
+
+class StallingUpstream(RecordingUpstream):
+    """Reads nothing past a request's head until `go` is set, then reads and answers as above."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        await self.go.wait()
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        body = await reader.readexactly(length)
+        self.bodies.append(body)
+        answer = str(len(body)).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+        await writer.drain()
+        writer.close()
+
+
+async def test_a_streamed_body_is_read_from_the_client_no_faster_than_the_upstream_reads_it(
+    make_gateway: Any,
+) -> None:
+    # Far more than the socket buffers on the way can hold (a few MiB each on loopback), so the
+    # client can send it all only if the gateway holds the rest in memory.
+    body = b"z" * (48 * 1024 * 1024)
+    async with StallingUpstream() as upstream:
+        config = gateway_config(
+            [f"127.0.0.1:{upstream.port}"],
+            listen={"max_body_bytes": 64 * 1024 * 1024},
+            cluster={"timeouts": {"request": 30}},  # the upstream's answer waits for the test
+        )
+        async with make_gateway(config) as gw:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.data_port)
+            try:
+                writer.write(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body))
+                writer.write(body)
+                await _until(lambda: upstream.heads)
+                drained = asyncio.ensure_future(writer.drain())
+                await asyncio.sleep(1.0)
+                assert not drained.done()  # the gateway stopped reading: the upstream reads nothing
+                upstream.go.set()
+                await asyncio.wait_for(drained, WAIT_S)
+                answer = await asyncio.wait_for(read_response(reader), WAIT_S)
+            finally:
+                writer.close()
     assert (answer.status, answer.body) == (200, str(len(body)).encode())
     assert upstream.bodies == [body]
