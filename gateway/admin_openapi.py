@@ -188,7 +188,14 @@ OPENAPI: Final[Json] = {
             }
         },
         "/metrics": _read(
-            "Prometheus metrics.", _answer("Text exposition format.", {"type": "string"}, "text/plain")
+            "Prometheus metrics: OpenMetrics (with trace exemplars) to a scraper whose Accept asks for it.",
+            {
+                "description": "Text exposition format, or OpenMetrics.",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/openmetrics-text": {"schema": {"type": "string"}},
+                },
+            },
         ),
         "/admin/openapi.json": _read("This document.", _answer("An OpenAPI 3.0 document.")),
         "/admin/config": _read("The effective config, with secrets replaced by ***.", _answer("The config.")),
