@@ -119,15 +119,19 @@ class GrpcFrontDoor:
 
     async def start_spliced(self, *, client_certificates: bool = False) -> None:
         """Serve the main port's HTTP/2 connections: the private loopback listener they are spliced
-        to. `client_certificates`: the main port verifies client certificates, whose subjects
-        become `ctx.tls_subject`."""
+        to, started at the first such connection. `client_certificates`: the main port verifies
+        client certificates, whose subjects become `ctx.tls_subject`."""
+        self.splices.open_lazily(functools.partial(self._open_private, client_certificates))
+
+    async def _open_private(self, client_certificates: bool) -> int:
         subjects = SplicedSubjects() if client_certificates else None
         relay = Relay(self._runtime, self.channels, self._metrics, subjects, self._infer)
         server = self._new_server(_SplicedMethod(relay, self.splices), reuse_port=False)
-        port = server.add_insecure_port(f"{PRIVATE_HOST}:0")
+        port = int(server.add_insecure_port(f"{PRIVATE_HOST}:0"))
         await server.start()
         self._private = server
         self.splices.open(port)
+        return port
 
     async def start(
         self,
@@ -158,6 +162,7 @@ class GrpcFrontDoor:
         """Stop taking calls (GOAWAY on both listeners), let calls in flight finish for up to
         `grace` seconds, then close what is left of the spliced connections and the upstream
         channels."""
+        await self.splices.refuse_new()  # a private listener being opened is open before it stops
         servers = [server for server in (self._server, self._private) if server is not None]
         self._server = self._private = None
         await asyncio.gather(*(server.stop(grace) for server in servers))

@@ -2,7 +2,8 @@
 
 The HTTP/1.1 listener (`gateway/http/listener.py`) hands over a connection whose first bytes are the
 HTTP/2 preface, or that negotiated ALPN `h2` over TLS. grpcio cannot adopt a socket it did not
-accept, so the front door's grpcio server also listens on a private loopback port, and each
+accept, so the front door's grpcio server also listens on a private loopback port (opened at the
+first such connection, so a gateway that never sees gRPC has none), and each
 handed-over connection becomes a pair: the client's transport and a new loopback connection to that
 port, with bytes copied both ways as they arrive (TLS, when the client used it, ends at the
 listener: the loopback side is cleartext). Backpressure crosses the pair: a side whose writes back
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -145,6 +146,11 @@ class Splices:
 
     def __init__(self) -> None:
         self._port = 0
+        # The private listener starts at the first HTTP/2 connection, not with the gateway: one
+        # that never sees gRPC opens no port of its own (nor takes one a neighbour just picked).
+        self._opener: Callable[[], Awaitable[int]] | None = None
+        self._opening: asyncio.Future[int] | None = None
+        self._closed = False
         self._pairs: set[_Pair] = set()
         self._connecting: set[asyncio.Task[None]] = set()
         self._origins: dict[str, Origin] = {}
@@ -153,13 +159,39 @@ class Splices:
         """Send pairs to the front door's private listener on `port`."""
         self._port = port
 
+    def open_lazily(self, opener: Callable[[], Awaitable[int]]) -> None:
+        """Start the private listener with `opener` (its port) when the first pair needs it."""
+        self._opener = opener
+
+    async def refuse_new(self) -> None:
+        """Take no new pair (the gateway stops), once a private listener being opened is open."""
+        self._closed = True
+        if self._opening is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._opening)
+
+    async def _private_port(self) -> int:
+        """The private listener's port, opening it first if needed; 0 when there is none."""
+        if self._port or self._closed or self._opener is None:
+            return self._port
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._opener())
+        opening = self._opening
+        try:
+            return await asyncio.shield(opening)
+        except Exception:
+            log.exception("the gRPC front door's private listener could not start")
+            if self._opening is opening:
+                self._opening = None  # the next connection tries again
+            return 0
+
     def take(
         self, transport: asyncio.Transport, first: bytes, client_ip: str, tls_subject: str | None
     ) -> None:
         """The listener's `h2` callback: pair the connection with a new loopback connection."""
         pair = _Pair(self, transport, first)
         transport.set_protocol(pair.client)
-        if not self._port:  # not open (yet, or any more)
+        if self._closed or (not self._port and self._opener is None):  # not open, or not any more
             transport.close()
             return
         transport.pause_reading()
@@ -170,8 +202,12 @@ class Splices:
 
     async def _connect(self, pair: _Pair, origin: Origin) -> None:
         loop = asyncio.get_running_loop()
+        port = await self._private_port()
+        if not port:
+            pair.close()
+            return
         try:
-            upstream, _ = await loop.create_connection(lambda: pair.upstream, PRIVATE_HOST, self._port)
+            upstream, _ = await loop.create_connection(lambda: pair.upstream, PRIVATE_HOST, port)
         except OSError as exc:
             log.warning("an HTTP/2 connection could not reach the gRPC front door: %s", exc)
             pair.close()
@@ -197,6 +233,7 @@ class Splices:
 
     def close(self) -> None:
         """Close every pair (after the gRPC server stopped: what is left has nothing in flight)."""
+        self._closed = True
         self._port = 0
         for task in list(self._connecting):
             task.cancel()

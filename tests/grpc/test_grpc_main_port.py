@@ -60,9 +60,11 @@ async def test_grpc_and_http_share_the_main_port(
     log_path = tmp_path / "access.log"
     config["access_log"] = {"enabled": True, "path": str(log_path)}
     async with make_gateway(config) as gw:
+        assert gw.grpc is not None and gw.grpc._private is None  # no private port before gRPC comes
         async with grpc.aio.insecure_channel(f"ipv6:[::1]:{gw.data_port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             assert (await stub.ModelInfer(_infer("fraud"))).model_version == "two"
+            assert gw.grpc._private is not None
             assert (await stub.ServerLive(pb.ServerLiveRequest())).live
             call = stub.ModelInfer(_infer("ab"), metadata=(("x-user-id", "u1"),))
             answer = await call
