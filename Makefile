@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml | $(PY)
 	@echo "turnout [$$(date +%T)]: installing turnout and its dev tools into $(VENV): about 2-3 minutes and 1 GB the first time ..."
 	$(PIP) install --upgrade pip 'setuptools>=77' wheel >/dev/null
 	TURNOUT_PURE_PYTHON=1 $(PIP) install --no-build-isolation -e '.[dev]'
+	@# xds-protos (mesh) carries an older copy of opentelemetry-proto's files; whichever package pip
+	@# installed last wins, so the exporter's own copy is put back (tracing refuses the old one).
+	$(PIP) install --force-reinstall --no-deps "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')" >/dev/null
 	touch $(STAMP)
 	@echo "turnout [$$(date +%T)]: install done"
 

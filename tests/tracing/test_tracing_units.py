@@ -138,3 +138,17 @@ def test_tracing_without_the_sdk_installed_says_which_extra_to_install(
         load_gateway_config(_config(tmp_path, {"enabled": True}))
     assert "tracing.enabled" in str(error.value) and "turnout[tracing]" in str(error.value)
     load_gateway_config(_config(tmp_path, {"enabled": False}))  # off needs nothing
+
+
+def test_tracing_over_the_older_otel_protos_xds_protos_carries_says_how_to_restore_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # xds-protos installs an older copy of opentelemetry-proto's files, without InstrumentationScope;
+    # the exporter would fail at the gateway's start, so the config is refused first.
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    monkeypatch.delattr(common_pb2, "InstrumentationScope")
+    with pytest.raises(ConfigError) as error:
+        load_gateway_config(_config(tmp_path, {"enabled": True}))
+    assert "tracing.enabled" in str(error.value)
+    assert "--force-reinstall --no-deps opentelemetry-proto" in str(error.value)

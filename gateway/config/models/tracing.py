@@ -40,7 +40,22 @@ class TracingConfig(StrictModel):
         if self.enabled and not _installed("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
             message = "tracing needs the OpenTelemetry SDK: pip install 'turnout[tracing]'"
             raise errors_at(type(self).__name__, [(("enabled",), message, self.enabled)])
+        if self.enabled and not _protos_current():
+            message = (
+                "the OpenTelemetry protos are an older copy than the exporter needs (xds-protos, of "
+                "the mesh extra, ships one that can overwrite them): "
+                "pip install --force-reinstall --no-deps opentelemetry-proto"
+            )
+            raise errors_at(type(self).__name__, [(("enabled",), message, self.enabled)])
         return self
+
+
+def _protos_current() -> bool:
+    """Whether opentelemetry-proto's own messages are installed, not the older copy xds-protos
+    carries for Envoy's protos (the same files: whichever package was installed last wins)."""
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    return hasattr(common_pb2, "InstrumentationScope")
 
 
 def _installed(*modules: str) -> bool:
