@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,9 @@ import yaml
 
 from experiments.events import Exposure
 from experiments.store.sqlite import SqliteEventStore
-from tests.monitoring.test_monitor_prometheus import FIRING_TIMEOUT_S, PROMETHEUS, _firing, _rules
-from tests.support.processes import GatewayProcess, free_port, http_ok, start_gateway, wait_until
+from tests.monitoring.test_monitor_prometheus import FIRING_TIMEOUT_S, _firing, _rules
+from tests.support.processes import GatewayProcess, free_port, start_gateway
+from tests.support.prometheus_server import PROMETHEUS, PrometheusProcess, start_prometheus
 
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None and not os.environ.get("CI"),
@@ -65,37 +65,15 @@ def stack(tmp_path: Path) -> Iterator[tuple[GatewayProcess, str]]:
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     gateway: GatewayProcess | None = None
-    prometheus: subprocess.Popen[bytes] | None = None
+    prometheus: PrometheusProcess | None = None
     try:
         gateway = start_gateway(path, port, admin_port, tmp_path)
-        prometheus_port = free_port()
-        scrape = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": _rules(tmp_path),
-            "scrape_configs": [
-                {"job_name": "turnout", "static_configs": [{"targets": [f"127.0.0.1:{admin_port}"]}]}
-            ],
-        }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape))
-        assert PROMETHEUS is not None
-        with open(tmp_path / "prometheus.log", "wb") as log:
-            prometheus = subprocess.Popen(
-                [
-                    PROMETHEUS,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{prometheus_port}"
-        wait_until(lambda: http_ok(f"{url}/-/ready"), 30, message="prometheus")
+        prometheus = start_prometheus(tmp_path, admin_port, _rules(tmp_path))
+        url = prometheus.url
         yield gateway, url
     finally:
         if prometheus is not None:
-            prometheus.terminate()
-            prometheus.wait(10)
+            prometheus.stop()
         if gateway is not None:
             gateway.stop()
 

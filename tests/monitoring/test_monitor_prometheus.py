@@ -10,7 +10,6 @@ in production fires within seconds here. Prometheus scrapes the admin listener e
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -25,8 +24,8 @@ import pytest
 import yaml
 
 from tests.support.processes import ROOT, GatewayProcess, free_port, http_ok, start_gateway, wait_until
+from tests.support.prometheus_server import PROMETHEUS, PrometheusProcess, start_prometheus
 
-PROMETHEUS = shutil.which("prometheus")
 RULES = ROOT / "deploy" / "prometheus"
 WIDTH = 4
 # Alerts need two scrapes for a rate and one rule evaluation after them; 60 s covers a slow start.
@@ -61,7 +60,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[GatewayProcess, str]]:
         stderr=subprocess.DEVNULL,
     )
     gateway: GatewayProcess | None = None
-    prometheus: subprocess.Popen[bytes] | None = None
+    prometheus: PrometheusProcess | None = None
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_port}/healthz"), 30, message="upstream")
         np.save(tmp_path / "reference.npy", np.random.default_rng(1).normal(size=(2000, WIDTH)))
@@ -90,34 +89,12 @@ def stack(tmp_path: Path) -> Iterator[tuple[GatewayProcess, str]]:
         path = tmp_path / "gateway.yaml"
         path.write_text(yaml.safe_dump(config))
         gateway = start_gateway(path, port, admin_port, tmp_path)
-        prometheus_port = free_port()
-        scrape = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": _rules(tmp_path),
-            "scrape_configs": [
-                {"job_name": "turnout", "static_configs": [{"targets": [f"127.0.0.1:{admin_port}"]}]}
-            ],
-        }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape))
-        assert PROMETHEUS is not None
-        with open(tmp_path / "prometheus.log", "wb") as log:
-            prometheus = subprocess.Popen(
-                [
-                    PROMETHEUS,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{prometheus_port}"
-        wait_until(lambda: http_ok(f"{url}/-/ready"), 30, message="prometheus")
+        prometheus = start_prometheus(tmp_path, admin_port, _rules(tmp_path))
+        url = prometheus.url
         yield gateway, url
     finally:
         if prometheus is not None:
-            prometheus.terminate()
-            prometheus.wait(10)
+            prometheus.stop()
         if gateway is not None:
             gateway.stop()
         upstream.terminate()

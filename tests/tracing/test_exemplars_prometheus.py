@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -16,9 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.processes import GatewayProcess, free_port, http_ok, start_gateway, wait_until
-
-PROMETHEUS = shutil.which("prometheus")
+from tests.support.processes import GatewayProcess, free_port, start_gateway, wait_until
+from tests.support.prometheus_server import PROMETHEUS, PrometheusProcess, start_prometheus
 
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None and not os.environ.get("CI"),
@@ -58,7 +55,7 @@ def test_prometheus_stores_the_traced_requests_exemplar(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     traced = secrets.token_hex(16)
     gateway: GatewayProcess | None = None
-    prometheus: subprocess.Popen[bytes] | None = None
+    prometheus: PrometheusProcess | None = None
     try:
         gateway = start_gateway(path, port, admin_port, tmp_path)
         for trace_id, flags in ((traced, "01"), (secrets.token_hex(16), "00")):
@@ -69,34 +66,12 @@ def test_prometheus_stores_the_traced_requests_exemplar(tmp_path: Path) -> None:
                 urllib.request.urlopen(request, timeout=10).close()
             except urllib.error.HTTPError as error:
                 error.close()
-        prometheus_port = free_port()
-        scrape = {
-            "global": {"scrape_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": "turnout", "static_configs": [{"targets": [f"127.0.0.1:{admin_port}"]}]}
-            ],
-        }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape))
-        assert PROMETHEUS is not None
-        with open(tmp_path / "prometheus.log", "wb") as log:
-            prometheus = subprocess.Popen(
-                [
-                    PROMETHEUS,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                    "--enable-feature=exemplar-storage",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{prometheus_port}"
-        wait_until(lambda: http_ok(f"{url}/-/ready"), 30, message="prometheus")
+        prometheus = start_prometheus(tmp_path, admin_port, features=("exemplar-storage",))
+        url = prometheus.url
         wait_until(lambda: bool(_exemplar_trace_ids(url)), 60, 0.5, message="an exemplar in prometheus")
         assert _exemplar_trace_ids(url) == {traced}
     finally:
         if prometheus is not None:
-            prometheus.terminate()
-            prometheus.wait(10)
+            prometheus.stop()
         if gateway is not None:
             gateway.stop()
