@@ -11,8 +11,10 @@ object per request):
                   to the response phase (gateway/response_phase.py), which streams or buffers;
                   a small 5xx that may be a model's error is held until its body says (the
                   cluster's `model_errors`: a model's error is relayed, never retried or charged)
-    on_body       relayed to the client as it arrives, or buffered for the response filters
-    on_end        connection back to the pool; the request finishes (or its filters run)
+    on_body       relayed to the client as it arrives, or buffered for the response filters; for a
+                  request a filter watches (`RequestContext.watch_answer`), also copied aside
+    on_end        connection back to the pool; the request finishes (or its filters run); the copy
+                  goes to the watchers once the client has the answer
     on_error      retry by policy and budget (a reused connection reset before answering gets one
                   free try for idempotent requests); else 502/503/504; a started answer is cut
     release()     breaker and budget given back, from the request's finish()
@@ -34,10 +36,20 @@ import asyncio
 from time import monotonic
 from typing import TYPE_CHECKING
 
+from gateway.core.context import ANSWER_COPY_MAX_BYTES
 from gateway.core.errors import GatewayError, Overloaded, ServiceUnavailable
+from gateway.core.filters import Response
+from gateway.http.headers import relayable_headers
 from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFailure
 from gateway.internal_client import failure_error
-from gateway.response_phase import on_upstream_head, respond_through_filters
+from gateway.response_phase import (
+    AnswerWatcher,
+    decode_headers,
+    is_event_stream,
+    on_upstream_head,
+    respond_through_filters,
+    show_watchers,
+)
 from gateway.upstream_request import upstream_head
 from routing.affinity import affinity_pick
 
@@ -67,6 +79,10 @@ class UpstreamAttempt:
         "buffer",
         "cluster",
         "conn",
+        "copy",
+        "copy_bytes",
+        "copy_head",
+        "copy_watchers",
         "endpoint",
         "failed_endpoint",
         "flow_controlled",
@@ -117,6 +133,12 @@ class UpstreamAttempt:
         """A 5xx head held back until its body says whether the model raised (`model_errors`)."""
         self.span: AttemptSpan | None = None
         """The attempt in flight, on a traced request."""
+        self.copy: list[bytes] | None = None
+        """A watched answer's bytes as they go to the client (`_copy_for_watchers`)."""
+        self.copy_bytes = 0
+        self.copy_head: ResponseHead | None = None
+        self.copy_watchers: list[AnswerWatcher] | None = None
+        """Who sees the copy once the answer is complete (taken from `ctx.answer_watchers`)."""
 
     # ----- admission -----
 
@@ -266,6 +288,8 @@ class UpstreamAttempt:
         ctx.status = head.status
         if request.body_meter is not None:
             request.body_meter.on_head(head.headers, head.content_length)
+        if ctx.answer_watchers is not None:
+            self._copy_for_watchers(head)
         on_upstream_head(request, self, head)
 
     def on_body(self, data: bytes) -> None:
@@ -285,6 +309,14 @@ class UpstreamAttempt:
                     if not data:
                         return
                 exchange.send_body(data)
+            copy = self.copy
+            if copy is not None:
+                self.copy_bytes += len(data)
+                if self.copy_bytes <= ANSWER_COPY_MAX_BYTES:
+                    copy.append(data)  # a reference: the parser hands each packet's bytes over
+                else:  # longer than its Content-Length said, or chunked: too long to keep
+                    copy.clear()
+                    self.copy = None
         except Exception as exc:
             self.request.crash(exc)
 
@@ -322,6 +354,8 @@ class UpstreamAttempt:
                 conn.release()
             self._finish_attempt()
             respond_through_filters(request, b"".join(buffer))
+            if self.copy_watchers is not None:
+                self._show_copy()
             return
         if self.flow_controlled:
             request.exchange.set_flow_control(None, None)
@@ -329,6 +363,8 @@ class UpstreamAttempt:
         if conn is not None:
             conn.release()
         self._finish_attempt()
+        if self.copy_watchers is not None:
+            self._show_copy()
         request.finish()
 
     def on_error(self, failure: UpstreamFailure) -> None:
@@ -344,6 +380,9 @@ class UpstreamAttempt:
         if self.held_error is not None:  # a held 5xx cut short: a failure like any other, nothing sent yet
             self.held_error = None
             self.buffer = None
+        if self.copy_watchers is not None:  # a retry's answer is copied afresh for the watchers
+            request.ctx.answer_watchers, self.copy_watchers = self.copy_watchers, None
+            self.copy = self.copy_head = None
         if conn is not None:
             conn.close()
         endpoint = self.endpoint
@@ -402,6 +441,8 @@ class UpstreamAttempt:
         if cluster.protocol != "http":
             _note_load_report(head, endpoint)
         request.ctx.status = head.status
+        if request.ctx.answer_watchers is not None:
+            self._copy_for_watchers(head)
         on_upstream_head(request, self, head)  # relayed, or held for the filters, as any answer
         conn = self.conn
         if request.upstream is self and conn is not None:  # still this exchange's to finish
@@ -413,6 +454,36 @@ class UpstreamAttempt:
             conn.detach()
             conn.close()
             self._on_end()
+
+    # ----- watched answers -----
+
+    def _copy_for_watchers(self, head: ResponseHead) -> None:
+        """A filter watches this answer (`ctx.watch_answer`). When no response filter reads its body,
+        it is not held back for the watchers: it streams to the client as any answer, and its bytes
+        are kept aside as they pass (`on_body`), unless its length is over the bound. Otherwise the
+        response phase holds it anyway and shows the watchers the answer it writes."""
+        request = self.request
+        route = request.route
+        assert route is not None
+        ctx = request.ctx
+        if route.filters.needs_response_body or request.buffer_response or is_event_stream(head.headers):
+            return
+        self.copy_watchers, ctx.answer_watchers = ctx.answer_watchers, None
+        self.copy_head = head
+        length = head.content_length
+        if length is None or length <= ANSWER_COPY_MAX_BYTES:
+            self.copy = []
+            self.copy_bytes = 0
+
+    def _show_copy(self) -> None:
+        """The client has the answer: the watchers get the copy (`body` None when it was too long)."""
+        watchers, head, copy = self.copy_watchers, self.copy_head, self.copy
+        self.copy_watchers = self.copy_head = self.copy = None
+        assert watchers is not None and head is not None
+        ctx = self.request.ctx
+        body = None if copy is None else b"".join(copy)
+        headers = decode_headers(relayable_headers(head.headers))
+        show_watchers(ctx, watchers, Response(ctx.status, headers, body))
 
     # ----- retries and the end of an exchange -----
 

@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from gateway.core.trace import RequestTrace
 
 
+# The longest answer copied for a watcher (`RequestContext.watch_answer`): a sampled prediction is a
+# few hundred bytes to a few kB; a megabyte (an image, a long embedding batch) would cost the
+# request's worker a megabyte copy for a sample a monitor gains little from.
+ANSWER_COPY_MAX_BYTES = 1 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling, as established by an authentication filter."""
@@ -75,12 +81,16 @@ class RequestContext:
     """Who asked, for this request only, to see the whole answer (`watch_answer`)."""
 
     def watch_answer(self, watcher: Callable[[RequestContext, Response], None]) -> None:
-        """Have this one answer held back whole and shown to `watcher(ctx, response)` once it is
-        written to the client: the per-request form of `Filter.needs_response_body`, for a filter
-        that studies a sample of answers (a request phase calls it after its coin flip; requests it
-        leaves alone stream as if the filter were not there). A server-sent event stream is never
-        held for a watcher. The watcher runs like a logging hook: it must not block, and what it
-        raises is logged, never raised."""
+        """Have this one answer shown whole to `watcher(ctx, response)` once it is written to the
+        client: the per-request form of `Filter.needs_response_body`, for a filter that studies a
+        sample of answers (a request phase calls it after its coin flip; requests it leaves alone
+        stream as if the filter were not there). The watcher reads, never rewrites: an upstream
+        answer that no response filter reads streams to the client as usual while its bytes are
+        copied aside, and the watcher gets the copy after the client has the answer; an answer
+        longer than `ANSWER_COPY_MAX_BYTES` is not copied, and the watcher gets it with `body`
+        None. (An answer the response filters hold back anyway is shown as they leave it.) A
+        server-sent event stream is never shown to a watcher. The watcher runs like a logging
+        hook: it must not block, and what it raises is logged, never raised."""
         if self.answer_watchers is None:
             self.answer_watchers = [watcher]
         else:
