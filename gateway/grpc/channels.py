@@ -1,4 +1,5 @@
-"""One HTTP/2 channel per upstream endpoint, shared by every call to it.
+"""One HTTP/2 channel per upstream endpoint, shared by every call to it (and one connection of
+the gateway's own client for unary calls, `h2_client.py`).
 
 A gRPC channel multiplexes many calls as streams of one connection (and reconnects by itself), so
 the gateway balances per call: the endpoint is picked for each call by the cluster's balancer, and
@@ -10,13 +11,18 @@ door closes (closing it sooner would cut calls a replaced runtime still has in f
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import grpc
+
+from gateway.grpc.h2_client import H2Clients, UnaryReply
+from gateway.grpc.metadata import Metadata
 
 
 class UpstreamChannels:
     """Channels by endpoint address ("host:port")."""
 
-    __slots__ = ("_channels", "_options", "grpc_addresses")
+    __slots__ = ("_channels", "_clients", "_options", "grpc_addresses")
 
     def __init__(self, max_message_bytes: int) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -29,6 +35,16 @@ class UpstreamChannels:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         )
+        # Unary calls go out on the gateway's own HTTP/2 client (`h2_client.py`): grpcio's
+        # channel costs as much CPU per call as the rest of the relay together.
+        self._clients = H2Clients(max_message_bytes)
+
+    def unary(
+        self, address: str, path: str, message: bytes, metadata: Metadata, timeout: float | None
+    ) -> Awaitable[UnaryReply]:
+        """One unary call to the endpoint at `address`; raises `h2_client.CallError` unless OK."""
+        address = self.grpc_addresses.get(address, address)
+        return self._clients.unary(address, path, message, metadata, timeout)
 
     def get(self, address: str) -> grpc.aio.Channel:
         address = self.grpc_addresses.get(address, address)
@@ -42,3 +58,4 @@ class UpstreamChannels:
         channels, self._channels = self._channels, {}
         for channel in channels.values():
             await channel.close(grace=None)
+        await self._clients.close()

@@ -1,12 +1,13 @@
 """Relays one gRPC call to the endpoint its decision chose, as raw bytes.
 
-Messages are never deserialized: the front door and the upstream channel both pass `bytes`, so a
-tensor crosses the gateway as the protobuf the client wrote. Unary OIP v2 methods use a unary relay
-(cheapest in grpcio); everything else uses a stream relay, which carries unary, client-streaming,
-server-streaming and bidirectional calls alike, message by message with grpcio's flow control as
-backpressure. Status, details, initial and trailing metadata come back as the upstream sent them;
-the client's deadline (capped by the route's timeout) goes out with the call; a client that cancels
-cancels the upstream call.
+Messages are never deserialized: the front door and the upstream client both pass `bytes`, so a
+tensor crosses the gateway as the protobuf the client wrote. Unary OIP v2 methods use a unary
+relay whose upstream call goes out on the gateway's own HTTP/2 client (`h2_client.py`, a fraction
+of grpcio's channel's cost per call); everything else uses a stream relay on grpcio's channels,
+which carries unary, client-streaming, server-streaming and bidirectional calls alike, message by
+message with grpcio's flow control as backpressure. Status, details, initial and trailing metadata
+come back as the upstream sent them; the client's deadline (capped by the route's timeout) goes
+out with the call; a client that cancels cancels the upstream call.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import grpc
 from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
 from gateway.grpc.call import answer_message, begin_call
+from gateway.grpc.h2_client import CallError
 from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
 from gateway.grpc.oip_batch_format import GRPC_CONTENT_TYPE
 from gateway.grpc.oip_infer import MODEL_INFER, InferFilters, InferStage, UpstreamStatus, infer_filters
@@ -49,7 +51,7 @@ NOT_FOUND = 404
 class Relay:
     """The handlers of the front door; shared by every call, holding no per-call state."""
 
-    __slots__ = ("_callables", "_channels", "_infer", "_metrics", "_runtime", "_subjects")
+    __slots__ = ("_channels", "_infer", "_metrics", "_runtime", "_subjects")
 
     def __init__(
         self,
@@ -67,10 +69,6 @@ class Relay:
         self._metrics = metrics
         self._subjects = subjects
         self._infer = infer if infer is not None else InferStage(runtime, channels)
-        # A unary method's callable per (channel, path), made once: grpcio builds a new one (and
-        # its serializer plumbing) on each `unary_unary()`. Unary paths are the OIP v2 service's
-        # few methods, so this holds at most those for each endpoint ever called.
-        self._callables: dict[tuple[grpc.aio.Channel, str], grpc.aio.UnaryUnaryMultiCallable] = {}
 
     async def _decide(
         self, path: str, context: Context, first: bytes | None, unary: bool = False
@@ -127,20 +125,20 @@ class Relay:
         retries = 0
         try:
             while True:
-                call = self._unary_callable(address, path)(request, metadata=metadata, timeout=timeout)
                 try:
-                    reply: bytes = await call
+                    reply = await self._channels.unary(address, path, request, metadata, timeout)
                     break
-                except grpc.aio.AioRpcError as error:
+                except CallError as error:
                     other = None
-                    if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    if error.code == grpc.StatusCode.UNAVAILABLE:
                         other = retry_elsewhere(exchange, self._runtime())
                     if other is None:
-                        await _upstream_failed(exchange, self._metrics, error, context)
+                        await _upstream_failed(
+                            exchange, self._metrics, error.code, error.details, error.trailing, context
+                        )
                         raise
                     address, retries = other, retries + 1
-                except asyncio.CancelledError:
-                    call.cancel()
+                except asyncio.CancelledError:  # the client left: the upstream stream was reset
                     _finish(
                         exchange,
                         self._metrics,
@@ -154,20 +152,11 @@ class Relay:
             if policy is not None:  # the retries held places in its budget until the call ended
                 for _ in range(retries):
                     policy.budget.release_retry()
-        initial = await call.initial_metadata()
-        await _send_head(exchange, self._metrics, initial, context, reply)
-        trailing = answer_metadata(await call.trailing_metadata())
+        await _send_head(exchange, self._metrics, reply.initial, context, reply.message)
+        trailing = answer_metadata(reply.trailing)
         if trailing:
             context.set_trailing_metadata(trailing)
-        return self._done(exchange, reply)
-
-    def _unary_callable(self, address: str, path: str) -> grpc.aio.UnaryUnaryMultiCallable:
-        channel = self._channels.get(address)
-        key = (channel, path)
-        callable_ = self._callables.get(key)
-        if callable_ is None:
-            callable_ = self._callables[key] = channel.unary_unary(path)
-        return callable_
+        return self._done(exchange, reply.message)
 
     def _done(self, exchange: MeshExchange, reply: bytes) -> bytes:
         exchange.ctx.bytes_out = len(reply)
@@ -242,7 +231,9 @@ class Relay:
                 yield reply
         except grpc.aio.AioRpcError as error:
             exchange.ctx.bytes_out = sent
-            await _upstream_failed(exchange, self._metrics, error, context)
+            await _upstream_failed(
+                exchange, self._metrics, error.code(), error.details(), error.trailing_metadata(), context
+            )
             raise
         except (asyncio.CancelledError, GeneratorExit):
             call.cancel()
@@ -311,17 +302,20 @@ async def _answer(exchange: MeshExchange, metrics: GrpcMetrics, response: Respon
 
 
 async def _upstream_failed(
-    exchange: MeshExchange, metrics: GrpcMetrics, error: grpc.aio.AioRpcError, context: Context
+    exchange: MeshExchange,
+    metrics: GrpcMetrics,
+    code: grpc.StatusCode,
+    details: str | None,
+    trailers: Metadata | None,
+    context: Context,
 ) -> None:
     """An upstream's non-OK status (or no answer at all) to the client as it came, after the
     response phase's accounting: an endpoint is charged only for codes that say it failed."""
-    code = error.code()
     status = status_for_code(code)
-    details = error.details() or code.name
-    trailers = error.trailing_metadata()
+    details = details or code.name
     if code == grpc.StatusCode.UNAVAILABLE and not trailers:
-        # No server said this: grpcio did, naming the endpoint's address, which the caller is not
-        # told. The access log keeps grpcio's words.
+        # No server said this: the client did, naming the endpoint's address, which the caller is
+        # not told. The access log keeps its words.
         exchange.ctx.error = details
         details = f"no upstream of cluster '{exchange.ctx.cluster}' could take the call"
     if exchange.endpoint is not None:

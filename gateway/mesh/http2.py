@@ -57,7 +57,7 @@ def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream) + payload
 
 
-def _integer(value: int, prefix: int, first: int) -> bytes:
+def hpack_integer(value: int, prefix: int, first: int) -> bytes:
     """An HPACK integer (RFC 7541, 5.1) with `first`'s high bits in its first byte."""
     limit = (1 << prefix) - 1
     if value < limit:
@@ -71,23 +71,51 @@ def _integer(value: int, prefix: int, first: int) -> bytes:
     return bytes(out)
 
 
-def _literal(name: bytes, value: bytes) -> bytes:
+def hpack_literal(name: bytes, value: bytes) -> bytes:
     """A literal header field without indexing, new name, no Huffman (RFC 7541, 6.2.2)."""
-    return b"\x00" + _integer(len(name), 7, 0) + name + _integer(len(value), 7, 0) + value
+    return b"\x00" + hpack_integer(len(name), 7, 0) + name + hpack_integer(len(value), 7, 0) + value
 
 
 # `:status: 200` is static entry 8; `content-type` static name 31, as a literal without indexing.
-_RESPONSE_HEAD = b"\x88\x0f\x10" + _integer(16, 7, 0) + b"application/grpc"
-_TRAILERS_OK = _literal(b"grpc-status", b"0")
+_RESPONSE_HEAD = b"\x88\x0f\x10" + hpack_integer(16, 7, 0) + b"application/grpc"
+_TRAILERS_OK = hpack_literal(b"grpc-status", b"0")
 
 
 def _trailers(code: int, message: str) -> bytes:
     if code == 0 and not message:
         return _TRAILERS_OK
-    block = _literal(b"grpc-status", str(code).encode())
+    block = hpack_literal(b"grpc-status", str(code).encode())
     if message:  # gRPC's percent-encoding of grpc-message (the protocol's spec)
-        block += _literal(b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
+        block += hpack_literal(
+            b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()
+        )
     return block
+
+
+class HeaderBlocks:
+    """An HPACK decoder that remembers the blocks it decoded: a block seen before is reused while
+    the dynamic table is unchanged (a peer's repeated headers are all indexed, the same bytes each
+    time), which skips the decoder's Python work for nearly every block."""
+
+    __slots__ = ("_blocks", "decoder")
+
+    def __init__(self) -> None:
+        self.decoder = Decoder()
+        self._blocks: dict[bytes, tuple[object, int, list[tuple[str, str]]]] = {}
+
+    def decode(self, block: bytes) -> list[tuple[str, str]]:
+        entries = self.decoder.header_table.dynamic_entries
+        state = (entries[0] if entries else None, len(entries))
+        cached = self._blocks.get(block)
+        if cached is not None and cached[0] is state[0] and cached[1] == state[1]:
+            return cached[2]
+        headers = cast(list[tuple[str, str]], self.decoder.decode(block))
+        after = (entries[0] if entries else None, len(entries))
+        if after[0] is state[0] and after[1] == state[1]:  # the block left the table unchanged
+            if len(self._blocks) >= _BLOCK_CACHE:
+                self._blocks.clear()
+            self._blocks[block] = (after[0], after[1], headers)
+        return headers
 
 
 class CallHandler(Protocol):
@@ -150,8 +178,7 @@ class Http2Connection:
         self._flush_scheduled = False
         self._handlers = handlers
         self._max_message = max_message
-        self._decoder = Decoder()
-        self._blocks: dict[bytes, tuple[object, int, list[tuple[str, str]]]] = {}
+        self._blocks = HeaderBlocks()
         self._streams: dict[int, tuple[ServerStream, CallHandler, bytearray]] = {}
         self._last_id = 0
         self._header_block: tuple[int, int, bytearray] | None = None
@@ -263,18 +290,7 @@ class Http2Connection:
             self._client_done(stream_id, self._streams[stream_id])
 
     def _decode(self, block: bytes) -> list[tuple[str, str]]:
-        entries = self._decoder.header_table.dynamic_entries
-        state = (entries[0] if entries else None, len(entries))
-        cached = self._blocks.get(block)
-        if cached is not None and cached[0] is state[0] and cached[1] == state[1]:
-            return cached[2]
-        headers = cast(list[tuple[str, str]], self._decoder.decode(block))
-        after = (entries[0] if entries else None, len(entries))
-        if after[0] is state[0] and after[1] == state[1]:  # the block left the table unchanged
-            if len(self._blocks) >= _BLOCK_CACHE:
-                self._blocks.clear()
-            self._blocks[block] = (after[0], after[1], headers)
-        return headers
+        return self._blocks.decode(block)
 
     def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if flags & PADDED:
