@@ -1,11 +1,12 @@
 """The monitor filter: the data path picks a sample of requests, the filter studies them off it.
 
 The filter has no request or response hook. It sets `answer_sample_rate` to its `sample_rate`: the
-data path draws once per request, and holds back whole only the answers it drew, handing each to
-`on_sampled_answer` once it is written. A request left out costs that draw and nothing else: its
-answer streams, nothing is copied or parsed. A drawn 200 answer to a POST for a monitored model is
-one `put_nowait` of references to the two bodies into a bounded queue; a full queue drops the sample
-and counts it: monitoring never slows a request. One background task per filter (started in
+data path draws once per request, and for the answers it drew keeps a copy of the bytes as they
+stream to the client, handing it to `on_sampled_answer` once the client has the answer (an answer
+over the data path's bound comes without its body: counted as skipped). A request left out costs that
+draw and nothing else. A drawn 200 answer to a POST for a monitored model is one `put_nowait` of
+references to the two bodies into a bounded queue; a full queue drops the sample and counts it:
+monitoring never slows a request. One background task per filter (started in
 `start`, cancelled in `stop`) decodes the samples in steps (those of one shape at once,
 `plugins.monitor.fast_decode`) and adds them to their series, keyed by (model, version, experiment
 arm); a body it cannot read, or rows of the wrong width, are counted as rejected with the reason
@@ -36,7 +37,7 @@ from plugins.monitor.reference import Reference, ReferenceError, from_rows, load
 from plugins.monitor.series import ModelSeries, ShapeMismatch, Thresholds
 
 FILTER_NAME = "monitor"
-SAMPLE_RESULTS = ("queued", "dropped", "rejected")
+SAMPLE_RESULTS = ("queued", "dropped", "rejected", "skipped")
 # The OIP v2 binary extension's header: the JSON part's length when raw tensors follow it.
 _HEADER_LENGTH = "inference-header-content-length"
 
@@ -120,6 +121,9 @@ class MonitorFilter(Filter):
         if ctx.method != "POST" or ctx.model not in self._config.models:
             return
         request, answer, queue, model = ctx.body, response.body, self._queue, ctx.model
+        if answer is None and response.status == 200:  # longer than the data path copies
+            self._counters["skipped"].inc()
+            return
         if response.status != 200 or request is None or not answer or queue is None or model is None:
             return
         sample = _Sample(model, ctx.model_version, ctx.arm, request, answer, ctx.headers.get(_HEADER_LENGTH))

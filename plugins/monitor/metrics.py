@@ -149,8 +149,9 @@ def sample_counters(registry: CollectorRegistry | None, route: str) -> dict[str,
     family = counter(
         registry,
         "turnout_monitor_samples_total",
-        "Requests sampled for monitoring, by outcome: queued, dropped (queue full) or rejected "
-        "(the body could not be read, or its rows did not fit the reference)",
+        "Requests sampled for monitoring, by outcome: queued, dropped (queue full), rejected "
+        "(the body could not be read, or its rows did not fit the reference) or skipped (the "
+        "answer was too long to copy)",
         ("route", "result"),
     )
     return {result: family.labels(route, result) for result in SAMPLE_RESULTS}
