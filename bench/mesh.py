@@ -184,7 +184,7 @@ async def in_process(tmp: Path, seconds: float) -> float:
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
     from gateway.loading import load_gateway_config
-    from gateway.mesh.ext_proc import _Stream, serialized
+    from gateway.mesh.ext_proc import BodyModes, _Stream, serialized
     from gateway.server import Gateway
 
     document = config(tmp)
@@ -201,7 +201,7 @@ async def in_process(tmp: Path, seconds: float) -> float:
         stop = began + seconds
         while time.perf_counter() < stop:
             for message in raw[:100]:
-                stream = _Stream(runtime, {}, 1 << 20, frozenset())
+                stream = _Stream(runtime, BodyModes(), 1 << 20, frozenset())
                 answer = await stream.answer(pb.ProcessingRequest.FromString(message))
                 serialized(answer)
                 stream.end(200, "")

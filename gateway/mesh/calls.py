@@ -18,7 +18,8 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf.message import DecodeError
 
-from gateway.mesh.ext_proc import ProtocolError, _Stream, serialized
+from gateway.mesh.ext_proc import BodyModes, _Stream, serialized
+from gateway.mesh.ext_proc_answer import ProtocolError
 from gateway.mesh.http2 import INTERNAL, ServerStream
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ class StreamCall:
 
 def call_handlers(
     runtime: Callable[[], Runtime],
-    body_modes: dict[str, int],
+    body_modes: BodyModes,
     max_body: int,
     delegated: frozenset[str],
     check: Callable[[Any, Any], Awaitable[Any]],

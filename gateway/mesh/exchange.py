@@ -202,6 +202,8 @@ class MeshExchange:
                 continue
             if index == chain.arm_index and route.experiment is not None:
                 self._assign(route.experiment)
+            trace = ctx.trace  # None before the tracing hook, the chain's first, has run
+            began = monotonic() if trace is not None else 0.0
             try:
                 result = phase.hook(ctx)
                 if result is not None and not isinstance(result, Response) and isawaitable(result):
@@ -210,6 +212,8 @@ class MeshExchange:
                 raise
             except Exception as exc:
                 raise chain.failed(phase.name, "request", exc) from exc
+            if trace is not None and phase.traced:
+                trace.span(f"filter {phase.name} request", began, monotonic(), {"turnout.filter": phase.name})
             if isinstance(result, Response):
                 return result
             if result is not None:
@@ -227,7 +231,12 @@ class MeshExchange:
         if service is None or split is None:
             raise ServiceUnavailable(f"experiment '{name}' is not running")
         ctx = self.ctx
+        trace = ctx.trace
+        began = monotonic() if trace is not None else 0.0
         assignment = split.choose(ctx)
+        if trace is not None:
+            attributes = {"turnout.experiment": assignment.experiment, "turnout.arm": assignment.arm}
+            trace.span("experiment assignment", began, monotonic(), attributes)
         cluster = runtime.clusters.get(assignment.cluster)
         if cluster is None:
             raise ServiceUnavailable(f"experiment '{name}': unknown cluster '{assignment.cluster}'")
@@ -245,7 +254,15 @@ class MeshExchange:
         ctx = self.ctx
         ctx.cluster = cluster.name
         endpoints = cluster.endpoints
+        trace = ctx.trace
+        began = monotonic() if trace is not None else 0.0
         endpoint = endpoints.pick(ctx)
+        if trace is not None:  # Envoy connects: the pick is the mesh's share of the upstream call
+            attributes = {
+                "turnout.cluster": cluster.name,
+                "turnout.endpoint": endpoint.address if endpoint else "",
+            }
+            trace.span("endpoint pick", began, monotonic(), attributes)
         if endpoint is None:
             raise ServiceUnavailable(f"no healthy endpoint in cluster '{cluster.name}'")
         endpoints.on_start(endpoint)
@@ -268,6 +285,13 @@ class MeshExchange:
     ) -> Response:
         """The response phase on the upstream's answer head: what the client will see. Raises
         `GatewayError` when a response hook refuses."""
+        self.note_answer(status, headers)
+        return await self.respond_phase(status, headers, body)
+
+    def note_answer(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
+        """The upstream answered `status` (for a gRPC answer, the HTTP status its grpc-status maps
+        to): the endpoint's outcome (a failure from 500 up, else its latency), and the load report
+        in `headers` when given."""
         ctx = self.ctx
         ctx.status = status
         if self.endpoint is not None and self.route is not None:
@@ -279,18 +303,66 @@ class MeshExchange:
                     cluster.endpoints.on_failure(self.endpoint, now)
                 else:
                     cluster.endpoints.on_success(self.endpoint, ctx.upstream_latency, now)
-                _note_load_report(self.endpoint, headers)
-        self.answer_body = body
+                if headers is not None:
+                    _note_load_report(self.endpoint, headers)
+
+    def note_load(self, headers: list[tuple[str, str]]) -> None:
+        """The load report in an answer's head whose outcome comes later (a gRPC answer's trailers)."""
+        if self.endpoint is not None:
+            _note_load_report(self.endpoint, headers)
+
+    async def respond_phase(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes | None = None,
+        reads_body: bool | None = None,
+    ) -> Response:
+        """The route's response hooks on the answer (`reads_body` given: only the hooks of filters
+        whose `needs_response_body` equals it, as a streamed answer's head and end each run theirs),
+        with the experiment's headers unless `reads_body` is True (they went with the head). Raises
+        `GatewayError` when a hook refuses."""
+        if body is not None:
+            self.answer_body = body
         response = Response(status, list(headers), body)
         route = self.route
         if route is not None and route.filters.on_response:
             chain = route.filters
-            pending = chain.run_response_sync(ctx, response)
-            if pending is not None:
-                await in_task(chain.run_response(ctx, response, pending.index, pending.awaitable))
-        for name, value in self.extra_response_headers:
-            response.set_header(name, value)
+            ctx = self.ctx
+            if reads_body is None:
+                pending = chain.run_response_sync(ctx, response)
+                if pending is not None:
+                    await in_task(chain.run_response(ctx, response, pending.index, pending.awaitable))
+            else:
+                await self._response_hooks(response, reads_body)
+        if reads_body is not True:
+            for name, value in self.extra_response_headers:
+                response.set_header(name, value)
         return response
+
+    async def _response_hooks(self, response: Response, reads_body: bool) -> None:
+        """The response hooks of the filters whose `needs_response_body` is `reads_body`."""
+        route = self.route
+        assert route is not None
+        chain = route.filters
+        ctx = self.ctx
+        for phase in chain.on_response:
+            if phase.filter.needs_response_body != reads_body:
+                continue
+            began = monotonic()
+            try:
+                result = phase.hook(ctx, response)
+                if result is not None and isawaitable(result):
+                    await in_task(result)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                raise chain.failed(phase.name, "response", exc) from exc
+            trace = ctx.trace
+            if trace is not None and phase.traced:
+                trace.span(
+                    f"filter {phase.name} response", began, monotonic(), {"turnout.filter": phase.name}
+                )
 
     def finish(self, status: int | None = None, error: str | None = None, *, seen: bool = True) -> None:
         """The logging phase: runs once, whatever happened (an answer, a cancelled stream).

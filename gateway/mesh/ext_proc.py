@@ -33,6 +33,7 @@ headers (a processing mode that skips them) without an experiment outcome.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -47,21 +48,38 @@ from gateway.mesh.envoy_messages import (
     REQUEST_HEADERS_FIELD,
     encode_forward,
     encode_mode,
-    header_mutation,
     header_pairs,
     immediate_response,
 )
 from gateway.mesh.exchange import Forward, MeshExchange, error_response
+from gateway.mesh.ext_proc_answer import AnswerSide, ProtocolError
+from gateway.mesh.grpc_outcome import is_grpc
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 _MODE = processing_mode_pb2.ProcessingMode
-BODY_MODES = {"buffered": _MODE.BUFFERED, "streamed": _MODE.STREAMED}
+BODY_MODES = {"none": _MODE.NONE, "buffered": _MODE.BUFFERED, "streamed": _MODE.STREAMED}
 
+_SEND = _MODE.HeaderSendMode.SEND
 _CONTINUE_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
 _CONTINUE_REQUEST_TRAILERS = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
-_CONTINUE_RESPONSE_TRAILERS = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+_OVERRIDES: dict[tuple[int, int, bool], tuple[Any, bytes]] = {}
+
+
+def mode_override(request_body: int, response_body: int, grpc: bool) -> tuple[Any, bytes]:
+    """The mode override asking for these body modes (and, for a gRPC request, the response
+    trailers that carry its grpc-status), and its encoding: nine combinations, built once each."""
+    key = (request_body, response_body, grpc)
+    known = _OVERRIDES.get(key)
+    if known is None:
+        mode = _MODE(
+            request_body_mode=request_body,
+            response_body_mode=response_body,
+            response_trailer_mode=_SEND if grpc else _MODE.HeaderSendMode.DEFAULT,
+        )
+        known = _OVERRIDES[key] = (mode, encode_mode(mode))
+    return known
 
 
 def serialized(answer: Any) -> bytes:
@@ -69,8 +87,20 @@ def serialized(answer: Any) -> bytes:
     return answer if isinstance(answer, bytes) else bytes(answer.SerializeToString())
 
 
-class ProtocolError(Exception):
-    """Envoy's messages broke the protocol's order: the stream ends with INVALID_ARGUMENT."""
+@dataclass(frozen=True, slots=True)
+class BodyModes:
+    """The body modes routes declare (`mesh.request_body`, `mesh.response_body`), as Envoy's enum;
+    a route not named gets the default for what its filters and experiment read."""
+
+    request: Mapping[str, int] = field(default_factory=dict)
+    response: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, request: Mapping[str, str], response: Mapping[str, str]) -> BodyModes:
+        return cls(
+            {route: BODY_MODES[mode] for route, mode in request.items()},
+            {route: BODY_MODES[mode] for route, mode in response.items()},
+        )
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
@@ -79,13 +109,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
     def __init__(
         self,
         runtime: Callable[[], Runtime],
-        body_modes: Mapping[str, str],
+        body_modes: BodyModes,
         max_body: int,
         delegated: frozenset[str] = frozenset(),
     ) -> None:
         self._runtime = runtime
         self._delegated = delegated
-        self._body_modes = {route: BODY_MODES[mode] for route, mode in body_modes.items() if mode != "none"}
+        self._body_modes = body_modes
         self._max_body = max_body
 
     async def Process(  # gRPC's method name
@@ -104,9 +134,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
 
 
 class _Stream:
-    """The state of one request's stream."""
+    """The state of one request's stream; the answer's half is an `AnswerSide`."""
 
     __slots__ = (
+        "answer_side",
         "body",
         "body_mode",
         "body_modes",
@@ -116,22 +147,18 @@ class _Stream:
         "keep_body",
         "max_body",
         "request_trailers",
-        "response_body",
-        "response_head",
-        "response_seen",
-        "response_trailers",
-        "response_wanted",
         "runtime",
     )
 
     def __init__(
-        self, runtime: Runtime, body_modes: dict[str, int], max_body: int, delegated: frozenset[str]
+        self, runtime: Runtime, body_modes: BodyModes, max_body: int, delegated: frozenset[str]
     ) -> None:
         self.runtime = runtime
         self.body_modes = body_modes
         self.delegated = delegated
         self.max_body = max_body
         self.exchange: MeshExchange | None = None
+        self.answer_side: AnswerSide | None = None
         self.body_mode = _MODE.NONE
         """BUFFERED: the decision waits for the body. STREAMED: decided, chunks flowing."""
         self.keep_body = False
@@ -139,13 +166,6 @@ class _Stream:
         self.body: list[bytes] = []
         self.body_size = 0
         self.request_trailers = False
-        self.response_seen = False
-        self.response_trailers = False
-        self.response_head: tuple[int, list[tuple[str, str]]] | None = None
-        """The answer's status and headers, held until its body (response filters that read it)."""
-        self.response_body: list[bytes] = []
-        self.response_wanted = False
-        """A response filter or the experiment's output metrics read the answer's body."""
 
     async def answer(self, message: Any) -> Any:
         kind = message.WhichOneof("request")
@@ -153,19 +173,22 @@ class _Stream:
             raise ProtocolError("a ProcessingRequest with no message in it")
         if kind == "request_headers":
             return await self._request_headers(message.request_headers)
-        if self.exchange is None:
+        side = self.answer_side
+        if side is None:
             raise ProtocolError(f"{kind} before request_headers")
-        if self.response_trailers:
+        if side.trailers:
             raise ProtocolError(f"{kind} after response_trailers")
         if kind == "request_body":
             return await self._request_body(message.request_body)
-        if kind == "response_headers":
-            return await self._response_headers(message.response_headers)
-        if kind == "response_body":
-            return await self._response_body(message.response_body)
         if kind == "request_trailers":
             return await self._request_trailers()
-        return await self._response_trailers()
+        if self.body_mode == _MODE.BUFFERED:
+            raise ProtocolError(f"{kind} before the buffered request body")
+        if kind == "response_headers":
+            return await side.headers(message.response_headers)
+        if kind == "response_body":
+            return await side.body(message.response_body)
+        return await side.trailers_received(message.response_trailers)
 
     async def _request_headers(self, headers: Any) -> Any:
         if self.exchange is not None:
@@ -176,29 +199,35 @@ class _Stream:
             return immediate_response(error_response(error))
         self.exchange = exchange
         route = exchange.route
-        override = None
+        override = b""
         reads_body = None
+        response_mode = _MODE.NONE
+        reads_answer = False
         if route is not None:
             chain = route.filters
-            # Declared per route; a route whose filters read the body gets it whole by default.
-            mode = self.body_modes.get(route.name, _MODE.BUFFERED if chain.needs_request_body else _MODE.NONE)
+            modes = self.body_modes
+            # Declared per route; a route whose filters read a body gets it whole by default.
+            mode = modes.request.get(route.name, _MODE.BUFFERED if chain.needs_request_body else _MODE.NONE)
             service = self.runtime.experiments
-            self.response_wanted = chain.needs_response_body or (
+            reads_answer = chain.needs_response_body or (
                 route.experiment is not None
                 and service is not None
                 and service.needs_response_body(route.experiment)
             )
-            response_mode = _MODE.BUFFERED if self.response_wanted else _MODE.NONE
-            if mode != _MODE.NONE or response_mode != _MODE.NONE:
-                override = _MODE(request_body_mode=mode, response_body_mode=response_mode)
+            response_mode = modes.response.get(route.name, _MODE.BUFFERED if reads_answer else _MODE.NONE)
+            grpc_request = is_grpc(exchange.ctx.headers.items())  # its grpc-status comes in trailers
+            if mode != _MODE.NONE or response_mode != _MODE.NONE or grpc_request:
+                message, override = mode_override(mode, response_mode, grpc_request)
             if mode != _MODE.NONE and not headers.end_of_stream:
                 self.body_mode = mode
                 if mode == _MODE.BUFFERED:  # the decision waits for the whole body
-                    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=override)
+                    self.answer_side = AnswerSide(exchange, response_mode, reads_answer, self.max_body)
+                    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=message)
                 # STREAMED: the headers go upstream before the first chunk is answered (Envoy's
                 # STREAMED mode), so the decision is made on them; body filters run at the end.
                 self.keep_body = chain.needs_request_body
                 reads_body = False
+        self.answer_side = AnswerSide(exchange, response_mode, reads_answer, self.max_body)
         return self._decided(await exchange.decide(self.delegated, reads_body), "request_headers", override)
 
     async def _request_body(self, body: Any) -> Any:
@@ -255,7 +284,7 @@ class _Stream:
                 return refusal
         return _CONTINUE_REQUEST_TRAILERS
 
-    def _decided(self, decision: Response | Forward, phase: str, override: Any = None) -> Any:
+    def _decided(self, decision: Response | Forward, phase: str, override: bytes = b"") -> Any:
         """The answer to the message that decided: an ImmediateResponse, or the forward decision
         already serialized (with the mode override, when there is one)."""
         exchange = self.exchange
@@ -266,82 +295,16 @@ class _Stream:
             exchange.finish(decision.status)
             return immediate_response(decision)
         field = REQUEST_HEADERS_FIELD if phase == "request_headers" else REQUEST_BODY_FIELD
-        return encode_forward(decision, field, b"" if override is None else encode_mode(override))
-
-    async def _response_headers(self, headers: Any) -> Any:
-        exchange = self.exchange
-        assert exchange is not None
-        if self.response_seen:
-            raise ProtocolError("a second response_headers on one stream")
-        self.response_seen = True
-        if self.body_mode == _MODE.BUFFERED:
-            raise ProtocolError("response_headers before the buffered request body")
-        if exchange.finished:  # answered by turnout already: nothing left to decide
-            return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
-        pairs = header_pairs(headers.headers)
-        status_text = next((value for name, value in pairs if name == ":status"), "")
-        if not status_text.isdigit():
-            raise ProtocolError("response_headers without a numeric :status")
-        plain = [(name.lower(), value) for name, value in pairs if not name.startswith(":")]
-        if self.response_wanted and not headers.end_of_stream:
-            self.response_head = (int(status_text), plain)  # the filters run on the whole answer
-            return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
-        common = await self._respond(int(status_text), plain, None)
-        if not isinstance(common, pb.CommonResponse):
-            return common
-        return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=common))
-
-    async def _response_body(self, body: Any) -> Any:
-        head = self.response_head
-        if head is None:  # not asked for (Envoy's own mode sends it, STREAMED or not): CONTINUE
-            return pb.ProcessingResponse(response_body=pb.BodyResponse())
-        # Asked for BUFFERED: Envoy sends the whole answer body in one message.
-        if len(body.body) > self.max_body:
-            raise ProtocolError(f"the response body is larger than {self.max_body} bytes")
-        self.response_head = None
-        common = await self._respond(head[0], head[1], body.body)
-        if not isinstance(common, pb.CommonResponse):
-            return common
-        return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
-
-    async def _response_trailers(self) -> Any:
-        if not self.response_seen:
-            raise ProtocolError("response_trailers before response_headers")
-        self.response_trailers = True
-        head = self.response_head
-        if head is not None:  # an answer without a body: its response phase runs now, on none
-            self.response_head = None
-            common = await self._respond(head[0], head[1], b"")
-            if not isinstance(common, pb.CommonResponse):
-                return common
-        return _CONTINUE_RESPONSE_TRAILERS
-
-    async def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes | None) -> Any:
-        """The response phase on the answer (its head, or head and body): the changes for Envoy to
-        make, as a CommonResponse, or an ImmediateResponse when a response hook refused."""
-        exchange = self.exchange
-        assert exchange is not None
-        sent = dict(headers)
-        try:
-            response = await exchange.respond(status, headers, body)
-        except GatewayError as error:
-            exchange.finish(error.status, error.message)
-            return immediate_response(error_response(error))
-        exchange.finish(response.status)
-        edited = dict(response.headers)
-        changed = [(name, value) for name, value in response.headers if sent.get(name) != value]
-        if response.status != status:
-            changed.append((":status", str(response.status)))
-        removed = [name for name in sent if name not in edited]
-        common = pb.CommonResponse(header_mutation=header_mutation(changed, removed))
-        if body is not None and response.body is not None and response.body != body:
-            common.body_mutation.body = response.body
-        return common
+        return encode_forward(decision, field, override)
 
     def end(self, status: int, error: str) -> None:
         if self.exchange is not None:
             self.exchange.finish(status, error)
 
     def end_unseen(self) -> None:
+        """Envoy closed the stream: an answer seen but not ended (a gRPC answer's trailers skipped)
+        is recorded as it stands; a request whose answer turnout never saw gets no outcome."""
+        if self.answer_side is not None:
+            self.answer_side.ended()
         if self.exchange is not None:
             self.exchange.finish(seen=False)

@@ -21,7 +21,7 @@ from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from gateway.mesh.ads import AggregatedDiscovery
 from gateway.mesh.calls import call_handlers
 from gateway.mesh.ext_authz import Authorization
-from gateway.mesh.ext_proc import BODY_MODES, ExternalProcessor, serialized
+from gateway.mesh.ext_proc import BodyModes, ExternalProcessor, serialized
 from gateway.mesh.front import MeshFront
 from gateway.mesh.rls import RateLimitService
 from gateway.mesh.snapshots import XdsSnapshots
@@ -54,7 +54,7 @@ class MeshServer:
     async def start(self) -> None:
         config = self.config
         server = grpc.aio.server()
-        body_modes = dict(config.request_body)
+        body_modes = BodyModes.of(config.request_body, config.response_body)
         delegated = frozenset(config.delegated_filters)
         processor = ExternalProcessor(self._runtime, body_modes, config.max_body_bytes, delegated)
         process = grpc.stream_stream_rpc_method_handler(
@@ -74,10 +74,9 @@ class MeshServer:
         # grpcio serves every service on a loopback port of its own; the mesh port serves ext_proc
         # connections itself and splices the others there (front.py).
         self._grpc_port = server.add_insecure_port("127.0.0.1:0")
-        modes = {route: BODY_MODES[mode] for route, mode in body_modes.items() if mode != "none"}
         handlers = call_handlers(
             self._runtime,
-            modes,
+            body_modes,
             config.max_body_bytes,
             delegated,
             authorization.Check,

@@ -101,8 +101,12 @@ class GatewayConfig(StrictModel):
         if isinstance(routes, tuple):  # absent when the routes section itself is invalid
             names = [route.name for route in routes]
             problems.extend(
-                (("request_body", name), f"unknown route {name!r} (known: {', '.join(names)})", name)
-                for name in mesh.request_body
+                ((section, name), f"unknown route {name!r} (known: {', '.join(names)})", name)
+                for section, modes in (
+                    ("request_body", mesh.request_body),
+                    ("response_body", mesh.response_body),
+                )
+                for name in modes
                 if name not in names
             )
         for section in ("listen", "admin"):

@@ -27,6 +27,17 @@ class MeshConfig(StrictModel):
         "one (Envoy's STREAMED mode), the filters that read the body running at its end. Default: "
         "buffered for a route whose filters read the body (validate, cache), none otherwise.",
     )
+    response_body: dict[Name, BodyMode] = Field(
+        default_factory=dict,
+        description="Per route name: how ext_proc asks Envoy for the answer's body (through a mode "
+        "override Envoy must allow). none runs the response filters on the answer's head; buffered "
+        "holds the head until the whole body and runs them on both, so they may rewrite it (Envoy's "
+        "BUFFERED mode); streamed answers the head at once (the experiment's headers, the filters that "
+        "do not read bodies) and each chunk as it comes (Envoy's STREAMED mode), the filters that read "
+        "the body seeing the whole answer at its end, to store or study it (a cache filling, output "
+        "metrics), not to change it. Default: buffered for a route whose response filters or "
+        "experiment read the body, none otherwise.",
+    )
     delegated_filters: tuple[Name, ...] = Field(
         default=(),
         description="Filter kinds (config keys, like auth_apikey or rate_limit) that Envoy already "
