@@ -33,7 +33,7 @@ from gateway.config import (
 from gateway.config import HeaderMatch as HeaderMatchConfig
 from gateway.config.errors import BuildError, describe_exception
 from gateway.config.models.balancer import LeastLoadBalancer
-from gateway.config.models.endpoint import join_address
+from gateway.config.models.endpoint import grpc_ports
 from gateway.core.context import RequestContext
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.filters import ReadsUpstreamPath, UpstreamLayer, UsesModelMetadata
@@ -182,6 +182,7 @@ def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | N
             )
         )
     if config.health is not None and config.health.type == "grpc":
+        from routing.grpc_address import GrpcAddresses
         from routing.health.grpc_check import GrpcHealthChecker
 
         health = config.health
@@ -189,7 +190,7 @@ def build_cluster(name: str, config: ClusterConfig, previous: ClusterRuntime | N
             GrpcHealthChecker(
                 endpoint_set,
                 health.service,
-                {ep.address: join_address(ep.host, ep.grpc_port) for ep in config.endpoints if ep.grpc_port},
+                GrpcAddresses(grpc_ports(config.endpoints), endpoint_set.get),
                 interval=health.interval,
                 jitter=health.jitter,
                 timeout=health.timeout,

@@ -38,6 +38,8 @@ from gateway.usage_ledger import open_usage_ledger
 from routing.endpoints import Endpoint
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gateway.grpc.front_door import GrpcFrontDoor
     from gateway.mesh.server import MeshServer
 
@@ -198,7 +200,7 @@ class Gateway:
             client_certificates=listen.tls is not None and listen.tls.client_cert != "none"
         )
         self.listener.h2 = self.grpc.splices.take
-        self.grpc.channels.grpc_addresses = _grpc_addresses(config)
+        self.grpc.channels.grpc_addresses = _grpc_addresses(config, lambda: self.runtime)
         await self.listener.start(listen.host, listen.port, listen.backlog, reuse_port=self._reuse_port)
         if listen.grpc_port is not None:
             from gateway.grpc.tls import server_credentials
@@ -287,7 +289,7 @@ class Gateway:
         if self._proxy is not None:
             self._proxy.runtime = new
         if self.grpc is not None:
-            self.grpc.channels.grpc_addresses = _grpc_addresses(config)
+            self.grpc.channels.grpc_addresses = _grpc_addresses(config, lambda: self.runtime)
         return old
 
     async def _stop_replaced(self, old: Runtime) -> None:
@@ -417,16 +419,21 @@ class Gateway:
             self.access_log.reopen()
 
 
-def _grpc_addresses(config: GatewayConfig) -> dict[str, str]:
-    """The gRPC address of each endpoint that names a `grpc_port`, by its HTTP address."""
-    from gateway.config.models.endpoint import join_address
+def _grpc_addresses(config: GatewayConfig, runtime: Callable[[], Runtime]) -> dict[str, str]:
+    """The gRPC address of each endpoint whose entry names a `grpc_port`, by its HTTP address (a
+    DNS name's resolved addresses found in the runtime's endpoint sets)."""
+    from gateway.config.models.endpoint import grpc_ports
+    from routing.grpc_address import GrpcAddresses
 
-    return {
-        endpoint.address: join_address(endpoint.host, endpoint.grpc_port)
-        for cluster in config.clusters.values()
-        for endpoint in cluster.endpoints
-        if endpoint.grpc_port is not None
-    }
+    def endpoint(address: str) -> Endpoint | None:
+        for cluster in runtime().clusters.values():
+            found = cluster.endpoints.get(address)
+            if found is not None:
+                return found
+        return None
+
+    entries = [entry for cluster in config.clusters.values() for entry in cluster.endpoints]
+    return GrpcAddresses(grpc_ports(entries), endpoint)
 
 
 def _add_endpoint(runtime: Runtime, cluster: str, address: str, weight: int) -> str | None:

@@ -14,13 +14,13 @@ https://github.com/grpc/grpc/blob/master/doc/health-checking.md
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import grpc
 
 from routing.endpoint_set import EndpointSet
 from routing.endpoints import Endpoint
+from routing.grpc_address import GrpcAddresses
 from routing.health.active import CheckResult, HttpHealthChecker
 
 CHECK_METHOD = "/grpc.health.v1.Health/Check"
@@ -74,19 +74,19 @@ class GrpcHealthChecker(HttpHealthChecker):
         self,
         endpoint_set: EndpointSet,
         service: str = "",
-        addresses: Mapping[str, str] | None = None,
+        addresses: GrpcAddresses | None = None,
         **options: Any,
     ) -> None:
-        """`service`: the name asked about ("" for the server); `addresses`: an endpoint's gRPC
-        address by its address, for endpoints whose gRPC port differs (`grpc_port`); the rest as
-        for `HttpHealthChecker`."""
+        """`service`: the name asked about ("" for the server); `addresses`: where endpoints whose
+        entry names a `grpc_port` serve gRPC (each checked there, a resolved name's addresses
+        included); the rest as for `HttpHealthChecker`."""
         super().__init__(endpoint_set, **options)
         self._request = check_request(service)
-        self._addresses = dict(addresses or {})
+        self._addresses = addresses
 
     async def check(self, endpoint: Endpoint) -> CheckResult:
         started = self._clock()
-        address = self._addresses.get(endpoint.address, endpoint.address)
+        address = self._addresses.of(endpoint) if self._addresses is not None else endpoint.address
         try:
             async with grpc.aio.insecure_channel(address) as channel:
                 answer = await channel.unary_unary(CHECK_METHOD)(self._request, timeout=self._timeout)

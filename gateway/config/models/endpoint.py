@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from gateway.config.models.located import errors_at
 from gateway.config.models.types import Integer, normalize_host
 from gateway.core.config_types import StrictModel
 
@@ -51,14 +53,26 @@ class EndpointConfig(StrictModel):
         default=None,
         ge=1,
         le=65535,
-        description="The endpoint's gRPC port on the same host: gRPC calls routed to its cluster go "
-        "there, HTTP requests to the address, so one cluster serves both.",
+        description="The endpoint's gRPC port on the same host: gRPC calls routed to its cluster and "
+        "gRPC health checks go there, HTTP requests to the address, so one cluster serves both. The "
+        "host is kept as written: an IP address, or a DNS name whose every resolved address is called "
+        "on this port. Leave it out when the endpoint serves gRPC on its address's own port.",
     )
 
     @field_validator("address")
     @classmethod
     def _normalize(cls, value: str) -> str:
         return join_address(*split_address(value))
+
+    @model_validator(mode="after")
+    def _grpc_port_apart(self) -> Self:
+        if self.grpc_port is not None and self.grpc_port == self.port:
+            message = (
+                f"grpc_port {self.grpc_port} is the port of address {self.address}: leave grpc_port out "
+                "when the endpoint serves gRPC on its HTTP port"
+            )
+            raise errors_at(type(self).__name__, [(("grpc_port",), message, self.grpc_port)])
+        return self
 
     @property
     def host(self) -> str:
@@ -77,3 +91,9 @@ class EndpointConfig(StrictModel):
         except ValueError:
             return True
         return False
+
+
+def grpc_ports(endpoints: Iterable[EndpointConfig]) -> dict[tuple[str, int], int]:
+    """(host, HTTP port) -> gRPC port of the entries that name a `grpc_port` (see
+    `routing/grpc_address.py`, where the gRPC address of each endpoint is made of them)."""
+    return {(ep.host, ep.port): ep.grpc_port for ep in endpoints if ep.grpc_port is not None}
