@@ -47,6 +47,12 @@ BATCH_MEMORY_S = 24 * 3600.0
 # Forgetting old ids costs an index scan: once per thousand writes is negligible and keeps the table
 # at about a day of batches.
 _PRUNE_EVERY = 1000
+# Several gateway processes (`--processes N`, replicas on one volume) open one file at once. Each
+# waits this long for another's lock; switching a new file to WAL can answer "database is locked"
+# at once, without waiting, while another connection holds it, so opening is also retried until
+# the same deadline.
+_BUSY_TIMEOUT_S = 30.0
+_OPEN_RETRY_S = 0.05
 
 
 class SqliteEventStore:
@@ -86,14 +92,15 @@ class SqliteEventStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def _open(self) -> None:
-        connection = sqlite3.connect(self._path, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the last
-        # transactions, and syncing every batch would cost far more than it protects.
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.executescript(SCHEMA)
-        _add_columns(connection)
-        self._connection = connection
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._connection = _open_connection(self._path)
+                return
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(_OPEN_RETRY_S)
 
     def _close(self) -> None:
         if self._connection is not None:
@@ -345,6 +352,26 @@ class SqliteEventStore:
         if self._path in ("", ":memory:"):
             return LocalLease(owner)
         return FileLease(f"{self._path}.lease-{name}", owner)
+
+
+def _open_connection(path: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_S)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the last
+        # transactions, and syncing every batch would cost far more than it protects.
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(SCHEMA)
+        _add_columns(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error)
+    return "locked" in message or "busy" in message
 
 
 def _add_columns(connection: sqlite3.Connection) -> None:
