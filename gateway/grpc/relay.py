@@ -22,6 +22,7 @@ import grpc
 
 from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
+from gateway.grpc.answer_sampling import sample_reply
 from gateway.grpc.call import answer_message, begin_call
 from gateway.grpc.h2_client import CallError
 from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
@@ -156,6 +157,8 @@ class Relay:
         trailing = answer_metadata(reply.trailing)
         if trailing:
             context.set_trailing_metadata(trailing)
+        if route is not None and route.filters.answer_samplers:  # a monitor's sample
+            sample_reply(ctx, route.filters, reply.message)
         return self._done(exchange, reply.message)
 
     def _done(self, exchange: MeshExchange, reply: bytes) -> bytes:

@@ -2,7 +2,8 @@
 
 Runs in the monitor's background task, never on the request path. The protocol is told by the
 config or, with `auto`, by the body: an OpenAI body has `messages` or `prompt`; an OIP v2 body has
-`inputs` as a list of tensor objects; anything else with `instances` or `inputs` is KServe v1.
+`inputs` as a list of tensor objects; anything else with `instances` or `inputs` is KServe v1. A
+gRPC `ModelInfer` call's messages are protobuf (`decode_grpc`).
 Tensors are read by the shared decoders in `gateway.core.protocols` (with their JSON bounds), so a
 body the gateway would refuse is refused here with the same message, as a `BadRequest`.
 """
@@ -88,8 +89,31 @@ def _guess(request: bytes) -> str:
     return "kserve_v1"
 
 
+def decode_grpc(request: bytes, response: bytes) -> Observation:
+    """A unary OIP v2 `ModelInfer` call's request and reply messages, read by the gateway's gRPC
+    codec (the generated classes of the `workers` extra, as validation and batching use them);
+    raises `BadRequest` naming what could not be read."""
+    from gateway.grpc.oip_messages import codec, pb  # gRPC's classes: loaded by the first gRPC sample
+
+    try:
+        message, reply = (
+            pb().ModelInferRequest.FromString(request),
+            pb().ModelInferResponse.FromString(response),
+        )
+    except ImportError:
+        raise BadRequest("a gRPC sample needs the OIP v2 message classes (the workers extra)") from None
+    except Exception as exc:  # protobuf's DecodeError
+        raise BadRequest(f"a gRPC message could not be read: {exc}") from None
+    _, _, decoded, _ = codec().request_from_proto(message)
+    return _observation(decoded, codec().response_from_proto(reply))
+
+
 def _oip(request: bytes, response: bytes, header_length: str | None) -> Observation:
-    decoded = oip_v2.decode_request(request, header_length)
+    # A JSON response: the request's header length described the request's binary part, not this one.
+    return _observation(oip_v2.decode_request(request, header_length), oip_v2.decode_response(response))
+
+
+def _observation(decoded: oip_v2.InferRequest, answer: oip_v2.InferResponse) -> Observation:
     # Text and bytes inputs have no numeric distribution to sketch.
     numeric = [tensor for tensor in decoded.inputs if tensor.data.dtype.kind in "biuf"]
     columns = [_as_rows(tensor.data) for tensor in numeric]
@@ -106,8 +130,6 @@ def _oip(request: bytes, response: bytes, header_length: str | None) -> Observat
                 else [f"{tensor.name}[{j}]" for j in range(block.shape[1])]
             )
         )
-    # A JSON response: the request's header length described the request's binary part, not this one.
-    answer = oip_v2.decode_response(response)
     outputs = [(tensor.name, tensor.data) for tensor in answer.outputs]
     return Observation(rows, named, outputs, answer.model_version)
 

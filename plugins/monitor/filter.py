@@ -30,7 +30,7 @@ from gateway.core.context import RequestContext
 from gateway.core.errors import GatewayError
 from gateway.core.filters import Filter, Response
 from plugins.monitor.config import MonitorConfig
-from plugins.monitor.decode import Observation, decode, joined_observations
+from plugins.monitor.decode import Observation, decode, decode_grpc, joined_observations
 from plugins.monitor.fast_decode import decode_batch
 from plugins.monitor.history import RowHistory
 from plugins.monitor.reference import Reference, ReferenceError, from_rows, load
@@ -40,6 +40,8 @@ FILTER_NAME = "monitor"
 SAMPLE_RESULTS = ("queued", "dropped", "rejected", "skipped")
 # The OIP v2 binary extension's header: the JSON part's length when raw tensors follow it.
 _HEADER_LENGTH = "inference-header-content-length"
+# A sample of a gRPC call (its messages are protobuf): what the gRPC front door puts in ctx.headers.
+_GRPC = "application/grpc"
 
 # Samples decoded in one step of the background task: about 2 ms of CPU at ~8 µs a sample (one row
 # of 30 features), the most one step holds the event loop (and so delays requests) before it yields;
@@ -57,6 +59,7 @@ class _Sample:
     request: bytes
     response: bytes
     header_length: str | None
+    grpc: bool
 
 
 class SeriesExporter(Protocol):
@@ -126,7 +129,11 @@ class MonitorFilter(Filter):
             return
         if response.status != 200 or request is None or not answer or queue is None or model is None:
             return
-        sample = _Sample(model, ctx.model_version, ctx.arm, request, answer, ctx.headers.get(_HEADER_LENGTH))
+        headers = ctx.headers
+        grpc = headers.get("content-type") == _GRPC
+        sample = _Sample(
+            model, ctx.model_version, ctx.arm, request, answer, headers.get(_HEADER_LENGTH), grpc
+        )
         try:
             queue.put_nowait(sample)
         except asyncio.QueueFull:
@@ -195,10 +202,10 @@ class MonitorFilter(Filter):
         decoded: list[tuple[_Sample, Observation]] = []
         left = samples
         if self._config.protocol in ("auto", "oip_v2"):
-            left = [one for one in samples if one.header_length is not None]
+            left = [one for one in samples if one.header_length is not None or one.grpc]
             series: dict[tuple[str, str | None, str | None], list[_Sample]] = {}
             for one in samples:
-                if one.header_length is None:
+                if one.header_length is None and not one.grpc:
                     series.setdefault((one.model, one.version, one.arm), []).append(one)
             for members in series.values():
                 groups, rest = decode_batch([(one.request, one.response) for one in members])
@@ -208,9 +215,12 @@ class MonitorFilter(Filter):
                 left.extend(members[index] for index in rest)
         for sample in left:
             try:
-                observation = decode(
-                    self._config.protocol, sample.request, sample.response, sample.header_length
-                )
+                if sample.grpc:
+                    observation = decode_grpc(sample.request, sample.response)
+                else:
+                    observation = decode(
+                        self._config.protocol, sample.request, sample.response, sample.header_length
+                    )
             except (GatewayError, ValueError, TypeError) as exc:
                 self._reject(sample.model, exc)
                 continue
