@@ -1,13 +1,13 @@
 """What the `monitor` filter costs the gateway: CPU per request with and without it, side by side.
 
-    python bench/monitor_cost.py [--rate 1000] [--window 3] [--rounds 10] [--features 30]
-                                 [--sample-rate 0.1] [--json]
+    python bench/monitor_cost.py [--rate 1000] [--window 5] [--rounds 8] [--features 30]
+                                 [--sample-rate 0.1] [--aa] [--compare DIR] [--json]
 
 One upstream (a child process of this script) answers every OIP v2 request with a fixed two-class
 prediction. Two turnout gateways front it side by side, with the same config except the route's
 filters: none, or `monitor` (sampling at --sample-rate, a reference of --features normal features).
-Each of --rounds rounds starts both afresh (the one started first alternates), warms them up, and
-drives both at once, each at --rate requests/s (paced POSTs of one row of --features FP32 features
+Each of --rounds rounds starts both afresh (the order rotates from round to round), warms them up,
+and drives both at once, each at --rate requests/s (paced POSTs of one row of --features FP32 features
 over keep-alive connections), for --window seconds. Each gateway's CPU time (every thread's, in
 nanoseconds, from /proc/PID/task/*/schedstat) is read before the window and SETTLE_S after it, so
 the monitor's background step for the window's last samples is counted (both idle as long). Loaded
@@ -15,8 +15,12 @@ at the same moments, both meet the same contention from whatever else the machin
 processes in alternating order keep where the machine places a process from favouring one.
 
 Result: CPU microseconds per request of each gateway (total CPU over total answered requests), the
-rise in percent, and the spread of the per-round rises, which says how far to trust it.
-`--calibrate` runs the same with no monitor on either side: its "rise" is the harness's own noise.
+rise in percent, and the median and spread of the per-round rises, which say how far to trust it.
+`--aa` adds a third gateway with no monitor to the same rounds (an A/A pair loaded at the same
+moments): its "rise" over the baseline is the harness's own noise in this very run. `--compare DIR`
+adds a gateway with the monitor running another source tree of turnout (DIR, a checkout: a before
+and after of a change, side by side; its data path runs from source). `--calibrate` runs the two
+gateways with no monitor on either side.
 """
 
 from __future__ import annotations
@@ -121,8 +125,10 @@ def cpu_seconds(pid: int) -> float:
 class Gateway:
     """One gateway under test: its ports and process while it runs, and its totals over rounds."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, source: str | None = None) -> None:
         self.name = name
+        self.source = source
+        """Another checkout of turnout this gateway runs from (its sources first on the path)."""
         self.pid = 0
         self.listen = 0
         self.admin = 0
@@ -168,7 +174,10 @@ def _round(
             config = configs[gateway.name].replace("LISTEN_PORT", str(gateway.listen))
             path.write_text(config.replace("ADMIN_PORT", str(gateway.admin)))
             log = work / f"{gateway.name}.log"
-            process = stack.enter_context(spawned(turnout_argv(turnout, path), log))
+            argv = turnout_argv(turnout, path)
+            if gateway.source is not None:  # env execs turnout: the process measured is turnout's own
+                argv = ["env", f"PYTHONPATH={gateway.source}", "TURNOUT_PURE_PYTHON=1", *argv]
+            process = stack.enter_context(spawned(argv, log))
             ready = lambda g=gateway: turnout_ready(g.listen, g.admin)  # noqa: E731
             wait_until(ready, process, log, gateway.name, START_TIMEOUT_S)
             gateway.pid = process.pid
@@ -204,6 +213,11 @@ def _run(
         "baseline": [],
         "monitor": [] if args.calibrate else [monitor],
     }
+    sources: dict[str, str | None] = {"baseline": None, "monitor": None}
+    if args.aa:
+        filters["baseline-2"], sources["baseline-2"] = [], None
+    if args.compare:
+        filters["monitor@compare"], sources["monitor@compare"] = [monitor], args.compare
     configs = {
         name: turnout_config(0, 0, upstream_port, None, chain).replace(
             "port: 0}\nadmin: {host: 127.0.0.1, port: 0}",
@@ -211,15 +225,19 @@ def _run(
         )
         for name, chain in filters.items()
     }
-    gateways = [Gateway(name) for name in filters]
+    gateways = [Gateway(name, sources[name]) for name in filters]
     for round_ in range(args.rounds):
-        # Fresh processes each round, started in turn first: where the machine places a process
-        # (its core, its neighbours) then favours neither gateway.
-        _round(gateways if round_ % 2 == 0 else gateways[::-1], configs, turnout, work, body, args)
+        # Fresh processes each round, the order rotated: where the machine places a process (its
+        # core, its neighbours) then favours no gateway.
+        turn = round_ % len(gateways)
+        _round(gateways[turn:] + gateways[:turn], configs, turnout, work, body, args)
     sampled = gateways[1].sampled
-    baseline, monitored = gateways
+    baseline = gateways[0]
     per_request = {g.name: g.cpu / max(g.answered, 1) * 1e6 for g in gateways}
-    rises = [(m - b) / b * 100 for b, m in zip(baseline.per_round, monitored.per_round, strict=True) if b > 0]
+    rises: dict[str, list[float]] = {
+        g.name: [(m - b) / b * 100 for b, m in zip(baseline.per_round, g.per_round, strict=True) if b > 0]
+        for g in gateways[1:]
+    }
     return {
         "data_path": data_path_mode(),
         "rate": args.rate,
@@ -230,11 +248,13 @@ def _run(
         "window_s": args.window,
         "answered": {g.name: g.answered for g in gateways},
         "cpu_us_per_request": per_request,
-        "rise_percent": (per_request["monitor"] - per_request["baseline"]) / per_request["baseline"] * 100,
+        "rise_percent": {
+            name: (per_request[name] - per_request["baseline"]) / per_request["baseline"] * 100
+            for name in rises
+        },
         "round_rises_percent": {
-            "median": statistics.median(rises),
-            "min": min(rises),
-            "max": max(rises),
+            name: {"median": statistics.median(one), "min": min(one), "max": max(one)}
+            for name, one in rises.items()
         },
         "monitor_samples": sampled,
     }
@@ -252,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         "--calibrate",
         action="store_true",
         help="A/A: both gateways without the monitor (the harness's noise)",
+    )
+    parser.add_argument(
+        "--aa", action="store_true", help="add a second gateway without the monitor (noise, same run)"
+    )
+    parser.add_argument(
+        "--compare", metavar="DIR", help="add a gateway with the monitor from another turnout checkout"
     )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -277,17 +303,18 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(lambda: _listening(upstream_port), upstream, log, "upstream", START_TIMEOUT_S)
             summary = _run(turnout, work, upstream_port, body, args)
     cost = summary["cpu_us_per_request"]
-    spread = summary["round_rises_percent"]
     print(
         f"{args.rate:g} req/s, {args.features} features, sampling {args.sample_rate:g}, "
         f"{args.rounds} rounds of {args.window:g} s, data path {summary['data_path']}:"
     )
-    print(f"  baseline  {cost['baseline']:8.1f} us CPU per request")
-    print(f"  monitor   {cost['monitor']:8.1f} us CPU per request  ({summary['rise_percent']:+.1f} %)")
-    print(
-        f"  per-round rise: median {spread['median']:+.1f} %, from {spread['min']:+.1f} % "
-        f"to {spread['max']:+.1f} %; samples {summary['monitor_samples']}"
-    )
+    print(f"  {'baseline':16} {cost['baseline']:8.1f} us CPU per request")
+    for name, spread in summary["round_rises_percent"].items():
+        print(
+            f"  {name:16} {cost[name]:8.1f} us CPU per request ({summary['rise_percent'][name]:+.1f} %); "
+            f"per-round rise median {spread['median']:+.1f} %, from {spread['min']:+.1f} % "
+            f"to {spread['max']:+.1f} %"
+        )
+    print(f"  monitor samples {summary['monitor_samples']}")
     if args.json:
         print(json.dumps(summary))
     return 0
