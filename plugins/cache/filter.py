@@ -38,7 +38,7 @@ flight from being stored, since they may predate whatever made the entries stale
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -46,6 +46,7 @@ from gateway.core.context import Principal, RequestContext
 from gateway.core.filters import Decision, Filter, Response
 from gateway.core.protocols.openai import is_sampled, looks_like_completion, read_request, with_fresh_id
 from plugins._redis import RedisUnavailable
+from plugins.cache.body_memo import BodyMemo
 from plugins.cache.entry import CACHE_HEADER, CachedResponse, directives, shared_use_allowed, storable
 from plugins.cache.keys import CacheKey, CacheKeyBuilder
 from plugins.cache.memory_store import MemoryCacheStore
@@ -107,6 +108,7 @@ class CacheFilter(Filter):
         "_generation",
         "_immediate",
         "_keys",
+        "_looks_like_completion",
         "_methods",
         "_metrics",
         "_store",
@@ -139,6 +141,11 @@ class CacheFilter(Filter):
         self._by_principal = "principal" in vary_on
         self._by_tenant = "tenant" in vary_on
         self._keys = keys
+        # Searching a 16 KB body for the completion fields costs about 7 µs: remembered with the
+        # body's canonical form where the key builder keeps those, since the body's hash is then paid.
+        self._looks_like_completion: Callable[[bytes], bool] = (
+            BodyMemo(looks_like_completion) if keys.remembers_bodies else looks_like_completion
+        )
         self._metrics = metrics
         self._methods = frozenset(methods)
         self._coalesce = coalesce
@@ -159,7 +166,7 @@ class CacheFilter(Filter):
             lookups["bypass"].inc()
             return None
         body = ctx.body
-        completion = body is not None and looks_like_completion(body)
+        completion = body is not None and self._looks_like_completion(body)
         if completion and body is not None:
             try:
                 document, _ = read_request(body)
