@@ -18,3 +18,12 @@ async def test_the_typical_chain_costs_more_than_no_filters() -> None:
     # _measure raises when requests did not complete; a chain of three filters doing real work
     # (an HS256 check, a bucket, a cache store) cannot cost nothing.
     assert 0 < bare < full
+
+
+def test_unique_bodies_never_repeat_and_keep_their_length() -> None:
+    chain = build_chain("typical")
+    token = chain.headers[0][1].removeprefix("Bearer ")
+    request = filter_cost._requests(build_scenario("deployed"), token, unique_bodies=True)
+    large = [request(n).partition(b"\r\n\r\n")[2] for n in range(1, 201, 2)]
+    assert len(set(large)) == len(large)
+    assert {len(body) for body in large} == {len(build_scenario("deployed").bodies[1])}
