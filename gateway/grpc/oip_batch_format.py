@@ -10,20 +10,28 @@ Members share a batch only with equal signatures: input names, datatypes, dims a
 parameters, requested outputs, and the request's parameters.
 
 The answer's outputs must carry the batch's rows along dim 0 (or k values per row in a flat
-output); each member gets its rows, in its own `ModelInferResponse`, with its own `id`.
+output); each member gets its rows, in its own `ModelInferResponse`, with its own `id`, and the
+upstream's initial and trailing metadata by the batcher's rule for headers (`plugins/batching/
+sender.py`): the batcher carries metadata as text, binary values (`-bin` keys) base64-encoded as
+on the wire (`text_metadata`), and each member's call gets them back as bytes (`member_metadata`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import BadGateway
 from gateway.core.protocols.datatypes import numpy_dtype
+from gateway.grpc.metadata import Metadata
 from gateway.grpc.oip_messages import codec, pb
+from plugins.batching.member import BatchAnswer
 from plugins.batching.payload import EncodedBatch, MemberBody, Payload, parameters_signature
+from plugins.batching.upstream import Pairs
 
 GRPC_CONTENT_TYPE = "application/grpc"
 _BYTES = "BYTES"
@@ -199,3 +207,31 @@ def _member(payload: Payload) -> GrpcInfer:
     request: Any = payload.request
     assert isinstance(request, GrpcInfer)
     return request
+
+
+def text_metadata(pairs: Iterable[tuple[str, str | bytes]] | None) -> Pairs:
+    """gRPC metadata as the batcher carries headers: binary values base64-encoded, as on the wire."""
+    if not pairs:
+        return ()
+    return tuple(
+        (key, value if isinstance(value, str) else base64.b64encode(value).decode("ascii"))
+        for key, value in pairs
+    )
+
+
+def member_metadata(answer: BatchAnswer) -> tuple[Metadata, Metadata]:
+    """A batch member's (initial, trailing) metadata for its call, `-bin` values as bytes again."""
+    return _grpc_metadata(answer.headers), _grpc_metadata(answer.trailers)
+
+
+def _grpc_metadata(pairs: Pairs) -> Metadata:
+    metadata: list[tuple[str, str | bytes]] = []
+    for key, value in pairs:
+        if not key.endswith("-bin"):
+            metadata.append((key, value))
+            continue
+        try:
+            metadata.append((key, base64.b64decode(value, validate=True)))
+        except (binascii.Error, ValueError):  # not what text_metadata wrote: not the upstream's to pass on
+            continue
+    return tuple(metadata)

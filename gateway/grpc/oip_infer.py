@@ -30,10 +30,18 @@ import grpc
 
 from gateway.core.errors import BadRequest, GatewayError, ServiceUnavailable
 from gateway.core.filters import Response
-from gateway.grpc.oip_batch_format import GRPC_CONTENT_TYPE, GrpcBatchFormat, mergeable
+from gateway.grpc.metadata import Metadata, answer_metadata
+from gateway.grpc.oip_batch_format import GRPC_CONTENT_TYPE, GrpcBatchFormat, mergeable, text_metadata
 from gateway.grpc.oip_messages import GrpcMetadataFetcher, codec, pb
 from gateway.grpc.status import status_for_code
-from plugins.batching import BatchAnswer, Batcher, BatchingFilter, BatchUpstream, UpstreamReply
+from plugins.batching import (
+    BatchAnswer,
+    Batcher,
+    BatchingFilter,
+    BatchUpstream,
+    UpstreamAnswer,
+    UpstreamReply,
+)
 from plugins.batching.payload import EncodedBatch
 from plugins.validate import OipValidateFilter
 
@@ -51,13 +59,15 @@ _REST_PROTOCOLS = frozenset(("oip_v2", "kserve_v1", "openai"))
 
 
 class UpstreamStatus(GatewayError):
-    """A batched call the upstream answered with a non-OK status: each member gets that status."""
+    """A batched call the upstream answered with a non-OK status: each member gets that status,
+    and the upstream's trailing metadata."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: Metadata = ()) -> None:
         super().__init__(details)
-        self.args = (code, details)  # each member gets a copy (copy.copy rebuilds it from these)
+        self.args = (code, details, trailers)  # each member gets a copy (copy.copy rebuilds it from these)
         self.grpc_code = code
         self.status = status_for_code(code)
+        self.trailers = trailers
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +222,8 @@ class _GrpcClusterSender:
                 raise ServiceUnavailable(
                     f"no upstream of cluster '{self._cluster}' could take the batch"
                 ) from None
-            raise UpstreamStatus(code, error.details() or code.name) from None
+            trailers = answer_metadata(error.trailing_metadata())
+            raise UpstreamStatus(code, error.details() or code.name, trailers) from None
         except asyncio.CancelledError:
             call.cancel()
             endpoints.on_finish(endpoint)
@@ -220,4 +231,6 @@ class _GrpcClusterSender:
         now = monotonic()
         endpoints.on_finish(endpoint)
         endpoints.on_success(endpoint, now - started, now)
-        return 200, {}, reply
+        # The upstream's metadata, for each member (`oip_batch_format.py`; the batcher's rule).
+        initial = text_metadata(await call.initial_metadata())
+        return UpstreamAnswer(200, initial, reply, text_metadata(await call.trailing_metadata()))

@@ -10,7 +10,7 @@ from plugins.batching.config import AdaptiveConfig, BatchingConfig
 from plugins.batching.filter import FACTORY, BatchingFilter
 from plugins.batching.member import BatchAnswer, PendingRequest
 from plugins.batching.metrics import BatchingMetrics
-from plugins.batching.upstream import BatchUpstream, SendBatch, UpstreamReply
+from plugins.batching.upstream import BatchUpstream, SendBatch, UpstreamAnswer, UpstreamReply
 
 __all__ = [
     "FACTORY",
@@ -23,5 +23,6 @@ __all__ = [
     "BatchingMetrics",
     "PendingRequest",
     "SendBatch",
+    "UpstreamAnswer",
     "UpstreamReply",
 ]

@@ -34,7 +34,8 @@ class BatchAnswer:
 
     status: int
     headers: tuple[tuple[str, str], ...]
-    """Lower-case names: the content type, and the JSON header length for binary tensors."""
+    """Lower-case names: the content type (and the JSON header length for binary tensors) of this
+    member's body, and what the upstream's answer said that holds for it (`sender.py`)."""
     body: bytes
     rows: int
     """This member's rows."""
@@ -46,6 +47,8 @@ class BatchAnswer:
     batch_members: int
     upstream_latency: float
     """Seconds the batched upstream call took."""
+    trailers: tuple[tuple[str, str], ...] = ()
+    """The upstream's trailing metadata (gRPC), by the same rule as `headers`."""
 
 
 class Member:

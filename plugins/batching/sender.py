@@ -8,6 +8,11 @@ have done, without decoding and re-encoding it twice.
 When the call fails, every member gets the same failure: an upstream error status comes back to
 each member with the upstream's body; an exception (no answer) is raised to each member as a
 `GatewayError`. A member whose caller went away meanwhile is skipped.
+
+Each member gets the upstream's headers (gRPC: initial and trailing metadata) as an unbatched call
+would, less what describes one connection or one call's framing rather than an answer
+(`_NOT_RELAYED`); a member's share cut from a split answer also goes without what describes the
+batch's body as a whole (`_WHOLE_BODY`): it carries its own content type instead.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ from plugins.batching.extensions import ServerExtensions
 from plugins.batching.lane import BatchLane
 from plugins.batching.member import BatchAnswer, Member, fail_members
 from plugins.batching.payload import MemberBody
+from plugins.batching.upstream import Pairs, UpstreamAnswer, UpstreamReply
 
-# Upstream headers that still describe a failed answer once it is copied to each member.
-_KEPT_ON_FAILURE: Final = ("content-type", "retry-after")
 # Upstream headers that would not describe a member's answer: hop-by-hop and framing headers (the
 # gateway frames each answer itself), the connection's own date and server, and a worker's load
 # report (for the gateway's balancer, not the client). Everything else, cache-control and
-# x-request-id included, describes an answer relayed whole to a lone member.
+# x-request-id included (the id names the upstream call, as it does for a call proxied alone),
+# describes an answer relayed whole: a lone member's, or a failure copied to every member.
 _NOT_RELAYED: Final = frozenset(
     {
         "date",
@@ -47,9 +52,24 @@ _NOT_RELAYED: Final = frozenset(
         "content-length",
     }
 )
-# Upstream headers that still hold for each member's share of a split answer: the model's caching
-# rules apply to every row it computed.
-_KEPT_ON_SPLIT: Final = ("cache-control", "pragma", "expires")
+# Upstream headers that describe the batch's body as a whole, wrong for a member's share cut from
+# it: its type and binary-tensor JSON length (the share has its own), its encoding (the share is
+# encoded anew), its digests, entity tag and range. The rest (a model's caching rules, a server's
+# own headers and metadata) holds for every row the call computed.
+_WHOLE_BODY: Final = frozenset(
+    {
+        "content-type",
+        "inference-header-content-length",
+        "content-encoding",
+        "content-md5",
+        "content-digest",
+        "repr-digest",
+        "digest",
+        "etag",
+        "content-range",
+    }
+)
+_NOT_ON_SPLIT: Final = _NOT_RELAYED | _WHOLE_BODY
 
 
 @dataclass(slots=True)
@@ -96,11 +116,11 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
             send_traced = lane.upstream.send_traced
             trace = _batch_trace(members) if send_traced is not None else None
             if send_traced is None or trace is None:
-                status, raw_headers, body = await lane.upstream.send(
+                reply = await lane.upstream.send(
                     lane.path, encoded.body, encoded.content_type, encoded.headers
                 )
             else:
-                status, raw_headers, body = await send_traced(
+                reply = await send_traced(
                     lane.path, encoded.body, encoded.content_type, encoded.headers, trace
                 )
             latency = time.monotonic() - started
@@ -109,21 +129,22 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
             lane.slots.release()
         metrics.upstream_latency.observe(latency)
         lane.observe(latency, batch.rows, batch.epoch)
-        headers = {name.lower(): value for name, value in raw_headers.items()}
-        if 200 <= status < 300 and alone is not None:
-            relayed = tuple((name, value) for name, value in headers.items() if name not in _NOT_RELAYED)
-            shares = [MemberBody(relayed, body)]
-        elif 200 <= status < 300:
-            kept = _kept(headers, _KEPT_ON_SPLIT)
+        status, head, body, tail = _answer_of(reply)
+        if 200 <= status < 300 and alone is None:
+            headers = dict(head)
+            kept = _without(head, _NOT_ON_SPLIT)
+            trailers = _without(tail, _NOT_ON_SPLIT)
             shares = [
                 MemberBody(share.headers + kept, share.body)
                 for share in payloads[0].format.split(headers, body, payloads)
             ]
         else:
-            metrics.upstream_failures.inc()
-            if sent_binary and extensions is not None:
-                extensions.forget()  # the servers may have changed: ask again before the next batch
-            shares = [MemberBody(_kept(headers, _KEPT_ON_FAILURE), body)] * len(members)
+            if not 200 <= status < 300:
+                metrics.upstream_failures.inc()
+                if sent_binary and extensions is not None:
+                    extensions.forget()  # the servers may have changed: ask again before the next batch
+            trailers = _without(tail, _NOT_RELAYED)
+            shares = [MemberBody(_without(head, _NOT_RELAYED), body)] * len(members)
     except asyncio.CancelledError:
         fail_members(members, ServiceUnavailable("the gateway stopped before the batch was answered"))
         raise
@@ -148,6 +169,7 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
                     batch.rows,
                     len(members),
                     latency,
+                    trailers,
                 )
             )
 
@@ -166,6 +188,15 @@ def _batch_trace(members: list[Member]) -> RequestTrace | None:
     return fallback
 
 
-def _kept(headers: dict[str, str], names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """The upstream's headers among `names` (lower-case), for an answer copied to members as is."""
-    return tuple((name, headers[name]) for name in names if name in headers)
+def _answer_of(reply: UpstreamReply) -> tuple[int, Pairs, bytes, Pairs]:
+    """(status, head, body, trailers) with lower-case names, whichever form the sender answered."""
+    if isinstance(reply, UpstreamAnswer):
+        head = tuple((name.lower(), value) for name, value in reply.headers)
+        tail = tuple((name.lower(), value) for name, value in reply.trailers)
+        return reply.status, head, reply.body, tail
+    status, headers, body = reply
+    return status, tuple((name.lower(), value) for name, value in headers.items()), body, ()
+
+
+def _without(pairs: Pairs, names: frozenset[str]) -> Pairs:
+    return tuple((name, value) for name, value in pairs if name not in names)

@@ -2,7 +2,8 @@
 
 `send(path, body, content_type, headers)` posts one batched request to the cluster (through its
 balancer, retries and timeouts: that is the caller's layer stack) and returns the answer as
-`(status, headers, body)`. It raises a `GatewayError` (BadGateway, ServiceUnavailable,
+`(status, headers, body)`, or as an `UpstreamAnswer` where the protocol says more: a name repeated,
+or trailing metadata after the body (gRPC). It raises a `GatewayError` (BadGateway, ServiceUnavailable,
 GatewayTimeout, ...) when no answer came; foreign exceptions are translated there, at the
 transport boundary, though the batcher turns any other exception into BadGateway as a last resort.
 `path` is the first member's request path: every member of a batch has the same one.
@@ -25,7 +26,22 @@ from dataclasses import dataclass
 
 from gateway.core.trace import RequestTrace
 
-UpstreamReply = tuple[int, Mapping[str, str], bytes]
+Pairs = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamAnswer:
+    """An answer with its head as (name, value) pairs, in order, names repeated where the upstream
+    repeated them; binary gRPC metadata (`-bin` names) base64-encoded as on the wire."""
+
+    status: int
+    headers: Pairs
+    body: bytes
+    trailers: Pairs = ()
+    """gRPC's trailing metadata (empty for HTTP)."""
+
+
+UpstreamReply = tuple[int, Mapping[str, str], bytes] | UpstreamAnswer
 SendBatch = Callable[[str, bytes, str, Mapping[str, str]], Awaitable[UpstreamReply]]
 SendTraced = Callable[[str, bytes, str, Mapping[str, str], RequestTrace], Awaitable[UpstreamReply]]
 GetPath = Callable[[str], Awaitable[tuple[int, bytes]]]
