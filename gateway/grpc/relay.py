@@ -26,7 +26,7 @@ from gateway.grpc.answer_sampling import sample_reply
 from gateway.grpc.call import answer_message, begin_call
 from gateway.grpc.h2_client import CallError
 from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
-from gateway.grpc.oip_batch_format import GRPC_CONTENT_TYPE
+from gateway.grpc.oip_batch_format import GRPC_CONTENT_TYPE, member_metadata
 from gateway.grpc.oip_infer import MODEL_INFER, InferFilters, InferStage, UpstreamStatus, infer_filters
 from gateway.grpc.retry import retry_elsewhere, retry_policy
 from gateway.grpc.status import code_for_status, status_for_code
@@ -119,8 +119,11 @@ class Relay:
             stage = infer_filters(route)
             if stage.validate is not None or stage.batching is not None:
                 answer = await self._infer_filters(exchange, stage, path, request, context)
-                if answer is not None:
-                    await _send_head(exchange, self._metrics, None, context, answer.body)
+                if answer is not None:  # the upstream's metadata too, as a call alone gets it
+                    initial, trailing = member_metadata(answer)
+                    await _send_head(exchange, self._metrics, initial, context, answer.body)
+                    if trailing := answer_metadata(trailing):
+                        context.set_trailing_metadata(trailing)
                     return self._done(exchange, answer.body)
         address = forward.endpoint
         retries = 0
@@ -187,7 +190,7 @@ class Relay:
                 return await self._infer.batch(exchange, stage.batching, path, request)
         except UpstreamStatus as error:  # the batch's upstream answered this status to every member
             _finish(exchange, self._metrics, error.status, error.grpc_code, error.message)
-            await context.abort(error.grpc_code, error.message)
+            await context.abort(error.grpc_code, error.message, error.trailers)
         except GatewayError as error:  # a full queue, no endpoint, an unsplittable answer
             await _answer(exchange, self._metrics, error_response(error), context)
         except asyncio.CancelledError:
