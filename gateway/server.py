@@ -423,7 +423,7 @@ def _grpc_addresses(config: GatewayConfig, runtime: Callable[[], Runtime]) -> di
     """The gRPC address of each endpoint whose entry names a `grpc_port`, by its HTTP address (a
     DNS name's resolved addresses found in the runtime's endpoint sets)."""
     from gateway.config.models.endpoint import grpc_ports
-    from routing.grpc_address import GrpcAddresses
+    from routing.grpc_address import grpc_addresses
 
     def endpoint(address: str) -> Endpoint | None:
         for cluster in runtime().clusters.values():
@@ -433,7 +433,7 @@ def _grpc_addresses(config: GatewayConfig, runtime: Callable[[], Runtime]) -> di
         return None
 
     entries = [entry for cluster in config.clusters.values() for entry in cluster.endpoints]
-    return GrpcAddresses(grpc_ports(entries), endpoint)
+    return grpc_addresses(grpc_ports(entries), endpoint)
 
 
 def _add_endpoint(runtime: Runtime, cluster: str, address: str, weight: int) -> str | None:

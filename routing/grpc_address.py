@@ -44,6 +44,14 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def grpc_addresses(ports: GrpcPorts, endpoint: Callable[[str], Endpoint | None]) -> dict[str, str]:
+    """The data path's map: a plain dict where every entry naming a `grpc_port` is an IP address
+    (its C `get` costs nothing to speak of), a `GrpcAddresses` where a name must be resolved."""
+    if any(not _is_ip(host) for host, _ in ports):
+        return GrpcAddresses(ports, endpoint)
+    return {join_host_port(host, port): join_host_port(host, grpc) for (host, port), grpc in ports.items()}
+
+
 class GrpcAddresses(dict[str, str]):
     """An endpoint's gRPC address by its HTTP address ("host:port"). A known endpoint without a
     `grpc_port` is answered its own address; an address no endpoint set holds, `default`. Built
