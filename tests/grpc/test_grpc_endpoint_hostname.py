@@ -14,7 +14,7 @@ import pytest
 from gateway.config import ConfigError
 from gateway.config.loader import load_config_text
 from routing.endpoints import Endpoint
-from routing.grpc_address import GrpcAddresses, join_host_port
+from routing.grpc_address import GrpcAddresses, grpc_addresses, join_host_port
 from routing.health.grpc_check import CHECK_METHOD
 from tests.conftest import gateway_config
 from tests.grpc.grpc_upstreams import Upstream
@@ -34,7 +34,11 @@ clusters:
 class _Serving(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpcio is untyped
     """grpc.health.v1 Check answered SERVING, beside the upstream's own services."""
 
+    def __init__(self) -> None:
+        self.asked = 0
+
     async def _check(self, request: bytes, context: Any) -> bytes:
+        self.asked += 1
         return b"\x08\x01"
 
     def service(self, details: grpc.HandlerCallDetails) -> Any:
@@ -93,11 +97,16 @@ def test_a_grpc_port_keeps_the_host_and_replaces_the_port() -> None:
     assert addresses.get("10.0.0.8:9000", "10.0.0.8:9000") == "10.0.0.8:9000"
     assert addresses.get("10.9.9.9:1", "10.9.9.9:1") == "10.9.9.9:1"
     assert addresses.get("10.9.9.9:1") is None
+    # IP entries alone need no resolving: the data path gets a plain dict
+    plain = grpc_addresses({("10.0.0.1", 80): 81, ("::1", 80): 81}, known.get)
+    assert type(plain) is dict and plain == {"10.0.0.1:80": "10.0.0.1:81", "[::1]:80": "[::1]:81"}
+    assert isinstance(grpc_addresses(ports, known.get), GrpcAddresses)
 
 
 async def test_calls_and_health_checks_reach_a_host_names_grpc_port(make_gateway: Any) -> None:
     upstream = Upstream("named")
-    upstream.server.add_generic_rpc_handlers((_Serving(),))
+    serving = _Serving()
+    upstream.server.add_generic_rpc_handlers((serving,))
     if "::1" in _localhost_addresses():  # so every address the name resolves to answers
         with contextlib.suppress(RuntimeError):
             upstream.server.add_insecure_port(f"[::1]:{upstream.port}")
@@ -110,6 +119,7 @@ async def test_calls_and_health_checks_reach_a_host_names_grpc_port(make_gateway
             "health": {
                 "type": "grpc",
                 "interval": "100ms",
+                "timeout": "2s",
                 "unhealthy_threshold": 1,
                 "healthy_threshold": 1,
             },
@@ -124,8 +134,9 @@ async def test_calls_and_health_checks_reach_a_host_names_grpc_port(make_gateway
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel:
             unary = channel.unary_unary("/test.Echo/Unary")
             assert [await unary(b"hi") for _ in range(4)] == [b"echo:hi"] * 4
-            # the checks (every 100 ms) keep finding the endpoints healthy at their gRPC port
-            await asyncio.sleep(0.5)
+            # the checks (every 100 ms) reach the gRPC port, and find the endpoints healthy there
+            # (nothing answers at their HTTP port); once the upstream stops, unhealthy
+            await asyncio.to_thread(wait_until, lambda: serving.asked >= 3 * len(resolved), 10)
             assert all(endpoint.active_healthy for endpoint in endpoints.endpoints)
             await upstream.server.stop(None)
             await asyncio.to_thread(
