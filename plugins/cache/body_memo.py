@@ -2,9 +2,10 @@
 not read again.
 
 The cache reads two things from a body: its canonical JSON form for the key
-(`keys.canonical_body`), and whether it may be an OpenAI completion (a search of the whole body for
-two field names). Both are pure functions of the body's bytes, so what was read for one request
-serves any later request whose body is byte for byte the same. Such repeats are what a cache is
+(`keys.canonical_body`; for keys that never leave the process, that form's digest), and whether
+it may be an OpenAI completion (a search of the whole body for two field names). Both are pure
+functions of the body's bytes, so what was read for one request serves any later request whose
+body is byte for byte the same. Such repeats are what a cache is
 for: an answer served from the cache needs the key first, and without this every hit with a 16 KB
 body of floats paid the whole parse and write (about 80 µs) before its lookup. A repeat costs one
 dict lookup instead: Python's hash of the bytes (about 4 µs for 16 KB, computed once per bytes object

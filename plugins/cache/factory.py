@@ -59,6 +59,7 @@ class CacheFilterFactory:
                 config.vary_headers,
                 by_principal="principal" in config.vary_on,
                 canonical_json=config.canonical_json,
+                in_process=config.backend == "memory",  # its keys never leave this process
             ),
             metrics,
             methods=config.methods,

@@ -8,6 +8,12 @@ alike; any other body is hashed as sent. The canonical form of a body of 1 KiB o
 by its bytes (`body_memo`), so a repeated body is not parsed again. Every part is length-prefixed
 before hashing, so no two different requests can run together into the same bytes.
 
+Keys that never leave the process (`in_process`: the memory backend) hash the canonical form on
+its own first and put its digest in the key instead of the form, so a repeated body, whose digest is
+remembered with it, costs a hash of the short parts alone (SHA-256 of a 16 KB form: about 5 µs).
+Those keys differ from the Redis backend's, which gateways of different versions share and which
+therefore keep the form itself in the hash.
+
 The key starts with the model name (percent-encoded, so it holds no ':') so that the Redis backend
 can find one model's entries by prefix when they are invalidated.
 """
@@ -30,6 +36,7 @@ _ABSENT = b"\xff"  # never the first byte of a length prefix, so None differs fr
 # that failed to parse, but the tag keeps that true by construction).
 _JSON_BODY = b"j"
 _RAW_BODY = b"r"
+_DIGESTED_BODY = b"d"  # in-process keys: the SHA-256 of the canonical form (tagged) follows
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,11 @@ def canonical_body(body: bytes | None) -> bytes:
     return _JSON_BODY + orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
+def _digested_body(body: bytes | None) -> bytes:
+    """The digest of the body's canonical form, for keys that never leave this process."""
+    return _DIGESTED_BODY + hashlib.sha256(canonical_body(body)).digest()
+
+
 def _raw_body(body: bytes | None) -> bytes:
     """The body as sent, for routes whose clients always serialise alike (`canonical_json: false`)."""
     return _RAW_BODY + body if body else _RAW_BODY
@@ -73,12 +85,17 @@ class CacheKeyBuilder:
         *,
         by_principal: bool = False,
         canonical_json: bool = True,
+        in_process: bool = False,
     ) -> None:
         self._route = _part(route)  # the same for every request of the route: encoded once
         self._vary = vary_headers
         self._by_principal = by_principal
         # Decided here, not per request: canonical JSON, or the body as sent (see CacheConfig).
-        self._body: Callable[[bytes], bytes] = BodyMemo(canonical_body) if canonical_json else _raw_body
+        # Decided here too: keys kept in this process alone (the memory backend) hash a digest of the
+        # canonical form, remembered with it; shared keys (Redis) hash the form itself.
+        self._body: Callable[[bytes], bytes] = (
+            BodyMemo(_digested_body if in_process else canonical_body) if canonical_json else _raw_body
+        )
         # The last model's key prefix: most routes serve one model, and quoting it costs 0.6 µs.
         self._model: str | None = None
         self._prefix = model_prefix(None)

@@ -87,9 +87,10 @@ def test_a_body_that_cannot_be_read_is_not_remembered() -> None:
     assert len(memo) == 0
 
 
-def test_keys_are_the_same_whether_the_body_was_read_or_remembered() -> None:
-    builder = CacheKeyBuilder("infer", (), by_principal=True)
-    fresh = CacheKeyBuilder("infer", (), by_principal=True)
+@pytest.mark.parametrize("in_process", [False, True])
+def test_keys_are_the_same_whether_the_body_was_read_or_remembered(in_process: bool) -> None:
+    builder = CacheKeyBuilder("infer", (), by_principal=True, in_process=in_process)
+    fresh = CacheKeyBuilder("infer", (), by_principal=True, in_process=in_process)
     body = _body(0.5)
 
     def ctx(body: bytes) -> RequestContext:
@@ -134,3 +135,25 @@ async def test_a_long_completion_is_told_apart_every_time_it_comes_again() -> No
     hit = cache.on_request(ctx(deterministic))
     assert isinstance(hit, Response) and hit.header("x-turnout-cache") == "hit"
     assert hit.body is not None and orjson.loads(hit.body)["id"] != "chatcmpl-1"  # renewed: a completion
+
+
+def test_in_process_keys_hash_the_forms_digest_and_shared_keys_keep_theirs() -> None:
+    """The memory backend's keys never leave the process; Redis keys are pinned (test_cache_keys)."""
+    body = _body(0.5)
+    ctx = RequestContext("POST", "/v2/models/m/infer", "", {}, "10.0.0.1", 0.0)
+    ctx.model, ctx.body = "m", body
+    shared = CacheKeyBuilder("infer", ()).key(ctx)
+    in_process = CacheKeyBuilder("infer", (), in_process=True).key(ctx)
+    assert shared.value.startswith("m:") and in_process.value.startswith("m:")
+    assert shared != in_process
+    for small in (b'{"b": 1, "a": 2}', b'{"a":2,"b":1}'):  # below the memo's size: read each time
+        ctx.body = small
+        assert CacheKeyBuilder("infer", (), in_process=True).key(ctx).value == (
+            CacheKeyBuilder("infer", (), in_process=True).key(ctx).value
+        )
+    ctx.body = b'{"b": 1, "a": 2}'
+    first = CacheKeyBuilder("infer", (), in_process=True).key(ctx)
+    ctx.body = b'{"a":2,"b":1}'
+    assert CacheKeyBuilder("infer", (), in_process=True).key(ctx) == first
+    ctx.body = b'{"a":2,"b":3}'
+    assert CacheKeyBuilder("infer", (), in_process=True).key(ctx) != first
