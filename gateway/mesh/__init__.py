@@ -3,7 +3,8 @@
 One port (`server.py`) serves four of Envoy's APIs, every answer coming from the running config's
 router, filters, clusters and experiment splits, the same objects the proxy uses:
 
-    ext_proc.py    ExternalProcessor/Process: filters, experiment arm and endpoint per request
+    ext_proc.py    ExternalProcessor/Process: filters, experiment arm and endpoint per request;
+                   ext_proc_answer.py its answer's half (response phase, gRPC outcome)
     ext_authz.py   Authorization/Check: the route's authentication and authorization filters
     rls.py         RateLimitService/ShouldRateLimit: the route's rate-limit filters
     ads.py         AggregatedDiscoveryService: clusters, endpoints, routes and splits as xDS

@@ -9,25 +9,24 @@ asked, the response body and trailers; every message gets exactly one answer, in
                       whose filters read the body): CONTINUE with a mode_override asking for the
                       body. STREAMED route: the decision on the headers (Envoy sends them upstream
                       before the first chunk), without the filters that read the body, and the
-                      mode_override. Either asks for the response body BUFFERED when a response
-                      filter or the experiment reads it (a cache storing answers)
+                      mode_override. The override also carries the route's response body mode
+                      (by default BUFFERED when a response filter or the experiment reads the
+                      answer) and, for a gRPC request, asks for the response trailers
     request_body      BUFFERED: the one message with the whole body; the decision runs on it.
                       STREAMED: each chunk answered CONTINUE as it comes (kept where a filter reads
                       the body); at end_of_stream those filters run on the whole body, and a refusal
                       is an ImmediateResponse before the last chunk goes upstream
     request_trailers  CONTINUE; they end a STREAMED body whose last chunk did not
-    response_headers  endpoint outcome, response-phase filters, experiment headers and outcome;
-                      held until the body when a response filter reads it
-    response_body     the held answer's response phase, with a body mutation when it changed;
-                      chunks not asked for (Envoy's own STREAMED mode) CONTINUE one by one
-    response_trailers CONTINUE; they run the held answer's response phase when no body came
+    response_*        the answer's half (`ext_proc_answer.py`): the response phase in the route's
+                      response body mode, and the outcome (a gRPC answer's grpc-status)
 
 A message out of order (anything before request_headers, a second request_headers, response_headers
 or trailers, the response head or trailers before a BUFFERED body, a body after its trailers,
 anything after response_trailers, an empty message), or a body larger than the listener's body
 limit, ends the stream with INVALID_ARGUMENT; the request is finished (logged, endpoint released)
 whatever way the stream ends: a cancelled stream as 499; a stream Envoy closes before the response
-headers (a processing mode that skips them) without an experiment outcome.
+headers (a processing mode that skips them) without an experiment outcome; one Envoy closes after
+them, before the answer ended (trailers skipped), with what the head said.
 """
 
 from __future__ import annotations
