@@ -61,12 +61,14 @@ class RateLimitFilter(Filter):
     # Built from its YAML options alone: a reload that leaves them (and the route) unchanged keeps
     # this filter, state included (see gateway/runtime.py, `_chain_key`).
     keeps_state_across_reloads = True
-    __slots__ = ("_costs", "_limits", "_local", "_metrics", "_names", "_policy", "_settled")
+    __slots__ = ("_costs", "_limits", "_local", "_metrics", "_names", "_only", "_policy", "_settled")
 
     def __init__(self, limits: tuple[Limit, ...], policy_header: str, metrics: RateLimitMetrics) -> None:
         self._limits = limits
         self._names = tuple(limit.name for limit in limits)
         self._costs = tuple(limit.cost for limit in limits)
+        # Most routes have one limit: its request skips the comprehensions and the loop that several need.
+        self._only = limits[0] if len(limits) == 1 else None
         self._policy = policy_header
         self._metrics = metrics
         self._local = MemoryLimiter([limit.gcra for limit in limits])
@@ -84,18 +86,27 @@ class RateLimitFilter(Filter):
 
     def _measure(self, ctx: RequestContext) -> tuple[list[str], list[int]] | Response:
         """Each limit's key value and cost for this request, or a 413 when a cost exceeds a burst."""
+        only = self._only
+        if only is not None:
+            cost = only.cost(ctx)
+            if cost > only.gcra.burst:
+                return self._too_costly(only, cost)
+            return [only.read_key(ctx)], [cost]
         values = [limit.read_key(ctx) for limit in self._limits]
         costs = [cost(ctx) for cost in self._costs]
         for limit, cost in zip(self._limits, costs, strict=True):
             if cost > limit.gcra.burst:
-                self._metrics.decisions["too_costly"].inc()
-                return Response.error(
-                    413,
-                    f"this request costs {cost} units; {limit.description} never admits more than "
-                    f"{limit.gcra.burst} at once",
-                    "payload_too_large",
-                )
+                return self._too_costly(limit, cost)
         return values, costs
+
+    def _too_costly(self, limit: Limit, cost: int) -> Response:
+        self._metrics.decisions["too_costly"].inc()
+        return Response.error(
+            413,
+            f"this request costs {cost} units; {limit.description} never admits more than "
+            f"{limit.gcra.burst} at once",
+            "payload_too_large",
+        )
 
     def _decide_locally(self, ctx: RequestContext, values: list[str], costs: list[int]) -> Decision:
         decision = self._answer(ctx, self._local.decide(values, costs, time.monotonic()))
