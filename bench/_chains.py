@@ -12,6 +12,11 @@
                  every request is keyed, looked up, misses, leads its (single) flight, goes upstream
                  and has its answer stored, and once the cache holds max_entries answers each store
                  also evicts the oldest: the steady state of a cache whose hit ratio is zero.
+                 With --scenario deployed the two bodies come again and again, so the cache reads
+                 each one once and remembers it by its bytes (plugins/cache/body_memo.py): its
+                 misses cost what a repeated body's do, as a hit's key does. A body never seen
+                 before costs more (the parse and write of its canonical form):
+                 `bench/filter_cost.py --unique-bodies` measures that.
                (A cache limited to POST under GET load would not represent a miss: the filter returns
                before making a key when the method is not cached, so nothing would be looked up.)
     typical-raw-body
