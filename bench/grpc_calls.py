@@ -11,6 +11,10 @@ through turnout's gRPC port (`listen.grpc_port`) and through its main port (HTTP
 HTTP/1.1 by its preface and spliced to the front door), and the ratios the issue's targets are stated
 in.
 
+--native adds a second turnout process whose main port serves HTTP/2 on the gateway's own transport
+(`listen.grpc_transport: native`, gateway/grpc/h2_front.py) instead of splicing it to grpcio: the
+"native" row, with its CPU per call beside the gRPC port's.
+
 --floor adds a bare grpcio relay (a generic handler forwarding the bytes on one upstream channel, on
 uvloop like the gateway, no routing or filters): what grpcio's server and client stacks alone add
 per call, the part of turnout's added latency that no change to the relay's own code can remove.
@@ -153,13 +157,15 @@ def _wait_ready(target: str, timeout: float = 20.0) -> None:
 
 
 def _start_gateway(
-    upstream_port: int, cpu: int | None, workdir: Path
+    upstream_port: int, cpu: int | None, workdir: Path, transport: str = "splice"
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    """The gateway process, its gRPC port and its main port."""
+    """The gateway process, its gRPC port and its main port (whose HTTP/2 connections are served as
+    `transport` says: listen.grpc_transport)."""
     grpc_port, main_port = _free_port(), _free_port()
-    config = workdir / "gateway.yaml"
+    config = workdir / f"gateway-{transport}.yaml"
     config.write_text(
-        f"""listen: {{host: 127.0.0.1, port: {main_port}, grpc_port: {grpc_port}}}
+        f"""listen: {{host: 127.0.0.1, port: {main_port}, grpc_port: {grpc_port},
+  grpc_transport: {transport}}}
 admin: {{host: 127.0.0.1, port: {_free_port()}}}
 access_log: {{enabled: false}}
 clusters:
@@ -239,6 +245,11 @@ def main() -> None:
     parser.add_argument("--gateway-cpu", type=int, default=None, help="pin the gateway to this CPU")
     parser.add_argument("--h2-cost", action="store_true")
     parser.add_argument("--floor", action="store_true", help="add a bare grpcio relay row")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="add a row through a second gateway whose main port serves HTTP/2 on its own transport",
+    )
     parser.add_argument("--serve-bare-relay", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -263,6 +274,9 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as workdir:
         gateway, grpc_port, main_port = _start_gateway(upstream_port, args.gateway_cpu, Path(workdir))
+        native = None
+        if args.native:
+            native, _, native_port = _start_gateway(upstream_port, args.gateway_cpu, Path(workdir), "native")
         bare = None
         if args.floor:
             bare_port = _free_port()
@@ -276,6 +290,8 @@ def main() -> None:
                 _wait_ready(f"127.0.0.1:{bare_port}")
             _wait_ready(f"127.0.0.1:{grpc_port}")
             _wait_ready(f"127.0.0.1:{main_port}")
+            if native is not None:
+                _wait_ready(f"127.0.0.1:{native_port}")
             for concurrency in args.concurrency:
                 direct = _report(
                     "direct",
@@ -299,6 +315,17 @@ def main() -> None:
                     f"         c={concurrency:<3} main port vs gRPC port: calls/s ratio "
                     f"{main[0] / turnout[0]:.2f}   p50 added {_ms(main[1] - turnout[1])} ms"
                 )
+                if native is not None:
+                    rate, latencies, native_cpu = _measured(
+                        f"127.0.0.1:{native_port}", concurrency, args.seconds, native.pid
+                    )
+                    own = _report("native", concurrency, rate, latencies)
+                    print(
+                        f"         c={concurrency:<3} native main port: "
+                        f"calls/s ratio {own[0] / direct[0]:.2f}   "
+                        f"p50 added {_ms(own[1] - direct[1])} ms   p99 added {_ms(own[2] - direct[2])} ms   "
+                        f"CPU per call {native_cpu * 1e6:.0f} us (gRPC port: {turnout_cpu * 1e6:.0f} us)"
+                    )
                 if bare is not None:
                     rate, latencies, bare_cpu = _measured(
                         f"127.0.0.1:{bare_port}", concurrency, args.seconds, bare.pid
@@ -316,6 +343,9 @@ def main() -> None:
             if bare is not None:
                 bare.terminate()
                 bare.wait(10)
+            if native is not None:
+                native.terminate()
+                native.wait(10)
             gateway.terminate()
             upstream.terminate()
             gateway.wait(10)

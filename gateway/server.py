@@ -189,7 +189,7 @@ class Gateway:
         from gateway.grpc.front_door import GrpcFrontDoor
 
         # gRPC on the main port (HTTP/2 told apart by its preface, or ALPN h2): always served, as
-        # it costs a loopback listener and no work until a client speaks HTTP/2.
+        # it costs no work until a client speaks HTTP/2 (`listen.grpc_transport`: docs/grpc.md).
         self.grpc = GrpcFrontDoor(
             lambda: self.runtime,
             listen.max_body_bytes,
@@ -197,9 +197,10 @@ class Gateway:
             client_certificates=listen.tls is not None and listen.tls.client_cert == "require",
         )
         await self.grpc.start_spliced(
-            client_certificates=listen.tls is not None and listen.tls.client_cert != "none"
+            client_certificates=listen.tls is not None and listen.tls.client_cert != "none",
+            native=listen.grpc_transport == "native",
         )
-        self.listener.h2 = self.grpc.splices.take
+        self.listener.h2 = self.grpc.take
         self.grpc.channels.grpc_addresses = _grpc_addresses(config, lambda: self.runtime)
         await self.listener.start(listen.host, listen.port, listen.backlog, reuse_port=self._reuse_port)
         if listen.grpc_port is not None:

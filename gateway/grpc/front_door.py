@@ -23,6 +23,7 @@ import grpc
 
 from gateway.grpc.call import UNARY_METHODS
 from gateway.grpc.channels import UpstreamChannels
+from gateway.grpc.h2_front import NativeFront
 from gateway.grpc.metrics import GrpcMetrics
 from gateway.grpc.oip_infer import InferStage
 from gateway.grpc.relay import Relay
@@ -99,7 +100,10 @@ class GrpcFrontDoor:
         self._server: grpc.aio.Server | None = None
         self._private: grpc.aio.Server | None = None
         self.splices = Splices()
-        """The main port's HTTP/2 connections (`HttpServer.h2` is its `take`)."""
+        """The main port's HTTP/2 connections spliced to grpcio."""
+        self.native: NativeFront | None = None
+        """The main port's HTTP/2 connections served on the own transport (`start_spliced`'s
+        `native`)."""
         self.port = 0
         """`listen.grpc_port` as bound (0 without one)."""
 
@@ -117,11 +121,25 @@ class GrpcFrontDoor:
             ],
         )
 
-    async def start_spliced(self, *, client_certificates: bool = False) -> None:
-        """Serve the main port's HTTP/2 connections: the private loopback listener they are spliced
-        to, started at the first such connection. `client_certificates`: the main port verifies
-        client certificates, whose subjects become `ctx.tls_subject`."""
+    async def start_spliced(self, *, client_certificates: bool = False, native: bool = False) -> None:
+        """Serve the main port's HTTP/2 connections (`take` them): on the gateway's own HTTP/2
+        transport when `native` (`h2_front.py`), else spliced to a private loopback listener of
+        grpcio's, started at the first such connection. `client_certificates`: the main port
+        verifies client certificates, whose subjects become `ctx.tls_subject`."""
+        if native:
+            subjects = SplicedSubjects() if client_certificates else None
+            relay = Relay(self._runtime, self.channels, self._metrics, subjects, self._infer)
+            self.native = NativeFront(relay, self._max_message_bytes)
         self.splices.open_lazily(functools.partial(self._open_private, client_certificates))
+
+    def take(
+        self, transport: asyncio.Transport, first: bytes, client_ip: str, tls_subject: str | None
+    ) -> None:
+        """The listener's `h2` callback: an HTTP/2 connection of the main port."""
+        if self.native is not None:
+            self.native.take(transport, first, client_ip, tls_subject)
+        else:
+            self.splices.take(transport, first, client_ip, tls_subject)
 
     async def _open_private(self, client_certificates: bool) -> int:
         subjects = SplicedSubjects() if client_certificates else None
@@ -165,7 +183,10 @@ class GrpcFrontDoor:
         await self.splices.refuse_new()  # a private listener being opened is open before it stops
         servers = [server for server in (self._server, self._private) if server is not None]
         self._server = self._private = None
-        await asyncio.gather(*(server.stop(grace) for server in servers))
+        stopping = [server.stop(grace) for server in servers]
+        if self.native is not None:
+            stopping.append(self.native.stop(grace))
+        await asyncio.gather(*stopping)
         self.splices.close()
         await self._infer.close()  # batches still queued go out before the channels close
         await self.channels.close()

@@ -48,7 +48,8 @@ class Origin:
     auth: Mapping[str, Sequence[bytes]]
 
 
-def _origin(client_ip: str, tls_subject: str | None) -> Origin:
+def origin_of(client_ip: str, tls_subject: str | None) -> Origin:
+    """The client as the relay reads it from a call's context (peer, auth context)."""
     peer = f"ipv6:[{client_ip}]:0" if ":" in client_ip else f"ipv4:{client_ip}:0"
     auth = {_SUBJECT_KEY: (tls_subject.encode(),)} if tls_subject is not None else {}
     return Origin(peer, auth)
@@ -196,7 +197,7 @@ class Splices:
             return
         transport.pause_reading()
         self._pairs.add(pair)
-        task = asyncio.ensure_future(self._connect(pair, _origin(client_ip, tls_subject)))
+        task = asyncio.ensure_future(self._connect(pair, origin_of(client_ip, tls_subject)))
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 

@@ -1,4 +1,5 @@
-"""A small HTTP/2 server for gRPC calls: the transport of ext_proc's per-request path.
+"""A small HTTP/2 server for gRPC calls: the transport of ext_proc's per-request path, and of the
+main port's gRPC calls (`gateway/grpc/h2_front.py`).
 
 grpcio's Python server costs about 200 us of one core per stream before a handler runs (framing and
 HPACK are in C, but every stream crosses from its poller thread to the event loop and builds
@@ -14,16 +15,19 @@ object:
   the same bytes each time); answers encoded as HPACK literals, so nothing to track;
 - flow control both ways: receive windows refilled as bytes are consumed, answers queued while
   the peer's windows are closed;
-- gRPC's length-prefixed messages (uncompressed), trailers with `grpc-status` and `grpc-message`.
+- gRPC's length-prefixed messages (gzip or deflate ones inflated, answers never compressed),
+  trailers with `grpc-status` and `grpc-message`.
 
 What a call does is a `CallHandler`'s business (`handlers` maps a method path to a factory); a path
-without one is answered UNIMPLEMENTED. No keep-alive pings of its own and no server push.
+without one goes to the `fallback` factory, or is answered UNIMPLEMENTED without one. `go_away`
+takes no new stream and lets those open finish. No keep-alive pings of its own and no server push.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+import zlib
 from collections.abc import Callable
 from typing import Protocol, cast
 from urllib.parse import quote
@@ -43,6 +47,11 @@ _DEFAULT_FRAME = 16384
 _STREAM_REFILL = _DEFAULT_WINDOW // 2
 _CONNECTION_WINDOW = 16 << 20
 _CONNECTION_REFILL = 1 << 20
+# What a holding handler may have been given and not consumed before its stream's window stops
+# being refilled: one default window, so the client is at most two windows ahead of the handler.
+_HOLD_LIMIT = _DEFAULT_WINDOW
+# zlib's window bits for gRPC's message encodings (gzip's header, zlib's for deflate).
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Streams one connection may have open (as the gRPC listener allows: gateway/grpc/front_door.py).
 MAX_CONCURRENT_STREAMS = 1024
 # Distinct header blocks remembered per connection: Envoy's are a handful; the bound keeps a client
@@ -131,7 +140,20 @@ class CallHandler(Protocol):
 class ServerStream:
     """One call as its handler sees it: answer messages, then finish with a status."""
 
-    __slots__ = ("client_done", "conn", "finished", "head_sent", "id", "pending", "received", "window")
+    __slots__ = (
+        "client_done",
+        "conn",
+        "drained",
+        "finished",
+        "head_sent",
+        "headers",
+        "held",
+        "holding",
+        "id",
+        "pending",
+        "received",
+        "window",
+    )
 
     def __init__(self, conn: Http2Connection, stream_id: int, window: int) -> None:
         self.conn = conn
@@ -143,6 +165,25 @@ class ServerStream:
         self.finished: bytes | None = None
         """The trailers, once the handler finished, until they are sent."""
         self.received = 0
+        self.headers: list[tuple[str, str]] = []
+        """The request's header block, pseudo-headers included."""
+        self.drained: Callable[[], None] | None = None
+        """Called when the answer's queued bytes have all gone out (a handler's backpressure)."""
+        self.holding = False
+        """Set by a handler that queues messages: the receive window stops being refilled while
+        more than a window's worth of what it was given is not yet `consume`d, so a slow consumer
+        makes the client wait instead of growing the queue."""
+        self.held = 0
+
+    def consume(self, size: int) -> None:
+        self.conn.consumed(self, size)
+
+    def send_head(self, block: bytes) -> None:
+        """The answer's HEADERS now, with `block` (HPACK literals: initial metadata) after the
+        status and content-type."""
+        if self.finished is None and not self.head_sent:
+            self.head_sent = True
+            self.conn.write(frame(HEADERS, END_HEADERS, self.id, _RESPONSE_HEAD + block))
 
     def send_message(self, message: bytes) -> None:
         if self.finished is not None:
@@ -153,10 +194,11 @@ class ServerStream:
         self.pending += b"\x00" + struct.pack(">I", len(message)) + message
         self.conn.flush(self)
 
-    def finish(self, code: int = 0, message: str = "") -> None:
+    def finish(self, code: int = 0, message: str = "", metadata: bytes = b"") -> None:
+        """Trailers with the status and `metadata` (HPACK literals: trailing metadata)."""
         if self.finished is not None:
             return
-        block = _trailers(code, message)
+        block = _trailers(code, message) + metadata
         self.finished = block if self.head_sent else _RESPONSE_HEAD + block
         self.head_sent = True
         self.conn.flush(self)
@@ -170,8 +212,12 @@ class Http2Connection:
         write: Callable[[bytes], None],
         handlers: dict[str, Callable[[ServerStream], CallHandler]],
         max_message: int,
+        fallback: Callable[[ServerStream], CallHandler] | None = None,
     ) -> None:
+        """`fallback`: the handler of a path `handlers` does not name (else UNIMPLEMENTED)."""
         self._write = write
+        self._fallback = fallback
+        self._going_away = False
         self._out: list[bytes] = []
         self.batching = False
         """Set while the connection's bytes are being read: writes wait for `flush_out` then."""
@@ -276,8 +322,12 @@ class Http2Connection:
         if len(self._streams) >= MAX_CONCURRENT_STREAMS:
             self.write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", _REFUSED_STREAM)))
             return
+        if self._going_away:  # after our GOAWAY: the client retries it on a new connection
+            self.write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", _REFUSED_STREAM)))
+            return
         path = next((value for name, value in headers if name == ":path"), "")
-        factory = self._handlers.get(path)
+        stream.headers = headers
+        factory = self._handlers.get(path, self._fallback)
         if factory is None:
             stream.client_done = True  # nothing of it is kept: its late frames are dropped
             stream.finish(UNIMPLEMENTED, f"{path}: served on a connection of its own")
@@ -305,30 +355,51 @@ class Http2Connection:
             return
         stream, handler, buffer = entry
         stream.received += size
-        if stream.received >= _STREAM_REFILL and not flags & END_STREAM:
+        if stream.received >= _STREAM_REFILL and not flags & END_STREAM and stream.held <= _HOLD_LIMIT:
             self.write(frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", stream.received)))
             stream.received = 0
         buffer += payload
         while len(buffer) >= 5:
             length = int.from_bytes(buffer[1:5], "big")
-            if buffer[0] or length > self._max_message:
-                self._abort(stream_id, entry, "compressed" if buffer[0] else "too large")
+            if length > self._max_message:
+                self._abort(stream_id, entry, "too large")
                 return
             if len(buffer) < 5 + length:
                 break
-            message = bytes(buffer[5 : 5 + length])
+            message: bytes | None = bytes(buffer[5 : 5 + length])
+            if buffer[0]:
+                message = self._decompressed(stream, bytes(buffer[5 : 5 + length]))
+            if message is None:
+                self._abort(stream_id, entry, "compressed")
+                return
             del buffer[: 5 + length]
+            if stream.holding:
+                stream.held += 5 + len(message)
             handler.received(message)
             if stream_id not in self._streams:
                 return
         if flags & END_STREAM:
             self._client_done(stream_id, entry)
 
+    def _decompressed(self, stream: ServerStream, message: bytes) -> bytes | None:
+        """A compressed message in the stream's `grpc-encoding` (gzip or deflate, as gRPC clients
+        offer), or None: another encoding, a broken stream, or larger than the limit once inflated."""
+        encoding = next((value for name, value in stream.headers if name == "grpc-encoding"), "")
+        wbits = _WBITS.get(encoding)
+        if wbits is None:
+            return None
+        inflater = zlib.decompressobj(wbits)
+        try:
+            plain = inflater.decompress(message, self._max_message + 1)
+        except zlib.error:
+            return None
+        return plain if len(plain) <= self._max_message and inflater.eof else None
+
     def _abort(self, stream_id: int, entry: tuple[ServerStream, CallHandler, bytearray], why: str) -> None:
         stream, handler, _ = entry
         handler.reset()
         if why == "compressed":
-            stream.finish(UNIMPLEMENTED, "compressed messages are not accepted")
+            stream.finish(UNIMPLEMENTED, "a message compressed in an encoding not accepted here")
         else:
             stream.finish(RESOURCE_EXHAUSTED, f"a message larger than {self._max_message} bytes")
 
@@ -339,6 +410,25 @@ class Http2Connection:
             handler.half_closed()
         elif not stream.pending:
             self._streams.pop(stream_id, None)
+
+    def consumed(self, stream: ServerStream, size: int) -> None:
+        """A holding handler used `size` bytes of what it received: refill the window for them."""
+        if stream.finished is not None:
+            return
+        stream.held -= size
+        if stream.received >= _STREAM_REFILL and not stream.client_done and stream.held <= _HOLD_LIMIT:
+            self.write(frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">I", stream.received)))
+            stream.received = 0
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    def go_away(self) -> None:
+        """Take no new stream (GOAWAY naming the last one taken); those open go on."""
+        if not self._going_away:
+            self._going_away = True
+            self.write(frame(GOAWAY, 0, 0, struct.pack(">II", self._last_id, _NO_ERROR)))
 
     # ----- sending -----
 
@@ -368,6 +458,8 @@ class Http2Connection:
             del pending[:size]
             self._send_window -= size
             stream.window -= size
+        if stream.drained is not None:
+            stream.drained()
         trailers = stream.finished
         if not trailers:  # not finished, or its trailers already sent
             return

@@ -1,5 +1,6 @@
 """gRPC on the gateway's main port: HTTP/2 connections told apart from HTTP/1.1 by their preface
-(or ALPN h2 over TLS) and spliced to the gRPC front door (gateway/grpc/splice.py)."""
+(or ALPN h2 over TLS) and served on the gateway's own HTTP/2 transport (gateway/grpc/h2_front.py,
+the default) or spliced to the gRPC front door's grpcio server (gateway/grpc/splice.py)."""
 
 from __future__ import annotations
 
@@ -51,11 +52,12 @@ def _read_all(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.mark.parametrize("transport", ["native", "splice"])
 async def test_grpc_and_http_share_the_main_port(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path, transport: str
 ) -> None:
     one, two = upstreams
-    config = _config(one, two, tmp_path, host="::1")
+    config = _config(one, two, tmp_path, host="::1", grpc_transport=transport)
     del config["listen"]["grpc_port"]
     log_path = tmp_path / "access.log"
     config["access_log"] = {"enabled": True, "path": str(log_path)}
@@ -64,7 +66,8 @@ async def test_grpc_and_http_share_the_main_port(
         async with grpc.aio.insecure_channel(f"ipv6:[::1]:{gw.data_port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             assert (await stub.ModelInfer(_infer("fraud"))).model_version == "two"
-            assert gw.grpc._private is not None
+            # spliced: grpcio's private listener opened at the first call; native: none at all
+            assert (gw.grpc._private is not None) == (transport == "splice")
             assert (await stub.ServerLive(pb.ServerLiveRequest())).live
             call = stub.ModelInfer(_infer("ab"), metadata=(("x-user-id", "u1"),))
             answer = await call
@@ -83,7 +86,11 @@ async def test_grpc_and_http_share_the_main_port(
             # HTTP/1.1 on the same port, while the HTTP/2 connection is open (no route takes it)
             answer_http = await asyncio.to_thread(_http_get, "::1", gw.data_port, "/v2/health/live")
             assert answer_http.startswith(b"HTTP/1.1 404 ")
-            assert gw.grpc is not None and gw.grpc.splices.pairs >= 1
+            assert gw.grpc is not None
+            if transport == "splice":
+                assert gw.grpc.splices.pairs >= 1
+            else:
+                assert gw.grpc.native is not None and gw.grpc.native.connections >= 1
         assert gw.access_log is not None
         gw.access_log.flush()  # to its writer thread, which writes the file soon after
 
@@ -123,7 +130,12 @@ async def test_a_preface_in_pieces_is_served_and_a_garbled_one_refused(
         assert len(answer) >= 9 and answer[3] == 4
         # a pair closes with its client's connection
         assert gw.grpc is not None
-        await asyncio.to_thread(wait_until, lambda: gw.grpc.splices.pairs == 0, 10)
+        front = gw.grpc
+
+        def closed() -> bool:
+            return front.splices.pairs == 0 and (front.native is None or front.native.connections == 0)
+
+        await asyncio.to_thread(wait_until, closed, 10)
         # a preface that goes wrong after its request line is an HTTP/1.x error, not a hand-over
         garbled = await asyncio.to_thread(exchange, b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + EMPTY_SETTINGS)
         assert garbled.startswith((b"HTTP/1.1 400", b"HTTP/1.1 505"))

@@ -102,6 +102,15 @@ class ListenConfig(StrictModel):
         "prior knowledge) on the same host; absent: no gRPC listener. 0 picks a free port.",
     )
 
+    grpc_transport: Literal["native", "splice"] = Field(
+        default="native",
+        description="How the main port serves HTTP/2 (gRPC) connections: native serves them on the "
+        "gateway's own HTTP/2 transport, inline on the event loop; splice relays their bytes to a "
+        "private loopback grpcio server, which costs about twice the CPU per call. Either way every "
+        "call goes through the same routes, filters and upstream calls. listen.grpc_port is always "
+        "grpcio's.",
+    )
+
     @model_validator(mode="after")
     def _grpc_port_apart(self) -> Self:
         if self.grpc_port is not None and self.grpc_port != 0 and self.grpc_port == self.port:

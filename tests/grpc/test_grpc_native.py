@@ -1,0 +1,226 @@
+"""The main port's HTTP/2 connections served on the gateway's own transport
+(`listen.grpc_transport: native`, gateway/grpc/h2_front.py): the same answers, errors, limits and
+drain as through grpcio."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from gateway.http.listener import H2_PREFACE
+from inference_workers.grpc_codec import pb, pb_grpc
+from tests.conftest import gateway_config
+from tests.grpc.grpc_upstreams import Upstream
+from tests.grpc.test_grpc_front_door import _config, _infer
+from tests.support.processes import start_gateway
+
+OIP = "/inference.GRPCInferenceService"
+NATIVE = {"grpc_transport": "native"}
+# An empty SETTINGS frame (RFC 9113 6.5): length 0, type 4, no flags, stream 0.
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+@pytest.fixture
+async def upstreams() -> AsyncIterator[tuple[Upstream, Upstream]]:
+    async with Upstream("one") as one, Upstream("two") as two:
+        yield one, two
+
+
+async def test_unary_and_streaming_calls_through_the_own_transport(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+) -> None:
+    one, two = upstreams
+    async with make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw:
+        assert gw.grpc is not None and gw.grpc.native is not None
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel,
+            grpc.aio.insecure_channel(one.address) as direct_channel,
+        ):
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            metadata = (("x-tenant", "acme"), ("x-trace-bin", b"\x00\xff"))
+            call = stub.ModelInfer(_infer("risk"), metadata=metadata)
+            answer = await call
+            seen = one.oip.seen_metadata[-1]
+            assert seen["x-tenant"] == "acme" and seen["x-trace-bin"] == b"\x00\xff"
+            assert answer == await pb_grpc.GRPCInferenceServiceStub(direct_channel).ModelInfer(_infer("risk"))
+            assert dict(await call.initial_metadata())["x-upstream"] == "one"
+            assert dict(await call.trailing_metadata())["x-upstream-trailer"] == "one"
+            assert (await stub.ModelInfer(_infer("fraud"))).model_version == "two"
+            assert (await stub.ServerLive(pb.ServerLiveRequest())).live
+            ab = stub.ModelInfer(_infer("ab"), metadata=(("x-user-id", "u1"),))
+            arm = dict(await ab.initial_metadata())["x-turnout-arm"]
+            assert (await ab).model_version == ("one" if arm == "control" else "two")
+            # every call shape of any service, on the same connection
+            assert await channel.unary_unary("/test.Echo/Unary")(b"hi") == b"echo:hi"
+            streamed = [m async for m in channel.unary_stream("/test.Echo/ServerStream")(b"3")]
+            assert streamed == [b"0", b"1", b"2"]
+
+            async def words() -> AsyncIterator[bytes]:
+                for word in (b"a", b"b", b"c"):
+                    yield word
+
+            assert await channel.stream_unary("/test.Echo/ClientStream")(words()) == b"a+b+c"
+            bidi = channel.stream_stream("/test.Echo/Bidi")()
+            big = bytes(range(256)) * 200  # 50 KiB each: windows refilled as the relay takes them
+            for word in (b"x", big, big, b"yz"):
+                await bidi.write(word)
+                assert await bidi.read() == word.upper()
+            await bidi.done_writing()
+            assert await bidi.read() == grpc.aio.EOF
+            # a compressed request is inflated
+            gzip = channel.unary_unary("/test.Echo/Unary")
+            assert await gzip(b"zipped", compression=grpc.Compression.Gzip) == b"echo:zipped"
+        assert gw.grpc.splices.pairs == 0 and gw.grpc._private is None  # no grpcio server involved
+
+
+async def test_errors_limits_and_deadlines_on_the_own_transport(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+) -> None:
+    one, two = upstreams
+    async with make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+                await stub.ModelInfer(_infer("guarded"))
+            assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            keyed = (("x-api-key", "k1"),)
+            for _ in range(2):
+                await stub.ModelInfer(_infer("guarded"), metadata=keyed)
+            with pytest.raises(grpc.aio.AioRpcError) as limited:
+                await stub.ModelInfer(_infer("guarded"), metadata=keyed)
+            assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "retry-after" in dict(limited.value.trailing_metadata() or ())
+            with pytest.raises(grpc.aio.AioRpcError) as upstream_error:
+                await stub.ModelInfer(_infer("risk", id="bad"))
+            assert upstream_error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert upstream_error.value.details() == "input 'x' has the wrong shape"
+            sleep = channel.unary_unary("/test.Echo/Sleep")
+            with pytest.raises(grpc.aio.AioRpcError) as late:
+                await sleep(b"1.0", timeout=0.2)
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            with pytest.raises(grpc.aio.AioRpcError) as capped:  # the route's 2 s timeout
+                await sleep(b"3.0", timeout=10)
+            assert capped.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await channel.unary_unary("/nobody.Knows/This")(b"")
+            assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            with pytest.raises(grpc.aio.AioRpcError) as garbled:
+                await channel.unary_unary(f"{OIP}/ModelInfer")(b"\x0a\xff\xff")
+            assert garbled.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as oversize:
+                await channel.unary_unary("/test.Echo/Unary")(b"x" * (100 * 1024))
+            assert oversize.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # a stream cancelled mid-way cancels its upstream call, and the endpoint is freed
+            bidi = channel.stream_stream("/test.Echo/Bidi")()
+            await bidi.write(b"a")
+            assert await bidi.read() == b"A"
+            bidi.cancel()
+            await asyncio.sleep(0.2)
+            endpoint = gw.runtime.clusters["two"].endpoints.get(two.address)
+            assert endpoint is not None and endpoint.inflight == 0
+            assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
+
+        def broken_frame() -> bytes:
+            with socket.create_connection(("127.0.0.1", gw.data_port), timeout=10) as conn:
+                # a CONTINUATION with no HEADERS before it: a connection error (GOAWAY, type 7)
+                conn.sendall(
+                    H2_PREFACE
+                    + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+                    + b"\x00\x00\x01\x09\x04\x00\x00\x00\x01x"
+                )
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                return data
+
+        answer = await asyncio.to_thread(broken_frame)
+        assert b"\x07\x00\x00\x00\x00\x00" in answer  # a GOAWAY frame on stream 0
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel:
+            assert await channel.unary_unary("/test.Echo/Unary")(b"still") == b"echo:still"
+
+
+async def test_sigterm_lets_calls_in_flight_on_the_own_transport_finish(tmp_path: Path) -> None:
+    async with Upstream("one") as one:
+        config = gateway_config(
+            [one.address],
+            listen={"drain_timeout": "10s", **NATIVE},
+            routes=[{"name": "echo", "match": {"grpc_service": "test.Echo"}, "backend": {"cluster": "up"}}],
+        )
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        port = config["listen"]["port"]
+        gateway = start_gateway(path, port, config["admin"]["port"], tmp_path)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                sleep = channel.unary_unary("/test.Echo/Sleep")
+                assert await channel.unary_unary("/test.Echo/Unary")(b"up") == b"echo:up"
+                slow = asyncio.gather(*(sleep(b"1.0") for _ in range(8)))
+                await asyncio.sleep(0.3)
+                gateway.proc.send_signal(signal.SIGTERM)
+                assert await slow == [b"slept"] * 8
+            assert await asyncio.to_thread(gateway.proc.wait, 15) == 0
+        finally:
+            gateway.stop()
+
+
+async def test_an_idle_client_is_pinged_and_one_that_never_answers_is_closed() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.grpc.channels import UpstreamChannels
+    from gateway.grpc.h2_front import NativeFront
+    from gateway.grpc.metrics import GrpcMetrics
+    from gateway.grpc.relay import Relay
+
+    def no_runtime() -> Any:
+        raise AssertionError("no call is made on these connections")
+
+    relay = Relay(no_runtime, UpstreamChannels(1024), GrpcMetrics(CollectorRegistry()))
+    front = NativeFront(relay, 1024, keepalive=(0.2, 0.3))
+
+    class Handover(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            front.take(transport, b"", "127.0.0.1", None)  # type: ignore[arg-type]
+
+    server = await asyncio.get_running_loop().create_server(Handover, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    def client(answer_pings: bool) -> tuple[int, bool]:
+        """(pings seen, closed by the gateway) within 1.5 s."""
+        pings = 0
+        until = time.monotonic() + 1.5
+        with socket.create_connection(("127.0.0.1", port), timeout=1.5) as conn:
+            conn.sendall(H2_PREFACE + EMPTY_SETTINGS)
+            buffer = b""
+            try:
+                while time.monotonic() < until and (chunk := conn.recv(65536)):
+                    buffer += chunk
+                    while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+                        size = 9 + int.from_bytes(buffer[:3], "big")
+                        kind, flags, payload = buffer[3], buffer[4], buffer[9:size]
+                        buffer = buffer[size:]
+                        if kind == 6 and not flags & 1:  # a PING to answer
+                            pings += 1
+                            if answer_pings:
+                                conn.sendall(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)
+                return pings, time.monotonic() < until
+            except TimeoutError:
+                return pings, False
+
+    try:
+        silent, answering = await asyncio.gather(
+            asyncio.to_thread(client, False), asyncio.to_thread(client, True)
+        )
+        assert silent == (1, True)  # one ping, unanswered: closed
+        assert answering[0] >= 2 and not answering[1]  # pinged again and again, kept open
+    finally:
+        await front.stop(0)
+        server.close()
