@@ -17,8 +17,12 @@ frames pre-encoded, so the load costs a small fraction of what it measures (its 
   connection that opens with an ADS call is spliced to grpcio (gateway/mesh/front.py), so the
   same load with such a call left open on stream 1 measures grpcio's ExternalProcessor.
 - ext_authz Check and RLS ShouldRateLimit, closed loop: checks per second.
+- The floor under that latency, in the same run: a process that only echoes, pinned to the server's
+  CPU and paced alike (p50 and p99 of the echo): what the machine's scheduling and other jobs alone
+  add, whatever the server does.
 - In process, without a transport: the decision alone (parse ProcessingRequest, filters, arm,
-  endpoint, build and serialize the answer), decisions per second on this core.
+  endpoint, build and serialize the answer), decisions per second on this core, and the CPU time
+  of each (p50, p99, max), which no other job's load can inflate.
 
 Targets (issue 19): >= 5,000 ext_proc header-only decisions/s on one core; p99 <= 2 ms at 1,000/s.
 """
@@ -29,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -179,8 +184,9 @@ async def over_the_wire(port: int, server: int, seconds: float, concurrency: int
     }
 
 
-async def in_process(tmp: Path, seconds: float) -> float:
-    """The decision alone: bytes in, bytes out, through the same objects the server uses."""
+async def in_process(tmp: Path, seconds: float) -> dict[str, int]:
+    """The decision alone: bytes in, bytes out, through the same objects the server uses; its rate,
+    and the loop thread's CPU time per decision (p50, p99, max: its own tail, without waits)."""
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
     from gateway.loading import load_gateway_config
@@ -197,18 +203,103 @@ async def in_process(tmp: Path, seconds: float) -> float:
         raw = [headers_message(i).SerializeToString() for i in range(1000)]
         runtime = gateway.runtime
         done = 0
+        costs: list[float] = []
         began = time.perf_counter()
         stop = began + seconds
         while time.perf_counter() < stop:
             for message in raw[:100]:
+                # This thread's CPU time: what a decision costs whatever else shares the core.
+                cpu = time.thread_time()
                 stream = _Stream(runtime, BodyModes(), 1 << 20, frozenset())
                 answer = await stream.answer(pb.ProcessingRequest.FromString(message))
                 serialized(answer)
                 stream.end(200, "")
+                costs.append(time.thread_time() - cpu)
             done += 100
-        return done / (time.perf_counter() - began)
+            await asyncio.sleep(0)  # the recorder's task writes its batches, as in the server
+        rate = done / (time.perf_counter() - began)
+        costs.sort()
+        return {
+            "decisions_per_s": round(rate),
+            "cpu_us_p50": round(costs[len(costs) // 2] * 1e6),
+            "cpu_us_p99": round(costs[int(len(costs) * 0.99)] * 1e6),
+            "cpu_us_max": round(costs[-1] * 1e6),
+        }
     finally:
         await gateway.shutdown(drain_timeout=1.0)
+
+
+# The floor under the paced run's latency: a server that only echoes, pinned and paced the same way.
+# What it measures is the machine (scheduling, other jobs on the server's core), not turnout.
+ECHO_SERVER = """
+import asyncio, sys
+try:
+    import uvloop
+    uvloop.install()
+except ImportError:
+    pass
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(data)
+async def serve():
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+asyncio.run(serve())
+"""
+
+
+class _EchoClient(asyncio.Protocol):
+    """Sends its clock's reading; each echo's age is one latency."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self._buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        buffer = self._buffer + data
+        whole = len(buffer) - len(buffer) % 8
+        self.latencies.extend(now - sent for (sent,) in struct.iter_unpack("d", buffer[:whole]))
+        self._buffer = buffer[whole:]
+
+
+async def echo_paced(port: int, seconds: float) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    for _ in range(500):  # the echo process starts in well under the 5 s this allows
+        try:
+            transport, client = await loop.create_connection(_EchoClient, HOST, port)
+            break
+        except OSError:
+            await asyncio.sleep(0.01)
+    else:
+        raise RuntimeError("the echo server did not start")
+    total = int(seconds * PACED_RATE)
+    began = time.perf_counter()
+    for sent in range(total):  # the same pacing as _grpc_load.paced
+        await asyncio.sleep(max(0.0, began + sent / PACED_RATE - time.perf_counter()))
+        transport.write(struct.pack("d", time.perf_counter()))
+    await asyncio.sleep(0.1)
+    transport.close()
+    ordered = sorted(client.latencies)
+    return {
+        "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
+        "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 2),
+        "answered": len(ordered),
+    }
+
+
+def echo_floor(server_cpu: set[int], seconds: float) -> dict[str, float]:
+    port = free_port()
+    echo = subprocess.Popen(
+        [sys.executable, "-c", ECHO_SERVER, str(port)], preexec_fn=lambda: os.sched_setaffinity(0, server_cpu)
+    )
+    try:
+        return asyncio.run(echo_paced(port, seconds))
+    finally:
+        echo.terminate()
+        echo.wait(10)
 
 
 def main() -> int:
@@ -248,7 +339,8 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(10)
-        results["in_process_decisions_per_s"] = asyncio.run(in_process(tmp, args.seconds))
+        results["echo_floor_at_1000_per_s"] = echo_floor(server_cpu, args.seconds)
+        results["in_process"] = asyncio.run(in_process(tmp, args.seconds))
     results["placement"] = (
         f"server on CPU {cpus[0]}, load generator on CPU {','.join(map(str, cpus[1:]))}"
         if len(cpus) > 1

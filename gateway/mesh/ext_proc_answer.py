@@ -202,7 +202,9 @@ class AnswerSide:
         sent = dict(headers)
         try:
             response = await exchange.respond_phase(status, headers, body, reads_body)
-        except GatewayError as error:
+        except GatewayError as error:  # the answer is replaced: nothing of it is kept or held
+            self.streaming = False
+            self.head = None
             exchange.finish(error.status, error.message)
             return immediate_response(error_response(error))
         if response.status != status:  # a filter changed the status: that is the outcome

@@ -73,14 +73,19 @@ async def test_a_grpc_answers_status_is_its_grpc_status(make_gateway: Any, tmp_p
         # Trailers-only (no body, the code in the head), and a call that went well.
         await exchange(port, [grpc_request("r-not-found"), answer_head(extra=[("grpc-status", "5")])])
         await exchange(port, [grpc_request("r-ok"), answer_head(), response_trailers([("grpc-status", "0")])])
-        rows = await outcomes(gateway, 3)
+        # Trailers without grpc-status broke the protocol: UNKNOWN, as gRPC clients see it.
+        await exchange(
+            port, [grpc_request("r-missing"), answer_head(), response_trailers([("x-other", "1")])]
+        )
+        rows = await outcomes(gateway, 4)
         assert rows["r-unavailable"][:2] == (503, True)
         assert rows["r-not-found"][:2] == (404, True)
         assert rows["r-ok"][:2] == (200, False)
-        assert route_statuses(gateway, "risk")[1:] == [1, 0, 1, 1]  # 2xx, 3xx, 4xx, 5xx
-        # UNAVAILABLE says the server failed: its endpoint is charged; NOT_FOUND does not.
+        assert rows["r-missing"][:2] == (500, True)
+        assert route_statuses(gateway, "risk")[1:] == [1, 0, 1, 2]  # 2xx, 3xx, 4xx, 5xx
+        # UNAVAILABLE and UNKNOWN say the server failed: their endpoints are charged; NOT_FOUND not.
         endpoints = [e for c in gateway.runtime.clusters.values() for e in c.endpoints.endpoints]
-        assert sum(e.total_failures for e in endpoints) == 1
+        assert sum(e.total_failures for e in endpoints) == 2
         await nothing_in_flight(gateway)
 
 
