@@ -17,7 +17,9 @@ processes in alternating order keep where the machine places a process from favo
 Result: CPU microseconds per request of each gateway (total CPU over total answered requests), the
 rise in percent, and the median and spread of the per-round rises, which say how far to trust it.
 `--aa` adds a third gateway with no monitor to the same rounds (an A/A pair loaded at the same
-moments): its "rise" over the baseline is the harness's own noise in this very run. `--compare DIR`
+moments): its "rise" over the baseline is the harness's own noise in this very run. `--extra-rate
+SHARE` adds a gateway whose monitor samples SHARE (0.0001: what its presence costs a request left
+out of the sample). `--compare DIR`
 adds a gateway with the monitor running another source tree of turnout (DIR, a checkout: a before
 and after of a change, side by side; its data path runs from source). `--calibrate` runs the two
 gateways with no monitor on either side.
@@ -218,6 +220,12 @@ def _run(
         filters["baseline-2"], sources["baseline-2"] = [], None
     if args.compare:
         filters["monitor@compare"], sources["monitor@compare"] = [monitor], args.compare
+    if args.extra_rate:
+        # The same monitor drawing another share: splits what its presence costs every request from
+        # what the drawn ones cost.
+        name = f"monitor@{args.extra_rate:g}"
+        filters[name] = [{"monitor": {**monitor["monitor"], "sample_rate": args.extra_rate}}]
+        sources[name] = None
     configs = {
         name: turnout_config(0, 0, upstream_port, None, chain).replace(
             "port: 0}\nadmin: {host: 127.0.0.1, port: 0}",
@@ -278,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--compare", metavar="DIR", help="add a gateway with the monitor from another turnout checkout"
+    )
+    parser.add_argument(
+        "--extra-rate",
+        type=float,
+        metavar="SHARE",
+        help="add a gateway whose monitor samples this share instead (0.0001: its presence alone)",
     )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
