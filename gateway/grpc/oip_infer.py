@@ -30,7 +30,7 @@ import grpc
 
 from gateway.core.errors import BadRequest, GatewayError, ServiceUnavailable
 from gateway.core.filters import Response
-from gateway.grpc.metadata import Metadata, answer_metadata
+from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
 from gateway.grpc.oip_batch_format import GRPC_CONTENT_TYPE, GrpcBatchFormat, mergeable, text_metadata
 from gateway.grpc.oip_messages import GrpcMetadataFetcher, codec, pb
 from gateway.grpc.status import status_for_code
@@ -43,19 +43,25 @@ from plugins.batching import (
     UpstreamReply,
 )
 from plugins.batching.payload import EncodedBatch
+from plugins.batching.upstream import Pairs
 from plugins.validate import OipValidateFilter
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from gateway.core.trace import RequestTrace
     from gateway.grpc.channels import UpstreamChannels
     from gateway.mesh.exchange import MeshExchange
     from gateway.route import CompiledRoute
     from gateway.runtime import Runtime
+    from routing.endpoints import Endpoint
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # Cluster protocols that are REST for sure; "http" (the default) may be gRPC endpoints.
 _REST_PROTOCOLS = frozenset(("oip_v2", "kserve_v1", "openai"))
+# A worker's load report, in its answer's metadata as in its HTTP headers.
+_QUEUE_DEPTH = "x-turnout-queue-depth"
+_INFLIGHT = "x-turnout-inflight"
 
 
 class UpstreamStatus(GatewayError):
@@ -156,6 +162,7 @@ class InferStage:
             "rows": answer.rows,
             "batch_rows": answer.batch_rows,
             "queue_delay_ms": round(answer.queue_delay * 1000, 3),
+            "batch_request_id": answer.batch_request_id,
         }
         return answer
 
@@ -170,7 +177,9 @@ class InferStage:
                 timeout = exchange.runtime.clusters[cluster].request_timeout
             upstream = _GrpcClusterSender(self._runtime, self._channels, cluster, timeout)
             batcher = Batcher(
-                layer.config, {cluster: BatchUpstream(upstream.send, upstream.endpoint_count)}, layer.metrics
+                layer.config,
+                {cluster: BatchUpstream(upstream.send, upstream.endpoint_count, None, upstream.send_traced)},
+                layer.metrics,
             )
             by_cluster[cluster] = batcher
         return batcher
@@ -203,14 +212,32 @@ class _GrpcClusterSender:
     async def send(
         self, path: str, body: bytes, content_type: str, headers: Mapping[str, str]
     ) -> UpstreamReply:
+        return await self._call(path, body, headers, None)
+
+    async def send_traced(
+        self, path: str, body: bytes, content_type: str, headers: Mapping[str, str], trace: RequestTrace
+    ) -> UpstreamReply:
+        return await self._call(path, body, headers, trace)
+
+    async def _call(
+        self, path: str, body: bytes, headers: Mapping[str, str], trace: RequestTrace | None
+    ) -> UpstreamReply:
+        """The batch's call; its metadata is the batcher's headers for it (the request id, the
+        members' ids) and, with a `trace`, the traceparent of the attempt's span."""
         cluster = self._runtime().clusters.get(self._cluster)
         endpoint = cluster.endpoints.pick(None) if cluster is not None else None
         if cluster is None or endpoint is None:
             raise ServiceUnavailable(f"no healthy endpoint in cluster '{self._cluster}'")
         endpoints = cluster.endpoints
+        span = trace.attempt(endpoint.address, 0) if trace is not None else None
+        metadata = outgoing_metadata(headers, ())
+        if span is not None:
+            metadata += (("traceparent", span.traceparent),)
         endpoints.on_start(endpoint)
         started = monotonic()
-        call: Any = self._channels.get(endpoint.address).unary_unary(path)(body, timeout=self._timeout)
+        call: Any = self._channels.get(endpoint.address).unary_unary(path)(
+            body, metadata=metadata, timeout=self._timeout
+        )
         try:
             reply: bytes = await call
         except grpc.aio.AioRpcError as error:
@@ -218,7 +245,14 @@ class _GrpcClusterSender:
             code = error.code()
             if status_for_code(code) >= 500:
                 endpoints.on_failure(endpoint, monotonic())
-            if code == grpc.StatusCode.UNAVAILABLE and not error.trailing_metadata():
+            no_answer = code == grpc.StatusCode.UNAVAILABLE and not error.trailing_metadata()
+            if span is not None:
+                if no_answer:
+                    span.fail(error.details() or code.name)
+                else:
+                    span.set_status(status_for_code(code))
+                span.end()
+            if no_answer:
                 raise ServiceUnavailable(
                     f"no upstream of cluster '{self._cluster}' could take the batch"
                 ) from None
@@ -227,10 +261,30 @@ class _GrpcClusterSender:
         except asyncio.CancelledError:
             call.cancel()
             endpoints.on_finish(endpoint)
+            if span is not None:
+                span.fail("cancelled")
+                span.end()
             raise
         now = monotonic()
         endpoints.on_finish(endpoint)
         endpoints.on_success(endpoint, now - started, now)
-        # The upstream's metadata, for each member (`oip_batch_format.py`; the batcher's rule).
+        if span is not None:
+            span.set_status(200)
+            span.end()
+        # The upstream's metadata, for each member (`oip_batch_format.py`; the batcher's rule), and
+        # the worker's load report for the balancer, as an unbatched call's initial metadata gives it.
         initial = text_metadata(await call.initial_metadata())
-        return UpstreamAnswer(200, initial, reply, text_metadata(await call.trailing_metadata()))
+        trailing = text_metadata(await call.trailing_metadata())
+        note_load_report(endpoint, initial)
+        note_load_report(endpoint, trailing)
+        return UpstreamAnswer(200, initial, reply, trailing)
+
+
+def note_load_report(endpoint: Endpoint, pairs: Pairs) -> None:
+    """The worker's queue depth and in-flight count (`x-turnout-queue-depth`, `x-turnout-inflight`)
+    on the endpoint the least-queue balancer reads."""
+    for key, value in pairs:
+        if key == _QUEUE_DEPTH and value.isdigit():
+            endpoint.queue_depth = int(value)
+        elif key == _INFLIGHT and value.isdigit():
+            endpoint.reported_inflight = int(value)

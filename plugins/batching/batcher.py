@@ -158,7 +158,7 @@ class Batcher:
             )
             self._lanes[key] = lane
         future: asyncio.Future[BatchAnswer] = asyncio.get_running_loop().create_future()
-        member = Member(payload, level - 1, time.monotonic(), future, ctx.trace)
+        member = Member(payload, level - 1, time.monotonic(), future, ctx.trace, ctx.request_id)
         lane.add(member, timeout)
         return PendingRequest(member)
 

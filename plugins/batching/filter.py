@@ -18,6 +18,7 @@ from gateway.core.filters import BuildContext, ClusterSender, Filter, Response
 from gateway.core.protocols.binary import HEADER_LENGTH
 from gateway.core.protocols.kserve_v1 import V1Request, decode_v1_request
 from gateway.core.protocols.oip_v2 import BINARY_CONTENT_TYPE, JSON_CONTENT_TYPE, InferRequest, decode_request
+from gateway.core.trace import SpanValue
 from plugins.batching.batcher import Batcher
 from plugins.batching.config import BatchingConfig
 from plugins.batching.metrics import BatchingMetrics
@@ -85,11 +86,12 @@ class BatchingFilter(Filter):
         trace = ctx.trace
         if trace is not None:
             dispatched = submitted + answer.queue_delay
-            sizes = {
+            sizes: dict[str, SpanValue] = {
                 "turnout.batch.id": answer.batch_id,
                 "turnout.batch.rows": answer.rows,
                 "turnout.batch.batch_rows": answer.batch_rows,
                 "turnout.batch.members": answer.batch_members,
+                "turnout.batch.request_id": answer.batch_request_id,
             }
             trace.span("batch queue wait", submitted, dispatched, sizes)
             trace.span("batch upstream call", dispatched, dispatched + answer.upstream_latency, sizes)
@@ -98,6 +100,7 @@ class BatchingFilter(Filter):
             "rows": answer.rows,
             "batch_rows": answer.batch_rows,
             "queue_delay_ms": round(answer.queue_delay * 1000, 3),
+            "batch_request_id": answer.batch_request_id,
         }
         return Response(answer.status, list(answer.headers), answer.body)
 

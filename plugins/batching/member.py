@@ -49,12 +49,15 @@ class BatchAnswer:
     """Seconds the batched upstream call took."""
     trailers: tuple[tuple[str, str], ...] = ()
     """The upstream's trailing metadata (gRPC), by the same rule as `headers`."""
+    batch_request_id: str = ""
+    """The request id the batch's upstream call carried (`x-request-id`): the member's own when it
+    went alone, else one the gateway made for the batch."""
 
 
 class Member:
     """A queued request; owned by its lane's queue."""
 
-    __slots__ = ("arrived", "future", "level", "payload", "state", "timer", "trace")
+    __slots__ = ("arrived", "future", "level", "payload", "request_id", "state", "timer", "trace")
 
     def __init__(
         self,
@@ -63,9 +66,12 @@ class Member:
         arrived: float,
         future: asyncio.Future[BatchAnswer],
         trace: RequestTrace | None = None,
+        request_id: str = "",
     ) -> None:
         self.trace = trace
         """The request's trace (`ctx.trace`): the batch's upstream attempts are recorded in one."""
+        self.request_id = request_id
+        """The request's id (`ctx.request_id`), named in the batch's upstream call."""
         self.payload = payload
         self.level = level
         """0-based index of its priority level; 0 (configured level 1) is served first."""

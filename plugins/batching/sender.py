@@ -13,12 +13,21 @@ Each member gets the upstream's headers (gRPC: initial and trailing metadata) as
 would, less what describes one connection or one call's framing rather than an answer
 (`_NOT_RELAYED`); a member's share cut from a split answer also goes without what describes the
 batch's body as a whole (`_WHOLE_BODY`): it carries its own content type instead.
+
+The batch's upstream call carries what holds for the whole call, over REST as headers and over
+gRPC as metadata (`batch_headers`): a request id, the member's own when it went alone, else one
+made for the batch, with the members' ids in `x-turnout-batch-members`; and, where tracing is on,
+the `traceparent` of the attempt's span (the sender's `send_traced`). A member's own headers and
+metadata (credentials, user ids, its traceparent) do not go upstream: they describe one member, and
+the merged call is nobody's in particular.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -70,6 +79,12 @@ _WHOLE_BODY: Final = frozenset(
     }
 )
 _NOT_ON_SPLIT: Final = _NOT_RELAYED | _WHOLE_BODY
+REQUEST_ID: Final = "x-request-id"
+BATCH_MEMBERS: Final = "x-turnout-batch-members"
+# The most bytes of member ids x-turnout-batch-members carries: 32 members' 32-digit ids take about
+# 1 KiB, while servers refuse a request head past 8-16 KiB (nginx's 8 KiB line, h11's 16 KiB head).
+# A larger batch names the members that fit; each member's trace and answer name the batch's id.
+MAX_MEMBER_IDS_BYTES: Final = 4096
 
 
 @dataclass(slots=True)
@@ -104,6 +119,7 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
     alone = payloads[0].original if len(payloads) == 1 else None
     extensions = batch.extensions
     sent_binary = False
+    request_id = ""
     try:
         try:
             if alone is not None:
@@ -112,17 +128,15 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
                 binary = extensions is None or await extensions.binary()
                 encoded = payloads[0].format.merge(payloads, binary)
                 sent_binary = extensions is not None and bool(encoded.headers)
+            headers = batch_headers(members, encoded.headers)
+            request_id = headers.get(REQUEST_ID, "")
             started = time.monotonic()
             send_traced = lane.upstream.send_traced
             trace = _batch_trace(members) if send_traced is not None else None
             if send_traced is None or trace is None:
-                reply = await lane.upstream.send(
-                    lane.path, encoded.body, encoded.content_type, encoded.headers
-                )
+                reply = await lane.upstream.send(lane.path, encoded.body, encoded.content_type, headers)
             else:
-                reply = await send_traced(
-                    lane.path, encoded.body, encoded.content_type, encoded.headers, trace
-                )
+                reply = await send_traced(lane.path, encoded.body, encoded.content_type, headers, trace)
             latency = time.monotonic() - started
         finally:
             batch.holds_slot = False
@@ -170,8 +184,32 @@ async def send_batch(lane: BatchLane, batch: Batch) -> None:
                     len(members),
                     latency,
                     trailers,
+                    request_id,
                 )
             )
+
+
+def batch_headers(members: list[Member], headers: Mapping[str, str]) -> dict[str, str]:
+    """The batch's upstream headers: the body's own (`headers`), its request id, and for a merged
+    batch its members' ids (see the module docstring)."""
+    sent = dict(headers)
+    if len(members) == 1:
+        if members[0].request_id:
+            sent[REQUEST_ID] = members[0].request_id
+        return sent
+    # Ids need to be unique, not secret (as the gateway's own request ids).
+    sent[REQUEST_ID] = random.getrandbits(128).to_bytes(16).hex()
+    named: list[str] = []
+    size = 0
+    for member in members:
+        size += len(member.request_id) + 1
+        if size > MAX_MEMBER_IDS_BYTES:
+            break
+        if member.request_id:
+            named.append(member.request_id)
+    if named:
+        sent[BATCH_MEMBERS] = ",".join(named)
+    return sent
 
 
 def _batch_trace(members: list[Member]) -> RequestTrace | None:
