@@ -27,7 +27,17 @@ from hpack.exceptions import HPACKError
 
 from gateway.grpc.native_call import NativeCall
 from gateway.grpc.splice import Origin, origin_of
-from gateway.mesh.http2 import ACK, GOAWAY, PING, PREFACE, CallHandler, Http2Connection, ServerStream, frame
+from gateway.mesh.http2 import (
+    ACK,
+    GOAWAY,
+    PING,
+    PREFACE,
+    UNIMPLEMENTED,
+    CallHandler,
+    Http2Connection,
+    ServerStream,
+    frame,
+)
 
 if TYPE_CHECKING:
     from gateway.grpc.relay import Relay
@@ -46,6 +56,22 @@ _DRAIN_POLL = 0.05
 # uses the same (front_door.py's KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS).
 KEEPALIVE = (60.0, 20.0)
 _PING = frame(PING, 0, 0, b"turnout\x00")
+
+
+class _Ignored:
+    """The handler of a stream answered at once: what the client still sends is dropped."""
+
+    def received(self, message: bytes) -> None:
+        pass
+
+    def half_closed(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+_NOTHING = _Ignored()
 
 
 class _Connection(asyncio.Protocol):
@@ -103,6 +129,10 @@ class _Connection(asyncio.Protocol):
             self._h2.flush_out()
 
     def _call(self, stream: ServerStream) -> CallHandler:
+        content_type = next((value for name, value in stream.headers if name == "content-type"), "")
+        if not content_type.startswith("application/grpc"):  # REST over HTTP/2: not served here
+            stream.finish(UNIMPLEMENTED, "HTTP/2 carries gRPC only here: send REST requests over HTTP/1.1")
+            return _NOTHING
         return NativeCall(self._relay, stream, self._origin)
 
     def data_received(self, data: bytes) -> None:

@@ -224,3 +224,43 @@ async def test_an_idle_client_is_pinged_and_one_that_never_answers_is_closed() -
     finally:
         await front.stop(0)
         server.close()
+
+
+async def test_rest_over_http2_is_refused_and_the_connection_serves_on(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+) -> None:
+    from hpack import Decoder, Encoder
+
+    one, two = upstreams
+    async with make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw:
+
+        def rest_request() -> list[tuple[str, str]]:
+            block = Encoder().encode(
+                [
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/v2/models/risk/infer"),
+                    (":authority", "x"),
+                    ("content-type", "application/json"),
+                ]
+            )
+            headers = len(block).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01" + block  # END_STREAM
+            with socket.create_connection(("127.0.0.1", gw.data_port), timeout=10) as conn:
+                conn.sendall(H2_PREFACE + EMPTY_SETTINGS + headers)
+                buffer = b""
+                while chunk := conn.recv(65536):
+                    buffer += chunk
+                    at = 0
+                    while len(buffer) - at >= 9:
+                        size = int.from_bytes(buffer[at : at + 3], "big")
+                        kind, stream_id = buffer[at + 3], int.from_bytes(buffer[at + 5 : at + 9], "big")
+                        if kind == 1 and stream_id == 1:
+                            decoded = Decoder().decode(buffer[at + 9 : at + 9 + size])
+                            return [(str(name), str(value)) for name, value in decoded]
+                        at += 9 + size
+                return []
+
+        answer = dict(await asyncio.to_thread(rest_request))
+        assert answer[":status"] == "200" and answer["grpc-status"] == "12"  # UNIMPLEMENTED
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel:
+            assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
