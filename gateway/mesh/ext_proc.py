@@ -226,6 +226,8 @@ class _Stream:
                 # STREAMED mode), so the decision is made on them; body filters run at the end.
                 self.keep_body = chain.needs_request_body
                 reads_body = False
+            elif mode == _MODE.NONE and chain.needs_request_body and not headers.end_of_stream:
+                reads_body = False  # declared none: the filters that read a body are left out
         self.answer_side = AnswerSide(exchange, response_mode, reads_answer, self.max_body)
         return self._decided(await exchange.decide(self.delegated, reads_body), "request_headers", override)
 

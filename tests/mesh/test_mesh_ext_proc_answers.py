@@ -219,3 +219,16 @@ async def test_a_route_may_decline_the_answers_body(make_gateway: Any, tmp_path:
 
 def _request_body(body: bytes) -> Any:
     return pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True))
+
+
+async def test_a_route_may_decline_the_request_body(make_gateway: Any, tmp_path: Path) -> None:
+    # "checked" validates bodies, so it asks for them by default; declared none, it is decided on
+    # its headers, without the filter that would have read the body.
+    config = mesh_config(tmp_path, request_body={"checked": "none"})
+    async with make_gateway(config) as gateway:
+        (answer,) = await exchange(
+            gateway.mesh.port, [request_headers("/v2/models/checked/infer", end_of_stream=False)]
+        )
+        assert not answer.HasField("mode_override")
+        assert "x-gateway-destination-endpoint" in mutation_headers(answer.request_headers.response)
+        await nothing_in_flight(gateway)

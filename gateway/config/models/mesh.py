@@ -22,10 +22,11 @@ class MeshConfig(StrictModel):
     request_body: dict[Name, BodyMode] = Field(
         default_factory=dict,
         description="Per route name: how ext_proc asks Envoy for the request body (through a mode "
-        "override Envoy must allow). none decides on the headers; buffered decides on the whole body "
-        "(Envoy's BUFFERED mode); streamed decides on the headers and answers the body's chunks one by "
-        "one (Envoy's STREAMED mode), the filters that read the body running at its end. Default: "
-        "buffered for a route whose filters read the body (validate, cache), none otherwise.",
+        "override Envoy must allow). none decides on the headers, without the filters that read the "
+        "body; buffered decides on the whole body (Envoy's BUFFERED mode); streamed decides on the "
+        "headers and answers the body's chunks one by one (Envoy's STREAMED mode), the filters that "
+        "read the body running at its end. Default: buffered for a route whose filters read the body "
+        "(validate, cache), none otherwise.",
     )
     response_body: dict[Name, BodyMode] = Field(
         default_factory=dict,
