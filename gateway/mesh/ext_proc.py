@@ -52,7 +52,7 @@ from gateway.mesh.envoy_messages import (
 )
 from gateway.mesh.exchange import Forward, MeshExchange, error_response
 from gateway.mesh.ext_proc_answer import AnswerSide, ProtocolError
-from gateway.mesh.grpc_outcome import is_grpc
+from gateway.mesh.grpc_outcome import GRPC_CONTENT_TYPE
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -214,7 +214,8 @@ class _Stream:
                 and service.needs_response_body(route.experiment)
             )
             response_mode = modes.response.get(route.name, _MODE.BUFFERED if reads_answer else _MODE.NONE)
-            grpc_request = is_grpc(exchange.ctx.headers.items())  # its grpc-status comes in trailers
+            # A gRPC request's outcome is the grpc-status in its answer's trailers.
+            grpc_request = exchange.ctx.headers.get("content-type", "").startswith(GRPC_CONTENT_TYPE)
             if mode != _MODE.NONE or response_mode != _MODE.NONE or grpc_request:
                 message, override = mode_override(mode, response_mode, grpc_request)
             if mode != _MODE.NONE and not headers.end_of_stream:

@@ -16,6 +16,7 @@ import grpc
 from gateway.grpc.status import status_for_code
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+GRPC_CONTENT_TYPE = "application/grpc"  # also application/grpc+proto and the like
 GRPC_STATUS = "grpc-status"
 GRPC_MESSAGE = "grpc-message"
 # A gRPC answer that ends without grpc-status broke the protocol: gRPC clients see it as UNKNOWN
@@ -27,7 +28,7 @@ def is_grpc(headers: Iterable[tuple[str, str]]) -> bool:
     """An answer (or request) head with a gRPC content type (`application/grpc`, `+proto`, ...)."""
     for name, value in headers:
         if name == "content-type":
-            return value.startswith("application/grpc")
+            return value.startswith(GRPC_CONTENT_TYPE)
     return False
 
 
