@@ -1,12 +1,13 @@
-"""The gRPC listener: every call to any service handed to the relay. It takes the HTTP/2
-connections of the gateway's main port (handed over by the HTTP/1.1 listener and spliced to a
-private loopback port, `gateway/grpc/splice.py`) and, when set, those of `listen.grpc_port` (HTTP/2
-cleartext with prior knowledge, as gRPC clients connect, or TLS).
+"""The gRPC listeners: every call to any service handed to the relay. It takes the HTTP/2
+connections of the gateway's main port (handed over by the HTTP/1.1 listener, `take`) and serves
+them on the gateway's own HTTP/2 transport (`h2_front.py`, `listen.grpc_transport: native`) or
+splices them to a private loopback port of grpcio's (`splice.py`), and, when set, those of
+`listen.grpc_port` (HTTP/2 cleartext with prior knowledge, as gRPC clients connect, or TLS).
 
-grpcio's server does the HTTP/2 work (framing, HPACK, flow control, max concurrent streams, message
-size limits answered RESOURCE_EXHAUSTED, keep-alive pings, GOAWAY on stop); a generic handler takes
-every method path, so no service needs to be known in advance. Why grpcio and not the `h2` state
-machine on the gateway's own transports: docs/grpc.md. Opened after the runtime and closed before
+On grpcio's servers, grpcio does the HTTP/2 work (framing, HPACK, flow control, max concurrent
+streams, message size limits answered RESOURCE_EXHAUSTED, keep-alive pings, GOAWAY on stop); a
+generic handler takes every method path, so no service needs to be known in advance. Why the main
+port defaults to a transport of its own: docs/grpc.md. Opened after the runtime and closed before
 it (`gateway.server.Gateway`); calls read the current runtime, so a reload applies to the next call
 while calls in flight keep theirs.
 """
