@@ -91,8 +91,9 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Future[list[str]]] = set()
-        self._registered: dict[str, dict[str, int]] = {}
-        """Endpoints added through the admin API, re-applied to a cluster rebuilt by a reload."""
+        self._registered: dict[str, dict[str, tuple[int, int | None]]] = {}
+        """Endpoints added through the admin API (weight, grpc_port), re-applied to a cluster rebuilt
+        by a reload."""
         self.draining = False
         self.ready = False
         self.stopped = asyncio.Event()
@@ -201,7 +202,7 @@ class Gateway:
             native=listen.grpc_transport == "native",
         )
         self.listener.h2 = self.grpc.take
-        self.grpc.channels.grpc_addresses = _grpc_addresses(config, lambda: self.runtime)
+        self._sync_grpc_addresses()
         await self.listener.start(listen.host, listen.port, listen.backlog, reuse_port=self._reuse_port)
         if listen.grpc_port is not None:
             from gateway.grpc.tls import server_credentials
@@ -284,13 +285,12 @@ class Gateway:
             raise
         for cluster, endpoints in self._registered.items():
             if cluster in new.clusters:
-                for address, weight in endpoints.items():
+                for address, (weight, _) in endpoints.items():
                     _add_endpoint(new, cluster, address, weight)
         self._runtime = new
         if self._proxy is not None:
             self._proxy.runtime = new
-        if self.grpc is not None:
-            self.grpc.channels.grpc_addresses = _grpc_addresses(config, lambda: self.runtime)
+        self._sync_grpc_addresses()
         return old
 
     async def _stop_replaced(self, old: Runtime) -> None:
@@ -324,15 +324,30 @@ class Gateway:
         endpoints = self.runtime.clusters[cluster].endpoints
         return endpoints.drain(address) if drained else endpoints.undrain(address)
 
-    def register_endpoint(self, cluster: str, address: str, weight: int) -> str | None:
+    def register_endpoint(
+        self, cluster: str, address: str, weight: int, grpc_port: int | None = None
+    ) -> str | None:
         problem = _add_endpoint(self.runtime, cluster, address, weight)
         if problem is None:
-            self._registered.setdefault(cluster, {})[address] = weight
+            self._registered.setdefault(cluster, {})[address] = (weight, grpc_port)
+            self._sync_grpc_addresses()
         return problem
 
     def deregister_endpoint(self, cluster: str, address: str) -> bool:
-        self._registered.get(cluster, {}).pop(address, None)
+        registered = self._registered.get(cluster, {}).pop(address, None)
+        if registered is not None and registered[1] is not None:
+            self._sync_grpc_addresses()
         return self.runtime.clusters[cluster].endpoints.remove(address) is not None
+
+    def _sync_grpc_addresses(self) -> None:
+        """Where each endpoint serves gRPC, after the config, an admin call or a pool's announce
+        file changed it (gateway/grpc_ports.py): for the data path and the gRPC health checks."""
+        from gateway.grpc_ports import apply_added_grpc_addresses
+
+        runtime = self.runtime
+        added = apply_added_grpc_addresses(runtime, self._registered, self._sync_grpc_addresses)
+        if self.grpc is not None:
+            self.grpc.channels.grpc_addresses = _grpc_addresses(runtime.config, lambda: self.runtime, added)
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()
@@ -420,9 +435,12 @@ class Gateway:
             self.access_log.reopen()
 
 
-def _grpc_addresses(config: GatewayConfig, runtime: Callable[[], Runtime]) -> dict[str, str]:
+def _grpc_addresses(
+    config: GatewayConfig, runtime: Callable[[], Runtime], added: dict[str, str]
+) -> dict[str, str]:
     """The gRPC address of each endpoint whose entry names a `grpc_port`, by its HTTP address (a
-    DNS name's resolved addresses found in the runtime's endpoint sets)."""
+    DNS name's resolved addresses found in the runtime's endpoint sets), and of those `added`
+    since the config."""
     from gateway.config.models.endpoint import grpc_ports
     from routing.grpc_address import grpc_addresses
 
@@ -434,7 +452,7 @@ def _grpc_addresses(config: GatewayConfig, runtime: Callable[[], Runtime]) -> di
         return None
 
     entries = [entry for cluster in config.clusters.values() for entry in cluster.endpoints]
-    return grpc_addresses(grpc_ports(entries), endpoint)
+    return grpc_addresses(grpc_ports(entries), endpoint, added)
 
 
 def _add_endpoint(runtime: Runtime, cluster: str, address: str, weight: int) -> str | None:
