@@ -20,7 +20,14 @@ from prometheus_client.openmetrics import exposition as openmetrics
 
 from gateway.admin_experiments import add_experiment_routes
 from gateway.admin_guard import mutation_guard
-from gateway.admin_inputs import Refused, endpoint_address, endpoint_weight, json_object, required
+from gateway.admin_inputs import (
+    Refused,
+    endpoint_address,
+    endpoint_grpc_port,
+    endpoint_weight,
+    json_object,
+    required,
+)
 from gateway.admin_monitoring import add_monitoring_routes
 from gateway.admin_openapi import openapi
 from gateway.config_redaction import redact
@@ -155,10 +162,14 @@ async def add_endpoint(request: web.Request) -> web.Response:
     payload = json_object(await request.read())
     address = await endpoint_address(required(payload, "address"), request.app[ALLOW_LINK_LOCAL_KEY])
     weight = endpoint_weight(payload)
-    problem = gateway.register_endpoint(name, address, weight)
+    grpc_port = endpoint_grpc_port(payload, address)
+    problem = gateway.register_endpoint(name, address, weight, grpc_port)
     if problem:
         return _error(400, problem, field="address")
-    return _json({"cluster": name, "endpoint": address, "registered": True}, 201)
+    answer: dict[str, Any] = {"cluster": name, "endpoint": address, "registered": True}
+    if grpc_port is not None:
+        answer["grpc_port"] = grpc_port
+    return _json(answer, 201)
 
 
 async def remove_endpoint(request: web.Request) -> web.Response:

@@ -27,6 +27,8 @@ import orjson
 
 from routing.discovery.static import parse_address
 
+# The highest TCP port.
+MAX_PORT: Final = 65535
 # Endpoint weights through the API: a ring-hash balancer places 160 points per unit of weight, so
 # 1000 is 160,000 points for one endpoint, far past any share an operator means and still cheap.
 MAX_ENDPOINT_WEIGHT: Final = 1000
@@ -116,6 +118,23 @@ def endpoint_weight(payload: dict[str, Any]) -> int:
     value = payload.get("weight", 1)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ENDPOINT_WEIGHT:
         raise InputError("weight", f"weight must be a whole number from 1 to {MAX_ENDPOINT_WEIGHT}")
+    return value
+
+
+def endpoint_grpc_port(payload: dict[str, Any], address: str) -> int | None:
+    """The endpoint's gRPC port on the same host, where the body names one (as a config entry's
+    `grpc_port`: not the address's own port)."""
+    value = payload.get("grpc_port")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PORT:
+        raise InputError("grpc_port", f"grpc_port must be a whole number from 1 to {MAX_PORT}")
+    if value == parse_address(address)[1]:
+        raise InputError(
+            "grpc_port",
+            f"grpc_port {value} is the port of address {address}: leave grpc_port out when the "
+            "endpoint serves gRPC on its HTTP port",
+        )
     return value
 
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from gateway.admin_inputs import MAX_ARM_WEIGHT, MAX_ENDPOINT_WEIGHT
+from gateway.admin_inputs import MAX_ARM_WEIGHT, MAX_ENDPOINT_WEIGHT, MAX_PORT
 
 Json = dict[str, Any]
 
@@ -142,6 +142,7 @@ _SCHEMAS: Final[Json] = {
             "cluster": {"type": "string"},
             "endpoint": {"type": "string"},
             "registered": {"type": "boolean"},
+            "grpc_port": {"type": "integer"},
             "drained": {"type": "boolean"},
         },
     },
@@ -258,6 +259,14 @@ OPENAPI: Final[Json] = {
                                 "admin.allow_link_local_endpoints is set.",
                             },
                             "weight": {"type": "integer", "minimum": 1, "maximum": MAX_ENDPOINT_WEIGHT},
+                            "grpc_port": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PORT,
+                                "description": "The endpoint's gRPC port on the same host, as a config "
+                                "entry's grpc_port: gRPC calls and gRPC health checks go there. Not the "
+                                "address's own port.",
+                            },
                         },
                     },
                     "The endpoint to add.",

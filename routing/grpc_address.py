@@ -11,6 +11,11 @@ The data path knows a picked endpoint by its address text only ("10.0.0.5:9103")
 behind the address (its cluster's endpoint set) and the name it came from; that answer is kept for
 the next call. If one address is reached through two entries with different `grpc_port`s, the first
 answer found is kept (they name the same server, so they cannot both be right).
+
+Endpoints that come after the config, added through the admin API with a `grpc_port` or announced
+by a worker pool with a gRPC address, are `added`: their HTTP address -> gRPC address, as is. They
+change while the config stays (`GrpcAddresses.set_added`, `gateway/grpc_ports.py`), and a config
+entry for the same address gives way to them (the later word).
 """
 
 from __future__ import annotations
@@ -44,12 +49,15 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def grpc_addresses(ports: GrpcPorts, endpoint: Callable[[str], Endpoint | None]) -> dict[str, str]:
+def grpc_addresses(
+    ports: GrpcPorts, endpoint: Callable[[str], Endpoint | None], added: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The data path's map: a plain dict where every entry naming a `grpc_port` is an IP address
     (its C `get` costs nothing to speak of), a `GrpcAddresses` where a name must be resolved."""
     if any(not _is_ip(host) for host, _ in ports):
-        return GrpcAddresses(ports, endpoint)
-    return {join_host_port(host, port): join_host_port(host, grpc) for (host, port), grpc in ports.items()}
+        return GrpcAddresses(ports, endpoint, added)
+    static = {join_host_port(host, port): join_host_port(host, grpc) for (host, port), grpc in ports.items()}
+    return static | dict(added or {})
 
 
 class GrpcAddresses(dict[str, str]):
@@ -57,19 +65,33 @@ class GrpcAddresses(dict[str, str]):
     `grpc_port` is answered its own address; an address no endpoint set holds, `default`. Built
     once per config; read for every gRPC call."""
 
-    __slots__ = ("_by_name", "_endpoint", "_static")
+    __slots__ = ("_by_name", "_configured", "_endpoint", "_static")
 
-    def __init__(self, ports: GrpcPorts, endpoint: Callable[[str], Endpoint | None]) -> None:
-        """`endpoint`: the endpoint behind an address, where one is known (for resolved names)."""
+    def __init__(
+        self,
+        ports: GrpcPorts,
+        endpoint: Callable[[str], Endpoint | None],
+        added: Mapping[str, str] | None = None,
+    ) -> None:
+        """`endpoint`: the endpoint behind an address, where one is known (for resolved names);
+        `added`: the endpoints that came after the config (see the module docstring)."""
         self._by_name: dict[tuple[str, int], int] = {}
-        self._static: dict[str, str] = {}
+        self._configured: dict[str, str] = {}
         self._endpoint = endpoint
         for (host, port), grpc_port in ports.items():
             if _is_ip(host):
-                self._static[join_host_port(host, port)] = join_host_port(host, grpc_port)
+                self._configured[join_host_port(host, port)] = join_host_port(host, grpc_port)
             else:
                 self._by_name[(host, port)] = grpc_port
+        self._static = self._configured | dict(added or {})
         super().__init__(self._static)
+
+    def set_added(self, added: Mapping[str, str]) -> None:
+        """The endpoints added since the config, replacing those set before; what was remembered
+        of resolved names is asked again."""
+        self._static = self._configured | dict(added)
+        self.clear()
+        self.update(self._static)
 
     def of(self, endpoint: Endpoint) -> str:
         """The endpoint's gRPC address: its own address where its entry names no `grpc_port`."""

@@ -82,11 +82,13 @@ class GrpcHealthChecker(HttpHealthChecker):
         included); the rest as for `HttpHealthChecker`."""
         super().__init__(endpoint_set, **options)
         self._request = check_request(service)
-        self._addresses = addresses
+        self.addresses = addresses if addresses is not None else GrpcAddresses({}, endpoint_set.get)
+        """Where each endpoint serves gRPC; endpoints added since the config are set on it
+        (`gateway/grpc_ports.py`)."""
 
     async def check(self, endpoint: Endpoint) -> CheckResult:
         started = self._clock()
-        address = self._addresses.of(endpoint) if self._addresses is not None else endpoint.address
+        address = self.addresses.of(endpoint)
         try:
             async with grpc.aio.insecure_channel(address) as channel:
                 answer = await channel.unary_unary(CHECK_METHOD)(self._request, timeout=self._timeout)
