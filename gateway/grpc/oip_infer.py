@@ -12,7 +12,9 @@ asks this module instead, after the request filters and before the upstream:
 - **Batching** (`batching`): the call joins the filter's kind of queue, a `Batcher` built from the
   filter's config and metrics, one per filter and cluster, whose batches go to the cluster over the
   relay's HTTP/2 channels (`oip_batch_format.py` merges and splits the messages). A call that
-  cannot be merged goes upstream alone, as without batching.
+  cannot be merged goes upstream alone, as without batching. The batch's call carries the
+  batcher's headers as metadata (its request id, its members' ids) and, with tracing on, the
+  traceparent of its attempt span; the load report in its answer feeds the cluster's balancer.
 
 Routes without these filters never reach this module, and their calls are never decoded.
 """

@@ -17,6 +17,9 @@ import pytest
 from aiohttp import web
 
 from inference_workers.grpc_codec import pb, pb_grpc
+from plugins.batching.member import Member
+from plugins.batching.payload import Payload
+from plugins.batching.sender import BATCH_MEMBERS, MAX_MEMBER_IDS_BYTES, batch_headers
 from tests.conftest import gateway_config
 from tests.support.processes import free_port
 
@@ -202,3 +205,20 @@ async def test_a_batched_grpc_calls_load_report_reaches_the_balancer(
         (shown,) = clusters["up"]["endpoints"]
         assert shown["queue_depth"] == QUEUE_DEPTH
         assert endpoint.reported_inflight == INFLIGHT
+
+
+def test_a_large_batch_names_the_members_that_fit() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        payload = Payload(None, 1, (), None)  # type: ignore[arg-type]  # only the id is read
+        ids = [f"{index:032x}" for index in range(300)]
+        members = [Member(payload, 0, 0.0, loop.create_future(), None, id_) for id_ in ids]
+        headers = batch_headers(members, {"content-type": "application/json"})
+        named = headers[BATCH_MEMBERS]
+        assert len(named) <= MAX_MEMBER_IDS_BYTES and named.split(",") == ids[: len(named.split(","))]
+        assert len(named.split(",")) == MAX_MEMBER_IDS_BYTES // 33
+        assert headers["content-type"] == "application/json" and headers["x-request-id"] not in ids
+        alone = batch_headers(members[:1], {})
+        assert alone == {"x-request-id": ids[0]}
+    finally:
+        loop.close()
