@@ -1,0 +1,94 @@
+"""One unary call on the own HTTP/2 client: its stream's state, and how its answer reads.
+
+`UnaryStream` is what a connection (`h2_connection.py`) keeps per stream; `reply_or_error` turns
+a finished stream and its trailers (or a trailers-only answer) into the call's outcome, without
+any I/O. `CallError` and `UnaryReply` are what a caller of `H2Clients.unary` sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import grpc
+
+from gateway.grpc.metadata import Metadata
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class CallError(Exception):
+    """A call that did not end OK: its status code, details and trailing metadata."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: Metadata = ()) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+        self.trailing = trailing
+
+
+@dataclass(frozen=True, slots=True)
+class UnaryReply:
+    message: bytes
+    initial: Metadata
+    trailing: Metadata
+
+
+class UnaryStream:
+    """One stream: the request's unsent bytes, then the answer as it arrives."""
+
+    __slots__ = ("data", "future", "id", "initial", "pending", "received", "timer", "window")
+
+    def __init__(self, stream_id: int, future: asyncio.Future[UnaryReply], window: int) -> None:
+        self.id = stream_id
+        self.future = future
+        self.window = window
+        self.pending = b""
+        self.initial: list[tuple[str, str]] | None = None
+        self.data = bytearray()
+        self.received = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def timeout_header(seconds: float) -> bytes:
+    """`grpc-timeout` (at most 8 digits and a unit, gRPC's HTTP/2 protocol spec), rounded up."""
+    micros = max(1, int(seconds * 1_000_000) + 1)
+    if micros < 100_000_000:
+        return b"%du" % micros
+    millis = micros // 1000 + 1
+    return b"%dm" % millis if millis < 100_000_000 else b"%dS" % min(99_999_999, millis // 1000 + 1)
+
+
+def header_metadata(headers: list[tuple[str, str]]) -> Metadata:
+    """Header pairs as gRPC metadata (as grpcio gives it: no pseudo-headers, content-type or
+    `grpc-` keys), `-bin` values base64-decoded to bytes."""
+    pairs: list[tuple[str, str | bytes]] = []
+    for key, value in headers:
+        if key.startswith((":", "grpc-")) or key == "content-type":
+            continue
+        if key.endswith("-bin"):
+            pairs.append((key, base64.b64decode(value + "=" * (-len(value) % 4))))
+        else:
+            pairs.append((key, value))
+    return tuple(pairs)
+
+
+def reply_or_error(stream: UnaryStream, trailers: list[tuple[str, str]]) -> UnaryReply | CallError:
+    """The call's end: its trailers (or a trailers-only answer) say how it went; an OK answer
+    must be one whole uncompressed message."""
+    status = next((value for name, value in trailers if name == "grpc-status"), None)
+    if status is None:
+        return CallError(grpc.StatusCode.INTERNAL, "the upstream's answer ended without a status")
+    code = _CODES.get(int(status) if status.isdigit() else -1, grpc.StatusCode.UNKNOWN)
+    trailing = header_metadata(trailers)
+    if code != grpc.StatusCode.OK:
+        details = next((value for name, value in trailers if name == "grpc-message"), "")
+        return CallError(code, unquote(details), trailing)
+    data = stream.data
+    length = int.from_bytes(data[1:5], "big") if len(data) >= 5 else -1
+    if length != len(data) - 5 or data[0]:
+        why = "compressed" if data[:1] == b"\x01" else "not one whole message"
+        return CallError(grpc.StatusCode.INTERNAL, f"the upstream's answer is {why}")
+    return UnaryReply(bytes(data[5:]), header_metadata(stream.initial or []), trailing)
