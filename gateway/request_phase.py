@@ -47,6 +47,9 @@ def run_request_phase(request: ProxyRequest) -> None:
             request.spawn(_run_async(request, 0, None))
             return
         ctx.body = exchange.take_complete_body()
+    if not chain.on_request:  # answer samplers and body readers only: no hook to run
+        choose_backend(request)
+        return
     _run(request, 0)
 
 
