@@ -460,13 +460,16 @@ class UpstreamAttempt:
     def _copy_for_watchers(self, head: ResponseHead) -> None:
         """A filter watches this answer (`ctx.watch_answer`). When no response filter reads its body,
         it is not held back for the watchers: it streams to the client as any answer, and its bytes
-        are kept aside as they pass (`on_body`), unless its length is over the bound. Otherwise the
-        response phase holds it anyway and shows the watchers the answer it writes."""
+        are kept aside as they pass (`on_body`), unless its length is over the bound. An answer the
+        response phase holds anyway (filters that read its body or await) is shown as it is written."""
         request = self.request
         route = request.route
         assert route is not None
         ctx = request.ctx
-        if route.filters.needs_response_body or request.buffer_response or is_event_stream(head.headers):
+        chain = route.filters
+        if chain.needs_response_body or not chain.response_is_sync or request.buffer_response:
+            return  # held back anyway: shown as written (response_phase.write_response)
+        if is_event_stream(head.headers):
             return
         self.copy_watchers, ctx.answer_watchers = ctx.answer_watchers, None
         self.copy_head = head
