@@ -80,6 +80,9 @@ class EventRecorder:
         # Sealed groups in order, each with the batch id it keeps through retries and replays: the
         # store can then tell a retry from a new batch and never apply one twice.
         self._sealed: deque[tuple[list[Event], str]] = deque()
+        # One write at a time: `flush` (a reload, the admin API, feedback) and the background task can
+        # both be draining; without it both wrote the same head group and the second removal failed.
+        self._write_lock = asyncio.Lock()
         self._waiting = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -217,16 +220,21 @@ class EventRecorder:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _write_one_group(self) -> bool:
-        group, batch_id = self._sealed[0]
-        try:
-            await self._store.write(group, batch_id=batch_id)
-        except Exception:  # any store failure: keep the group and retry it later
-            self._failed_writes += 1
-            _log.warning(
-                "experiment events: store write failed; %d events waiting", self._waiting, exc_info=True
-            )
-            return False
-        self._sealed.popleft()
-        self._waiting -= len(group)
-        self._written += len(group)
-        return True
+        """Write the oldest sealed group; False when the store refused it (it stays queued). A
+        writer that waited for another finds the queue moved on, and writes the next group or none."""
+        async with self._write_lock:
+            if not self._sealed:
+                return True
+            group, batch_id = self._sealed[0]
+            try:
+                await self._store.write(group, batch_id=batch_id)
+            except Exception:  # any store failure: keep the group and retry it later
+                self._failed_writes += 1
+                _log.warning(
+                    "experiment events: store write failed; %d events waiting", self._waiting, exc_info=True
+                )
+                return False
+            self._sealed.popleft()
+            self._waiting -= len(group)
+            self._written += len(group)
+            return True

@@ -97,6 +97,29 @@ async def test_failed_writes_are_retried(sqlite_store: SqliteEventStore) -> None
     assert (await sqlite_store.phase_data("e", 0)).arm("a").units == 120
 
 
+async def test_a_flush_while_the_background_writer_writes_writes_each_group_once(
+    sqlite_store: SqliteEventStore,
+) -> None:
+    # The background task is inside the store with the first group when a flush (a reload, the
+    # admin API) starts draining the same queue: each group must be written once, in order.
+    gated = GatedStore(sqlite_store)
+    recorder = EventRecorder(gated, batch_size=100, flush_interval=0.01)  # type: ignore[arg-type]
+    await recorder.start()
+    for event in exposures(100):
+        recorder.record(event)
+    await asyncio.wait_for(gated.waiting.wait(), 5)
+    for event in exposures(150, start=100):
+        recorder.record(event)
+    flushing = asyncio.create_task(recorder.flush())
+    await asyncio.sleep(0.05)
+    gated.gate.set()
+    await asyncio.wait_for(flushing, 5)
+    await recorder.stop()
+    stats = recorder.stats()
+    assert stats.written == stats.accepted == 250 and stats.queued == 0 and stats.lost == 0
+    assert (await sqlite_store.phase_data("e", 0)).arm("a").exposures == 250
+
+
 async def test_stop_flushes_every_queued_event(store: EventStore) -> None:
     # A long flush interval: nothing is written before stop() unless a batch fills.
     recorder = EventRecorder(store, batch_size=10_000, flush_interval=60.0, capacity=20_000)
