@@ -50,7 +50,9 @@ class SplitStateSync:
     async def poll_once(self) -> list[str]:
         """Adopt every newer stored state; the names of the splits that changed."""
         changed = []
-        for name, split in self._splits.items():
+        # A snapshot: the mapping is the runtime's, and a reload can add or remove splits while a
+        # read from the store is awaited.
+        for name, split in list(self._splits.items()):
             if await self.adopt(split):
                 changed.append(name)
         return changed

@@ -40,3 +40,25 @@ async def test_a_losing_publish_adopts_the_winner(store: EventStore) -> None:
     assert not await SplitStateSync(store, {"exp": second}).publish(second)
     assert second.state.status is SplitStatus.RUNNING
     assert second.state.weights == (("a", 1.0), ("b", 3.0)) and second.current_phase == 1
+
+
+async def test_a_reload_that_adds_a_split_during_a_poll_does_not_break_it(store: EventStore) -> None:
+    # The splits mapping is the runtime's: a reload adds an experiment while the poll awaits the
+    # store's answer for the first one. The poll finishes, and the next one sees the new split.
+    splits = {"exp": AbSplit("exp", CONFIG)}
+    publisher = AbSplit("exp", CONFIG)
+    publisher.pause()
+    assert await SplitStateSync(store, {"exp": publisher}).publish(publisher)
+
+    class ReloadDuringRead:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        async def load_state(self, name: str) -> object:
+            splits.setdefault("added", AbSplit("added", CONFIG))
+            return await store.load_state(name)
+
+    sync = SplitStateSync(ReloadDuringRead(), splits)  # type: ignore[arg-type]
+    assert await sync.poll_once() == ["exp"]
+    assert await sync.poll_once() == []
+    assert set(splits) == {"exp", "added"}
