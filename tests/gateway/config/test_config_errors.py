@@ -82,7 +82,7 @@ def test_unknown_field_without_close_match_lists_the_valid_ones() -> None:
     ) == [
         "x.yaml:2: listen.zzz: unknown field (valid fields: host, port, max_header_bytes, max_headers, "
         "max_body_bytes, header_timeout, idle_timeout, drain_timeout, backlog, tls, escaped_slashes, "
-        "grpc_port)"
+        "grpc_port, grpc_transport)"
     ]
 
 
