@@ -3,7 +3,7 @@
 A call is one small object (`h2_call.UnaryStream`); every call started in one event-loop turn
 goes out in one write. Request headers are HPACK literals without indexing (nothing to track);
 answers are decoded by the `hpack` package, a block seen before reused while the dynamic table is
-unchanged (`http2.HeaderBlocks`). Flow control both ways, and the server's
+unchanged (`hpack_blocks.HeaderBlocks`). Flow control both ways, and the server's
 MAX_CONCURRENT_STREAMS (calls over it wait). A deadline is sent as `grpc-timeout` and kept here
 too: the stream is reset with CANCEL when it passes, as it is for a call its caller cancelled.
 GOAWAY, a lost connection or used-up stream ids make the connection unusable (`usable`); the
@@ -24,6 +24,7 @@ import grpc
 
 from gateway.grpc.h2_call import CallError, UnaryReply, UnaryStream, reply_or_error, timeout_header
 from gateway.grpc.metadata import Metadata
+from gateway.mesh.hpack_blocks import HeaderBlocks, hpack_integer, hpack_literal
 from gateway.mesh.http2 import (
     ACK,
     CONTINUATION,
@@ -39,10 +40,7 @@ from gateway.mesh.http2 import (
     RST_STREAM,
     SETTINGS,
     WINDOW_UPDATE,
-    HeaderBlocks,
     frame,
-    hpack_integer,
-    hpack_literal,
 )
 
 _HEAD = 9

@@ -55,6 +55,10 @@ _DRAIN_POLL = 0.05
 # within 20 s (several round trips over any real network) is taken as gone. grpcio's listener
 # uses the same (front_door.py's KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS).
 KEEPALIVE = (60.0, 20.0)
+# Request headers (metadata) a stream may carry, as SETTINGS_MAX_HEADER_LIST_SIZE counts them: the
+# HTTP/1.1 listener's default `listen.max_header_bytes`, so a request fits either way. A stream over
+# it is answered RESOURCE_EXHAUSTED and the connection serves on (`http2.Http2Connection`).
+MAX_HEADER_LIST = 64 * 1024
 _PING = frame(PING, 0, 0, b"turnout\x00")
 
 
@@ -83,6 +87,7 @@ class _Connection(asyncio.Protocol):
         "_connections",
         "_h2",
         "_keepalive",
+        "_max_header_list",
         "_max_message",
         "_origin",
         "_pinged",
@@ -99,8 +104,10 @@ class _Connection(asyncio.Protocol):
         max_message: int,
         connections: set[_Connection],
         keepalive: tuple[float, float],
+        max_header_list: int,
     ) -> None:
         self._relay = relay
+        self._max_header_list = max_header_list
         self._keepalive = keepalive
         self._active = False
         self._pinged = False
@@ -119,7 +126,13 @@ class _Connection(asyncio.Protocol):
         if sock is not None:  # each answer is one small write the client is waiting for
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._connections.add(self)
-        self._h2 = Http2Connection(transport.write, {}, self._max_message, fallback=self._call)
+        self._h2 = Http2Connection(
+            transport.write,
+            {},
+            self._max_message,
+            fallback=self._call,
+            max_header_list=self._max_header_list,
+        )
         self._h2.start()
         transport.set_protocol(self)
         self._timer = asyncio.get_running_loop().call_later(self._keepalive[0], self._tick)
@@ -231,9 +244,17 @@ class _Connection(asyncio.Protocol):
 class NativeFront:
     """The main port's HTTP/2 connections of one gateway process, served on the own transport."""
 
-    def __init__(self, relay: Relay, max_message: int, keepalive: tuple[float, float] = KEEPALIVE) -> None:
-        """`keepalive`: (idle seconds before a ping, seconds to wait for its answer)."""
+    def __init__(
+        self,
+        relay: Relay,
+        max_message: int,
+        keepalive: tuple[float, float] = KEEPALIVE,
+        max_header_list: int = MAX_HEADER_LIST,
+    ) -> None:
+        """`keepalive`: (idle seconds before a ping, seconds to wait for its answer);
+        `max_header_list`: the request headers a stream may carry, in bytes as HTTP/2 counts them."""
         self._relay = relay
+        self._max_header_list = max_header_list
         self._keepalive = keepalive
         self._max_message = max_message
         self._connections: set[_Connection] = set()
@@ -247,7 +268,9 @@ class NativeFront:
             transport.close()
             return
         origin = origin_of(client_ip, tls_subject)
-        connection = _Connection(self._relay, origin, self._max_message, self._connections, self._keepalive)
+        connection = _Connection(
+            self._relay, origin, self._max_message, self._connections, self._keepalive, self._max_header_list
+        )
         connection.take(transport, first)
 
     async def stop(self, grace: float) -> None:

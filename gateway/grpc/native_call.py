@@ -27,7 +27,8 @@ import grpc
 
 from gateway.grpc.call import UNARY_METHODS
 from gateway.grpc.metadata import Metadata
-from gateway.mesh.http2 import INTERNAL, ServerStream, hpack_literal
+from gateway.mesh.hpack_blocks import hpack_literal
+from gateway.mesh.http2 import INTERNAL, ServerStream
 
 if TYPE_CHECKING:
     from gateway.grpc.relay import Relay

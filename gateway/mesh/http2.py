@@ -16,7 +16,9 @@ object:
 - flow control both ways: receive windows refilled as bytes are consumed, answers queued while
   the peer's windows are closed;
 - gRPC's length-prefixed messages (gzip or deflate ones inflated, answers never compressed),
-  trailers with `grpc-status` and `grpc-message`.
+  trailers with `grpc-status` and `grpc-message`;
+- with `max_header_list`, request headers over it refused on their stream (RESOURCE_EXHAUSTED),
+  their block still decoded so the HPACK table stays in step; far over it, the connection closed.
 
 What a call does is a `CallHandler`'s business (`handlers` maps a method path to a factory); a path
 without one goes to the `fallback` factory, or is answered UNIMPLEMENTED without one. `go_away`
@@ -29,15 +31,19 @@ import asyncio
 import struct
 import zlib
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Protocol
 from urllib.parse import quote
 
-from hpack import Decoder
+# Imported from here before they had a module of their own (the `as` keeps them exported).
+from gateway.mesh.hpack_blocks import HeaderBlocks as HeaderBlocks
+from gateway.mesh.hpack_blocks import hpack_integer as hpack_integer
+from gateway.mesh.hpack_blocks import hpack_literal as hpack_literal
 
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _SETTINGS_INITIAL_WINDOW_SIZE, _SETTINGS_MAX_FRAME_SIZE, _SETTINGS_MAX_CONCURRENT = 0x4, 0x5, 0x3
+_SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
 # RFC 9113's initial window and frame size, until the peer's SETTINGS say otherwise.
 _DEFAULT_WINDOW = 65535
 _DEFAULT_FRAME = 16384
@@ -54,9 +60,11 @@ _HOLD_LIMIT = _DEFAULT_WINDOW
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Streams one connection may have open (as the gRPC listener allows: gateway/grpc/front_door.py).
 MAX_CONCURRENT_STREAMS = 1024
-# Distinct header blocks remembered per connection: Envoy's are a handful; the bound keeps a client
-# sending ever-new blocks from growing the cache.
-_BLOCK_CACHE = 64
+# With a header list limit (`Http2Connection`'s `max_header_list`): a list over it is still decoded
+# in full, so the HPACK dynamic table stays in step with the client's and only its stream is
+# refused; this many times the limit, decoded or as received, the connection is closed instead
+# (the decoder stops part-way through such a block, and buffering more is a client's attack).
+_HARD_HEADER_FACTOR = 16
 _NO_ERROR, _PROTOCOL_ERROR, _REFUSED_STREAM = 0, 1, 7
 # gRPC status codes used here (grpc/status.h).
 UNIMPLEMENTED, INTERNAL, RESOURCE_EXHAUSTED = 12, 13, 8
@@ -64,25 +72,6 @@ UNIMPLEMENTED, INTERNAL, RESOURCE_EXHAUSTED = 12, 13, 8
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream) + payload
-
-
-def hpack_integer(value: int, prefix: int, first: int) -> bytes:
-    """An HPACK integer (RFC 7541, 5.1) with `first`'s high bits in its first byte."""
-    limit = (1 << prefix) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def hpack_literal(name: bytes, value: bytes) -> bytes:
-    """A literal header field without indexing, new name, no Huffman (RFC 7541, 6.2.2)."""
-    return b"\x00" + hpack_integer(len(name), 7, 0) + name + hpack_integer(len(value), 7, 0) + value
 
 
 # `:status: 200` is static entry 8; `content-type` static name 31, as a literal without indexing.
@@ -99,32 +88,6 @@ def _trailers(code: int, message: str) -> bytes:
             b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()
         )
     return block
-
-
-class HeaderBlocks:
-    """An HPACK decoder that remembers the blocks it decoded: a block seen before is reused while
-    the dynamic table is unchanged (a peer's repeated headers are all indexed, the same bytes each
-    time), which skips the decoder's Python work for nearly every block."""
-
-    __slots__ = ("_blocks", "decoder")
-
-    def __init__(self) -> None:
-        self.decoder = Decoder()
-        self._blocks: dict[bytes, tuple[object, int, list[tuple[str, str]]]] = {}
-
-    def decode(self, block: bytes) -> list[tuple[str, str]]:
-        entries = self.decoder.header_table.dynamic_entries
-        state = (entries[0] if entries else None, len(entries))
-        cached = self._blocks.get(block)
-        if cached is not None and cached[0] is state[0] and cached[1] == state[1]:
-            return cached[2]
-        headers = cast(list[tuple[str, str]], self.decoder.decode(block))
-        after = (entries[0] if entries else None, len(entries))
-        if after[0] is state[0] and after[1] == state[1]:  # the block left the table unchanged
-            if len(self._blocks) >= _BLOCK_CACHE:
-                self._blocks.clear()
-            self._blocks[block] = (after[0], after[1], headers)
-        return headers
 
 
 class CallHandler(Protocol):
@@ -213,8 +176,15 @@ class Http2Connection:
         handlers: dict[str, Callable[[ServerStream], CallHandler]],
         max_message: int,
         fallback: Callable[[ServerStream], CallHandler] | None = None,
+        max_header_list: int | None = None,
     ) -> None:
-        """`fallback`: the handler of a path `handlers` does not name (else UNIMPLEMENTED)."""
+        """`fallback`: the handler of a path `handlers` does not name (else UNIMPLEMENTED).
+        `max_header_list`: advertised as SETTINGS_MAX_HEADER_LIST_SIZE; a request whose headers
+        are larger is answered RESOURCE_EXHAUSTED on its stream, and the connection serves on
+        (without it, hpack's 64 KiB closes the connection)."""
+        self._max_header_list = max_header_list
+        # The most of a header block buffered, as received: past it the connection is closed.
+        self._max_block = None if max_header_list is None else max_header_list * _HARD_HEADER_FACTOR
         self._write = write
         self._fallback = fallback
         self._going_away = False
@@ -224,7 +194,7 @@ class Http2Connection:
         self._flush_scheduled = False
         self._handlers = handlers
         self._max_message = max_message
-        self._blocks = HeaderBlocks()
+        self._blocks = HeaderBlocks(self._max_block)
         self._streams: dict[int, tuple[ServerStream, CallHandler, bytearray]] = {}
         self._last_id = 0
         self._header_block: tuple[int, int, bytearray] | None = None
@@ -252,6 +222,8 @@ class Http2Connection:
     def start(self) -> None:
         """Our settings and the connection's larger receive window (after the initial SETTINGS)."""
         settings = struct.pack(">HI", _SETTINGS_MAX_CONCURRENT, MAX_CONCURRENT_STREAMS)
+        if self._max_header_list is not None:
+            settings += struct.pack(">HI", _SETTINGS_MAX_HEADER_LIST_SIZE, self._max_header_list)
         self.write(
             frame(SETTINGS, 0, 0, settings)
             + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", _CONNECTION_WINDOW - _DEFAULT_WINDOW))
@@ -270,12 +242,14 @@ class Http2Connection:
             if flags & PRIORITY_FLAG:
                 payload = payload[5:]
             self._header_block = (stream_id, flags, bytearray(payload))
+            self._header_bytes(len(payload))
             if flags & END_HEADERS:
                 self._headers_done()
         elif kind == CONTINUATION:
             if self._header_block is None or self._header_block[0] != stream_id:
                 raise ConnectionError("CONTINUATION without its HEADERS")
             self._header_block[2].extend(payload)
+            self._header_bytes(len(self._header_block[2]))
             if flags & END_HEADERS:
                 self._headers_done()
         elif kind == RST_STREAM:
@@ -294,6 +268,10 @@ class Http2Connection:
         elif kind == GOAWAY:
             self.closed = True
 
+    def _header_bytes(self, size: int) -> None:
+        if self._max_block is not None and size > self._max_block:
+            raise ConnectionError(f"a header block over {self._max_block} bytes")
+
     def _settings(self, payload: memoryview) -> None:
         for at in range(0, len(payload) - 5, 6):
             key, value = struct.unpack_from(">HI", payload, at)
@@ -309,7 +287,7 @@ class Http2Connection:
         assert self._header_block is not None
         stream_id, flags, block = self._header_block
         self._header_block = None
-        headers = self._decode(bytes(block))
+        headers, size = self._blocks.decode_sized(bytes(block))  # always: the HPACK table's state
         entry = self._streams.get(stream_id)
         if entry is not None:  # trailers from the client: only their END_STREAM matters
             if flags & END_STREAM:
@@ -327,20 +305,30 @@ class Http2Connection:
             return
         path = next((value for name, value in headers if name == ":path"), "")
         stream.headers = headers
+        if self._max_header_list is not None and size > self._max_header_list:
+            # As gRPC servers answer metadata over their limit: on the stream, trailers-only.
+            self._refuse(
+                stream,
+                flags,
+                RESOURCE_EXHAUSTED,
+                f"request headers of {size} bytes exceed the limit of {self._max_header_list} bytes",
+            )
+            return
         factory = self._handlers.get(path, self._fallback)
         if factory is None:
-            stream.client_done = True  # nothing of it is kept: its late frames are dropped
-            stream.finish(UNIMPLEMENTED, f"{path}: served on a connection of its own")
-            if not flags & END_STREAM:
-                self.write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", _NO_ERROR)))
+            self._refuse(stream, flags, UNIMPLEMENTED, f"{path}: served on a connection of its own")
             return
         handler = factory(stream)
         self._streams[stream_id] = (stream, handler, bytearray())
         if flags & END_STREAM:
             self._client_done(stream_id, self._streams[stream_id])
 
-    def _decode(self, block: bytes) -> list[tuple[str, str]]:
-        return self._blocks.decode(block)
+    def _refuse(self, stream: ServerStream, flags: int, code: int, message: str) -> None:
+        """Answer a stream at once, trailers-only; what the client still sends on it is dropped."""
+        stream.client_done = True  # nothing of it is kept: its late frames are dropped
+        stream.finish(code, message)
+        if not flags & END_STREAM:
+            self.write(frame(RST_STREAM, 0, stream.id, struct.pack(">I", _NO_ERROR)))
 
     def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if flags & PADDED:
