@@ -8,6 +8,10 @@ which carries unary, client-streaming, server-streaming and bidirectional calls 
 message with grpcio's flow control as backpressure. Status, details, initial and trailing metadata
 come back as the upstream sent them; the client's deadline (capped by the route's timeout) goes
 out with the call; a client that cancels cancels the upstream call.
+
+The upstream call carries the call's request id and trace context as a REST request's head does
+(`metadata.py`, `relayed_metadata`): where tracing is on, each attempt is a client span whose
+traceparent goes out with it; where it is off, that costs one `ctx.trace is None` test a call.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from gateway.core.filters import Response
 from gateway.grpc.answer_sampling import sample_reply
 from gateway.grpc.call import answer_message, begin_call
 from gateway.grpc.h2_client import CallError
-from gateway.grpc.metadata import Metadata, answer_metadata, outgoing_metadata
+from gateway.grpc.metadata import Metadata, answer_metadata, relayed_metadata
 from gateway.grpc.oip_batch_format import GRPC_CONTENT_TYPE, member_metadata
 from gateway.grpc.oip_infer import MODEL_INFER, InferFilters, InferStage, UpstreamStatus, infer_filters
 from gateway.grpc.retry import retry_elsewhere, retry_policy
@@ -33,6 +37,7 @@ from gateway.grpc.status import code_for_status, status_for_code
 from gateway.mesh.exchange import Forward, MeshExchange, error_response
 
 if TYPE_CHECKING:
+    from gateway.core.trace import AttemptSpan
     from gateway.grpc.channels import UpstreamChannels
     from gateway.grpc.metrics import GrpcMetrics
     from gateway.grpc.tls import PeerSubjects
@@ -103,7 +108,9 @@ class Relay:
         limit = route.timeout if route is not None and route.timeout is not None else cluster.request_timeout
         remaining = context.time_remaining()
         timeout = limit if remaining is None else min(limit, remaining)
-        return exchange, decision, outgoing_metadata(exchange.ctx.headers, binary), timeout
+        ctx = exchange.ctx
+        metadata = relayed_metadata(ctx.headers, binary, ctx.request_id, ctx.trace is not None)
+        return exchange, decision, metadata, timeout
 
     async def unary(self, path: str, request: bytes, context: Context) -> bytes:
         exchange, forward, metadata, timeout = await self._decide(path, context, request, unary=True)
@@ -127,12 +134,23 @@ class Relay:
                     return self._done(exchange, answer.body)
         address = forward.endpoint
         retries = 0
+        trace = ctx.trace
+        span: AttemptSpan | None = None
         try:
             while True:
+                sent = metadata
+                if trace is not None:  # the attempt's span, named by the traceparent it sends
+                    span = trace.attempt(address, retries)
+                    sent = (*metadata, ("traceparent", span.traceparent))
                 try:
-                    reply = await self._channels.unary(address, path, request, metadata, timeout)
+                    reply = await self._channels.unary(address, path, request, sent, timeout)
+                    if span is not None:
+                        span.set_status(200)
+                        span.end()
                     break
                 except CallError as error:
+                    if span is not None:
+                        _end_failed(span, error.code, bool(error.trailing))
                     other = None
                     if error.code == grpc.StatusCode.UNAVAILABLE:
                         other = retry_elsewhere(exchange, self._runtime())
@@ -143,6 +161,9 @@ class Relay:
                         raise
                     address, retries = other, retries + 1
                 except asyncio.CancelledError:  # the client left: the upstream stream was reset
+                    if span is not None:
+                        span.fail("cancelled")
+                        span.end()
                     _finish(
                         exchange,
                         self._metrics,
@@ -222,6 +243,10 @@ class Relay:
                 ctx.bytes_in += len(message)
                 yield message
 
+        trace = ctx.trace
+        span = trace.attempt(forward.endpoint, 0) if trace is not None else None
+        if span is not None:
+            metadata += (("traceparent", span.traceparent),)
         call = self._channels.get(forward.endpoint).stream_stream(path)(
             upstream_requests(), metadata=metadata, timeout=timeout
         )
@@ -237,16 +262,24 @@ class Relay:
                 yield reply
         except grpc.aio.AioRpcError as error:
             exchange.ctx.bytes_out = sent
+            if span is not None:
+                _end_failed(span, error.code(), bool(error.trailing_metadata()))
             await _upstream_failed(
                 exchange, self._metrics, error.code(), error.details(), error.trailing_metadata(), context
             )
             raise
         except (asyncio.CancelledError, GeneratorExit):
             call.cancel()
+            if span is not None:
+                span.fail("cancelled")
+                span.end()
             _finish(exchange, self._metrics, CLIENT_CLOSED, grpc.StatusCode.CANCELLED, "the client cancelled")
             raise
         exchange.ctx.bytes_out = sent
         code = await call.code()
+        if span is not None:
+            span.set_status(status_for_code(code))
+            span.end()
         context.set_trailing_metadata(answer_metadata(await call.trailing_metadata()))
         if code != grpc.StatusCode.OK:
             details = await call.details()
@@ -257,6 +290,16 @@ class Relay:
 
 # Only ModelStreamInfer names its model in its messages among the streaming methods.
 _FIRST_MESSAGE_ROUTES = frozenset(("/inference.GRPCInferenceService/ModelStreamInfer",))
+
+
+def _end_failed(span: AttemptSpan, code: grpc.StatusCode, answered: bool) -> None:
+    """An attempt that ended in a non-OK status: a server's answer (it sent trailers) is a status
+    on the span; UNAVAILABLE with none is the client's own (no connection), a failed attempt."""
+    if code == grpc.StatusCode.UNAVAILABLE and not answered:
+        span.fail(code.name)
+    else:
+        span.set_status(status_for_code(code))
+    span.end()
 
 
 def _finish(
