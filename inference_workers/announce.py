@@ -58,7 +58,9 @@ def write_announce_file(path: Path, workers: Sequence[AnnouncedWorker]) -> None:
 
 
 class Registrar:
-    """POSTs `{"address": ...}` to `url` when a worker is ready, DELETEs `url/address` when it stops.
+    """POSTs `{"address": ..., "grpc_port": ...}` to `url` when a worker is ready (`grpc_port` when
+    it serves gRPC, on the same host: the gateway sends it gRPC calls and gRPC health checks there),
+    DELETEs `url/address` when it stops.
 
     Use as an async context manager; on exit it finishes what is queued within `drain_s`."""
 
@@ -66,7 +68,7 @@ class Registrar:
         self._url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._drain_s = drain_s
-        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, str, int | None]] = asyncio.Queue()
         self._session: aiohttp.ClientSession | None = None
         self._sender: asyncio.Task[None] | None = None
 
@@ -86,24 +88,24 @@ class Registrar:
         if self._session is not None:
             await self._session.close()
 
-    def register(self, address: str) -> None:
-        self._queue.put_nowait(("POST", address))
+    def register(self, address: str, grpc_port: int | None = None) -> None:
+        self._queue.put_nowait(("POST", address, grpc_port))
 
     def deregister(self, address: str) -> None:
-        self._queue.put_nowait(("DELETE", address))
+        self._queue.put_nowait(("DELETE", address, None))
 
     async def _send_all(self) -> None:
         while True:
-            method, address = await self._queue.get()
+            method, address, grpc_port = await self._queue.get()
             try:
-                await self._send(method, address)
+                await self._send(method, address, grpc_port)
             finally:
                 self._queue.task_done()
 
-    async def _send(self, method: str, address: str) -> None:
+    async def _send(self, method: str, address: str, grpc_port: int | None) -> None:
         delay = REGISTER_FIRST_DELAY_S
         for attempt in range(1, REGISTER_ATTEMPTS + 1):
-            failure = await self._try(method, address)
+            failure = await self._try(method, address, grpc_port)
             if failure is None:
                 return
             retryable, detail = failure
@@ -113,12 +115,17 @@ class Registrar:
             await asyncio.sleep(delay)
             delay *= 2
 
-    async def _try(self, method: str, address: str) -> tuple[bool, str] | None:
+    async def _try(self, method: str, address: str, grpc_port: int | None) -> tuple[bool, str] | None:
         """None on success, else whether a retry may help and what went wrong."""
         if self._session is None:
             return False, "registrar not started"
         # Both calls say they send JSON: the admin API refuses calls that change state otherwise.
-        request: dict[str, Any] = {"json": {"address": address}} if method == "POST" else {"json": {}}
+        payload: dict[str, Any] = {}
+        if method == "POST":
+            payload["address"] = address
+            if grpc_port is not None:
+                payload["grpc_port"] = grpc_port
+        request: dict[str, Any] = {"json": payload}
         url = self._url if method == "POST" else f"{self._url}/{address}"
         try:
             async with self._session.request(method, url, **request) as response:

@@ -205,7 +205,7 @@ class WorkerPool:
                 replica.ready = True
                 self._publish()
                 if self._registrar is not None:
-                    self._registrar.register(replica.address)
+                    self._registrar.register(replica.address, replica.grpc_port)
                     replica.registered = True
                 return
             await asyncio.sleep(READY_POLL_S)
