@@ -196,6 +196,7 @@ class Gateway:
             listen.max_body_bytes,
             self.registry,
             client_certificates=listen.tls is not None and listen.tls.client_cert == "require",
+            max_header_bytes=listen.max_header_bytes,
         )
         await self.grpc.start_spliced(
             client_certificates=listen.tls is not None and listen.tls.client_cert != "none",

@@ -24,7 +24,7 @@ import grpc
 
 from gateway.grpc.call import UNARY_METHODS
 from gateway.grpc.channels import UpstreamChannels
-from gateway.grpc.h2_front import NativeFront
+from gateway.grpc.h2_front import MAX_HEADER_LIST, NativeFront
 from gateway.grpc.metrics import GrpcMetrics
 from gateway.grpc.oip_infer import InferStage
 from gateway.grpc.relay import Relay
@@ -89,8 +89,12 @@ class GrpcFrontDoor:
         registry: CollectorRegistry,
         *,
         client_certificates: bool = False,
+        max_header_bytes: int = MAX_HEADER_LIST,
     ) -> None:
-        """`client_certificates`: the port's TLS verifies client certificates (`listen.tls`)."""
+        """`client_certificates`: the port's TLS verifies client certificates (`listen.tls`).
+        `max_header_bytes`: the request metadata a call may carry (`listen.max_header_bytes`, as for
+        HTTP/1.1 requests); a call over it is answered RESOURCE_EXHAUSTED."""
+        self._max_header_bytes = max_header_bytes
         self._subjects = PeerSubjects() if client_certificates else None
         self._runtime = runtime
         self._metrics = GrpcMetrics(registry)
@@ -114,6 +118,10 @@ class GrpcFrontDoor:
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.max_send_message_length", self._max_message_bytes),
+                # Both of grpcio's limits: between a lower soft one and the hard one it refuses
+                # calls at random.
+                ("grpc.max_metadata_size", self._max_header_bytes),
+                ("grpc.absolute_max_metadata_size", self._max_header_bytes),
                 ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
                 ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
                 ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
@@ -130,7 +138,7 @@ class GrpcFrontDoor:
         if native:
             subjects = SplicedSubjects() if client_certificates else None
             relay = Relay(self._runtime, self.channels, self._metrics, subjects, self._infer)
-            self.native = NativeFront(relay, self._max_message_bytes)
+            self.native = NativeFront(relay, self._max_message_bytes, max_header_list=self._max_header_bytes)
         self.splices.open_lazily(functools.partial(self._open_private, client_certificates))
 
     def take(

@@ -55,9 +55,9 @@ _DRAIN_POLL = 0.05
 # within 20 s (several round trips over any real network) is taken as gone. grpcio's listener
 # uses the same (front_door.py's KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS).
 KEEPALIVE = (60.0, 20.0)
-# Request headers (metadata) a stream may carry, as SETTINGS_MAX_HEADER_LIST_SIZE counts them: the
-# HTTP/1.1 listener's default `listen.max_header_bytes`, so a request fits either way. A stream over
-# it is answered RESOURCE_EXHAUSTED and the connection serves on (`http2.Http2Connection`).
+# Request headers (metadata) a stream may carry, as SETTINGS_MAX_HEADER_LIST_SIZE counts them:
+# `listen.max_header_bytes`, whose default this is, so a request fits either way. A stream over it
+# is answered RESOURCE_EXHAUSTED and the connection serves on (`http2.Http2Connection`).
 MAX_HEADER_LIST = 64 * 1024
 _PING = frame(PING, 0, 0, b"turnout\x00")
 

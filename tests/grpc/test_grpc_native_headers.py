@@ -150,3 +150,23 @@ async def test_the_own_client_is_refused_on_its_stream_and_its_connection_serves
             assert clients._connections[address] is connection and connection.usable
         finally:
             await clients.close()
+
+
+@pytest.mark.parametrize("port", ["main", "grpc_port"])
+async def test_the_metadata_limit_is_listen_max_header_bytes_on_both_grpc_listeners(
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path, port: str
+) -> None:
+    # 4 KiB for request heads: a call whose metadata fits is served, a bigger one refused alike on
+    # the main port's own transport and on grpcio's `listen.grpc_port`. Both sizes stay under the
+    # test upstream's own limit (grpcio's 8 KiB), so a refusal is the gateway's.
+    one, two = upstreams
+    config = _config(one, two, tmp_path, max_header_bytes=4 * 1024, **NATIVE)
+    async with make_gateway(config) as gw:
+        target = gw.data_port if port == "main" else config["listen"]["grpc_port"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{target}") as channel:
+            echo = channel.unary_unary(ECHO)
+            assert await echo(b"fits", metadata=(("x-data", "v" * 2048),)) == b"echo:fits"
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await echo(b"over", metadata=(("x-data", "v" * 6144),))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert await echo(b"after", metadata=(("x-data", "small"),)) == b"echo:after"
