@@ -17,6 +17,25 @@ import grpc
 from gateway.grpc.metadata import Metadata
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+# An answer that is no gRPC server's (a proxy's error page, a plain HTTP server): its HTTP status as
+# gRPC's HTTP-to-gRPC mapping has it, so a 429 or 503 on the way is UNAVAILABLE and retried
+# elsewhere like a server that is down; any other status is UNKNOWN.
+_HTTP_CODES = {
+    "400": grpc.StatusCode.INTERNAL,
+    "401": grpc.StatusCode.UNAUTHENTICATED,
+    "403": grpc.StatusCode.PERMISSION_DENIED,
+    "404": grpc.StatusCode.UNIMPLEMENTED,
+    "429": grpc.StatusCode.UNAVAILABLE,
+    "502": grpc.StatusCode.UNAVAILABLE,
+    "503": grpc.StatusCode.UNAVAILABLE,
+    "504": grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def http_status_error(status: str) -> CallError:
+    """The error for an answer whose HTTP status is not 200: no gRPC server answered."""
+    code = _HTTP_CODES.get(status, grpc.StatusCode.UNKNOWN)
+    return CallError(code, f"the upstream answered HTTP status {status or 'none'}")
 
 
 class CallError(Exception):
@@ -80,6 +99,9 @@ def reply_or_error(stream: UnaryStream, trailers: list[tuple[str, str]]) -> Unar
     must be one whole uncompressed message."""
     status = next((value for name, value in trailers if name == "grpc-status"), None)
     if status is None:
+        http_status = next((value for name, value in trailers if name == ":status"), "200")
+        if http_status != "200":  # a head-only answer from no gRPC server
+            return http_status_error(http_status)
         return CallError(grpc.StatusCode.INTERNAL, "the upstream's answer ended without a status")
     code = _CODES.get(int(status) if status.isdigit() else -1, grpc.StatusCode.UNKNOWN)
     trailing = header_metadata(trailers)

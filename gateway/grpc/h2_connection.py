@@ -22,7 +22,14 @@ from typing import cast
 
 import grpc
 
-from gateway.grpc.h2_call import CallError, UnaryReply, UnaryStream, reply_or_error, timeout_header
+from gateway.grpc.h2_call import (
+    CallError,
+    UnaryReply,
+    UnaryStream,
+    http_status_error,
+    reply_or_error,
+    timeout_header,
+)
 from gateway.grpc.metadata import Metadata
 from gateway.mesh.hpack_blocks import HeaderBlocks, hpack_integer, hpack_literal
 from gateway.mesh.http2 import (
@@ -56,10 +63,13 @@ _CONNECTION_REFILL = 1 << 20
 _CANCEL, _REFUSED_STREAM = 8, 7
 # Stream ids are 31 bits; a connection that used them all is replaced.
 _LAST_STREAM_ID = (1 << 31) - 1
-# The static part of every request's header block: :method POST (static 3), :scheme http (6),
-# content-type (static name 31) application/grpc, te: trailers.
-_REQUEST_HEAD = (
-    b"\x83\x86\x0f\x10" + hpack_integer(16, 7, 0) + b"application/grpc" + hpack_literal(b"te", b"trailers")
+# The static parts of every request's header block, pseudo-headers first as RFC 9113 8.3 requires
+# (strict servers, Envoy and nginx among them, refuse a request otherwise): :method POST (static 3),
+# :scheme http (6), then after :authority and :path, content-type (static name 31)
+# application/grpc and te: trailers.
+_REQUEST_PSEUDO = b"\x83\x86"
+_REQUEST_FIELDS = (
+    b"\x0f\x10" + hpack_integer(16, 7, 0) + b"application/grpc" + hpack_literal(b"te", b"trailers")
 )
 
 
@@ -162,7 +172,7 @@ class H2Connection(asyncio.Protocol):
         head = self._paths.get(path)
         if head is None:  # the OIP v2 service's few methods: a handful per connection
             head = self._paths[path] = (
-                _REQUEST_HEAD + self._authority + hpack_literal(b":path", path.encode())
+                _REQUEST_PSEUDO + self._authority + hpack_literal(b":path", path.encode()) + _REQUEST_FIELDS
             )
         if timeout is not None:
             head += hpack_literal(b"grpc-timeout", timeout_header(timeout))
@@ -339,13 +349,7 @@ class H2Connection(asyncio.Protocol):
             if status != "200":  # no gRPC server's answer: a proxy's error page, say
                 self._calls.pop(stream_id, None)
                 self._closed_stream()
-                # 5xx as gRPC's HTTP mapping has it (502-504 UNAVAILABLE), else UNKNOWN.
-                code = (
-                    grpc.StatusCode.UNAVAILABLE
-                    if status in ("502", "503", "504")
-                    else grpc.StatusCode.UNKNOWN
-                )
-                self._fail(call, CallError(code, f"the upstream answered HTTP status {status or 'none'}"))
+                self._fail(call, http_status_error(status))
                 return
             call.initial = headers
             return

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from gateway.grpc.h2_client import CallError, H2Clients
@@ -150,3 +153,58 @@ async def test_a_server_going_away_finishes_its_calls_and_the_next_call_reconnec
         assert (await clients.unary(server.address, PATH, b"back", (), 5.0)).message == b"echo:back"
     finally:
         await again.stop(None)
+
+
+class _PlainHttp2Server(asyncio.Protocol):
+    """An HTTP/2 server that is no gRPC server (a proxy's error page): every request is answered
+    with the HTTP status its path names (`/429`), with a body or head-only (`/429/head`)."""
+
+    def __init__(self) -> None:
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.h2.initiate_connection()
+        self.transport.write(self.h2.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        for event in self.h2.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                path = dict(event.headers)[b":path"].decode().split("/")
+                head_only = path[-1] == "head"
+                self.h2.send_headers(event.stream_id, [(":status", path[1])], end_stream=head_only)
+                if not head_only:
+                    self.h2.send_data(event.stream_id, b"<html>busy</html>", end_stream=True)
+        self.transport.write(self.h2.data_to_send())
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        ("429", grpc.StatusCode.UNAVAILABLE),
+        ("503", grpc.StatusCode.UNAVAILABLE),
+        ("401", grpc.StatusCode.UNAUTHENTICATED),
+        ("403", grpc.StatusCode.PERMISSION_DENIED),
+        ("404", grpc.StatusCode.UNIMPLEMENTED),
+        ("400", grpc.StatusCode.INTERNAL),
+        ("500", grpc.StatusCode.UNKNOWN),
+    ],
+)
+@pytest.mark.parametrize("shape", ["body", "head"])
+async def test_an_answer_from_no_grpc_server_maps_its_http_status_as_grpc_does(
+    clients: H2Clients, status: str, code: grpc.StatusCode, shape: str
+) -> None:
+    # gRPC's HTTP-to-gRPC mapping: a 429 or 503 from a proxy on the way is UNAVAILABLE, which the
+    # relay retries on another endpoint, like a server that is down.
+    server = await asyncio.get_running_loop().create_server(_PlainHttp2Server, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        path = f"/{status}/head" if shape == "head" else f"/{status}/body"
+        with pytest.raises(CallError) as refused:
+            await clients.unary(f"127.0.0.1:{port}", path, b"a", (), 2.0)
+        assert refused.value.code == code
+        assert f"HTTP status {status}" in str(refused.value)
+    finally:
+        server.close()
