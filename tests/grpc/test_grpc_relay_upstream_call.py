@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from tests.conftest import gateway_config
+from tests.support.processes import free_port
 from tests.tracing.otlp_receiver import CLIENT, SERVER, otlp_receiver
 
 OIP_SERVICE = "inference.GRPCInferenceService"
@@ -148,3 +149,42 @@ async def test_a_traced_call_sends_its_attempt_spans_traceparent(
         assert not span.error
         # The attempt is a child of the gateway's server span, which continues the client's.
         assert servers[span.parent_id].parent_id == CLIENT_SPAN
+
+
+async def test_a_retried_call_sends_each_attempt_its_own_span(
+    make_gateway: Any, recorder: tuple[_Recorder, int]
+) -> None:
+    handler, port = recorder
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: refused, so the call goes to the other
+    traces = [f"{index + 1:032x}" for index in range(2)]
+    async with otlp_receiver() as receiver:
+        tracing = {"enabled": True, "sampling_ratio": 1.0, "endpoint": receiver.endpoint}
+        config = _config(port, "native", tracing=tracing)
+        config["clusters"]["up"]["endpoints"] = [dead, f"127.0.0.1:{port}"]
+        async with (
+            make_gateway(config) as gw,
+            grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel,
+        ):
+            for trace_id in traces:  # round robin: at least one tries the dead endpoint first
+                metadata = (("traceparent", f"00-{trace_id}-{CLIENT_SPAN}-01"),)
+                assert await channel.unary_unary(MODEL_INFER)(b"", metadata=metadata) == b""
+
+        def in_traces(spans: list[Any], kind: int) -> list[Any]:
+            return [span for span in spans if span.kind == kind and span.trace_id in traces]
+
+        # A server span ends after its attempts: both calls' spans are in once both of those are.
+        await receiver.wait_for(lambda spans: len(in_traces(spans, SERVER)) == 2)
+    sent = {
+        item["traceparent"].split("-")[1]: item["traceparent"].split("-")[2]
+        for item in handler.received[MODEL_INFER]
+    }
+    attempts = in_traces(receiver.spans, CLIENT)
+    retried = [span for span in attempts if span.attributes["turnout.attempt"] == 1]
+    assert retried, "a call tried the dead endpoint first"
+    for second in retried:
+        [first] = [span for span in attempts if span.trace_id == second.trace_id and span is not second]
+        assert first.error and first.attributes["turnout.endpoint"] == dead
+        assert first.attributes["turnout.attempt"] == 0 and first.parent_id == second.parent_id
+        assert not second.error and second.attributes["turnout.endpoint"] == f"127.0.0.1:{port}"
+        # The upstream got the traceparent of the attempt that reached it.
+        assert sent[second.trace_id] == second.span_id
