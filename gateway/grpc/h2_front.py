@@ -32,7 +32,6 @@ from gateway.mesh.http2 import (
     GOAWAY,
     PING,
     PREFACE,
-    UNIMPLEMENTED,
     CallHandler,
     Http2Connection,
     ServerStream,
@@ -60,6 +59,10 @@ KEEPALIVE = (60.0, 20.0)
 # is answered RESOURCE_EXHAUSTED and the connection serves on (`http2.Http2Connection`).
 MAX_HEADER_LIST = 64 * 1024
 _PING = frame(PING, 0, 0, b"turnout\x00")
+
+
+# A REST request over HTTP/2 is answered 505 (HTTP Version Not Supported) with this body.
+_REST_REFUSED = "HTTP/2 carries gRPC only on this port: send REST requests over HTTP/1.1\n"
 
 
 class _Ignored:
@@ -144,7 +147,9 @@ class _Connection(asyncio.Protocol):
     def _call(self, stream: ServerStream) -> CallHandler:
         content_type = next((value for name, value in stream.headers if name == "content-type"), "")
         if not content_type.startswith("application/grpc"):  # REST over HTTP/2: not served here
-            stream.finish(UNIMPLEMENTED, "HTTP/2 carries gRPC only here: send REST requests over HTTP/1.1")
+            stream.answer_plain(
+                505, "HTTP/2 carries gRPC only on this port: send REST requests over HTTP/1.1\n"
+            )
             return _NOTHING
         return NativeCall(self._relay, stream, self._origin)
 

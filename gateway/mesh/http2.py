@@ -74,6 +74,8 @@ def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream) + payload
 
 
+# A stream's `finished` for an answer that ends with an empty DATA frame instead of trailers.
+END_BY_DATA = b"\x00"
 # `:status: 200` is static entry 8; `content-type` static name 31, as a literal without indexing.
 _RESPONSE_HEAD = b"\x88\x0f\x10" + hpack_integer(16, 7, 0) + b"application/grpc"
 _TRAILERS_OK = hpack_literal(b"grpc-status", b"0")
@@ -155,6 +157,27 @@ class ServerStream:
             self.head_sent = True
             self.conn.write(frame(HEADERS, END_HEADERS, self.id, _RESPONSE_HEAD))
         self.pending += b"\x00" + struct.pack(">I", len(message)) + message
+        self.conn.flush(self)
+
+    def answer_plain(self, status: int, text: str) -> None:
+        """A plain HTTP answer instead of a gRPC one, for a request this server does not carry (a
+        REST client would read a gRPC status in HTTP 200 as success): the status, then `text`."""
+        if self.finished is not None or self.head_sent:
+            return
+        body = text.encode()
+        self.head_sent = True
+        self.conn.write(
+            frame(
+                HEADERS,
+                END_HEADERS,
+                self.id,
+                hpack_literal(b":status", str(status).encode())
+                + hpack_literal(b"content-type", b"text/plain; charset=utf-8")
+                + hpack_literal(b"content-length", str(len(body)).encode()),
+            )
+        )
+        self.pending += body
+        self.finished = END_BY_DATA
         self.conn.flush(self)
 
     def finish(self, code: int = 0, message: str = "", metadata: bytes = b"") -> None:
@@ -451,7 +474,10 @@ class Http2Connection:
         trailers = stream.finished
         if not trailers:  # not finished, or its trailers already sent
             return
-        self.write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, trailers))
+        if trailers is END_BY_DATA:  # a plain answer ends with its body, no trailers
+            self.write(frame(DATA, END_STREAM, stream.id, b""))
+        else:
+            self.write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, trailers))
         stream.finished = b""
         entry = self._streams.pop(stream.id, None)
         if not stream.client_done and entry is not None:

@@ -234,7 +234,7 @@ async def test_rest_over_http2_is_refused_and_the_connection_serves_on(
     one, two = upstreams
     async with make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw:
 
-        def rest_request() -> list[tuple[str, str]]:
+        def rest_request() -> tuple[dict[str, str], bytes]:
             block = Encoder().encode(
                 [
                     (":method", "POST"),
@@ -245,22 +245,31 @@ async def test_rest_over_http2_is_refused_and_the_connection_serves_on(
                 ]
             )
             headers = len(block).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01" + block  # END_STREAM
+            head: dict[str, str] = {}
+            body = b""
             with socket.create_connection(("127.0.0.1", gw.data_port), timeout=10) as conn:
                 conn.sendall(H2_PREFACE + EMPTY_SETTINGS + headers)
                 buffer = b""
                 while chunk := conn.recv(65536):
                     buffer += chunk
-                    at = 0
-                    while len(buffer) - at >= 9:
-                        size = int.from_bytes(buffer[at : at + 3], "big")
-                        kind, stream_id = buffer[at + 3], int.from_bytes(buffer[at + 5 : at + 9], "big")
-                        if kind == 1 and stream_id == 1:
-                            decoded = Decoder().decode(buffer[at + 9 : at + 9 + size])
-                            return [(str(name), str(value)) for name, value in decoded]
-                        at += 9 + size
-                return []
+                    while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+                        size, kind, flags = int.from_bytes(buffer[:3], "big"), buffer[3], buffer[4]
+                        stream_id = int.from_bytes(buffer[5:9], "big")
+                        payload, buffer = buffer[9 : 9 + size], buffer[9 + size :]
+                        if stream_id != 1:
+                            continue
+                        if kind == 1:
+                            head.update((str(name), str(value)) for name, value in Decoder().decode(payload))
+                        elif kind == 0:
+                            body += payload
+                        if flags & 0x1:  # END_STREAM: the answer is whole
+                            return head, body
+            return head, body
 
-        answer = dict(await asyncio.to_thread(rest_request))
-        assert answer[":status"] == "200" and answer["grpc-status"] == "12"  # UNIMPLEMENTED
+        head, body = await asyncio.to_thread(rest_request)
+        # A REST client must not read success: HTTP 505 with a body that says what to do.
+        assert head[":status"] == "505" and "grpc-status" not in head
+        assert head["content-type"].startswith("text/plain") and int(head["content-length"]) == len(body)
+        assert b"send REST requests over HTTP/1.1" in body
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel:
             assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
