@@ -1,5 +1,5 @@
-"""bench/monitor_cost.py runs end to end: two real gateways side by side (and a third, the A/A pair's other half), a real upstream, a paced
-load, and a result."""
+"""bench/monitor_cost.py runs end to end: two real gateways side by side (and a third, the A/A pair's
+other half), a real upstream, a paced load, and a result."""
 
 from __future__ import annotations
 
