@@ -149,6 +149,13 @@ def _parent(tree: Any, path: tuple[Any, ...]) -> Any:
     return tree
 
 
+def _fresh(value: Any) -> Any:
+    """A copy of a drawn value: ODD_VALUES holds lists and dicts that a later mutation of the tree
+    would otherwise change in place, changing what the next examples draw from (hypothesis then
+    fails the test as flaky)."""
+    return copy.deepcopy(value)
+
+
 def _mutate(tree: Any, data: st.DataObject) -> None:
     routes = tree.get("routes") if isinstance(tree, dict) else None
     if isinstance(routes, list) and routes and data.draw(st.booleans(), label="build-level"):
@@ -166,14 +173,16 @@ def _mutate(tree: Any, data: st.DataObject) -> None:
     if action == "delete":
         del parent[key]
     elif action == "replace":
-        parent[key] = data.draw(st.one_of(st.sampled_from(ODD_VALUES), documents), label="value")
+        parent[key] = _fresh(data.draw(st.one_of(st.sampled_from(ODD_VALUES), documents), label="value"))
     elif action == "add_key" and isinstance(parent[key], dict):
         new_key = data.draw(st.sampled_from(KNOWN_KEYS), label="key")
-        parent[key][new_key] = data.draw(st.one_of(st.sampled_from(ODD_VALUES), documents), label="value")
+        parent[key][new_key] = _fresh(
+            data.draw(st.one_of(st.sampled_from(ODD_VALUES), documents), label="value")
+        )
     elif action == "repeat" and isinstance(parent, list):
         parent.insert(key, copy.deepcopy(parent[key]))
     else:  # the action does not apply here: a plain replacement keeps the example useful
-        parent[key] = data.draw(st.sampled_from(ODD_VALUES), label="value")
+        parent[key] = _fresh(data.draw(st.sampled_from(ODD_VALUES), label="value"))
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE_DATA))
