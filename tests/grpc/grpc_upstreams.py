@@ -47,6 +47,8 @@ class _Oip(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 class _Echo(grpc.GenericRpcHandler):  # type: ignore[misc]
     def __init__(self, name: str) -> None:
         self.name = name.encode()
+        self.sleeping = 0
+        """`Sleep` calls in progress: a test waits on it instead of on time."""
 
     async def _model_stream(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -58,7 +60,11 @@ class _Echo(grpc.GenericRpcHandler):  # type: ignore[misc]
         return b"echo:" + request
 
     async def _sleep(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        await asyncio.sleep(float(request.decode()))
+        self.sleeping += 1
+        try:
+            await asyncio.sleep(float(request.decode()))
+        finally:
+            self.sleeping -= 1
         return b"slept"
 
     async def _server_stream(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -121,7 +127,8 @@ class Upstream:
         self.name = name
         self.oip = _Oip(name)
         self.server = grpc.aio.server()
-        self.server.add_generic_rpc_handlers((_oip_handlers(self.oip), _Echo(name)))
+        self.echo = _Echo(name)
+        self.server.add_generic_rpc_handlers((_oip_handlers(self.oip), self.echo))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
 
     @property

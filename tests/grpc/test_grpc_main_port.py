@@ -24,7 +24,7 @@ from tests.gateway.test_tls import _pki
 from tests.grpc.grpc_upstreams import Upstream
 from tests.grpc.test_grpc_front_door import _config, _infer
 from tests.grpc.test_grpc_tls import _credentials
-from tests.support.processes import start_gateway, wait_until
+from tests.support.processes import start_gateway, wait_until, wait_until_async
 
 # An empty SETTINGS frame (RFC 9113 6.5): length 0, type 4, no flags, stream 0.
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -198,11 +198,12 @@ async def test_alpn_h2_over_tls_reaches_grpc_and_http11_clients_keep_http11(
             assert await asyncio.to_thread(negotiated) == "http/1.1"
 
 
-async def test_sigterm_finishes_calls_in_flight_on_the_main_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["native", "splice"])
+async def test_sigterm_finishes_calls_in_flight_on_the_main_port(tmp_path: Path, transport: str) -> None:
     async with Upstream("one") as one:
         config = gateway_config(
             [one.address],
-            listen={"drain_timeout": "10s"},
+            listen={"drain_timeout": "10s", "grpc_transport": transport},
             routes=[{"name": "echo", "match": {"grpc_service": "test.Echo"}, "backend": {"cluster": "up"}}],
         )
         path = tmp_path / "gateway.yaml"
@@ -214,7 +215,7 @@ async def test_sigterm_finishes_calls_in_flight_on_the_main_port(tmp_path: Path)
                 sleep = channel.unary_unary("/test.Echo/Sleep")
                 assert await channel.unary_unary("/test.Echo/Unary")(b"up") == b"echo:up"
                 slow = asyncio.gather(*(sleep(b"1.0") for _ in range(8)))
-                await asyncio.sleep(0.3)
+                await wait_until_async(lambda: one.echo.sleeping == 8, message="8 calls in flight upstream")
                 gateway.proc.send_signal(signal.SIGTERM)
                 assert await slow == [b"slept"] * 8
             assert await asyncio.to_thread(gateway.proc.wait, 15) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -34,6 +35,18 @@ def wait_until(
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out waiting for {message}")
+
+
+async def wait_until_async(
+    condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01, message: str = "condition"
+) -> None:
+    """`wait_until` for a condition that the event loop itself makes true (an in-process upstream,
+    the gateway's own runtime): waits without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out waiting for {message}")
+        await asyncio.sleep(interval)
 
 
 def http_ok(url: str) -> bool:
