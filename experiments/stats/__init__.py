@@ -5,6 +5,10 @@ Modules, one idea each: `fixed` (Welch t, two proportions), `delta` (relative li
 `rank_tests` (Mann-Whitney with Hodges-Lehmann), `power` (planning), `sequential` (mixture
 sequential test, confidence sequences), `srm` (sample ratio mismatch, canary counts), `corrections`
 (Holm, Benjamini-Hochberg), `summary` (running moments), `normal` (shared Wald inference).
+
+scipy is imported inside the functions that call it, never at module level: importing it takes about
+a second, and every gateway imports these modules at start while only computing statistics when an
+experiment is analysed.
 """
 
 from experiments.stats.bootstrap import BootstrapInterval, bootstrap_quantile_difference, units_from_groups

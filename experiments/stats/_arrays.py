@@ -12,7 +12,6 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -58,6 +57,8 @@ def check_alternative(alternative: str) -> None:
 
 def critical_value(alpha: float, alternative: Alternative) -> float:
     """z such that a normal interval with half-width z*se has coverage 1 - alpha for `alternative`."""
+    from scipy import stats as sps
+
     check_alpha(alpha)
     check_alternative(alternative)
     tail = alpha / 2.0 if alternative == "two-sided" else alpha

@@ -16,8 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats as sps
-
 from experiments.stats._arrays import check_alpha
 
 
@@ -34,6 +32,8 @@ def bayes_summary(
     difference: float, standard_error: float, *, higher_is_better: bool = True, alpha: float = 0.05
 ) -> BayesSummary | None:
     """The posterior summaries of B - A; None without a positive, finite standard error."""
+    from scipy import stats as sps
+
     check_alpha(alpha)
     if not (math.isfinite(difference) and math.isfinite(standard_error) and standard_error > 0.0):
         return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
 
 from experiments.stats._arrays import FloatArray, as_floats
 
@@ -51,5 +50,7 @@ def benjamini_hochberg(p_values: npt.ArrayLike) -> FloatArray:
     independent or positively dependent tests. Reference: Benjamini & Hochberg (1995), JRSS B 57,
     289-300; computed by `scipy.stats.false_discovery_control(method="bh")`.
     """
+    from scipy import stats as sps
+
     p = _check_p_values(p_values)
     return np.asarray(sps.false_discovery_control(p, axis=-1, method="bh"), dtype=np.float64)

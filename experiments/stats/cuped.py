@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
 
 from experiments.stats._arrays import as_floats, check_alpha
 
@@ -55,6 +54,8 @@ def cuped_difference(
 
     None when an arm has fewer than MIN_COVARIATE_UNITS units with a covariate, or X does not vary.
     """
+    from scipy import stats as sps
+
     check_alpha(alpha)
     y_c, y_t = as_floats(control).ravel(), as_floats(treatment).ravel()
     x_c, x_t = as_floats(control_pre).ravel(), as_floats(treatment_pre).ravel()

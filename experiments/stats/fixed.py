@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
 
 from experiments.stats._arrays import (
     Alternative,
@@ -64,6 +63,8 @@ class ProportionDifference:
 
 
 def _t_p_value(t: FloatArray, df: FloatArray, alternative: Alternative) -> FloatArray:
+    from scipy import stats as sps
+
     if alternative == "two-sided":
         return np.asarray(2.0 * sps.t.sf(np.abs(t), df), dtype=np.float64)
     if alternative == "greater":
@@ -91,6 +92,8 @@ def welch_t(
     Reference: Welch (1947), Biometrika 34; equals `scipy.stats.ttest_ind_from_stats(...,
     equal_var=False)`. Vectorised over broadcast inputs.
     """
+    from scipy import stats as sps
+
     check_alpha(alpha)
     check_alternative(alternative)
     na, nb = as_floats(n_a), as_floats(n_b)
@@ -179,6 +182,8 @@ def _check_counts(xa: FloatArray, na: FloatArray, xb: FloatArray, nb: FloatArray
 
 def _fisher_p_value(xa: float, na: float, xb: float, nb: float, alternative: Alternative) -> float:
     # Rows are B then A, so an odds ratio above 1 (alternative "greater") means rate_b > rate_a.
+    from scipy import stats as sps
+
     table = np.array([[xb, nb - xb], [xa, na - xa]], dtype=np.int64)
     return float(sps.fisher_exact(table, alternative=alternative).pvalue)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from experiments.stats._arrays import as_floats
 
@@ -32,6 +31,8 @@ class HeterogeneityResult:
 def cochran_q(estimates: npt.ArrayLike, standard_errors: npt.ArrayLike) -> HeterogeneityResult | None:
     """Cochran's Q over the segments with a finite estimate and a positive standard error; None
     with fewer than two such segments."""
+    from scipy import stats
+
     d, se = as_floats(estimates), as_floats(standard_errors)
     usable = np.isfinite(d) & np.isfinite(se) & (se > 0.0)
     if int(usable.sum()) < 2:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 from experiments.stats._arrays import (
     Alternative,
@@ -53,6 +52,8 @@ def z_statistic(estimate: FloatArray, standard_error: FloatArray, null: float) -
 
 def z_p_value(z: FloatArray, alternative: Alternative) -> FloatArray:
     """Normal p-value of a z statistic: 2*Phi(-|z|) two-sided, Phi(-z) for "greater", Phi(z) for "less"."""
+    from scipy import special
+
     check_alternative(alternative)
     if alternative == "two-sided":
         return np.asarray(2.0 * special.ndtr(-np.abs(z)), dtype=np.float64)

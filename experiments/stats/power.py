@@ -18,20 +18,21 @@ from __future__ import annotations
 
 import math
 
-from scipy import optimize
-from scipy import stats as sps
-
 from experiments.stats._arrays import Alternative, check_alpha, check_alternative
 from experiments.stats.sequential import boundary_z, mixture_rho
 
 
 def _z_alpha(alpha: float, alternative: Alternative) -> float:
+    from scipy import stats as sps
+
     check_alpha(alpha)
     check_alternative(alternative)
     return float(sps.norm.isf(alpha / 2.0 if alternative == "two-sided" else alpha))
 
 
 def _z_power(power: float) -> float:
+    from scipy import stats as sps
+
     if not 0.0 < power < 1.0:
         raise ValueError(f"power must lie in (0, 1), got {power}")
     return float(sps.norm.ppf(power))
@@ -75,6 +76,8 @@ def minimum_detectable_effect_means(
 
 
 def _power_from_z(effect_over_se: float, z_alpha: float, alternative: Alternative) -> float:
+    from scipy import stats as sps
+
     if alternative == "greater":
         return float(sps.norm.cdf(effect_over_se - z_alpha))
     if alternative == "less":
@@ -119,6 +122,8 @@ def achieved_power_proportions(
     Rejects when |p_B - p_A| > z * se0 with se0 the pooled (null) standard error; under the
     alternative p_B - p_A ~ N(delta, se1^2) with the unpooled se1. Reference: Fleiss et al., 4.2.
     """
+    from scipy import stats as sps
+
     _check_rate(rate_a=rate_a, rate_b=rate_b)
     _check_positive(n_a=n_a, n_b=n_b)
     pooled = (n_a * rate_a + n_b * rate_b) / (n_a + n_b)
@@ -171,6 +176,8 @@ def minimum_detectable_effect_proportions(
 
     For alternative "less" it is the smallest decrease, returned as a positive number.
     """
+    from scipy import optimize
+
     _check_rate(rate_a=rate_a)
     _check_positive(n_a=n_a, n_b=n_b)
     _z_power(power)

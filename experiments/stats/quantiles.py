@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
 
 from experiments.stats._arrays import (
     Alternative,
@@ -65,6 +64,8 @@ def _check_level(q: float) -> None:
 
 
 def _z(alpha: float) -> float:
+    from scipy import stats as sps
+
     check_alpha(alpha)
     return float(sps.norm.isf(alpha / 2.0))
 

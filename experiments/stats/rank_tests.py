@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
 
 from experiments.stats._arrays import Alternative, FloatArray, IntArray, check_alternative, critical_value
 
@@ -137,6 +136,8 @@ def mann_whitney(
     ("greater": B tends to be larger, e.g. slower). Reference: Mann & Whitney (1947), Ann. Math.
     Statist. 18; Hodges & Lehmann (1963), Ann. Math. Statist. 34; Kayenta `MannWhitneyClassifier`.
     """
+    from scipy import stats as sps
+
     check_alternative(alternative)
     a = np.sort(np.asarray(control, dtype=np.float64).ravel())
     b = np.sort(np.asarray(treatment, dtype=np.float64).ravel())

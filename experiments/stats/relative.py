@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats as sps
-
 from experiments.stats._arrays import check_alpha
 
 
@@ -24,6 +22,8 @@ def log_relative_interval(
     control: float, control_se: float, treatment: float, treatment_se: float, *, alpha: float = 0.05
 ) -> tuple[float, float]:
     """(low, high) for treatment/control - 1; NaN, NaN when either value is not positive."""
+    from scipy import stats as sps
+
     check_alpha(alpha)
     if not (control > 0.0 and treatment > 0.0) or not math.isfinite(control_se + treatment_se):
         return math.nan, math.nan

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 from experiments.stats._arrays import (
     Alternative,
@@ -78,6 +77,8 @@ def log_mixture_likelihood_ratio(
     z: npt.ArrayLike, a: npt.ArrayLike, alternative: Alternative = "two-sided"
 ) -> FloatArray:
     """ln Lambda for z statistics at mixture scale a = N rho^2 (see the module docstring)."""
+    from scipy import special
+
     check_alternative(alternative)
     zz = np.clip(as_floats(z), -Z_CLIP, Z_CLIP)
     aa = as_floats(a)

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
-from scipy import stats as sps
 
 from experiments.stats._arrays import (
     BoolArray,
@@ -85,6 +83,8 @@ def srm_chi2(
     Reference: Fabijan et al., KDD 2019; Kohavi, Tang, Xu, Trustworthy Online Controlled Experiments,
     ch. 21.
     """
+    from scipy import stats as sps
+
     check_alpha(alpha)
     x = _counts(observed)
     theta = _shares(weights, x.shape[-1])
@@ -98,6 +98,8 @@ def srm_chi2(
 
 
 def _log_multivariate_beta(a: FloatArray) -> FloatArray:
+    from scipy import special
+
     return np.asarray(special.gammaln(a).sum(axis=-1) - special.gammaln(a.sum(axis=-1)), dtype=np.float64)
 
 
