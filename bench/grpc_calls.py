@@ -1,6 +1,7 @@
 """gRPC unary ModelInfer, direct to an upstream and through turnout's gRPC front door, side by side.
 
     python bench/grpc_calls.py [--seconds 5] [--concurrency 1 32] [--gateway-cpu 0] [--h2-cost]
+                               [--floor] [--native] [--compare TREE [--rounds 3]]
 
 An upstream process serves `inference.GRPCInferenceService/ModelInfer` with a fixed answer (a small
 FP32 tensor: 1 x 30 in, 1 x 2 out, as raw contents), so the figures are the transport's and the
@@ -18,6 +19,10 @@ in.
 --floor adds a bare grpcio relay (a generic handler forwarding the bytes on one upstream channel, on
 uvloop like the gateway, no routing or filters): what grpcio's server and client stacks alone add
 per call, the part of turnout's added latency that no change to the relay's own code can remove.
+
+--compare TREE runs only the `native` row, in rounds (--rounds), against a second gateway started
+from TREE's sources (a checkout of another commit): direct, this tree, TREE, interleaved each round,
+then the medians of p50 added and CPU per call. Set TURNOUT_PURE_PYTHON=1 to compare sources alone.
 
 --h2-cost also measures what the alternative design would spend: the CPU time of one unary gRPC
 call through the pure-Python `h2` state machine (client and server side of one connection, no
@@ -157,12 +162,12 @@ def _wait_ready(target: str, timeout: float = 20.0) -> None:
 
 
 def _start_gateway(
-    upstream_port: int, cpu: int | None, workdir: Path, transport: str = "splice"
+    upstream_port: int, cpu: int | None, workdir: Path, transport: str = "splice", tree: Path = ROOT
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    """The gateway process, its gRPC port and its main port (whose HTTP/2 connections are served as
-    `transport` says: listen.grpc_transport)."""
+    """The gateway process (from `tree`'s sources), its gRPC port and its main port (whose HTTP/2
+    connections are served as `transport` says: listen.grpc_transport)."""
     grpc_port, main_port = _free_port(), _free_port()
-    config = workdir / f"gateway-{transport}.yaml"
+    config = workdir / f"gateway-{transport}-{tree.name}.yaml"
     config.write_text(
         f"""listen: {{host: 127.0.0.1, port: {main_port}, grpc_port: {grpc_port},
   grpc_transport: {transport}}}
@@ -177,7 +182,10 @@ routes:
     command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)]
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    process = subprocess.Popen(
+        command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return process, grpc_port, main_port
 
 
@@ -190,6 +198,47 @@ def _report(name: str, concurrency: int, rate: float, latencies: list[float]) ->
     p50, p99 = cuts[49], cuts[98]
     print(f"{name:<8} c={concurrency:<3} {rate:>9.0f} calls/s   p50 {_ms(p50)} ms   p99 {_ms(p99)} ms")
     return rate, p50, p99
+
+
+def _compare(upstream_port: int, args: argparse.Namespace, workdir: Path) -> None:
+    """This tree's native main port against `args.compare`'s, interleaved round by round."""
+    trees = {"this": ROOT, "compare": Path(args.compare).resolve()}
+    gateways = {
+        name: _start_gateway(upstream_port, args.gateway_cpu, workdir, "native", tree)
+        for name, tree in trees.items()
+    }
+    try:
+        for _, _, port in gateways.values():
+            _wait_ready(f"127.0.0.1:{port}")
+        for concurrency in args.concurrency:
+            added: dict[str, list[float]] = {name: [] for name in trees}
+            cpu: dict[str, list[float]] = {name: [] for name in trees}
+            for _ in range(args.rounds):
+                target = f"127.0.0.1:{upstream_port}"
+                direct = _report(
+                    "direct", concurrency, *asyncio.run(_closed_loop(target, concurrency, args.seconds))
+                )
+                for name, (process, _, port) in gateways.items():
+                    rate, latencies, used = _measured(
+                        f"127.0.0.1:{port}", concurrency, args.seconds, process.pid
+                    )
+                    row = _report(name, concurrency, rate, latencies)
+                    added[name].append(row[1] - direct[1])
+                    cpu[name].append(used)
+                    print(
+                        f"         c={concurrency:<3} {name}: calls/s ratio {row[0] / direct[0]:.2f}   "
+                        f"p50 added {_ms(row[1] - direct[1])} ms   CPU per call {used * 1e6:.0f} us"
+                    )
+            for name in trees:
+                p50, used = statistics.median(added[name]), statistics.median(cpu[name])
+                print(
+                    f"median   c={concurrency:<3} {name}: p50 added {_ms(p50)} ms   "
+                    f"CPU per call {used * 1e6:.0f} us"
+                )
+    finally:
+        for process, _, _ in gateways.values():
+            process.terminate()
+            process.wait(10)
 
 
 # ----- the alternative: h2's state machine, measured without sockets -----
@@ -250,6 +299,8 @@ def main() -> None:
         action="store_true",
         help="add a row through a second gateway whose main port serves HTTP/2 on its own transport",
     )
+    parser.add_argument("--compare", default=None, help="a checkout whose native main port to compare")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --compare")
     parser.add_argument("--serve-bare-relay", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -272,6 +323,15 @@ def main() -> None:
     upstream = subprocess.Popen(
         [sys.executable, __file__, "--serve-upstream", str(upstream_port)], env={**os.environ}, cwd=ROOT
     )
+    if args.compare is not None:
+        try:
+            _wait_ready(f"127.0.0.1:{upstream_port}")
+            with tempfile.TemporaryDirectory() as workdir:
+                _compare(upstream_port, args, Path(workdir))
+        finally:
+            upstream.terminate()
+            upstream.wait(10)
+        return
     with tempfile.TemporaryDirectory() as workdir:
         gateway, grpc_port, main_port = _start_gateway(upstream_port, args.gateway_cpu, Path(workdir))
         native = None
