@@ -213,12 +213,15 @@ def _compare(upstream_port: int, args: argparse.Namespace, workdir: Path) -> Non
         for concurrency in args.concurrency:
             added: dict[str, list[float]] = {name: [] for name in trees}
             cpu: dict[str, list[float]] = {name: [] for name in trees}
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
                 target = f"127.0.0.1:{upstream_port}"
                 direct = _report(
                     "direct", concurrency, *asyncio.run(_closed_loop(target, concurrency, args.seconds))
                 )
-                for name, (process, _, port) in gateways.items():
+                order = list(gateways.items())
+                for name, (process, _, port) in (
+                    order[round_ % 2 :] + order[: round_ % 2]
+                ):  # each first in turn
                     rate, latencies, used = _measured(
                         f"127.0.0.1:{port}", concurrency, args.seconds, process.pid
                     )
