@@ -65,7 +65,7 @@ class UnaryStream:
         self.future = future
         self.window = window
         self.pending = b""
-        self.initial: list[tuple[str, str]] | None = None
+        self.initial: AnswerHead | None = None
         self.data = bytearray()
         self.received = 0
         self.timer: asyncio.TimerHandle | None = None
@@ -80,37 +80,62 @@ def timeout_header(seconds: float) -> bytes:
     return b"%dm" % millis if millis < 100_000_000 else b"%dS" % min(99_999_999, millis // 1000 + 1)
 
 
-def header_metadata(headers: list[tuple[str, str]]) -> Metadata:
-    """Header pairs as gRPC metadata (as grpcio gives it: no pseudo-headers, content-type or
-    `grpc-` keys), `-bin` values base64-decoded to bytes."""
+@dataclass(frozen=True, slots=True)
+class AnswerHead:
+    """What one header block of an answer (its head, or its trailers) says, read in one pass."""
+
+    status: str
+    """`:status`; empty in trailers."""
+    code: grpc.StatusCode | None
+    """`grpc-status`; None when absent."""
+    details: str
+    """`grpc-message`, percent-decoded."""
+    metadata: Metadata
+    """As grpcio gives it: no pseudo-headers, content-type or `grpc-` keys, `-bin` values
+    base64-decoded to bytes."""
+
+
+def answer_head(headers: list[tuple[str, str]]) -> AnswerHead:
+    status = details = ""
+    code: grpc.StatusCode | None = None
     pairs: list[tuple[str, str | bytes]] = []
     for key, value in headers:
-        if key.startswith((":", "grpc-")) or key == "content-type":
-            continue
-        if key.endswith("-bin"):
+        if key[:1] == ":":
+            if key == ":status" and not status:
+                status = value
+        elif key.startswith("grpc-"):
+            if key == "grpc-status" and code is None:
+                code = _CODES.get(int(value) if value.isdigit() else -1, grpc.StatusCode.UNKNOWN)
+            elif key == "grpc-message" and not details:
+                details = unquote(value)
+        elif key == "content-type":
+            pass
+        elif key.endswith("-bin"):
             pairs.append((key, base64.b64decode(value + "=" * (-len(value) % 4))))
         else:
             pairs.append((key, value))
-    return tuple(pairs)
+    return AnswerHead(status, code, details, tuple(pairs))
 
 
-def reply_or_error(stream: UnaryStream, trailers: list[tuple[str, str]]) -> UnaryReply | CallError:
+# An answer that ended with its DATA: no trailers at all.
+NO_TRAILERS = answer_head([])
+
+
+def reply_or_error(stream: UnaryStream, trailers: AnswerHead) -> UnaryReply | CallError:
     """The call's end: its trailers (or a trailers-only answer) say how it went; an OK answer
     must be one whole uncompressed message."""
-    status = next((value for name, value in trailers if name == "grpc-status"), None)
-    if status is None:
-        http_status = next((value for name, value in trailers if name == ":status"), "200")
+    code = trailers.code
+    if code is None:
+        http_status = trailers.status or "200"
         if http_status != "200":  # a head-only answer from no gRPC server
             return http_status_error(http_status)
         return CallError(grpc.StatusCode.INTERNAL, "the upstream's answer ended without a status")
-    code = _CODES.get(int(status) if status.isdigit() else -1, grpc.StatusCode.UNKNOWN)
-    trailing = header_metadata(trailers)
     if code != grpc.StatusCode.OK:
-        details = next((value for name, value in trailers if name == "grpc-message"), "")
-        return CallError(code, unquote(details), trailing)
+        return CallError(code, trailers.details, trailers.metadata)
     data = stream.data
     length = int.from_bytes(data[1:5], "big") if len(data) >= 5 else -1
     if length != len(data) - 5 or data[0]:
         why = "compressed" if data[:1] == b"\x01" else "not one whole message"
         return CallError(grpc.StatusCode.INTERNAL, f"the upstream's answer is {why}")
-    return UnaryReply(bytes(data[5:]), header_metadata(stream.initial or []), trailing)
+    initial = stream.initial.metadata if stream.initial is not None else ()
+    return UnaryReply(bytes(data[5:]), initial, trailers.metadata)

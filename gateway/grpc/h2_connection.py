@@ -23,15 +23,18 @@ from typing import cast
 import grpc
 
 from gateway.grpc.h2_call import (
+    NO_TRAILERS,
+    AnswerHead,
     CallError,
     UnaryReply,
     UnaryStream,
+    answer_head,
     http_status_error,
     reply_or_error,
     timeout_header,
 )
 from gateway.grpc.metadata import Metadata
-from gateway.mesh.hpack_blocks import HeaderBlocks, hpack_integer, hpack_literal
+from gateway.mesh.hpack_blocks import HeaderBlocks, HeaderReadings, hpack_integer, hpack_literal
 from gateway.mesh.http2 import (
     ACK,
     CONTINUATION,
@@ -85,6 +88,7 @@ class H2Connection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._blocks = HeaderBlocks()
+        self._heads = HeaderReadings(answer_head)
         self._header_block: tuple[int, int, bytearray] | None = None
         self._calls: dict[int, UnaryStream] = {}
         self._next_id = 1
@@ -95,6 +99,7 @@ class H2Connection(asyncio.Protocol):
         self._consumed = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._paths: dict[str, bytes] = {}
+        self._timeout: tuple[float, bytes] = (-1.0, b"")
         self.usable = True
         """False once lost, going away or out of stream ids: the pool opens another."""
 
@@ -175,7 +180,9 @@ class H2Connection(asyncio.Protocol):
                 _REQUEST_PSEUDO + self._authority + hpack_literal(b":path", path.encode()) + _REQUEST_FIELDS
             )
         if timeout is not None:
-            head += hpack_literal(b"grpc-timeout", timeout_header(timeout))
+            if timeout != self._timeout[0]:  # a route's timeout, the same call after call
+                self._timeout = (timeout, hpack_literal(b"grpc-timeout", timeout_header(timeout)))
+            head += self._timeout[1]
         for key, value in metadata:
             if isinstance(value, bytes):
                 head += hpack_literal(key.encode(), base64.b64encode(value))
@@ -344,16 +351,16 @@ class H2Connection(asyncio.Protocol):
         call = self._calls.get(stream_id)
         if call is None:
             return
+        head = self._heads.of(headers)
         if call.initial is None and not flags & END_STREAM:
-            status = next((value for name, value in headers if name == ":status"), "")
-            if status != "200":  # no gRPC server's answer: a proxy's error page, say
+            if head.status != "200":  # no gRPC server's answer: a proxy's error page, say
                 self._calls.pop(stream_id, None)
                 self._closed_stream()
-                self._fail(call, http_status_error(status))
+                self._fail(call, http_status_error(head.status))
                 return
-            call.initial = headers
+            call.initial = head
             return
-        self._finish(call, headers)
+        self._finish(call, head)
 
     def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if flags & PADDED:
@@ -382,9 +389,9 @@ class H2Connection(asyncio.Protocol):
                 ),
             )
         elif flags & END_STREAM:  # no trailers: the server broke gRPC's protocol
-            self._finish(call, [])
+            self._finish(call, NO_TRAILERS)
 
-    def _finish(self, call: UnaryStream, trailers: list[tuple[str, str]]) -> None:
+    def _finish(self, call: UnaryStream, trailers: AnswerHead) -> None:
         """The call's end: its trailers (or a trailers-only answer) say how it went."""
         self._calls.pop(call.id, None)
         self._closed_stream()

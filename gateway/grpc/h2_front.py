@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from hpack.exceptions import HPACKError
 
-from gateway.grpc.native_call import NativeCall
+from gateway.grpc.native_call import NativeCall, call_head
 from gateway.grpc.splice import Origin, origin_of
+from gateway.mesh.hpack_blocks import HeaderReadings
 from gateway.mesh.http2 import (
     ACK,
     GOAWAY,
@@ -89,6 +90,7 @@ class _Connection(asyncio.Protocol):
         "_buffer",
         "_connections",
         "_h2",
+        "_heads",
         "_keepalive",
         "_max_header_list",
         "_max_message",
@@ -121,6 +123,7 @@ class _Connection(asyncio.Protocol):
         self._preface_seen = False
         self.transport: asyncio.Transport | None = None
         self._h2: Http2Connection | None = None
+        self._heads = HeaderReadings(call_head)
         self._max_message = max_message
 
     def take(self, transport: asyncio.Transport, first: bytes) -> None:
@@ -145,13 +148,11 @@ class _Connection(asyncio.Protocol):
             self._h2.flush_out()
 
     def _call(self, stream: ServerStream) -> CallHandler:
-        content_type = next((value for name, value in stream.headers if name == "content-type"), "")
-        if not content_type.startswith("application/grpc"):  # REST over HTTP/2: not served here
-            stream.answer_plain(
-                505, "HTTP/2 carries gRPC only on this port: send REST requests over HTTP/1.1\n"
-            )
+        head = self._heads.of(stream.headers)
+        if not head.content_type.startswith("application/grpc"):  # REST over HTTP/2: not served here
+            stream.answer_plain(505, _REST_REFUSED)
             return _NOTHING
-        return NativeCall(self._relay, stream, self._origin)
+        return NativeCall(self._relay, stream, self._origin, head)
 
     def data_received(self, data: bytes) -> None:
         h2 = self._h2

@@ -39,16 +39,18 @@ def model_fields(message: bytes) -> tuple[str | None, str | None]:
     version: str | None = None
     at, end = 0, len(message)
     while at < end:
-        key, at = _varint(message, at)
+        key = message[at]  # a key or length under 128 is one byte: read inline (nearly all are)
+        if key < 0x80:
+            at += 1
+        else:
+            key, at = _varint(message, at)
         number, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            _, at = _varint(message, at)
-        elif wire == _FIXED64:
-            at += 8
-        elif wire == _FIXED32:
-            at += 4
-        elif wire == _LENGTH:
-            size, at = _varint(message, at)
+        if wire == _LENGTH:
+            size = message[at] if at < end else 0x80
+            if size < 0x80:
+                at += 1
+            else:
+                size, at = _varint(message, at)
             if at + size > end:
                 raise BadRequest("malformed request message: a field runs past its end")
             if number in (_NAME_FIELD, _VERSION_FIELD):
@@ -61,6 +63,12 @@ def model_fields(message: bytes) -> tuple[str | None, str | None]:
                 else:
                     version = text or None
             at += size
+        elif wire == _VARINT:
+            _, at = _varint(message, at)
+        elif wire == _FIXED64:
+            at += 8
+        elif wire == _FIXED32:
+            at += 4
         else:  # groups (3, 4) are not used by proto3 messages; anything else is not protobuf
             raise BadRequest(f"malformed request message: wire type {wire}")
         if number == 0:

@@ -20,6 +20,7 @@ import base64
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, cast
 
@@ -42,7 +43,6 @@ _HIGH_WATER = 1 << 20
 # grpc-timeout units (gRPC's HTTP/2 protocol spec) in seconds.
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
-_PROTOCOL_HEADERS = frozenset(("te", "content-type"))
 
 
 def metadata_block(pairs: Iterable[tuple[str, str | bytes]]) -> bytes:
@@ -54,22 +54,41 @@ def metadata_block(pairs: Iterable[tuple[str, str | bytes]]) -> bytes:
     return block
 
 
-def request_metadata(headers: list[tuple[str, str]]) -> Metadata:
-    """The request's metadata as grpcio gives it: no pseudo-headers, `te`, `content-type` or
-    `grpc-` keys (the protocol's own), `-bin` values decoded."""
+@dataclass(frozen=True, slots=True)
+class CallHead:
+    """What a call's request headers say, read in one pass: its method path, content-type,
+    `grpc-timeout` in seconds, and its metadata as grpcio gives it (no pseudo-headers, `te`,
+    `content-type` or `grpc-` keys, `-bin` values decoded)."""
+
+    path: str
+    content_type: str
+    timeout: float | None
+    metadata: Metadata
+
+
+def call_head(headers: list[tuple[str, str]]) -> CallHead:
+    path = content_type = timeout = ""
     pairs: list[tuple[str, str | bytes]] = []
     for key, value in headers:
-        if key.startswith((":", "grpc-")) or key in _PROTOCOL_HEADERS:
-            continue
-        if key.endswith("-bin"):
+        if key[:1] == ":":
+            if key == ":path" and not path:
+                path = value
+        elif key.startswith("grpc-"):
+            if key == "grpc-timeout" and not timeout:
+                timeout = value
+        elif key == "content-type":
+            content_type = content_type or value
+        elif key == "te":
+            pass
+        elif key.endswith("-bin"):
             pairs.append((key, base64.b64decode(value + "=" * (-len(value) % 4))))
         else:
             pairs.append((key, value))
-    return tuple(pairs)
+    return CallHead(path, content_type, timeout_seconds(timeout), tuple(pairs))
 
 
-def timeout_of(headers: list[tuple[str, str]]) -> float | None:
-    value = next((value for name, value in headers if name == "grpc-timeout"), "")
+def timeout_seconds(value: str) -> float | None:
+    """A `grpc-timeout` value in seconds; None when absent or malformed."""
     unit = _UNITS.get(value[-1:])
     if unit is None or not value[:-1].isdigit():
         return None
@@ -81,9 +100,10 @@ class CallContext:
 
     __slots__ = ("_auth", "_deadline", "_metadata", "_peer", "_stream", "code", "details", "trailing")
 
-    def __init__(self, stream: ServerStream, origin: Origin, timeout: float | None) -> None:
+    def __init__(self, stream: ServerStream, origin: Origin, head: CallHead) -> None:
         self._stream = stream
-        self._metadata = request_metadata(stream.headers)
+        self._metadata = head.metadata
+        timeout = head.timeout
         self._peer = origin.peer
         self._auth = origin.auth
         self._deadline = monotonic() + timeout if timeout is not None else None
@@ -132,12 +152,12 @@ class NativeCall:
         "_timer",
     )
 
-    def __init__(self, relay: Relay, stream: ServerStream, origin: Origin) -> None:
+    def __init__(self, relay: Relay, stream: ServerStream, origin: Origin, head: CallHead) -> None:
         self._relay = relay
         self._stream = stream
-        self._path = next((value for name, value in stream.headers if name == ":path"), "")
-        timeout = timeout_of(stream.headers)
-        self._context = CallContext(stream, origin, timeout)
+        self._path = head.path
+        timeout = head.timeout
+        self._context = CallContext(stream, origin, head)
         self._message: bytes | None = None
         self._task: asyncio.Task[None] | None = None
         self._drained: asyncio.Future[None] | None = None

@@ -1,13 +1,16 @@
 """HPACK as the own HTTP/2 server transport (`http2.py`) and unary client
 (`gateway/grpc/h2_connection.py`) use it: fields written as literals without indexing (nothing to
-track), and a decoder that reuses the blocks it decoded before."""
+track), a decoder that reuses the blocks it decoded before, and what a reader makes of those blocks' header
+lists, remembered the same way."""
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import Generic, TypeVar, cast
 
 from hpack import Decoder
 
+_T = TypeVar("_T")
 # Distinct header blocks remembered per connection: Envoy's are a handful; the bound keeps a client
 # sending ever-new blocks from growing the cache.
 _BLOCK_CACHE = 64
@@ -67,3 +70,25 @@ class HeaderBlocks:
                 self._blocks.clear()
             self._blocks[block] = (after[0], after[1], headers, size)
         return headers, size
+
+
+class HeaderReadings(Generic[_T]):
+    """What `read` makes of a header list, remembered by list: `HeaderBlocks` hands back the same
+    list for a block it decoded before, so a peer's repeated blocks are read once. Each entry holds
+    its list, so an id is never reused while remembered."""
+
+    __slots__ = ("_read", "_readings")
+
+    def __init__(self, read: Callable[[list[tuple[str, str]]], _T]) -> None:
+        self._read = read
+        self._readings: dict[int, tuple[list[tuple[str, str]], _T]] = {}
+
+    def of(self, headers: list[tuple[str, str]]) -> _T:
+        cached = self._readings.get(id(headers))
+        if cached is not None and cached[0] is headers:
+            return cached[1]
+        reading = self._read(headers)
+        if len(self._readings) >= _BLOCK_CACHE:  # as many as the decoder keeps blocks
+            self._readings.clear()
+        self._readings[id(headers)] = (headers, reading)
+        return reading

@@ -92,6 +92,10 @@ def _trailers(code: int, message: str) -> bytes:
     return block
 
 
+def _path(headers: list[tuple[str, str]]) -> str:
+    return next((value for name, value in headers if name == ":path"), "")
+
+
 class CallHandler(Protocol):
     """One gRPC call's behaviour: told each message, the client's half-close, and a reset."""
 
@@ -326,7 +330,6 @@ class Http2Connection:
         if self._going_away:  # after our GOAWAY: the client retries it on a new connection
             self.write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", _REFUSED_STREAM)))
             return
-        path = next((value for name, value in headers if name == ":path"), "")
         stream.headers = headers
         if self._max_header_list is not None and size > self._max_header_list:
             # As gRPC servers answer metadata over their limit: on the stream, trailers-only.
@@ -337,8 +340,10 @@ class Http2Connection:
                 f"request headers of {size} bytes exceed the limit of {self._max_header_list} bytes",
             )
             return
-        factory = self._handlers.get(path, self._fallback)
+        # A fallback alone (the main port's front door) needs no look at the path here.
+        factory = self._handlers.get(_path(headers), self._fallback) if self._handlers else self._fallback
         if factory is None:
+            path = _path(headers)
             self._refuse(stream, flags, UNIMPLEMENTED, f"{path}: served on a connection of its own")
             return
         handler = factory(stream)
