@@ -2,7 +2,13 @@
 
 The one answer sent per request, a forward decision, is encoded by hand (`encode_forward`): built
 through the message classes it cost about 21 us (a `Struct` filled in Python, a message per
-header), written as protobuf wire format about 3 us. Everything else uses the classes.
+header), written as protobuf wire format about 6 us, and about 1.5 us with the part fixed by where
+the request goes (the endpoint and cluster headers, the dynamic metadata) encoded once per
+destination. Everything else uses the classes.
+
+Reading Envoy's request headers, it is the message classes' field access that costs, not the parse
+(about 0.4 us a field against 0.8 us for the whole `ProcessingRequest`): `request_headers` reads
+each header's fields once, into the two mappings the exchange starts from.
 
 The per-request services use the protoc-generated classes of Envoy's API (the `xds-protos`
 package): parsing a `ProcessingRequest` with request headers takes about 1.3 us with them against
@@ -34,7 +40,29 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 def header_pairs(header_map: Any) -> list[tuple[str, str]]:
     """An Envoy `HeaderMap` as (name, value) pairs; Envoy sends `raw_value` (bytes) or `value`."""
-    return [(h.key, h.raw_value.decode("latin-1") if h.raw_value else h.value) for h in header_map.headers]
+    pairs = []
+    for header in header_map.headers:
+        raw = header.raw_value
+        pairs.append((header.key, raw.decode("latin-1") if raw else header.value))
+    return pairs
+
+
+def request_headers(header_map: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """An Envoy `HeaderMap` of a request as (pseudo-headers without the colon, headers by lower-case
+    name, repeated headers joined with ", " as the proxy joins them), in one pass."""
+    pseudo: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    for header in header_map.headers:
+        raw = header.raw_value
+        value = raw.decode("latin-1") if raw else header.value
+        name = header.key.lower()
+        if name[:1] == ":":
+            pseudo[name[1:]] = value
+        elif name in headers:
+            headers[name] = f"{headers[name]}, {value}"
+        else:
+            headers[name] = value
+    return pseudo, headers
 
 
 def header_option(name: str, value: str) -> Any:
@@ -112,18 +140,41 @@ def encode_mode(mode: Any) -> bytes:
     return _field(_MODE_TAG, mode.SerializeToString())
 
 
+# A destination's encoded part of the answer, by (cluster, endpoint, fallbacks): a fleet has a few
+# of them. Emptied when it reaches this many, so endpoints that discovery adds and drops cannot grow
+# it without end; a fleet ten times larger than any we serve still fits.
+_DESTINATIONS: dict[tuple[str, str, tuple[str, ...]], tuple[bytes, bytes]] = {}
+_MAX_DESTINATIONS = 4096
+
+
+def _destination(cluster: str, endpoint: str, fallbacks: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """The header mutation's entries for the endpoint and the cluster, and the dynamic metadata
+    field, encoded once per destination."""
+    key = (cluster, endpoint, fallbacks)
+    known = _DESTINATIONS.get(key)
+    if known is None:
+        if len(_DESTINATIONS) >= _MAX_DESTINATIONS:
+            _DESTINATIONS.clear()
+        headers = _set_header(_DESTINATION_KEY, endpoint) + _set_header(_CLUSTER_KEY, cluster)
+        endpoints = ",".join((endpoint, *fallbacks)).encode("latin-1")
+        inner = _field(_T1, _DESTINATION_KEY + _field(_T2, _field(_T3, endpoints)))
+        metadata = _field(_METADATA_TAG, _field(_T1, _NAMESPACE_KEY + _field(_T2, _field(_T5, inner))))
+        known = _DESTINATIONS[key] = (headers, metadata)
+    return known
+
+
 def encode_forward(decision: Forward, field: int, mode_override: bytes = b"") -> bytes:
     """The decision to forward as a serialized ProcessingResponse: in `field` (REQUEST_HEADERS_FIELD
     or REQUEST_BODY_FIELD) a CommonResponse whose header mutation sets the decision's headers, the
     picked endpoint (DESTINATION_HEADER) and the cluster (CLUSTER_HEADER) and removes the removed
     ones, with clear_route_cache; dynamic metadata DESTINATION_NAMESPACE / DESTINATION_HEADER =
     "endpoint,fallback,..."; then the encoded mode override."""
-    parts = [_set_header(_field(_T1, name.encode("latin-1")), value) for name, value in decision.set_headers]
-    parts.append(_set_header(_DESTINATION_KEY, decision.endpoint))
-    parts.append(_set_header(_CLUSTER_KEY, decision.cluster))
-    parts.extend(_field(_T2, name.encode("latin-1")) for name in decision.remove_headers)
-    common = _field(_T2, b"".join(parts)) + _CLEAR_ROUTE_CACHE
-    endpoints = ",".join((decision.endpoint, *decision.fallbacks)).encode("latin-1")
-    inner = _field(_T1, _DESTINATION_KEY + _field(_T2, _field(_T3, endpoints)))
-    metadata = _field(_T1, _NAMESPACE_KEY + _field(_T2, _field(_T5, inner)))
-    return _field(_FIELD_TAGS[field], _field(_T1, common)) + _field(_METADATA_TAG, metadata) + mode_override
+    destination, metadata = _destination(decision.cluster, decision.endpoint, decision.fallbacks)
+    mutation = destination
+    if decision.set_headers or decision.remove_headers:
+        parts = [_set_header(_field(_T1, name.encode("latin-1")), v) for name, v in decision.set_headers]
+        parts.append(destination)
+        parts.extend(_field(_T2, name.encode("latin-1")) for name in decision.remove_headers)
+        mutation = b"".join(parts)
+    common = _field(_T1, _field(_T2, mutation) + _CLEAR_ROUTE_CACHE)
+    return _field(_FIELD_TAGS[field], common) + metadata + mode_override

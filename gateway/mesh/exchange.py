@@ -120,6 +120,14 @@ class MeshExchange:
     ) -> MeshExchange:
         """Match the request Envoy describes; raises `GatewayError` for a path with no normal form."""
         pseudo, headers = split_pseudo_headers(pairs)
+        return cls.from_request(runtime, pseudo, headers, client_ip)
+
+    @classmethod
+    def from_request(
+        cls, runtime: Runtime, pseudo: dict[str, str], headers: dict[str, str], client_ip: str = ""
+    ) -> MeshExchange:
+        """`from_headers` on the request's pseudo-headers (without their colon) and headers by
+        lower-case name; `headers` becomes the request's own."""
         target = pseudo.get("path", "/")
         raw_path, _, query = target.partition("?")
         path = normalize_path(raw_path)
@@ -194,10 +202,12 @@ class MeshExchange:
         if chain.broken is not None:
             raise chain.broken
         ctx = self.ctx
+        choosing = kinds is not None or bool(skip)
         for index, phase in enumerate(chain.on_request):
-            kind = phase.name.partition("#")[0]
-            if kind in skip or (kinds is not None and kind not in kinds):
-                continue
+            if choosing:
+                kind = phase.name.partition("#")[0]
+                if kind in skip or (kinds is not None and kind not in kinds):
+                    continue
             if reads_body is not None and phase.filter.needs_request_body != reads_body:
                 continue
             if index == chain.arm_index and route.experiment is not None:
@@ -268,7 +278,12 @@ class MeshExchange:
         endpoints.on_start(endpoint)
         self.endpoint = endpoint
         ctx.endpoint = endpoint.address
-        fallbacks = tuple(e.address for e in endpoints.eligible if e is not endpoint)[:MAX_FALLBACKS]
+        fallbacks: tuple[str, ...] = ()
+        for other in endpoints.eligible:  # the first few others: a large fleet is not walked whole
+            if other is not endpoint:
+                fallbacks += (other.address,)
+                if len(fallbacks) == MAX_FALLBACKS:
+                    break
         sent = self.sent_headers
         edited = ctx.headers
         remove = [name for name in sent if name not in edited]

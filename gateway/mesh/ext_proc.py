@@ -47,8 +47,8 @@ from gateway.mesh.envoy_messages import (
     REQUEST_HEADERS_FIELD,
     encode_forward,
     encode_mode,
-    header_pairs,
     immediate_response,
+    request_headers,
 )
 from gateway.mesh.exchange import Forward, MeshExchange, error_response
 from gateway.mesh.ext_proc_answer import AnswerSide, ProtocolError
@@ -193,7 +193,8 @@ class _Stream:
         if self.exchange is not None:
             raise ProtocolError("a second request_headers on one stream")
         try:
-            exchange = MeshExchange.from_headers(self.runtime, header_pairs(headers.headers))
+            pseudo, plain = request_headers(headers.headers)
+            exchange = MeshExchange.from_request(self.runtime, pseudo, plain)
         except GatewayError as error:  # a path with no normal form: answered like the proxy does
             return immediate_response(error_response(error))
         self.exchange = exchange
