@@ -102,17 +102,21 @@ class Tracing:
         if provider is not None:
             await asyncio.to_thread(provider.shutdown)
 
-    def begin(self, ctx: RequestContext) -> RequestSpan | UnsampledTrace | None:
+    def begin(
+        self, ctx: RequestContext, name: str | None = None, carrier: Mapping[str, str] | None = None
+    ) -> RequestSpan | UnsampledTrace | None:
         """Open the server span of a request, continuing the client's traceparent when it sent one.
 
         The sampling decision is made here, without the SDK: the client's sampled flag when it
         sent a valid traceparent, else the ratio. A request left out costs a few string
-        operations: its trace context still goes upstream, with the flag unset."""
+        operations: its trace context still goes upstream, with the flag unset. `name` replaces
+        the span's name (the method and route); `carrier`, the headers the trace context is read
+        from (the request's), for a call that carries it elsewhere (a gRPC call's metadata)."""
         tracer = self._tracer
         otel = self._otel
         if tracer is None or otel is None:
             return None
-        headers = ctx.headers
+        headers = ctx.headers if carrier is None else carrier
         incoming = headers.get("traceparent")
         parent = _parse_traceparent(incoming) if incoming is not None else None
         if parent is None:
@@ -135,8 +139,10 @@ class Tracing:
         }
         if route:  # a request that matched no route is named by its method alone
             attributes["http.route"] = route
+        if name is None:
+            name = f"{ctx.method} {route}" if route else ctx.method
         span = tracer.start_span(
-            f"{ctx.method} {route}" if route else ctx.method,
+            name,
             context=context,
             kind=otel.server,
             start_time=now_ns - int((now - ctx.started) * 1e9),
