@@ -30,13 +30,15 @@ import orjson
 from gateway.core import json_bounds
 from gateway.core.context import RequestContext
 from plugins.cache.body_memo import BodyMemo
+from plugins.cache.json_form import structural_form
 
 _ABSENT = b"\xff"  # never the first byte of a length prefix, so None differs from every string
 # Tags in front of the hashed body, saying how it was read (canonical JSON text is never raw bytes
 # that failed to parse, but the tag keeps that true by construction).
 _JSON_BODY = b"j"
 _RAW_BODY = b"r"
-_DIGESTED_BODY = b"d"  # in-process keys: the SHA-256 of the canonical form (tagged) follows
+_DIGESTED_BODY = b"d"  # in-process keys: the SHA-256 of the body's form (tagged) follows
+_STRUCTURAL_BODY = b"s"  # in-process keys: JSON with members sorted, numbers as sent (json_form)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,12 @@ def canonical_body(body: bytes | None) -> bytes:
 
 
 def _digested_body(body: bytes | None) -> bytes:
-    """The digest of the body's canonical form, for keys that never leave this process."""
+    """The digest of the body's form, for keys that never leave this process: its structural form
+    where it has one (`json_form`), else its canonical form."""
+    if body:
+        form = structural_form(body)
+        if form is not None:
+            return _DIGESTED_BODY + hashlib.sha256(_STRUCTURAL_BODY + form).digest()
     return _DIGESTED_BODY + hashlib.sha256(canonical_body(body)).digest()
 
 
