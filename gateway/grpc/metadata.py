@@ -6,7 +6,8 @@ What gRPC itself manages (pseudo-headers, `grpc-*`, `te`, `content-type`, `user-
 copied: the outgoing call writes its own.
 
 The upstream call carries what a REST request's head carries from the gateway: the request id (the
-client's when sane, else the gateway's own) in `x-request-id`, and the trace context in
+client's when sane, else the gateway's own) in `x-request-id`, the client's address appended to the
+`x-forwarded-for` chain it sent, and the trace context in
 `traceparent`: the attempt span's when tracing is on (the relay adds it per attempt), else the
 client's continued with a new parent id, as `gateway/http/headers.py` does for HTTP/1.1.
 """
@@ -21,7 +22,7 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 
 _MANAGED = frozenset(("te", "content-type", "user-agent", "host"))
 # What the gateway writes itself on the upstream call, whatever the client or a filter set.
-_WRITTEN = _MANAGED | {"x-request-id", "traceparent"}
+_WRITTEN = _MANAGED | {"x-request-id", "traceparent", "x-forwarded-for"}
 
 
 def _managed(key: str) -> bool:
@@ -53,12 +54,21 @@ def outgoing_metadata(headers: Mapping[str, str], binary: Metadata) -> Metadata:
     return text + binary
 
 
-def relayed_metadata(headers: Mapping[str, str], binary: Metadata, request_id: str, traced: bool) -> Metadata:
+def relayed_metadata(
+    headers: Mapping[str, str], binary: Metadata, request_id: str, traced: bool, client_ip: str
+) -> Metadata:
     """The metadata a relayed call carries upstream: the headers as the filters left them, the
-    client's binary metadata, the call's `request_id`, and, when not `traced` (no attempt span to
-    name), the client's traceparent continued; a `traced` call's attempt adds its span's own."""
+    client's binary metadata, the call's `request_id`, `x-forwarded-for` (the client's chain, then
+    `client_ip`, as a REST request's head has it) and, when not `traced` (no attempt span to name),
+    the client's traceparent continued; a `traced` call's attempt adds its span's own."""
     text = tuple((key, value) for key, value in headers.items() if not _written(key))
-    own: Metadata = (("x-request-id", request_id),)
+    forwarded = headers.get("x-forwarded-for")
+    chain = f"{forwarded}, {client_ip}" if forwarded and client_ip else forwarded or client_ip
+    own: Metadata = (
+        (("x-request-id", request_id), ("x-forwarded-for", chain))
+        if chain
+        else (("x-request-id", request_id),)
+    )
     incoming = headers.get("traceparent")
     if incoming is not None and not traced:
         own += (("traceparent", next_traceparent(incoming)),)

@@ -9,9 +9,10 @@ message with grpcio's flow control as backpressure. Status, details, initial and
 come back as the upstream sent them; the client's deadline (capped by the route's timeout) goes
 out with the call; a client that cancels cancels the upstream call.
 
-The upstream call carries the call's request id and trace context as a REST request's head does
-(`metadata.py`, `relayed_metadata`): where tracing is on, each attempt is a client span whose
-traceparent goes out with it; where it is off, that costs one `ctx.trace is None` test a call.
+The upstream call carries the call's request id, x-forwarded-for and trace context as a REST
+request's head does (`metadata.py`, `relayed_metadata`): where tracing is on, each attempt is a
+client span whose traceparent goes out with it; where it is off, that costs one `ctx.trace is None`
+test a call.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class Relay:
         remaining = context.time_remaining()
         timeout = limit if remaining is None else min(limit, remaining)
         ctx = exchange.ctx
-        metadata = relayed_metadata(ctx.headers, binary, ctx.request_id, ctx.trace is not None)
+        metadata = relayed_metadata(ctx.headers, binary, ctx.request_id, ctx.trace is not None, ctx.client_ip)
         return exchange, decision, metadata, timeout
 
     async def unary(self, path: str, request: bytes, context: Context) -> bytes:

@@ -1,7 +1,8 @@
 """What a relayed (unbatched) gRPC call carries upstream, on both main-port transports: the client's
-metadata, the request id (the client's, or the gateway's own), and the trace context as a REST
-request's head does: the client's traceparent continued when tracing is off, the traceparent of the
-attempt's client span when it is on."""
+metadata, the request id (the client's, or the gateway's own), x-forwarded-for (the client's chain,
+then the client's address) and the trace context as a REST request's head does: the client's
+traceparent continued when tracing is off, the traceparent of the attempt's client span when it is
+on."""
 
 from __future__ import annotations
 
@@ -31,9 +32,13 @@ class _Recorder(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.received: dict[str, list[dict[str, str]]] = {MODEL_INFER: [], BIDI: []}
+        self.forwarded: dict[str, list[list[str]]] = {MODEL_INFER: [], BIDI: []}
+        """Each call's x-forwarded-for entries, as many as it carried."""
 
     def _record(self, path: str, context: grpc.aio.ServicerContext) -> None:
-        self.received[path].append({key: str(value) for key, value in context.invocation_metadata() or ()})
+        pairs = context.invocation_metadata() or ()
+        self.received[path].append({key: str(value) for key, value in pairs})
+        self.forwarded[path].append([str(value) for key, value in pairs if key == "x-forwarded-for"])
 
     async def _infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         self._record(MODEL_INFER, context)
@@ -119,6 +124,24 @@ async def test_an_unbatched_call_carries_the_request_id_and_continues_the_trace(
         await _calls(gw.data_port, (("x-request-id", "x" * 300),))
         for sent in _last(handler):
             assert len(sent["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_unbatched_call_carries_x_forwarded_for(
+    make_gateway: Any, recorder: tuple[_Recorder, int], transport: str
+) -> None:
+    handler, port = recorder
+    async with make_gateway(_config(port, transport)) as gw:
+        # No chain from the client: the client's address alone.
+        await _calls(gw.data_port, ())
+        assert [handler.forwarded[path][-1] for path in (MODEL_INFER, BIDI)] == [["127.0.0.1"]] * 2
+        # The client's chain (grpcio's client sends one x-forwarded-for entry), then its address.
+        for sent, relayed in (
+            ("203.0.113.7", "203.0.113.7, 127.0.0.1"),
+            ("203.0.113.7, 10.0.0.2", "203.0.113.7, 10.0.0.2, 127.0.0.1"),
+        ):
+            await _calls(gw.data_port, (("x-forwarded-for", sent),))
+            assert [handler.forwarded[path][-1] for path in (MODEL_INFER, BIDI)] == [[relayed]] * 2
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
