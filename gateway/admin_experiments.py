@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from experiments.analysis import status_of
 from experiments.splits.ab import AbSplit
 from experiments.splits.base import InvalidTransition
 from experiments.splits.blue_green import BlueGreenSplit, SwitchRefused
@@ -85,6 +84,9 @@ def add_experiment_routes(app: web.Application, gateway_of: GatewayOf) -> None:
         config = experiments.configs[name]
         body: dict[str, Any] = {"kind": config.kind, "state": split.state_dict(), "shares": split.shares()}
         if isinstance(split, AbSplit | CanarySplit):
+            # Imported on the first status asked for: the analysis modules are no part of serving.
+            from experiments.analysis import status_of
+
             cache = experiments.event_cache
             result = await status_of(name, config, split, experiments.store, now=time.time(), cache=cache)  # type: ignore[arg-type]
             body["status"] = orjson.loads(result.to_json())

@@ -20,9 +20,20 @@ import yaml
 from tests.conftest import gateway_config
 from tests.support.processes import ROOT, START_TIMEOUT_S, Process, _env, http_ok, wait_until
 
-# Packages a running gateway must not import: statistics, the report and its plots, Parquet
-# export, data frames, and the inference workers' model runtimes.
-HEAVY = ("scipy", "matplotlib", "experiments.report", "pyarrow", "pandas", "sklearn", "onnxruntime", "torch")
+# What a running gateway must not import: statistics, an experiment's analysis (computed when its
+# status is asked for), the report and its plots, Parquet export, data frames, and the inference
+# workers' model runtimes.
+HEAVY = (
+    "scipy",
+    "experiments.analysis",
+    "experiments.report",
+    "matplotlib",
+    "pyarrow",
+    "pandas",
+    "sklearn",
+    "onnxruntime",
+    "torch",
+)
 
 # `turnout run` as the console script runs it, with a hook that writes every imported module's
 # name to a file when the process exits (after a graceful stop, so start, serving and drain count).
