@@ -154,7 +154,16 @@ class _Aborted(Exception):
 
 
 class _Context:
-    """What the unary servicers use of grpc.aio's ServicerContext: `abort`."""
+    """What the servicers use of grpc.aio's ServicerContext: `abort`, and the call's metadata."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: list[tuple[str, str]]) -> None:
+        self._headers = headers
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The request's headers, less the pseudo-headers, as grpcio gives them."""
+        return tuple((name, value) for name, value in self._headers if not name.startswith(":"))
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Aborted(code, details)
@@ -189,7 +198,7 @@ class UnaryCall:
         except DecodeError:
             self.out.finish(_INVALID_ARGUMENT, "not the method's request message")
             return
-        self.task = asyncio.ensure_future(self.method(request, _Context()))
+        self.task = asyncio.ensure_future(self.method(request, _Context(self.out.headers)))
         self.task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Future[Any]) -> None:
@@ -237,7 +246,7 @@ class StreamCall:
 
     async def _run(self, method: Callable[[AsyncIterator[Any], Any], AsyncIterator[Any]]) -> None:
         try:
-            async for response in method(self._requests(), _Context()):
+            async for response in method(self._requests(), _Context(self.out.headers)):
                 self.out.send_message(response.SerializeToString())
         except _Aborted as exc:
             self.out.finish(exc.code.value[0], exc.details)

@@ -404,6 +404,8 @@ class MeshExchange:
                 route.metrics.record(ctx, total)
             if route.filters.on_log:
                 route.filters.run_log(ctx)
+        elif runtime.tracing is not None:  # no chain, hence no tracing hook: its span, as the proxy's
+            runtime.tracing.unrouted(ctx)
         if seen and self.assignment is not None and runtime.experiments is not None:
             runtime.experiments.record_outcome(self.assignment, ctx, total, self.answer_body)
         runtime.log_request(ctx, route, total)

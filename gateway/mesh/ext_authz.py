@@ -4,7 +4,7 @@
 Allowed: OK, with the headers the filters set (`x-turnout-principal`, ...) for Envoy to add and those
 they removed for it to remove. Refused: PERMISSION_DENIED (UNAUTHENTICATED for a 401) with the HTTP
 status, headers and JSON body the proxy would have answered. A request no route matches is denied
-404, as on the proxy.
+404, as on the proxy. With tracing on, each call is a server span (`call_spans.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from google.rpc import code_pb2, status_pb2
 
 from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
+from gateway.mesh.call_spans import CHECK, call_metadata, end_call_span, open_call_span
 from gateway.mesh.envoy_messages import header_option, http_status
 from gateway.mesh.exchange import MeshExchange, error_response
 
@@ -56,13 +57,22 @@ class Authorization(pb_grpc.AuthorizationServicer):  # type: ignore[misc]
     async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # gRPC's name
         attributes = request.attributes
         client_ip = attributes.source.address.socket_address.address
+        runtime = self._runtime()
         try:
-            exchange = MeshExchange.from_headers(
-                self._runtime(), request_pairs(attributes.request.http), client_ip
-            )
-            answer = await exchange.run_filters(AUTH_FILTERS)
-        except GatewayError as error:
+            exchange = MeshExchange.from_headers(runtime, request_pairs(attributes.request.http), client_ip)
+        except GatewayError as error:  # a path with no normal form
             return denied(error_response(error))
+        ctx = exchange.ctx
+        trace = open_call_span(runtime, ctx, CHECK, call_metadata(context))
+        ctx.status = 500  # unless the filters answer
+        try:
+            try:
+                answer = await exchange.run_filters(AUTH_FILTERS)
+            except GatewayError as error:
+                answer = exchange.refused(error)
+            ctx.status = 200 if answer is None else answer.status
+        finally:
+            end_call_span(trace, ctx)
         if answer is not None:
             return denied(answer)
         sent = exchange.sent_headers

@@ -19,6 +19,10 @@ A descriptor is OVER_LIMIT when one of the route's limits refuses it; the overal
 when any descriptor is. An unknown route (or domain) is NOT_FOUND and an unknown descriptor key
 INVALID_ARGUMENT, naming what is known: Envoy then applies its own failure mode. `hits_addend` above
 1 is refused (INVALID_ARGUMENT): the limits' costs come from the request (one, rows, tokens).
+
+With tracing on, each call is a server span (`call_spans.py`) continuing the trace context of the
+call's metadata, with each descriptor's limit phases as children; its status is 429 when a
+descriptor is over its limit, else 200 (an aborted call: 400, 404 or 500).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from envoy.service.ratelimit.v3 import rls_pb2_grpc as pb_grpc
 
 from gateway.core.context import Principal, RequestContext
 from gateway.core.errors import GatewayError
+from gateway.mesh.call_spans import SHOULD_RATE_LIMIT, call_metadata, end_call_span, open_call_span
 from gateway.mesh.exchange import MeshExchange
 
 if TYPE_CHECKING:
@@ -89,25 +94,59 @@ class RateLimitService(pb_grpc.RateLimitServiceServicer):  # type: ignore[misc]
 
     async def ShouldRateLimit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # gRPC's name
         runtime = self._runtime()
+        metadata = call_metadata(context)
+        call = RequestContext("POST", f"/{SHOULD_RATE_LIMIT}", "", metadata, "", monotonic())
+        trace = open_call_span(runtime, call, SHOULD_RATE_LIMIT, metadata)
+        call.status = 500  # unless answered
+        try:
+            response = await self._answer(runtime, request, context, call)
+            call.status = 429 if response.overall_code == _OVER_LIMIT else 200
+            return response
+        finally:
+            end_call_span(trace, call)
+
+    async def _answer(
+        self, runtime: Runtime, request: Any, context: grpc.aio.ServicerContext, call: RequestContext
+    ) -> Any:
+        """The descriptors' statuses; `call` (the call's span) gets the status of an abort."""
         routes = {route.name: route for route in runtime.routes}
         if request.hits_addend > 1:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hits_addend above 1 is not supported")
+            await _abort(
+                context, call, grpc.StatusCode.INVALID_ARGUMENT, "hits_addend above 1 is not supported"
+            )
         statuses = []
         for descriptor in request.descriptors:
             name = next((e.value for e in descriptor.entries if e.key == "route"), request.domain)
             route = routes.get(name)
             if route is None:
                 message = f"unknown route {name!r} (routes: {', '.join(routes)})"
-                await context.abort(grpc.StatusCode.NOT_FOUND, message)
+                await _abort(context, call, grpc.StatusCode.NOT_FOUND, message)
                 raise AssertionError("abort raises")
             try:
-                exchange = MeshExchange(runtime, descriptor_context(route.name, descriptor.entries), route)
-                answer = await exchange.run_filters(RATE_LIMIT_FILTERS)
+                ctx = descriptor_context(route.name, descriptor.entries)
+                ctx.trace = call.trace  # the route's limit phases: children of the call's span
+                answer = await MeshExchange(runtime, ctx, route).run_filters(RATE_LIMIT_FILTERS)
             except DescriptorError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                await _abort(context, call, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except GatewayError as error:
-                await context.abort(grpc.StatusCode.INTERNAL, error.message)
+                await _abort(context, call, grpc.StatusCode.INTERNAL, error.message)
             code = _OK if answer is None else _OVER_LIMIT
             statuses.append(pb.RateLimitResponse.DescriptorStatus(code=code))
         over = any(status.code == _OVER_LIMIT for status in statuses)
         return pb.RateLimitResponse(overall_code=_OVER_LIMIT if over else _OK, statuses=statuses)
+
+
+# The HTTP status an aborted call's span records: what the proxy answers for the same fault.
+_ABORT_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.INTERNAL: 500,
+}
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, call: RequestContext, code: grpc.StatusCode, message: str
+) -> None:
+    call.status = _ABORT_STATUS[code]
+    call.error = message
+    await context.abort(code, message)
