@@ -30,8 +30,8 @@ def policy_item(name: str, rate: Rate) -> str:
 def ratelimit_value(names: tuple[str, ...], verdict: Verdict) -> str:
     """The RateLimit header for one decision."""
     if len(names) == 1:
-        return _item(names[0], verdict.states[0])
-    return ", ".join(_item(name, state) for name, state in zip(names, verdict.states, strict=True))
+        return ratelimit_item(names[0], verdict.states[0])
+    return ", ".join(ratelimit_item(name, state) for name, state in zip(names, verdict.states, strict=True))
 
 
 def retry_after_value(seconds: float) -> str:
@@ -39,6 +39,7 @@ def retry_after_value(seconds: float) -> str:
     return str(max(1, math.ceil(seconds - SLACK_S)))
 
 
-def _item(name: str, state: LimitState) -> str:
+def ratelimit_item(name: str, state: LimitState) -> str:
+    """One limit's member of the RateLimit header: the whole header for a route of one limit."""
     wait = state.reset_after if state.allowed else state.retry_after
     return f'"{name}";r={state.remaining};t={max(0, math.ceil(wait - SLACK_S))}'

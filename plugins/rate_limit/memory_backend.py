@@ -62,6 +62,17 @@ class MemoryLimiter:
             return Verdict(True, tuple(states))
         return Verdict(False, tuple(map(uncharged, self._limits, states, costs)))
 
+    def decide_one(self, key: str, cost: int, now: float) -> LimitState:
+        """`decide` for a limiter of one limit, without the lists and the verdict."""
+        tats = self._tats
+        tat_key = (0, key)
+        new_tat, state = gcra_step(self._limits[0], tats.get(tat_key, now), now, cost)
+        if state.allowed:
+            tats[tat_key] = new_tat
+            if len(tats) >= self._next_sweep:
+                self._sweep(now)
+        return state
+
     def settle(self, index: int, key: str, units: int, now: float) -> None:
         """Charge `units` more to limit `index`'s `key` (fewer when negative) after the request was
         admitted: the difference between a cost estimated at admission and the cost measured after.
