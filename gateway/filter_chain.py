@@ -14,6 +14,10 @@ logged and counted; a filter that failed to start makes its route answer with th
 With tracing on, the chain runs the tracing hook (gateway/tracing.py) before every request hook and
 after every logging hook, and each timed hook of a traced request becomes a child span; with
 tracing off the chain holds no such hook and a timed hook costs one `ctx.trace` test more.
+
+Each hook's duration goes to its histogram (`turnout_filter_duration_seconds`), which the hook's
+`Phase` holds, resolved when the route is compiled. The synchronous runners read the clock once per
+hook: where one hook ends the next begins.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class Phase:
     name: str
     traced: bool = True
     """Its duration becomes a span of a traced request (not the tracing hook's own)."""
+    timer: FastHistogram | None = None
+    """Where its durations go; None for the tracing hook, and without metrics (tests)."""
 
 
 class FilterTimer(Protocol):
@@ -74,8 +80,8 @@ class ResponsePending:
         self.index = index
 
 
-def _phase(filter_: Filter, hook: Callable[..., Any]) -> Phase:
-    return Phase(filter_, hook, inspect.iscoroutinefunction(hook), filter_.name)
+def _phase(filter_: Filter, hook: Callable[..., Any], timer: FastHistogram | None) -> Phase:
+    return Phase(filter_, hook, inspect.iscoroutinefunction(hook), filter_.name, True, timer)
 
 
 class FilterChain:
@@ -84,7 +90,6 @@ class FilterChain:
     __slots__ = (
         "_log_tasks",
         "_metrics",
-        "_timers",
         "answer_samplers",
         "arm_index",
         "broken",
@@ -113,21 +118,30 @@ class FilterChain:
         self.route = route
         self.tracer = tracer
         """The tracing hook (gateway/tracing.py): runs first in the request phase, last in logging."""
-        on_request = [_phase(f, f.on_request) for f in self.filters if _overrides(f, "on_request")]
+        self._metrics = timer
+
+        def timed(f: Filter, phase: str) -> FastHistogram | None:
+            return None if timer is None else timer.filter_histogram(route, f.name, phase)
+
+        on_request = [
+            _phase(f, f.on_request, timed(f, "request")) for f in self.filters if _overrides(f, "on_request")
+        ]
         self.edits_headers = bool(on_request)
         """A filter has a request hook, so it may edit `ctx.headers` (the tracing hook does not)."""
         self.answer_samplers = tuple(
             (f.answer_sample_rate, f.on_sampled_answer) for f in self.filters if f.answer_sample_rate > 0
         )
         """(share, hook) of each filter that studies a random share of answers (answer_sample_rate)."""
-        on_log = [_phase(f, f.on_log) for f in self.filters if _overrides(f, "on_log")]
+        on_log = [_phase(f, f.on_log, None) for f in self.filters if _overrides(f, "on_log")]
         if tracer is not None:
             on_request.insert(0, Phase(tracer, tracer.on_request, False, tracer.name, traced=False))
             on_log.append(Phase(tracer, tracer.on_log, False, tracer.name, traced=False))
         self.on_request = tuple(on_request)
         # Response phases run in reverse order, like unwinding a stack (Envoy's encoder filters).
         self.on_response = tuple(
-            _phase(f, f.on_response) for f in reversed(self.filters) if _overrides(f, "on_response")
+            _phase(f, f.on_response, timed(f, "response"))
+            for f in reversed(self.filters)
+            if _overrides(f, "on_response")
         )
         self.on_log = tuple(on_log)
         self.response_is_sync = not any(p.is_async for p in self.on_response)
@@ -143,13 +157,7 @@ class FilterChain:
         )
         self.broken: FilterError | None = None
         """Set when a filter failed to start: the route answers every request with this error."""
-        self._metrics = timer
-        self._timers: dict[tuple[str, str], FastHistogram] = {}
         self._log_tasks: set[asyncio.Future[object]] = set()
-        if timer is not None:
-            for f in self.filters:
-                for phase in ("request", "response"):
-                    self._timers[(f.name, phase)] = timer.filter_histogram(route, f.name, phase)
 
     @property
     def empty(self) -> bool:
@@ -175,23 +183,28 @@ class FilterChain:
         awaitable when a plain hook returned one (await it with `run_request`)."""
         hooks = self.on_request
         end = len(hooks) if stop is None else stop
+        began = time.perf_counter()
         for index in range(start, end):
             phase = hooks[index]
             if phase.is_async:
                 return None, index
-            began = time.perf_counter()
             try:
                 result = phase.hook(ctx)
             except GatewayError:
                 raise
             except Exception as exc:
                 raise self.failed(phase.name, "request", exc) from exc
-            if result is None:
-                self._observe(phase, "request", began, ctx)
+            if result is None or isinstance(result, Response):
+                ended = time.perf_counter()
+                timer = phase.timer
+                if timer is not None:
+                    timer.observe(ended - began)
+                if ctx.trace is not None and phase.traced:  # read after each hook: the tracer sets it
+                    _span(ctx, phase, "request", began, ended)
+                if result is not None:
+                    return result, index + 1
+                began = ended
                 continue
-            if isinstance(result, Response):
-                self._observe(phase, "request", began, ctx)
-                return result, index + 1
             if inspect.isawaitable(result):
                 return result, index + 1
             raise self.failed(phase.name, "request", _not_a_decision(result))
@@ -255,9 +268,9 @@ class FilterChain:
     ) -> ResponsePending | None:
         """Run the response hooks from `start`; None when all ran, or where to await and go on."""
         hooks = self.on_response
+        began = time.perf_counter()
         for index in range(start, len(hooks)):
             phase = hooks[index]
-            began = time.perf_counter()
             try:
                 result = phase.hook(ctx, response)
             except GatewayError:
@@ -266,7 +279,13 @@ class FilterChain:
                 raise self.failed(phase.name, "response", exc) from exc
             if result is not None and inspect.isawaitable(result):
                 return ResponsePending(result, index + 1)
-            self._observe(phase, "response", began, ctx)
+            ended = time.perf_counter()
+            timer = phase.timer
+            if timer is not None:
+                timer.observe(ended - began)
+            if ctx.trace is not None and phase.traced:
+                _span(ctx, phase, "response", began, ended)
+            began = ended
         return None
 
     async def run_response(
@@ -320,14 +339,11 @@ class FilterChain:
     def _observe(self, phase: Phase, which: str, began: float, ctx: RequestContext) -> None:
         """A hook's duration: to its histogram, and as a span when the request is traced."""
         ended = time.perf_counter()
-        timer = self._timers.get((phase.name, which))
+        timer = phase.timer
         if timer is not None:
             timer.observe(ended - began)
-        trace = ctx.trace
-        if trace is not None and phase.traced:
-            # perf_counter and monotonic read the same clock where the gateway runs (Linux:
-            # CLOCK_MONOTONIC), so these are the monotonic readings the trace expects.
-            trace.span(f"filter {phase.name} {which}", began, ended, {"turnout.filter": phase.name})
+        if ctx.trace is not None and phase.traced:
+            _span(ctx, phase, which, began, ended)
 
     # ----- life cycle -----
 
@@ -359,6 +375,15 @@ def _number_repeated_names(filters: Sequence[Filter]) -> None:
         count = seen[f.name] = seen.get(f.name, 0) + 1
         if count > 1:
             f.name = f"{f.name}#{count}"
+
+
+def _span(ctx: RequestContext, phase: Phase, which: str, began: float, ended: float) -> None:
+    """A timed hook of a traced request, as a child span."""
+    trace = ctx.trace
+    if trace is not None:
+        # perf_counter and monotonic read the same clock where the gateway runs (Linux:
+        # CLOCK_MONOTONIC), so these are the monotonic readings the trace expects.
+        trace.span(f"filter {phase.name} {which}", began, ended, {"turnout.filter": phase.name})
 
 
 def _not_a_decision(result: object) -> TypeError:
