@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from gateway.core.context import RequestContext
 from gateway.core.errors import GatewayError
 from gateway.core.filters import Response
-from gateway.http.headers import REQUEST_ID, TURNOUT_REQUEST_ID, relayable_headers, relayed_header_lines
+from gateway.http.headers import filterable_headers, filtered_header_lines, relayed_header_lines
 from gateway.upstream_request import upstream_path
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def on_upstream_head(request: ProxyRequest, attempt: UpstreamAttempt, head: Resp
         attempt.buffer = []  # the filters see the whole answer before the client does
         request.upstream_head = head
         return
-    response = Response(head.status, decode_headers(relayable_headers(head.headers)), None)
+    response = Response(head.status, filterable_headers(head.headers), None)
     try:
         pending = chain.run_response_sync(request.ctx, response)
     except GatewayError as error:
@@ -76,8 +76,8 @@ def on_upstream_head(request: ProxyRequest, attempt: UpstreamAttempt, head: Resp
         return
     request.ctx.status = response.status
     attempt.relaying = True
-    exchange.send_head(
-        response.status, final_headers(request, response), head.content_length, head.reason or None
+    exchange.send_head_block(
+        response.status, final_header_lines(request, response), head.content_length, head.reason or None
     )
 
 
@@ -94,7 +94,8 @@ def respond_through_filters(request: ProxyRequest, body: bytes) -> None:
     head = request.upstream_head
     assert head is not None
     request.response_body = body
-    offer_to_mirrors(request, head.status, body)
+    if request.assignment is not None:  # a shadow experiment's mirrors get a copy
+        offer_to_mirrors(request, head.status, body)
     held = request.held_response
     if held is not None:  # the response hooks began on the head and wait for an awaitable
         request.held_response = None
@@ -102,7 +103,7 @@ def respond_through_filters(request: ProxyRequest, body: bytes) -> None:
         response.body = body
         request.spawn(respond_async(request, response, pending))
         return
-    run_response(request, Response(head.status, decode_headers(relayable_headers(head.headers)), body))
+    run_response(request, Response(head.status, filterable_headers(head.headers), body))
 
 
 def run_response(request: ProxyRequest, response: Response) -> None:
@@ -138,26 +139,13 @@ async def respond_async(request: ProxyRequest, response: Response, pending: Resp
     write_response(request, response)
 
 
-def final_headers(request: ProxyRequest, response: Response) -> list[tuple[bytes, bytes]]:
-    """A response's headers as the client gets them: the route's header rules applied."""
+def final_header_lines(request: ProxyRequest, response: Response) -> bytes:
+    """A response's headers as the client gets them, rendered: the route's header rules applied."""
     route = request.route
     assert route is not None
-    rules = route.response_headers
-    headers = [
-        (n.encode("latin-1"), v.encode("latin-1"))
-        for n, v in response.headers
-        if n.encode("latin-1") not in rules.remove
-    ]
-    headers.extend(rules.add_pairs)
-    own_id = request.ctx.request_id.encode()
-    upstream_id = next((value for name, value in headers if name.lower() == REQUEST_ID), None)
-    if upstream_id is None:
-        headers.append((REQUEST_ID, own_id))
-    elif upstream_id != own_id:  # the upstream's id is kept for its logs; ours gets its own header
-        headers.append((TURNOUT_REQUEST_ID, own_id))
-    if request.extra_headers:
-        headers.extend(request.extra_headers)
-    return headers
+    return filtered_header_lines(
+        response.headers, route.response_headers, request.ctx.request_id.encode(), request.extra_headers
+    )
 
 
 def write_response(request: ProxyRequest, response: Response) -> None:
@@ -166,7 +154,7 @@ def write_response(request: ProxyRequest, response: Response) -> None:
     body = response.body or b""
     request.response_body = body
     exchange = request.exchange
-    exchange.send_head(response.status, final_headers(request, response), len(body))
+    exchange.send_head_block(response.status, final_header_lines(request, response), len(body))
     exchange.send_body(body)
     exchange.end()
     if request.ctx.answer_watchers is not None:
@@ -194,7 +182,3 @@ def offer_to_mirrors(request: ProxyRequest, status: int, body: bytes) -> None:
         experiments.offer_shadow(
             assignment, ctx, upstream_path(ctx, route), status, body, ctx.upstream_latency
         )
-
-
-def decode_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    return [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in headers]

@@ -39,12 +39,11 @@ from typing import TYPE_CHECKING
 from gateway.core.context import ANSWER_COPY_MAX_BYTES
 from gateway.core.errors import GatewayError, Overloaded, ServiceUnavailable
 from gateway.core.filters import Response
-from gateway.http.headers import relayable_headers
+from gateway.http.headers import filterable_headers
 from gateway.http.upstream import ResponseHead, UpstreamConnection, UpstreamFailure
 from gateway.internal_client import failure_error
 from gateway.response_phase import (
     AnswerWatcher,
-    decode_headers,
     is_event_stream,
     on_upstream_head,
     respond_through_filters,
@@ -485,7 +484,7 @@ class UpstreamAttempt:
         assert watchers is not None and head is not None
         ctx = self.request.ctx
         body = None if copy is None else b"".join(copy)
-        headers = decode_headers(relayable_headers(head.headers))
+        headers = filterable_headers(head.headers)
         show_watchers(ctx, watchers, Response(ctx.status, headers, body))
 
     # ----- retries and the end of an exchange -----

@@ -167,6 +167,53 @@ def relayable_headers(upstream: list[tuple[bytes, bytes]]) -> list[tuple[bytes, 
     return [(n, v) for n, v in upstream if n.lower() not in _RESPONSE_SKIP]
 
 
+def filterable_headers(upstream: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The upstream's response headers as response filters see them (`Response.headers`): without
+    hop-by-hop and framing headers, names in lower case, names and values decoded as Latin-1."""
+    headers: list[tuple[str, str]] = []
+    for name, value in upstream:  # one pass, no intermediate list
+        lowered = name.lower()
+        if lowered not in _RESPONSE_SKIP:
+            headers.append((lowered.decode("latin-1"), value.decode("latin-1")))
+    return headers
+
+
+def filtered_header_lines(
+    headers: list[tuple[str, str]],
+    rules: HeaderRules,
+    request_id: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """`relayed_header_lines` for headers as the response filters left them (`Response.headers`):
+    the route's removed headers dropped, its added headers, the request id and `extra` appended.
+    Each name and value is encoded once, in the same pass that looks for the upstream's request id."""
+    remove = rules.remove
+    lines: list[bytes] = []
+    upstream_id: bytes | None = None
+    for name, value in headers:
+        encoded = name.encode("latin-1")
+        if encoded in remove:
+            continue
+        value_bytes = value.encode("latin-1")
+        if len(encoded) == 12 and encoded.lower() == REQUEST_ID and upstream_id is None:
+            upstream_id = value_bytes
+        lines += (encoded, b": ", value_bytes, b"\r\n")
+    if upstream_id is None:
+        for name_bytes, value_bytes in rules.add_pairs:  # the route may set one itself
+            if name_bytes == REQUEST_ID:
+                upstream_id = value_bytes
+                break
+    lines.append(rules.add)
+    if upstream_id is None:
+        lines += (b"x-request-id: ", request_id, b"\r\n")
+    elif upstream_id != request_id:  # the upstream's id is kept for its logs; ours gets its own header
+        lines += (b"x-turnout-request-id: ", request_id, b"\r\n")
+    if extra:
+        for name_bytes, value_bytes in extra:
+            lines += (name_bytes, b": ", value_bytes, b"\r\n")
+    return b"".join(lines)
+
+
 def relayed_header_lines(
     upstream: list[tuple[bytes, bytes]],
     rules: HeaderRules,
