@@ -69,7 +69,10 @@ def header_edits(sent: dict[str, str], edited: dict[str, str]) -> HeaderEdits | 
     a line break in a value would let it write headers of its own choosing)."""
     if edited == sent:
         return None
-    strip = {name for name, value in sent.items() if edited.get(name) != value}
+    strip: set[str] = set()
+    for name, value in sent.items():  # plain loops: a comprehension is a function call in 3.11
+        if edited.get(name) != value and name not in _OWNED:
+            strip.add(name)
     add: list[tuple[str, str]] = []
     for name, value in edited.items():
         if sent.get(name) == value:
@@ -77,7 +80,7 @@ def header_edits(sent: dict[str, str], edited: dict[str, str]) -> HeaderEdits | 
         if name not in _OWNED:
             _check(name, value)
             add.append((name, value))
-    return HeaderEdits(strip - _OWNED, add)
+    return HeaderEdits(strip, add)
 
 
 def _check(name: str, value: str) -> None:
