@@ -119,7 +119,7 @@ class _Reader:
             and body.find(b"{", pos, close) == -1
         ):
             # Numbers and literals alone (memchr scans, a few µs for 16 KB): one slice, as sent.
-            out.append(b"[" + _flat(body[pos:close]) + b"]")
+            out.extend((b"[", _flat(body[pos:close]), b"]"))
             return close + 1
         out.append(b"[")
         match = self._next(pos)

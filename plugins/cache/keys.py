@@ -8,11 +8,13 @@ alike; any other body is hashed as sent. The canonical form of a body of 1 KiB o
 by its bytes (`body_memo`), so a repeated body is not parsed again. Every part is length-prefixed
 before hashing, so no two different requests can run together into the same bytes.
 
-Keys that never leave the process (`in_process`: the memory backend) hash the canonical form on
-its own first and put its digest in the key instead of the form, so a repeated body, whose digest is
-remembered with it, costs a hash of the short parts alone (SHA-256 of a 16 KB form: 8 to 10 µs).
-Those keys differ from the Redis backend's, which gateways of different versions share and which
-therefore keep the form itself in the hash.
+Keys that never leave the process (`in_process`: the memory backend) read a JSON body of 1 KiB or
+more by its structural form where it has one (`json_form`: members sorted, spacing dropped, the
+numbers as sent, never parsed: 18 against 130 µs for a 16 KB tensor of floats), else by the
+canonical form, and hash that form on its own first, putting its digest in the key instead of the
+form, so a repeated body, whose digest is remembered with it, costs a hash of the short parts alone
+(SHA-256 of a 16 KB form: 8 to 10 µs). Those keys differ from the Redis backend's, which gateways
+of different versions share and which therefore keep the canonical form itself in the hash.
 
 The key starts with the model name (percent-encoded, so it holds no ':') so that the Redis backend
 can find one model's entries by prefix when they are invalidated.
@@ -70,7 +72,9 @@ def _digested_body(body: bytes | None) -> bytes:
     if body:
         form = structural_form(body)
         if form is not None:
-            return _DIGESTED_BODY + hashlib.sha256(_STRUCTURAL_BODY + form).digest()
+            digest = hashlib.sha256(_STRUCTURAL_BODY)
+            digest.update(form)  # the same as hashing the two joined, without copying the form
+            return _DIGESTED_BODY + digest.digest()
     return _DIGESTED_BODY + hashlib.sha256(canonical_body(body)).digest()
 
 
