@@ -3,7 +3,7 @@ RLS and ADS, by their grpcio servicers' methods, when they follow on such a conn
 
 A message whose decision completes in memory is answered inline, on the event loop, without a
 task; one that waits (Redis) is carried on by a task, and the stream's later messages wait behind
-it, so answers keep Envoy's order.
+it, so answers keep Envoy's order. A unary call (Check, ShouldRateLimit) is stepped the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -170,13 +170,14 @@ class _Context:
 
 
 class UnaryCall:
-    """A unary call (ext_authz Check, RLS ShouldRateLimit) by its grpcio servicer method."""
+    """A unary call (ext_authz Check, RLS ShouldRateLimit) by its grpcio servicer method, stepped
+    by hand as ext_proc's messages are: an in-memory answer goes out at once, without a task."""
 
     __slots__ = ("method", "out", "parse", "request", "task")
 
     def __init__(
         self,
-        method: Callable[[Any, Any], Awaitable[Any]],
+        method: Callable[[Any, Any], Coroutine[Any, Any, Any]],
         parse: Callable[[bytes], Any],
         out: ServerStream,
     ) -> None:
@@ -198,20 +199,32 @@ class UnaryCall:
         except DecodeError:
             self.out.finish(_INVALID_ARGUMENT, "not the method's request message")
             return
-        self.task = asyncio.ensure_future(self.method(request, _Context(self.out.headers)))
+        coro = self.method(request, _Context(self.out.headers))
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            self._answer(stop.value, None)
+            return
+        except Exception as exc:
+            self._answer(None, exc)
+            return
+        self.task = asyncio.ensure_future(_carry_on(coro, yielded))
         self.task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
             return
         exc = task.exception()
+        self._answer(None if exc is not None else task.result(), exc)
+
+    def _answer(self, response: Any, exc: BaseException | None) -> None:
         if isinstance(exc, _Aborted):
             self.out.finish(exc.code.value[0], exc.details)
         elif exc is not None:
             log.error("mesh: a unary call failed", exc_info=exc)
             self.out.finish(INTERNAL, "turnout failed on this call")
         else:
-            self.out.send_message(task.result().SerializeToString())
+            self.out.send_message(response.SerializeToString())
             self.out.finish()
 
     def reset(self) -> None:
@@ -271,8 +284,8 @@ def call_handlers(
     body_modes: BodyModes,
     max_body: int,
     delegated: frozenset[str],
-    check: Callable[[Any, Any], Awaitable[Any]],
-    should_rate_limit: Callable[[Any, Any], Awaitable[Any]],
+    check: Callable[[Any, Any], Coroutine[Any, Any, Any]],
+    should_rate_limit: Callable[[Any, Any], Coroutine[Any, Any, Any]],
     discovery: Any,
 ) -> dict[str, Callable[[ServerStream], Any]]:
     """The method paths served on a mesh connection of its own, and what serves each."""
