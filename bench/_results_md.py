@@ -291,7 +291,7 @@ def _filters_section(result: Mapping[str, Any]) -> list[str]:
     rows = []
     previous: float | None = None
     for name, value in rows_us.items():
-        if name == "access_log":
+        if name in ("access_log", "no_access_log"):
             continue
         added = "-" if previous is None else _signed(value - previous, 2)
         rows.append([name if previous is None else f"+ {name}", _num(value, 2), added])
@@ -299,6 +299,9 @@ def _filters_section(result: Mapping[str, Any]) -> list[str]:
     if "access_log" in rows_us and "none" in rows_us:
         logged = rows_us["access_log"]
         rows.append(["no filters, access log on", _num(logged, 2), _signed(logged - rows_us["none"], 2)])
+    if "no_access_log" in rows_us and "none" in rows_us:  # --scenario deployed: every row above logs
+        unlogged = rows_us["no_access_log"]
+        rows.append(["no filters, no access log", _num(unlogged, 2), _signed(unlogged - rows_us["none"], 2)])
     lines += _table(("route", "CPU µs per request", "added"), rows)
     return lines
 
