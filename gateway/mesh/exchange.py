@@ -105,8 +105,10 @@ class MeshExchange:
         self.runtime = runtime
         self.ctx = ctx
         self.route = route
-        self.sent_headers = dict(ctx.headers)
-        """The headers as Envoy sent them: what the filters changed is told apart from these."""
+        edits = route is not None and route.filters.edits_headers
+        self.sent_headers = dict(ctx.headers) if edits else ctx.headers
+        """The headers as Envoy sent them: what the filters changed is told apart from these (the
+        request's own, not a copy, when no filter of the route can change them)."""
         self.assignment: Assignment | None = None
         self.endpoint: Endpoint | None = None
         self.extra_response_headers: list[tuple[str, str]] = []
@@ -286,8 +288,11 @@ class MeshExchange:
                     break
         sent = self.sent_headers
         edited = ctx.headers
-        remove = [name for name in sent if name not in edited]
-        set_headers = [(name, value) for name, value in edited.items() if sent.get(name) != value]
+        remove: list[str] = []
+        set_headers: list[tuple[str, str]] = []
+        if sent is not edited:
+            remove = [name for name in sent if name not in edited]
+            set_headers = [(name, value) for name, value in edited.items() if sent.get(name) != value]
         if route.rewrite is not None:
             path = route.rewrite.apply(ctx.path)
             set_headers.append((":path", f"{path}?{ctx.query}" if ctx.query else path))

@@ -58,7 +58,9 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 _MODE = processing_mode_pb2.ProcessingMode
-BODY_MODES = {"none": _MODE.NONE, "buffered": _MODE.BUFFERED, "streamed": _MODE.STREAMED}
+# The body modes as plain ints: an enum wrapper's attribute is a lookup per use on the hot path.
+_NONE, _BUFFERED, _STREAMED = int(_MODE.NONE), int(_MODE.BUFFERED), int(_MODE.STREAMED)
+BODY_MODES = {"none": _NONE, "buffered": _BUFFERED, "streamed": _STREAMED}
 
 _SEND = _MODE.HeaderSendMode.SEND
 _CONTINUE_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
@@ -158,7 +160,7 @@ class _Stream:
         self.max_body = max_body
         self.exchange: MeshExchange | None = None
         self.answer_side: AnswerSide | None = None
-        self.body_mode = _MODE.NONE
+        self.body_mode = _NONE
         """BUFFERED: the decision waits for the body. STREAMED: decided, chunks flowing."""
         self.keep_body = False
         """STREAMED with filters that read the body: the chunks are kept for them."""
@@ -181,7 +183,7 @@ class _Stream:
             return await self._request_body(message.request_body)
         if kind == "request_trailers":
             return await self._request_trailers()
-        if self.body_mode == _MODE.BUFFERED:
+        if self.body_mode == _BUFFERED:
             raise ProtocolError(f"{kind} before the buffered request body")
         if kind == "response_headers":
             return await side.headers(message.response_headers)
@@ -201,34 +203,35 @@ class _Stream:
         route = exchange.route
         override = b""
         reads_body = None
-        response_mode = _MODE.NONE
+        response_mode = _NONE
         reads_answer = False
         if route is not None:
             chain = route.filters
             modes = self.body_modes
             # Declared per route; a route whose filters read a body gets it whole by default.
-            mode = modes.request.get(route.name, _MODE.BUFFERED if chain.needs_request_body else _MODE.NONE)
+            mode = modes.request.get(route.name, _BUFFERED if chain.needs_request_body else _NONE)
             service = self.runtime.experiments
             reads_answer = chain.needs_response_body or (
                 route.experiment is not None
                 and service is not None
                 and service.needs_response_body(route.experiment)
             )
-            response_mode = modes.response.get(route.name, _MODE.BUFFERED if reads_answer else _MODE.NONE)
+            response_mode = modes.response.get(route.name, _BUFFERED if reads_answer else _NONE)
             # A gRPC request's outcome is the grpc-status in its answer's trailers.
             grpc_request = exchange.ctx.headers.get("content-type", "").startswith(GRPC_CONTENT_TYPE)
-            if mode != _MODE.NONE or response_mode != _MODE.NONE or grpc_request:
+            if mode != _NONE or response_mode != _NONE or grpc_request:
                 message, override = mode_override(mode, response_mode, grpc_request)
-            if mode != _MODE.NONE and not headers.end_of_stream:
+            whole = headers.end_of_stream  # no body follows
+            if mode != _NONE and not whole:
                 self.body_mode = mode
-                if mode == _MODE.BUFFERED:  # the decision waits for the whole body
+                if mode == _BUFFERED:  # the decision waits for the whole body
                     self.answer_side = AnswerSide(exchange, response_mode, reads_answer, self.max_body)
                     return pb.ProcessingResponse(request_headers=pb.HeadersResponse(), mode_override=message)
                 # STREAMED: the headers go upstream before the first chunk is answered (Envoy's
                 # STREAMED mode), so the decision is made on them; body filters run at the end.
                 self.keep_body = chain.needs_request_body
                 reads_body = False
-            elif mode == _MODE.NONE and chain.needs_request_body and not headers.end_of_stream:
+            elif mode == _NONE and chain.needs_request_body and not whole:
                 reads_body = False  # declared none: the filters that read a body are left out
         self.answer_side = AnswerSide(exchange, response_mode, reads_answer, self.max_body)
         return self._decided(await exchange.decide(self.delegated, reads_body), "request_headers", override)
@@ -239,12 +242,12 @@ class _Stream:
         if self.request_trailers:
             raise ProtocolError("request_body after request_trailers")
         mode = self.body_mode
-        if mode == _MODE.NONE:  # decided on the headers: Envoy's own mode sends bodies
+        if mode == _NONE:  # decided on the headers: Envoy's own mode sends bodies
             return _CONTINUE_BODY
         self.body_size += len(body.body)
         if self.body_size > self.max_body:
             raise ProtocolError(f"the request body is larger than {self.max_body} bytes")
-        if mode == _MODE.STREAMED:  # each chunk answered as it comes, kept where a filter reads it
+        if mode == _STREAMED:  # each chunk answered as it comes, kept where a filter reads it
             if self.keep_body:
                 self.body.append(body.body)
             if not body.end_of_stream:
@@ -253,7 +256,7 @@ class _Stream:
             return _CONTINUE_BODY if refusal is None else refusal
         # BUFFERED: Envoy sends the whole body in one message (end_of_stream is false when
         # trailers follow it).
-        self.body_mode = _MODE.NONE
+        self.body_mode = _NONE
         exchange.ctx.body = body.body
         exchange.ctx.bytes_in = len(body.body)
         return self._decided(await exchange.decide(self.delegated), "request_body")
@@ -263,7 +266,7 @@ class _Stream:
         ImmediateResponse when one refuses (the last chunk has not gone upstream yet), else None."""
         exchange = self.exchange
         assert exchange is not None
-        self.body_mode = _MODE.NONE
+        self.body_mode = _NONE
         exchange.ctx.bytes_in = self.body_size
         if not self.keep_body or exchange.finished:
             return None
@@ -279,9 +282,9 @@ class _Stream:
         if self.request_trailers:
             raise ProtocolError("a second request_trailers on one stream")
         self.request_trailers = True
-        if self.body_mode == _MODE.BUFFERED:
+        if self.body_mode == _BUFFERED:
             raise ProtocolError("request_trailers before the buffered request body")
-        if self.body_mode == _MODE.STREAMED:  # trailers end a streamed body
+        if self.body_mode == _STREAMED:  # trailers end a streamed body
             refusal = await self._streamed_body_ended()
             if refusal is not None:
                 return refusal
