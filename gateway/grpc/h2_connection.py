@@ -41,6 +41,7 @@ from gateway.mesh.http2 import (
     DATA,
     END_HEADERS,
     END_STREAM,
+    FRAME_HEAD,
     GOAWAY,
     HEADERS,
     PADDED,
@@ -253,14 +254,13 @@ class H2Connection(asyncio.Protocol):
         offset, end = 0, len(data)
         try:
             while end - offset >= _HEAD:
-                length = int.from_bytes(view[offset : offset + 3], "big")
+                high, low, kind, flags, stream_id = FRAME_HEAD.unpack_from(data, offset)
+                length = high << 16 | low
                 if end - offset < _HEAD + length:
                     break
-                kind, flags = view[offset + 3], view[offset + 4]
-                stream_id = int.from_bytes(view[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
                 start = offset + _HEAD
                 offset = start + length
-                self._frame(kind, flags, stream_id, view[start:offset])
+                self._frame(kind, flags, stream_id & 0x7FFFFFFF, view[start:offset])
         except Exception:  # a server that broke HTTP/2 (or HPACK): its calls fail, the pool reconnects
             self._buffer = b""
             if self._transport is not None:

@@ -30,6 +30,7 @@ from gateway.grpc.splice import Origin, origin_of
 from gateway.mesh.hpack_blocks import HeaderReadings
 from gateway.mesh.http2 import (
     ACK,
+    FRAME_HEAD,
     GOAWAY,
     PING,
     PREFACE,
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("turnout.grpc")
 
 _HEAD = 9
-# HTTP/2's largest frame size setting (RFC 9113, 6.5.2); ours stays at the 16 KiB default, so this
-# only bounds what a misbehaving client makes us buffer.
-_MAX_FRAME = (1 << 24) - 1
 _GOAWAY_PROTOCOL_ERROR = struct.pack(">II", 0, 1)
 # How often a stopping front door looks whether its connections' streams are done.
 _DRAIN_POLL = 0.05
@@ -184,13 +182,11 @@ class _Connection(asyncio.Protocol):
         view = memoryview(data)  # of immutable bytes: slices copy nothing and pin nothing
         offset, end = 0, len(data)
         while end - offset >= _HEAD:
-            length = int.from_bytes(view[offset : offset + 3], "big")
-            if length > _MAX_FRAME:
-                raise ConnectionError("a frame larger than HTTP/2 allows")
+            high, low, kind, flags, stream_id = FRAME_HEAD.unpack_from(data, offset)
+            length = high << 16 | low
             if end - offset < _HEAD + length:
                 break
-            kind, flags = view[offset + 3], view[offset + 4]
-            stream_id = int.from_bytes(view[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
+            stream_id &= 0x7FFFFFFF
             start = offset + _HEAD
             offset = start + length
             if kind == PING and flags & ACK:

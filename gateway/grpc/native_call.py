@@ -43,6 +43,8 @@ _HIGH_WATER = 1 << 20
 # grpc-timeout units (gRPC's HTTP/2 protocol spec) in seconds.
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+# A status code's number, looked up once: an enum member's `value` is a descriptor call each time.
+_NUMBERS = {code: code.value[0] for code in grpc.StatusCode}
 
 
 def metadata_block(pairs: Iterable[tuple[str, str | bytes]]) -> bytes:
@@ -261,4 +263,4 @@ class NativeCall:
         if self._timer is not None:
             self._timer.cancel()
         context = self._context
-        self._stream.finish(context.code.value[0], context.details, metadata_block(context.trailing))
+        self._stream.finish(_NUMBERS[context.code], context.details, metadata_block(context.trailing))

@@ -70,8 +70,14 @@ _NO_ERROR, _PROTOCOL_ERROR, _REFUSED_STREAM = 0, 1, 7
 UNIMPLEMENTED, INTERNAL, RESOURCE_EXHAUSTED = 12, 13, 8
 
 
+# A frame's 9-byte head: its 24-bit length (as a byte and 16 bits), type, flags and stream id (whose
+# top bit is reserved).
+FRAME_HEAD = struct.Struct(">BHBBI")
+
+
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream) + payload
+    size = len(payload)
+    return FRAME_HEAD.pack(size >> 16, size & 0xFFFF, kind, flags, stream) + payload
 
 
 # A stream's `finished` for an answer that ends with an empty DATA frame instead of trailers.
