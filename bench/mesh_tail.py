@@ -1,12 +1,13 @@
 """Where the ext_proc decision's tail latency could come from, measured without the noise of a
 shared machine: CPU time of the event loop's thread (`time.thread_time`), which no other job inflates.
 
-    python bench/mesh_tail.py [--decisions 20000]          # in process, at about 1,000/s
+    python bench/mesh_tail.py [--decisions 20000] [--gen0 N]   # in process, at about 1,000/s
     python bench/mesh_tail.py --wakeup [--rounds 3]        # a woken thread beside a busy one
 
 In process (bench/mesh.py's route: API key, rate limit, A/B arm with its exposure, endpoint pick):
 the CPU per decision (p50, p99, p99.9, max); each garbage collection's generation and CPU time
-(after the gateway's own `gc.freeze`); the recorder's seal (its journal line written on the event
+(after the gateway's own `gc.freeze`; `--gen0`: with that young-generation threshold instead of
+Python's 700); the recorder's seal (its journal line written on the event
 loop); the event store's writer thread, CPU per batch and how much of it is Python (`aggregate`).
 
 `--wakeup`: a thread blocked on a socket on one pinned CPU, woken 1,000 times a second by another
@@ -47,7 +48,7 @@ def _percentiles(values: list[float], *fractions: float) -> list[float]:
     return [round(ordered[min(len(ordered) - 1, int(len(ordered) * f))] * 1e6) for f in fractions]
 
 
-async def in_process(decisions: int) -> dict[str, Any]:
+async def in_process(decisions: int, gen0: int | None = None) -> dict[str, Any]:
     import experiments.recorder as recorder_module
     import experiments.store.sqlite as sqlite_module
     from gateway.loading import load_gateway_config
@@ -103,6 +104,9 @@ async def in_process(decisions: int) -> dict[str, Any]:
         gateway = Gateway(load_gateway_config(path), path)
         await gateway.start()
         frozen = gc.get_freeze_count()
+        threshold = gc.get_threshold()
+        if gen0 is not None:
+            gc.set_threshold(gen0, *threshold[1:])
         requests = [
             [
                 (":method", "POST"),
@@ -127,11 +131,13 @@ async def in_process(decisions: int) -> dict[str, Any]:
                     await asyncio.sleep(0.01)
         finally:
             gc.callbacks.remove(on_gc)
+            gc.set_threshold(*threshold)
             await gateway.shutdown(drain_timeout=1.0)
     return {
         "decisions": decisions,
         "decision_cpu_us_p50_p99_p999_max": _percentiles(costs, 0.5, 0.99, 0.999, 1.0),
         "frozen_objects": frozen,
+        "gc_threshold": [gen0 or threshold[0], *threshold[1:]],
         "collections": {
             f"gen{generation}": {"count": len(times), "cpu_us_max": _percentiles(times, 1.0)[0]}
             for generation, times in sorted(collections.items())
@@ -221,12 +227,13 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=20000)
     parser.add_argument("--wakeup", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gen0", type=int, help="the young generation's threshold (Python's: 700)")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     if args.wakeup:
         results: dict[str, Any] = {"wakeup_ms_p50_p99_p999": wakeup(args.rounds)}
     else:
-        results = asyncio.run(in_process(args.decisions))
+        results = asyncio.run(in_process(args.decisions, args.gen0))
     results["load_average_1min"] = [round(load, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(results, indent=2))
     return 0
