@@ -92,6 +92,8 @@ class H2Connection(asyncio.Protocol):
         self._heads = HeaderReadings(answer_head)
         self._header_block: tuple[int, int, bytearray] | None = None
         self._calls: dict[int, UnaryStream] = {}
+        # Calls whose request waits for the server's window to open.
+        self._blocked: dict[int, UnaryStream] = {}
         self._next_id = 1
         self._peer_window = _DEFAULT_WINDOW
         self._peer_frame = _DEFAULT_FRAME
@@ -124,6 +126,7 @@ class H2Connection(asyncio.Protocol):
         self.usable = False
         self._transport = None
         calls, self._calls = self._calls, {}
+        self._blocked.clear()
         for call in calls.values():
             self._fail(call, CallError(grpc.StatusCode.UNAVAILABLE, "the upstream connection was lost"))
         self._wake()
@@ -207,6 +210,7 @@ class H2Connection(asyncio.Protocol):
         while pending:
             size = min(len(pending), self._send_window, call.window, self._peer_frame)
             if size <= 0:
+                self._blocked[call.id] = call
                 break
             flags = END_STREAM if size == len(pending) else 0
             self._write(frame(DATA, flags, call.id, pending[:size]))
@@ -214,6 +218,20 @@ class H2Connection(asyncio.Protocol):
             self._send_window -= size
             call.window -= size
         call.pending = pending
+        if not pending and self._blocked:
+            self._blocked.pop(call.id, None)
+
+    def _send_blocked(self) -> None:
+        """Send on the calls a window held back (none, nearly always: a server's connection-level
+        WINDOW_UPDATE then costs nothing per call in flight)."""
+        if not self._blocked:
+            return
+        calls = self._calls
+        for call in list(self._blocked.values()):
+            if calls.get(call.id) is call:
+                self._send(call)
+            else:  # ended meanwhile (reset, expired, failed): nothing more of it goes out
+                del self._blocked[call.id]
 
     def _expired(self, call: UnaryStream) -> None:
         call.timer = None
@@ -307,9 +325,7 @@ class H2Connection(asyncio.Protocol):
             increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
             if stream_id == 0:
                 self._send_window += increment
-                for call in list(self._calls.values()):
-                    if call.pending:
-                        self._send(call)
+                self._send_blocked()
             else:
                 call = self._calls.get(stream_id)
                 if call is not None:
@@ -329,9 +345,7 @@ class H2Connection(asyncio.Protocol):
                 self._peer_frame = value
             elif key == _SETTINGS_MAX_CONCURRENT:
                 self._peer_max = value
-        for call in list(self._calls.values()):
-            if call.pending:
-                self._send(call)
+        self._send_blocked()
         self._wake()
 
     def _goaway(self, last_id: int) -> None:

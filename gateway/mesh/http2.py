@@ -229,6 +229,8 @@ class Http2Connection:
         self._max_message = max_message
         self._blocks = HeaderBlocks(self._max_block)
         self._streams: dict[int, tuple[ServerStream, CallHandler, bytearray]] = {}
+        # Open streams whose queued answer waits for the peer's window to open.
+        self._blocked: dict[int, ServerStream] = {}
         self._last_id = 0
         self._header_block: tuple[int, int, bytearray] | None = None
         self._peer_window = _DEFAULT_WINDOW
@@ -465,9 +467,16 @@ class Http2Connection:
             self.flush(entry[0])
 
     def _flush_all(self) -> None:
-        for stream, _, _ in list(self._streams.values()):
-            if stream.pending or stream.finished is not None:
+        """Flush the streams a window held back (none, nearly always: a client's connection-level
+        WINDOW_UPDATE then costs nothing per open stream)."""
+        if not self._blocked:
+            return
+        streams = self._streams
+        for stream in list(self._blocked.values()):
+            if stream.id in streams:
                 self.flush(stream)
+            else:  # reset meanwhile: nothing more of it goes out
+                del self._blocked[stream.id]
 
     def flush(self, stream: ServerStream) -> None:
         """Send what the windows allow of the stream's answer, then its trailers."""
@@ -475,11 +484,14 @@ class Http2Connection:
         while pending:
             size = min(len(pending), self._send_window, stream.window, self._peer_frame)
             if size <= 0:
+                self._blocked[stream.id] = stream
                 return
             self.write(frame(DATA, 0, stream.id, bytes(pending[:size])))
             del pending[:size]
             self._send_window -= size
             stream.window -= size
+        if self._blocked:
+            self._blocked.pop(stream.id, None)
         if stream.drained is not None:
             stream.drained()
         trailers = stream.finished
@@ -498,6 +510,7 @@ class Http2Connection:
     def lost(self) -> None:
         """The connection is gone: every open call is reset."""
         self.closed = True
+        self._blocked.clear()
         streams, self._streams = self._streams, {}
         for _, handler, _ in streams.values():
             handler.reset()
