@@ -33,6 +33,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+import numpy as np
+
 from gateway.core.json_bounds import MAX_DEPTH
 
 # Below this orjson's parse and sorted write cost a microsecond or two (1.9 µs for a 97-byte OIP v2
@@ -46,9 +48,11 @@ SPARE_TOKENS: Final = 16
 
 _WS: Final = b" \t\n\r"  # JSON's whitespace, and nothing else (bytes.strip() would take \x0b, \x0c)
 # Each byte as one of three: spacing (a space), a comma, or anything else ("a"); a run of spacing
-# that follows anything else shows as "a ".
-_CLASSES: Final = bytes(32 if byte in _WS else byte if byte == 44 else 97 for byte in range(256))
-_AFTER_OTHER: Final = b"a "
+# that follows anything else shows as "a" then " ".
+_SPACE, _COMMA, _OTHER = b" ,a"
+_CLASSES: Final = bytes(
+    _SPACE if byte in _WS else _COMMA if byte == _COMMA else _OTHER for byte in range(256)
+)
 # Optional whitespace, then one token: a structural character, a string (no backslash: the caller
 # checked), or a run of anything else (a number or literal, valid or not: kept as sent).
 _TOKEN: Final = re.compile(rb'[ \t\n\r]*(?:([\[\]{}:,])|("[^"]*")|([^ \t\n\r\[\]{}:,"]+))')
@@ -184,10 +188,11 @@ def _flat(items: bytes) -> bytes:
     """The inside of an array of numbers and literals, without its spacing: removed where each run
     of it follows a comma (`", "`, a newline and an indent), since a run between two characters of
     numbers (`1 2`) is not spacing but an error that removing it would hide. Other spacing raises
-    (`1 , 2`: no serialiser writes it). Two `bytes.translate` passes and a search: C loops."""
+    (`1 , 2`: no serialiser writes it). Two `bytes.translate` passes and one numpy test: C loops."""
     items = items.strip(_WS)
     if b" " not in items and b"\n" not in items and b"\t" not in items and b"\r" not in items:
         return items  # compact (orjson, JavaScript): as sent
-    if _AFTER_OTHER in items.translate(_CLASSES):
-        raise _NotHandled
+    classes = np.frombuffer(items.translate(_CLASSES), dtype=np.uint8)
+    if bool(((classes[:-1] == _OTHER) & (classes[1:] == _SPACE)).any()):  # 5 µs for 18 KB;
+        raise _NotHandled  # `b"a " in ...` took 36, its first byte matching almost everywhere
     return items.translate(None, _WS)

@@ -147,6 +147,9 @@ def test_what_the_form_leaves_to_the_canonical_one() -> None:
     assert structural_form(b'{"a": [1, 2]}') is None  # under MIN_BYTES
     assert structural_form(b'{"a\\u0062": 1, "p": "' + pad + b'"}') is None  # an escape
     assert structural_form(b'{"a": [1 , 2], "p": "' + pad + b'"}') is None  # spacing before a comma
+    assert structural_form(b'{"a": [1\n,2], "p": "' + pad + b'"}') is None
+    spaced = structural_form(b'{"a": [ 1,\n\t 2 ], "p": "' + pad + b'"}')
+    assert spaced == structural_form(b'{"a":[1,2],"p":"' + pad + b'"}') is not None
     assert structural_form(b"[" * 100 + b"]" * 100 + b" " * MIN_BYTES) is None  # too deep
     many = orjson.dumps([{"k": i} for i in range(200)])
     assert structural_form(many) is None  # more tokens than its budget: orjson reads it faster
