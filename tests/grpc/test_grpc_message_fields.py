@@ -30,6 +30,8 @@ def _tensor_request(model: str, version: str) -> bytes:
         (_tensor_request("", ""), (None, None)),
         (pb.ModelMetadataRequest(name="モデル", version="7").SerializeToString(), ("モデル", "7")),
         (pb.ModelReadyRequest(name="r").SerializeToString(), ("r", None)),
+        # A name of more than 127 bytes: its length is a varint of two bytes.
+        (pb.ModelReadyRequest(name="m" * 200, version="1").SerializeToString(), ("m" * 200, "1")),
         (b"", (None, None)),
     ],
 )
