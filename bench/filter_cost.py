@@ -9,6 +9,9 @@ route is measured with the typical chain (bench/_chains.py) built up one filter 
 
     none -> auth_jwt -> auth_jwt + rate_limit -> auth_jwt + rate_limit + cache (a miss every time)
 
+(`--chain null`: filters of the same shape that do no work of their own, bench/_null_filters.py, so
+the rows show what the data path itself does per filter.)
+
 and once more with no filters and the access log on (to a file). Each filter's cost is the
 difference from the row before it. Every request carries the chain's token and a query string of
 its own (so the cache misses), in every row, so the rows differ only by their filters. The requests
@@ -42,6 +45,7 @@ for path in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(path))
 
 from _chains import build_chain  # noqa: E402 - after the path is set
+from _null_filters import NULL_CHAIN  # noqa: E402
 from _procs import free_port  # noqa: E402
 from _scenario import SCENARIO_NAMES, Scenario, build_scenario  # noqa: E402
 from _turnout import turnout_config  # noqa: E402
@@ -168,13 +172,17 @@ async def _measure(
 async def _all_rows(
     scenario: Scenario, chain_name: str, requests: int, rounds: int, in_flight: int, unique_bodies: bool
 ) -> dict[str, float]:
-    chain = build_chain(chain_name)
+    chain = build_chain("typical" if chain_name == "null" else chain_name)
     request = _requests(scenario, chain.headers[0][1].removeprefix("Bearer "), unique_bodies)
-    names = ["none", *(next(iter(f)) for f in chain.filters)]
+    filters: Sequence[Mapping[str, Any]] = chain.filters
+    names = ["none", *(next(iter(f)) for f in filters)]
+    if chain_name == "null":  # the same requests, the typical chain's shape without its work
+        filters = NULL_CHAIN
+        names = ["none", "null_auth", "null_limit", "null_store"]
     logged = scenario.access_log  # the deployed scenario logs every request, as bench/proxy.py's does
     rows: dict[str, float] = {}
     for count, name in enumerate(names):
-        rows[name] = await _measure(chain.filters[:count], logged, request, requests, rounds, in_flight)
+        rows[name] = await _measure(filters[:count], logged, request, requests, rounds, in_flight)
     # The other way round: the log's cost is the difference from the row without filters.
     rows["access_log" if not logged else "no_access_log"] = await _measure(
         (), not logged, request, requests, rounds, in_flight
@@ -188,7 +196,11 @@ def main() -> int:
     )
     parser.add_argument("--scenario", choices=SCENARIO_NAMES, default="best", help="the requests (best)")
     parser.add_argument(
-        "--chain", choices=("typical", "typical-raw-body"), default="typical", help="the filters (typical)"
+        "--chain",
+        choices=("typical", "typical-raw-body", "null"),
+        default="typical",
+        help="the filters (typical); null: filters of the typical chain's shape that do nothing, "
+        "for the data path's own cost per filter (bench/_null_filters.py)",
     )
     parser.add_argument("--requests", type=int, default=4000, help="requests per round (4000)")
     parser.add_argument("--rounds", type=int, default=9, help="rounds; the best is kept (9)")
