@@ -19,6 +19,18 @@ def session_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model repository (`inference_workers.examples.build_models`), built once a session:
+    training it takes seconds of CPU, and the workers and tests that use it only read it (a test
+    that changes a repository copies the models it needs)."""
+    from inference_workers.examples.build_models import build
+
+    root = tmp_path_factory.mktemp("demo-models")
+    build(root)
+    return root
+
+
+@pytest.fixture(scope="session")
 def upstream_a(session_logs: Path) -> Iterator[Process]:
     process = start_upstream("a", log_dir=session_logs)
     yield process

@@ -358,11 +358,8 @@ def _demo_config(worker_a: WorkerProcess, worker_b: WorkerProcess, workdir: Path
 
 
 @pytest.fixture(scope="module")
-def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
-    from inference_workers.examples.build_models import build
-
-    models = tmp_path_factory.mktemp("demo-models")
-    build(models)
+def demo_stack(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    models = demo_models
     logs = tmp_path_factory.mktemp("demo-logs")
     worker_a = start_worker(models, logs, "--models", "risk:1,risk-mlp,diabetes")
     worker_b = start_worker(models, logs, "--models", "risk:2,risk-mlp,diabetes")

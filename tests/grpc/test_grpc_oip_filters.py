@@ -9,6 +9,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,7 +17,6 @@ import numpy as np
 import pytest
 
 import gateway.grpc.oip_infer
-from inference_workers.examples.build_models import build
 from inference_workers.grpc_codec import pb, pb_grpc, response_from_proto
 from tests.conftest import gateway_config
 from tests.inference_workers.support import WorkerProcess, start_worker
@@ -28,10 +28,8 @@ _INFERENCES = re.compile(
 
 
 @pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    repository = tmp_path_factory.mktemp("models")
-    build(repository)
-    process = start_worker(repository, tmp_path_factory.mktemp("worker"), "--models", "risk")
+def worker(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    process = start_worker(demo_models, tmp_path_factory.mktemp("worker"), "--models", "risk")
     try:
         yield process
     finally:

@@ -63,11 +63,8 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    from inference_workers.examples.build_models import build
-
-    models = tmp_path_factory.mktemp("grpc-demo-models")
-    build(models)
+def demo(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    models = demo_models
     logs = tmp_path_factory.mktemp("grpc-demo-logs")
     worker_a = start_worker(models, logs, "--models", "risk:1,risk-mlp,diabetes")
     worker_b = start_worker(models, logs, "--models", "risk:2,risk-mlp,diabetes")

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import yaml
 
-from inference_workers.examples.build_models import build
 from tests.inference_workers.slow_estimator import SleepThenSum
 from tests.inference_workers.support import WorkerProcess, start_worker
 
@@ -135,11 +134,9 @@ def _build_sklearn_models(root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo repository exactly as the builder writes it."""
-    root = tmp_path_factory.mktemp("demo-models")
-    build(root)
-    return root
+def demo_repository(demo_models: Path) -> Path:
+    """The demo repository exactly as the builder writes it (built once a session: tests/conftest.py)."""
+    return demo_models
 
 
 @pytest.fixture(scope="session")

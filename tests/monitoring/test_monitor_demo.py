@@ -61,11 +61,8 @@ def _config_text(
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    from inference_workers.examples.build_models import build
-
-    models = tmp_path_factory.mktemp("monitor-models")
-    build(models)
+def demo(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    models = demo_models
     logs = tmp_path_factory.mktemp("monitor-logs")
     references = tmp_path_factory.mktemp("monitor-references")
     write_references(references)

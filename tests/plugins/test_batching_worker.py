@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -31,7 +32,6 @@ from gateway.core.protocols.oip_v2 import (
     decode_response,
     encode_request,
 )
-from inference_workers.examples.build_models import build
 from plugins.batching import BatchAnswer, Batcher, BatchingConfig, BatchUpstream, SendBatch, UpstreamReply
 from plugins.batching.payload import EncodedBatch
 from tests.support.processes import ROOT, free_port, http_ok, wait_until
@@ -44,10 +44,9 @@ CLUSTER = "workers"
 
 
 @pytest.fixture(scope="session")
-def risk_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def risk_worker(demo_models: Path) -> Iterator[str]:
     """The URL of one worker serving the demo models (risk v1, v2; diabetes v1)."""
-    repository = tmp_path_factory.mktemp("batching-models")
-    build(repository)
+    repository = demo_models
     port = free_port()
     log_path = repository.parent / f"batching-worker-{port}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
