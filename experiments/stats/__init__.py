@@ -7,9 +7,11 @@ sequential test, confidence sequences), `srm` (sample ratio mismatch, canary cou
 (Holm, Benjamini-Hochberg), `summary` (running moments), `normal` (shared Wald inference).
 
 scipy is imported inside the functions that call it, never at module level: importing it takes about
-a second, and every gateway imports these modules at start while only computing statistics when an
-experiment is analysed.
+a second, and every gateway imports these modules at start, while only one that runs an A/B test or
+a canary computes statistics (and imports scipy ahead of time with `preload_scipy`).
 """
+
+import importlib
 
 from experiments.stats.bootstrap import BootstrapInterval, bootstrap_quantile_difference, units_from_groups
 from experiments.stats.corrections import benjamini_hochberg, holm
@@ -64,6 +66,17 @@ from experiments.stats.srm import (
 )
 from experiments.stats.summary import RunningMoments
 
+
+def preload_scipy() -> None:
+    """Import the parts of scipy these modules call, ahead of the first computation that needs them.
+
+    A gateway that analyses experiments calls this as it applies them, in a worker thread, so that
+    neither its first status request nor a canary's first controller tick stalls the event loop
+    with requests in flight for the second the import takes."""
+    for name in ("scipy.optimize", "scipy.special", "scipy.stats"):
+        importlib.import_module(name)
+
+
 __all__ = [
     "BootstrapInterval",
     "CanaryCountResult",
@@ -99,6 +112,7 @@ __all__ = [
     "minimum_detectable_effect_proportions",
     "mixture_rho",
     "normal_inference",
+    "preload_scipy",
     "proportion_difference_ci",
     "proportion_difference_looks",
     "quantile_ci",
