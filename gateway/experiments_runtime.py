@@ -8,6 +8,7 @@ the store, the recorder and unchanged splits carry on untouched.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -32,6 +33,7 @@ from experiments.splits import build_split
 from experiments.splits.base import Assignment, Split
 from experiments.splits.blue_green import BlueGreenSplit
 from experiments.splits.canary import CanarySplit
+from experiments.stats import preload_scipy
 from experiments.store import EventStore, open_store
 from experiments.sync import SplitStateSync
 from gateway.cluster import ClusterRuntime
@@ -104,6 +106,10 @@ class ExperimentsService:
 
     async def apply(self, config: GatewayConfig) -> None:
         """Build or keep each experiment of `config`; stop those that are gone."""
+        if any(isinstance(experiment, AbConfig | CanaryConfig) for experiment in config.experiments.values()):
+            # Their status and a canary's controller compute statistics: scipy is imported now, off
+            # the event loop, not by the first of them with requests in flight (a second's stall).
+            await asyncio.to_thread(preload_scipy)
         for name in [n for n in self.splits if n not in config.experiments]:
             await self._retire(name)
         for name, experiment in config.experiments.items():
