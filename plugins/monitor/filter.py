@@ -4,13 +4,14 @@ The filter has no request or response hook. It sets `answer_sample_rate` to its 
 data path draws once per request, and for the answers it drew keeps a copy of the bytes as they
 stream to the client, handing it to `on_sampled_answer` once the client has the answer (an answer
 over the data path's bound comes without its body: counted as skipped). A request left out costs that
-draw and nothing else. A drawn 200 answer to a POST for a monitored model is one `put_nowait` of
-references to the two bodies into a bounded queue; a full queue drops the sample and counts it:
-monitoring never slows a request. One background task per filter (started in
-`start`, cancelled in `stop`) decodes the samples in steps (those of one shape at once,
-`plugins.monitor.fast_decode`) and adds them to their series, keyed by (model, version, experiment
-arm); a body it cannot read, or rows of the wrong width, are counted as rejected with the reason
-kept for the report, never raised.
+draw and nothing else. A drawn 200 answer to a POST for a monitored model is one append of
+references to the two bodies to a bounded list (not an `asyncio.Queue`: its put costs several times
+as much, and only the background task ever waits); a full list drops the sample and counts it:
+monitoring never slows a request. One background task per filter (started in `start`, cancelled in
+`stop`) sleeps until a sample comes, lets more gather for `flush_interval`, and decodes them in
+steps (those of one shape at once, `plugins.monitor.fast_decode`), adding them to their series,
+keyed by (model, version, experiment arm); a body it cannot read, or rows of the wrong width, are
+counted as rejected with the reason kept for the report, never raised.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ BATCH_SAMPLES = 256
 _log = logging.getLogger("turnout.monitor")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, five times the cost of
+# a plain one, and a sample is made on the request's own callback.
+@dataclass(slots=True)
 class _Sample:
     model: str
     version: str | None
@@ -78,9 +81,13 @@ class MonitorFilter(Filter):
         "_base_dir",
         "_config",
         "_counters",
+        "_dropped",
         "_exporter",
-        "_queue",
+        "_models",
+        "_pending",
+        "_queued",
         "_task",
+        "_waiter",
         "answer_sample_rate",
         "errors",
         "histories",
@@ -99,8 +106,13 @@ class MonitorFilter(Filter):
         self._exporter = exporter
         self._base_dir = base_dir
         self._counters = counters
+        self._queued, self._dropped = counters["queued"], counters["dropped"]
+        self._models = frozenset(config.models)
         self.answer_sample_rate = config.sample_rate
-        self._queue: asyncio.Queue[_Sample] | None = None
+        self._pending: list[_Sample] | None = None
+        """Samples waiting for the background task (at most `queue_size`); None when stopped."""
+        self._waiter: asyncio.Future[None] | None = None
+        """The background task's wait for the next sample, while there is none."""
         self._task: asyncio.Task[None] | None = None
         self.series: dict[tuple[str, str, str], ModelSeries] = {}
         self.references: dict[str, Reference | None] = {}
@@ -121,36 +133,40 @@ class MonitorFilter(Filter):
     def on_sampled_answer(self, ctx: RequestContext, response: Response) -> None:
         """A drawn request's answer, as written to the client: queue it for the background task.
         Inference is a POST; metadata and health reads on the same route are not samples."""
-        if ctx.method != "POST" or ctx.model not in self._config.models:
+        model = ctx.model
+        if ctx.method != "POST" or model not in self._models:
             return
-        request, answer, queue, model = ctx.body, response.body, self._queue, ctx.model
+        request, answer, pending = ctx.body, response.body, self._pending
         if answer is None and response.status == 200:  # longer than the data path copies
             self._counters["skipped"].inc()
             return
-        if response.status != 200 or request is None or not answer or queue is None or model is None:
+        if response.status != 200 or request is None or not answer or pending is None or model is None:
+            return
+        if len(pending) >= self._config.queue_size:
+            self._dropped.inc()
             return
         headers = ctx.headers
         grpc = headers.get("content-type") == _GRPC
-        sample = _Sample(
-            model, ctx.model_version, ctx.arm, request, answer, headers.get(_HEADER_LENGTH), grpc
+        pending.append(
+            _Sample(model, ctx.model_version, ctx.arm, request, answer, headers.get(_HEADER_LENGTH), grpc)
         )
-        try:
-            queue.put_nowait(sample)
-        except asyncio.QueueFull:
-            self._counters["dropped"].inc()
-            return
-        self._counters["queued"].inc()
+        self._queued.inc()
+        waiter = self._waiter
+        if waiter is not None:  # the background task sleeps until a sample comes: this is the one
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def start(self) -> None:
         for model, options in self._config.models.items():
             self.references[model] = self._load_reference(model, options.reference, options.features)
-        self._queue = asyncio.Queue(self._config.queue_size)
-        self._task = asyncio.get_running_loop().create_task(self._drain(self._queue))
+        self._pending = []
+        self._task = asyncio.get_running_loop().create_task(self._drain(self._pending))
         if self._exporter is not None:
             self._exporter.attach(self)
 
     async def stop(self) -> None:
-        task, self._task, self._queue = self._task, None, None
+        task, self._task, self._pending, self._waiter = self._task, None, None, None
         if self._exporter is not None:
             self._exporter.detach(self)
         if task is not None:
@@ -172,20 +188,22 @@ class MonitorFilter(Filter):
             _log.error("monitor: model %r: %s", model, self.errors[model])
             return None
 
-    async def _drain(self, queue: asyncio.Queue[_Sample]) -> None:
+    async def _drain(self, pending: list[_Sample]) -> None:
         interval = self._config.flush_interval
+        loop = asyncio.get_running_loop()
         while True:
-            batch = [await queue.get()]
+            if not pending:
+                self._waiter = loop.create_future()
+                await self._waiter
             if interval:
                 await asyncio.sleep(interval)  # let samples gather: numpy's cost is per call, not per row
-            while True:
-                while len(batch) < BATCH_SAMPLES and not queue.empty():
-                    batch.append(queue.get_nowait())
+            while pending:
+                # Taken from the front, so the list holds at most queue_size samples all along.
+                batch = pending[:BATCH_SAMPLES]
+                del pending[:BATCH_SAMPLES]
                 self.observe(batch)
-                if queue.empty():
-                    break
-                batch = []
-                await asyncio.sleep(0)  # one step at a time: requests run between them
+                if pending:
+                    await asyncio.sleep(0)  # one step at a time: requests run between them
 
     def observe(self, samples: list[_Sample]) -> None:
         """Decode samples and add them to their series (the background task's step): the rows and
