@@ -10,6 +10,9 @@ Only plain exchanges take this path: JSON tensors with flat numeric `data` and n
 responses with the same outputs and model version. A body that is anything else (binary tensors,
 nested or text data, a value out of its datatype's range, a body that is not JSON) is left to the
 general decoder, which reads it or names what is wrong with it: the two agree on what they accept.
+A body that repeats one already read in the same step with other numbers is not parsed whole: its
+data arrays are cut out by the first one's template (`plugins.monitor.body_template`), and the
+arrays of a group are parsed in one call.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import orjson
 
 from gateway.core import json_bounds
 from gateway.core.errors import BadRequest
+from plugins.monitor import body_template
+from plugins.monitor.body_template import Pieces
 from plugins.monitor.decode import Observation
 
 # Numeric datatypes read here, with the array type the general decoder gives them (BOOL and BYTES
@@ -52,6 +57,10 @@ _SMALL_BODY: Final = 4096
 
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
 Exchange = tuple[bytes, bytes]
+GroupKey = tuple[Signature, Signature, str | None]
+# Pairs of templates one step learns at most: a model's traffic has a few shapes; bodies that never
+# repeat (keys in another order each time) stop paying for a template past these.
+MAX_TEMPLATES: Final = 16
 
 
 def decode_batch(exchanges: Sequence[Exchange]) -> tuple[list[tuple[list[int], Observation]], list[int]]:
@@ -60,13 +69,17 @@ def decode_batch(exchanges: Sequence[Exchange]) -> tuple[list[tuple[list[int], O
 
     Returns the groups, each with the indexes of its exchanges, and the indexes left for the
     general decoder."""
-    groups: dict[tuple[Signature, Signature, str | None], list[tuple[int, list[Any], list[Any]]]] = {}
+    groups: dict[GroupKey, list[tuple[int, list[Any], list[Any]]]] = {}
     left: list[int] = []
+    templates = _Templates()
     for index, (request, response) in enumerate(exchanges):
-        read = _read(request, response)
+        read = templates.read(request, response)
         if read is None:
-            left.append(index)
-            continue
+            read = _read(request, response)
+            if read is None:
+                left.append(index)
+                continue
+            templates.learn(request, response, *read)
         key, inputs, outputs = read
         groups.setdefault(key, []).append((index, inputs, outputs))
     decoded: list[tuple[list[int], Observation]] = []
@@ -80,9 +93,48 @@ def decode_batch(exchanges: Sequence[Exchange]) -> tuple[list[tuple[list[int], O
     return decoded, left
 
 
-def _read(
-    request: bytes, response: bytes
-) -> tuple[tuple[Signature, Signature, str | None], list[Any], list[Any]] | None:
+class _Templates:
+    """The templates of the bodies one step has read whole, and the group each pair of them makes."""
+
+    __slots__ = ("groups", "requests", "responses")
+
+    def __init__(self) -> None:
+        self.requests: dict[bytes, Pieces] = {}
+        self.responses: dict[bytes, Pieces] = {}
+        self.groups: dict[tuple[Pieces, Pieces], GroupKey] = {}
+
+    def read(self, request: bytes, response: bytes) -> tuple[GroupKey, list[Any], list[Any]] | None:
+        """The group key and the data arrays' text (bytes, parsed later) of an exchange that repeats
+        a known pair of templates; None when it does not."""
+        if not self.groups:
+            return None
+        asked = self.requests.get(body_template.first_piece(request) or b"")
+        answered = self.responses.get(body_template.first_piece(response) or b"")
+        if asked is None or answered is None:
+            return None
+        key = self.groups.get((asked, answered))
+        if key is None:
+            return None
+        inputs = body_template.spans(request, asked)
+        outputs = body_template.spans(response, answered) if inputs is not None else None
+        if inputs is None or outputs is None:
+            return None
+        return key, list(inputs), list(outputs)
+
+    def learn(
+        self, request: bytes, response: bytes, key: GroupKey, inputs: list[Any], outputs: list[Any]
+    ) -> None:
+        if len(self.groups) >= MAX_TEMPLATES:
+            return
+        asked = body_template.learn(request, inputs)
+        answered = body_template.learn(response, outputs)
+        if asked is not None and answered is not None:
+            self.requests.setdefault(asked[0], asked)
+            self.responses.setdefault(answered[0], answered)
+            self.groups[(asked, answered)] = key
+
+
+def _read(request: bytes, response: bytes) -> tuple[GroupKey, list[Any], list[Any]] | None:
     """The signature and the tensors' data lists of one exchange, or None when it is not plain."""
     try:
         asked = _loads(request)
@@ -150,7 +202,7 @@ def _stacked(
     """One observation for a group, or None when a tensor's values are not what its datatype says."""
     columns: list[np.ndarray] = []
     for position, (_, datatype, shape) in enumerate(inputs):
-        array = _array([tensors[position] for _, tensors, _ in members], datatype)
+        array = _array([tensors[position] for _, tensors, _ in members], datatype, math.prod(shape))
         if array is None:
             return None
         columns.append(array.astype(np.float64, copy=False).reshape(len(members) * shape[0], -1))
@@ -166,22 +218,27 @@ def _stacked(
         )
     answers: list[tuple[str, np.ndarray]] = []
     for position, (name, datatype, shape) in enumerate(outputs):
-        array = _array([tensors[position] for _, _, tensors in members], datatype)
+        array = _array([tensors[position] for _, _, tensors in members], datatype, math.prod(shape))
         if array is None:
             return None
         answers.append((name, array.reshape(len(members) * shape[0], *shape[1:])))
     return Observation(rows, names, answers, version)
 
 
-def _array(lists: list[list[Any]], datatype: str) -> np.ndarray | None:
-    """(samples, values) in the datatype's array type, or None when a value does not belong in it
-    (text, a float in an integer tensor, a number out of range, rows of different lengths)."""
+def _array(column: list[Any], datatype: str, width: int) -> np.ndarray | None:
+    """(samples, values) in the datatype's array type from each sample's data (a list as parsed, or
+    an array's text cut out by a template), or None when a value does not belong in it (text, a
+    float in an integer tensor, a number out of range, rows of other lengths than `width`)."""
     try:
-        array = np.array(lists)
-    except (ValueError, TypeError, OverflowError):
+        array = np.array(_resolved(column))
+    except (ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
         return None
     dtype = _DTYPES[datatype]
-    if array.ndim != 2 or array.dtype.kind not in ("iuf" if dtype.kind == "f" else "iu"):
+    if (
+        array.ndim != 2
+        or array.shape[1] != width
+        or array.dtype.kind not in ("iuf" if dtype.kind == "f" else "iu")
+    ):
         return None
     if array.size == 0:
         return array.astype(dtype)
@@ -195,3 +252,13 @@ def _array(lists: list[list[Any]], datatype: str) -> np.ndarray | None:
         if int(array.min()) < limits.min or int(array.max()) > limits.max:
             return None
     return array.astype(dtype, copy=False)
+
+
+def _resolved(column: list[Any]) -> list[Any]:
+    """Each sample's data as a list: the arrays' text of every templated sample parsed in one call
+    (flat arrays, so the joined text nests two levels deep)."""
+    texts = [one for one in column if type(one) is bytes]
+    if not texts:
+        return column
+    parsed = iter(orjson.loads(b"[[" + b"],[".join(texts) + b"]]"))
+    return [next(parsed) if type(one) is bytes else one for one in column]

@@ -120,3 +120,35 @@ def test_a_body_the_cheaper_checks_cannot_vouch_for_goes_the_general_way(request
     groups, left = decode_batch([plain, (request_body, plain[1])])
     assert left == [1]
     assert [indexes for indexes, _ in groups] == [[0]]
+
+
+def _body(data: bytes) -> bytes:
+    """One body's bytes with another data array's text: what a template cuts around."""
+    return b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [' + data + b"]}]}"
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [b"0.5", b"0.5, 1.5, 2.5", b'"a", "b"', b"0.5, [1.5]", b"NaN, 1", b"0.5,, 1", b"true, 1e39"],
+)
+def test_a_body_cut_by_a_template_is_taken_only_when_its_array_is_what_the_shape_says(odd: bytes) -> None:
+    rng = np.random.default_rng(6)
+    answer = oip_response(binary_probabilities(rng, 1))
+    exchanges = [(_body(b"0.25, 0.75"), answer), (_body(odd), answer), (_body(b"1, 2"), answer)]
+    groups, left = decode_batch(exchanges)
+    assert 1 in left and all(1 not in indexes for indexes, _ in groups)
+    for indexes, observation in groups:  # what was taken is what the bodies said
+        assert observation.rows is not None
+        expected = [[0.25, 0.75], None, [1.0, 2.0]]
+        assert observation.rows.tolist() == [expected[index] for index in indexes]
+
+
+def test_bodies_that_repeat_a_template_decode_as_if_each_were_read_whole() -> None:
+    rng = np.random.default_rng(8)
+    answer = oip_response(binary_probabilities(rng, 1))
+    values = rng.normal(size=(20, 2)).astype(np.float32)
+    exchanges = [(_body(b", ".join(b"%r" % float(v) for v in row)), answer) for row in values]
+    groups, left = decode_batch(exchanges)
+    assert left == [] and [indexes for indexes, _ in groups] == [list(range(20))]
+    rows = groups[0][1].rows
+    assert rows is not None and np.array_equal(rows, values.astype(np.float64))
