@@ -21,8 +21,13 @@ moments): its "rise" over the baseline is the harness's own noise in this very r
 SHARE` adds a gateway whose monitor samples SHARE (0.0001: what its presence costs a request left
 out of the sample). `--compare DIR`
 adds a gateway with the monitor running another source tree of turnout (DIR, a checkout: a before
-and after of a change, side by side; its data path runs from source). `--calibrate` runs the two
-gateways with no monitor on either side.
+and after of a change, side by side). `--calibrate` runs the two gateways with no monitor on either
+side.
+
+Every gateway runs its data path as the environment says: from source with TURNOUT_PURE_PYTHON=1
+(fair between a tree with a compiled build and one without), else compiled where the tree has a
+fresh build (gateway/core/native.py). The gateways other than DIR's run the turnout importable here:
+set PYTHONPATH to run them from yet another tree, such as a built checkout of the code under test.
 """
 
 from __future__ import annotations
@@ -178,7 +183,7 @@ def _round(
             log = work / f"{gateway.name}.log"
             argv = turnout_argv(turnout, path)
             if gateway.source is not None:  # env execs turnout: the process measured is turnout's own
-                argv = ["env", f"PYTHONPATH={gateway.source}", "TURNOUT_PURE_PYTHON=1", *argv]
+                argv = ["env", f"PYTHONPATH={gateway.source}", *argv]
             process = stack.enter_context(spawned(argv, log))
             ready = lambda g=gateway: turnout_ready(g.listen, g.admin)  # noqa: E731
             wait_until(ready, process, log, gateway.name, START_TIMEOUT_S)
