@@ -119,7 +119,7 @@ class _Templates:
         outputs = body_template.spans(response, answered) if inputs is not None else None
         if inputs is None or outputs is None:
             return None
-        return key, list(inputs), list(outputs)
+        return key, inputs, outputs
 
     def learn(
         self, request: bytes, response: bytes, key: GroupKey, inputs: list[Any], outputs: list[Any]

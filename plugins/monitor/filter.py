@@ -44,9 +44,9 @@ _HEADER_LENGTH = "inference-header-content-length"
 # A sample of a gRPC call (its messages are protobuf): what the gRPC front door puts in ctx.headers.
 _GRPC = "application/grpc"
 
-# Samples decoded in one step of the background task: about 2 ms of CPU at ~8 µs a sample (one row
-# of 30 features), the most one step holds the event loop (and so delays requests) before it yields;
-# 100 samples/s with a 1 s flush interval fit in one step.
+# Samples studied in one step of the background task: about 2.5 ms of CPU at ~9 µs a sample (one
+# row of 30 features, bench/monitor_step.py), the most one step holds the event loop (and so delays
+# requests) before it yields; 100 samples/s with a 1 s flush interval fit in one step.
 BATCH_SAMPLES = 256
 
 _log = logging.getLogger("turnout.monitor")
