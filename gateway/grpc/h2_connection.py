@@ -34,27 +34,26 @@ from gateway.grpc.h2_call import (
     timeout_header,
 )
 from gateway.grpc.metadata import Metadata
-from gateway.mesh.hpack_blocks import HeaderBlocks, HeaderReadings, hpack_integer, hpack_literal
-from gateway.mesh.http2 import (
+from gateway.mesh.h2_frames import (
     ACK,
     CONTINUATION,
     DATA,
     END_HEADERS,
     END_STREAM,
-    FRAME_HEAD,
     GOAWAY,
     HEADERS,
     PADDED,
     PING,
     PREFACE,
-    PRIORITY_FLAG,
     RST_STREAM,
     SETTINGS,
     WINDOW_UPDATE,
+    HeaderBlockReader,
     frame,
+    split_frames,
 )
+from gateway.mesh.hpack_blocks import HeaderBlocks, HeaderReadings, hpack_integer, hpack_literal
 
-_HEAD = 9
 _SETTINGS_ENABLE_PUSH, _SETTINGS_INITIAL_WINDOW_SIZE = 0x2, 0x4
 _SETTINGS_MAX_FRAME_SIZE, _SETTINGS_MAX_CONCURRENT = 0x5, 0x3
 _DEFAULT_WINDOW, _DEFAULT_FRAME = 65535, 16384
@@ -90,7 +89,7 @@ class H2Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._blocks = HeaderBlocks()
         self._heads = HeaderReadings(answer_head)
-        self._header_block: tuple[int, int, bytearray] | None = None
+        self._block_reader = HeaderBlockReader()
         self._calls: dict[int, UnaryStream] = {}
         # Calls whose request waits for the server's window to open.
         self._blocked: dict[int, UnaryStream] = {}
@@ -268,17 +267,8 @@ class H2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._buffer:
             data = self._buffer + data
-        view = memoryview(data)
-        offset, end = 0, len(data)
         try:
-            while end - offset >= _HEAD:
-                high, low, kind, flags, stream_id = FRAME_HEAD.unpack_from(data, offset)
-                length = high << 16 | low
-                if end - offset < _HEAD + length:
-                    break
-                start = offset + _HEAD
-                offset = start + length
-                self._frame(kind, flags, stream_id & 0x7FFFFFFF, view[start:offset])
+            offset = split_frames(data, self._frame)
         except Exception:  # a server that broke HTTP/2 (or HPACK): its calls fail, the pool reconnects
             self._buffer = b""
             if self._transport is not None:
@@ -287,24 +277,18 @@ class H2Connection(asyncio.Protocol):
         self._buffer = data[offset:]
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
-        if self._header_block is not None and kind != CONTINUATION:
+        if self._block_reader.open and kind != CONTINUATION:
             raise ConnectionError("a header block interrupted")
         if kind == DATA:
             self._data(flags, stream_id, payload)
         elif kind == HEADERS:
-            if flags & PADDED:
-                payload = payload[1 : len(payload) - payload[0]]
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            self._header_block = (stream_id, flags, bytearray(payload))
-            if flags & END_HEADERS:
-                self._headers_done()
+            block = self._block_reader.headers(flags, stream_id, payload)
+            if block is not None:
+                self._headers_done(*block)
         elif kind == CONTINUATION:
-            if self._header_block is None or self._header_block[0] != stream_id:
-                raise ConnectionError("CONTINUATION without its HEADERS")
-            self._header_block[2].extend(payload)
-            if flags & END_HEADERS:
-                self._headers_done()
+            block = self._block_reader.continuation(flags, stream_id, payload)
+            if block is not None:
+                self._headers_done(*block)
         elif kind == RST_STREAM:
             call = self._calls.pop(stream_id, None)
             if call is not None:
@@ -357,11 +341,8 @@ class H2Connection(asyncio.Protocol):
             self._fail(call, CallError(grpc.StatusCode.UNAVAILABLE, "the upstream is going away"))
         self._closed_stream()
 
-    def _headers_done(self) -> None:
-        assert self._header_block is not None
-        stream_id, flags, block = self._header_block
-        self._header_block = None
-        headers = self._blocks.decode(bytes(block))  # decoded even for a call gone: HPACK state
+    def _headers_done(self, stream_id: int, flags: int, block: bytes) -> None:
+        headers = self._blocks.decode(block)  # decoded even for a call gone: HPACK state
         call = self._calls.get(stream_id)
         if call is None:
             return

@@ -34,14 +34,28 @@ from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote
 
-# Imported from here before they had a module of their own (the `as` keeps them exported).
+# Imported from here before they had modules of their own (the `as` keeps them exported).
+from gateway.mesh.h2_frames import ACK as ACK
+from gateway.mesh.h2_frames import CONTINUATION as CONTINUATION
+from gateway.mesh.h2_frames import DATA as DATA
+from gateway.mesh.h2_frames import END_HEADERS as END_HEADERS
+from gateway.mesh.h2_frames import END_STREAM as END_STREAM
+from gateway.mesh.h2_frames import FRAME_HEAD as FRAME_HEAD
+from gateway.mesh.h2_frames import GOAWAY as GOAWAY
+from gateway.mesh.h2_frames import HEADERS as HEADERS
+from gateway.mesh.h2_frames import PADDED as PADDED
+from gateway.mesh.h2_frames import PING as PING
+from gateway.mesh.h2_frames import PREFACE as PREFACE
+from gateway.mesh.h2_frames import PRIORITY_FLAG as PRIORITY_FLAG
+from gateway.mesh.h2_frames import RST_STREAM as RST_STREAM
+from gateway.mesh.h2_frames import SETTINGS as SETTINGS
+from gateway.mesh.h2_frames import WINDOW_UPDATE as WINDOW_UPDATE
+from gateway.mesh.h2_frames import HeaderBlockReader
+from gateway.mesh.h2_frames import frame as frame
 from gateway.mesh.hpack_blocks import HeaderBlocks as HeaderBlocks
 from gateway.mesh.hpack_blocks import hpack_integer as hpack_integer
 from gateway.mesh.hpack_blocks import hpack_literal as hpack_literal
 
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _SETTINGS_INITIAL_WINDOW_SIZE, _SETTINGS_MAX_FRAME_SIZE, _SETTINGS_MAX_CONCURRENT = 0x4, 0x5, 0x3
 _SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
 # RFC 9113's initial window and frame size, until the peer's SETTINGS say otherwise.
@@ -68,16 +82,6 @@ _HARD_HEADER_FACTOR = 16
 _NO_ERROR, _PROTOCOL_ERROR, _REFUSED_STREAM = 0, 1, 7
 # gRPC status codes used here (grpc/status.h).
 UNIMPLEMENTED, INTERNAL, RESOURCE_EXHAUSTED = 12, 13, 8
-
-
-# A frame's 9-byte head: its 24-bit length (as a byte and 16 bits), type, flags and stream id (whose
-# top bit is reserved).
-FRAME_HEAD = struct.Struct(">BHBBI")
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    size = len(payload)
-    return FRAME_HEAD.pack(size >> 16, size & 0xFFFF, kind, flags, stream) + payload
 
 
 # A stream's `finished` for an answer that ends with an empty DATA frame instead of trailers.
@@ -232,7 +236,7 @@ class Http2Connection:
         # Open streams whose queued answer waits for the peer's window to open.
         self._blocked: dict[int, ServerStream] = {}
         self._last_id = 0
-        self._header_block: tuple[int, int, bytearray] | None = None
+        self._block_reader = HeaderBlockReader(self._max_block)
         self._peer_window = _DEFAULT_WINDOW
         self._peer_frame = _DEFAULT_FRAME
         self._send_window = _DEFAULT_WINDOW
@@ -267,26 +271,18 @@ class Http2Connection:
     # ----- receiving -----
 
     def feed_frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
-        if self._header_block is not None and kind != CONTINUATION:
+        if self._block_reader.open and kind != CONTINUATION:
             raise ConnectionError("a header block interrupted")
         if kind == DATA:
             self._data(flags, stream_id, payload)
         elif kind == HEADERS:
-            if flags & PADDED:
-                payload = payload[1 : len(payload) - payload[0]]
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            self._header_block = (stream_id, flags, bytearray(payload))
-            self._header_bytes(len(payload))
-            if flags & END_HEADERS:
-                self._headers_done()
+            block = self._block_reader.headers(flags, stream_id, payload)
+            if block is not None:
+                self._headers_done(*block)
         elif kind == CONTINUATION:
-            if self._header_block is None or self._header_block[0] != stream_id:
-                raise ConnectionError("CONTINUATION without its HEADERS")
-            self._header_block[2].extend(payload)
-            self._header_bytes(len(self._header_block[2]))
-            if flags & END_HEADERS:
-                self._headers_done()
+            block = self._block_reader.continuation(flags, stream_id, payload)
+            if block is not None:
+                self._headers_done(*block)
         elif kind == RST_STREAM:
             entry = self._streams.pop(stream_id, None)
             if entry is not None:
@@ -303,10 +299,6 @@ class Http2Connection:
         elif kind == GOAWAY:
             self.closed = True
 
-    def _header_bytes(self, size: int) -> None:
-        if self._max_block is not None and size > self._max_block:
-            raise ConnectionError(f"a header block over {self._max_block} bytes")
-
     def _settings(self, payload: memoryview) -> None:
         for at in range(0, len(payload) - 5, 6):
             key, value = struct.unpack_from(">HI", payload, at)
@@ -318,11 +310,8 @@ class Http2Connection:
                 self._peer_frame = value
         self._flush_all()
 
-    def _headers_done(self) -> None:
-        assert self._header_block is not None
-        stream_id, flags, block = self._header_block
-        self._header_block = None
-        headers, size = self._blocks.decode_sized(bytes(block))  # always: the HPACK table's state
+    def _headers_done(self, stream_id: int, flags: int, block: bytes) -> None:
+        headers, size = self._blocks.decode_sized(block)  # always: the HPACK table's state
         entry = self._streams.get(stream_id)
         if entry is not None:  # trailers from the client: only their END_STREAM matters
             if flags & END_STREAM:

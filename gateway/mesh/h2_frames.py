@@ -1,0 +1,87 @@
+"""HTTP/2 framing as both own transports read and write it: the server (`http2.py`) and the
+upstream client (`gateway/grpc/h2_connection.py`). Frame types and flags, a frame's head, bytes
+split into whole frames, and a header block gathered from its HEADERS and CONTINUATION frames
+(RFC 9113, 4.3 and 6.2: nothing else may come between them, on any stream)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
+END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# A frame's 9-byte head: its 24-bit length (as a byte and 16 bits), type, flags and stream id (whose
+# top bit is reserved).
+FRAME_HEAD = struct.Struct(">BHBBI")
+_HEAD = FRAME_HEAD.size
+
+FrameHandler = Callable[[int, int, int, memoryview], None]
+"""Told each frame: its type, flags, stream id (reserved bit cleared) and payload."""
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    size = len(payload)
+    return FRAME_HEAD.pack(size >> 16, size & 0xFFFF, kind, flags, stream) + payload
+
+
+def split_frames(data: bytes, handle: FrameHandler) -> int:
+    """Hands each whole frame in `data` to `handle`, in order; returns where the incomplete rest
+    begins. The payloads are views of `data`, which is immutable: slicing them copies nothing."""
+    view = memoryview(data)
+    offset, end = 0, len(data)
+    while end - offset >= _HEAD:
+        high, low, kind, flags, stream_id = FRAME_HEAD.unpack_from(data, offset)
+        start = offset + _HEAD
+        stop = start + (high << 16 | low)
+        if stop > end:
+            break
+        offset = stop
+        handle(kind, flags, stream_id & 0x7FFFFFFF, view[start:stop])
+    return offset
+
+
+class HeaderBlockReader:
+    """Gathers one header block at a time. `headers` and `continuation` take their frames and
+    return `(stream id, the HEADERS frame's flags, block)` once END_HEADERS ends it, else None; a
+    block in one HEADERS frame, nearly every one, is never copied into a buffer. `open` is true
+    between a block's first frame and its last, when any other frame breaks the protocol."""
+
+    __slots__ = ("_block", "_flags", "_max_size", "_stream_id", "open")
+
+    def __init__(self, max_size: int | None = None) -> None:
+        """`max_size`: the most of a block buffered, as received, before `ConnectionError`."""
+        self._max_size = max_size
+        self._block = bytearray()
+        self._stream_id = 0
+        self._flags = 0
+        self.open = False
+
+    def headers(self, flags: int, stream_id: int, payload: memoryview) -> tuple[int, int, bytes] | None:
+        if flags & PADDED:
+            payload = payload[1 : len(payload) - payload[0]]
+        if flags & PRIORITY_FLAG:
+            payload = payload[5:]
+        self._check(len(payload))
+        if flags & END_HEADERS:
+            return stream_id, flags, bytes(payload)
+        self._block = bytearray(payload)
+        self._stream_id, self._flags, self.open = stream_id, flags, True
+        return None
+
+    def continuation(self, flags: int, stream_id: int, payload: memoryview) -> tuple[int, int, bytes] | None:
+        if not self.open or self._stream_id != stream_id:
+            raise ConnectionError("CONTINUATION without its HEADERS")
+        block = self._block
+        block += payload
+        self._check(len(block))
+        if not flags & END_HEADERS:
+            return None
+        self.open = False
+        self._block = bytearray()
+        return stream_id, self._flags, bytes(block)
+
+    def _check(self, size: int) -> None:
+        if self._max_size is not None and size > self._max_size:
+            raise ConnectionError(f"a header block over {self._max_size} bytes")
