@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,11 @@ import grpc
 import numpy as np
 import orjson
 import pytest
-from aiohttp import web
 
 from inference_workers.grpc_codec import pb, pb_grpc
 from tests.conftest import gateway_config
-from tests.support.processes import free_port
+from tests.grpc.batch_upstream import BATCHING, CALLS, EchoModel, serving
 
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # What the upstream says about every answer, in its initial metadata (a name repeated, a binary
 # value) and its trailing metadata, and in its REST headers.
 INITIAL = (
@@ -33,72 +30,16 @@ INITIAL = (
 )
 TRAILING = (("x-upstream-trailer", "done"),)
 HEADERS = {"x-model-server": "meta/1.0", "cache-control": "max-age=5", "etag": '"whole-body"'}
-# 8 calls sent together, a batch window wide enough for all of them on a busy machine.
-CALLS = 8
-BATCHING = {"batching": {"max_batch_size": CALLS, "max_queue_delay": "200ms"}}
-
-
-@dataclass
-class _Upstream:
-    """One OIP v2 model over gRPC and REST: each output echoes its input; counts the calls."""
-
-    grpc_port: int = 0
-    http_port: int = 0
-    rows_per_call: list[int] = field(default_factory=list)
-
-    async def _infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        message = pb.ModelInferRequest.FromString(request)
-        self.rows_per_call.append(message.inputs[0].shape[0])
-        await context.send_initial_metadata(INITIAL)
-        context.set_trailing_metadata(TRAILING)
-        answer = pb.ModelInferResponse(model_name=message.model_name, id=message.id)
-        for tensor in message.inputs:
-            answer.outputs.add(name="y", datatype=tensor.datatype, shape=tensor.shape)
-        answer.raw_output_contents.extend(message.raw_input_contents)
-        return bytes(answer.SerializeToString())
-
-    def service(self, details: grpc.HandlerCallDetails) -> Any:
-        if details.method == MODEL_INFER:
-            return grpc.unary_unary_rpc_method_handler(self._infer)
-        return None
-
-    async def _rest_infer(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        tensor = body["inputs"][0]
-        self.rows_per_call.append(tensor["shape"][0])
-        output = {
-            "name": "y",
-            "datatype": tensor["datatype"],
-            "shape": tensor["shape"],
-            "data": tensor["data"],
-        }
-        answer = {"model_name": "m", "outputs": [output], **({"id": body["id"]} if "id" in body else {})}
-        return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=HEADERS)
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[_Upstream]:
-    model = _Upstream()
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((model,))
-    model.grpc_port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    app = web.Application()
-    app.router.add_post("/v2/models/m/infer", model._rest_infer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    model.http_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", model.http_port).start()
-    try:
+async def upstream() -> AsyncIterator[EchoModel]:
+    async with serving(EchoModel(initial=INITIAL, trailing=TRAILING, headers=HEADERS)) as model:
         yield model
-    finally:
-        await runner.cleanup()
-        await server.stop(None)
 
 
-def _config(upstream: _Upstream, tmp_path: Path, filters: list[dict[str, Any]]) -> dict[str, Any]:
+def _config(upstream: EchoModel, tmp_path: Path, filters: list[dict[str, Any]]) -> dict[str, Any]:
     """An A/B experiment over two clusters of the same upstream, its route batching or not."""
-    endpoint = {"address": f"127.0.0.1:{upstream.http_port}", "grpc_port": upstream.grpc_port}
     config = gateway_config(
         [],
         routes=[{"name": "m", "match": {"model": "m"}, "backend": {"experiment": "exp"}, "filters": filters}],
@@ -114,7 +55,9 @@ def _config(upstream: _Upstream, tmp_path: Path, filters: list[dict[str, Any]]) 
             }
         },
     )
-    config["clusters"] = {name: {"protocol": "oip_v2", "endpoints": [endpoint]} for name in ("a", "b")}
+    config["clusters"] = {
+        name: {"protocol": "oip_v2", "endpoints": [upstream.endpoint]} for name in ("a", "b")
+    }
     return config
 
 
@@ -148,15 +91,15 @@ async def _grpc_calls(port: int) -> list[tuple[Any, Counter[tuple[str, Any]], Co
 
 
 async def test_batched_grpc_calls_carry_the_upstreams_metadata_and_the_arm(
-    make_gateway: Any, upstream: _Upstream, tmp_path: Path
+    make_gateway: Any, upstream: EchoModel, tmp_path: Path
 ) -> None:
     async with make_gateway(_config(upstream, tmp_path, [])) as gw:
         alone = await _grpc_calls(gw.data_port)
-    assert sorted(upstream.rows_per_call) == sorted(1 + index % 2 for index in range(CALLS))
-    upstream.rows_per_call.clear()
+    assert sorted(upstream.rows) == sorted(1 + index % 2 for index in range(CALLS))
+    upstream.rows.clear()
     async with make_gateway(_config(upstream, tmp_path, [BATCHING])) as gw:
         batched = await _grpc_calls(gw.data_port)
-    assert len(upstream.rows_per_call) < CALLS, "calls were merged"
+    assert len(upstream.rows) < CALLS, "calls were merged"
     arms: set[str | bytes] = set()
     for (got, initial, trailing), (expected, alone_initial, alone_trailing) in zip(
         batched, alone, strict=True
@@ -227,14 +170,14 @@ async def _rest_calls(port: int) -> list[tuple[dict[str, Any], dict[str, str]]]:
 
 
 async def test_batched_rest_requests_carry_the_upstreams_headers_and_the_arm(
-    make_gateway: Any, upstream: _Upstream, tmp_path: Path
+    make_gateway: Any, upstream: EchoModel, tmp_path: Path
 ) -> None:
     async with make_gateway(_config(upstream, tmp_path, [])) as gw:
         alone = await _rest_calls(gw.data_port)
-    upstream.rows_per_call.clear()
+    upstream.rows.clear()
     async with make_gateway(_config(upstream, tmp_path, [BATCHING])) as gw:
         batched = await _rest_calls(gw.data_port)
-    assert len(upstream.rows_per_call) < CALLS, "requests were merged"
+    assert len(upstream.rows) < CALLS, "requests were merged"
     compared = ("x-model-server", "cache-control", "content-type", "x-turnout-arm", "x-turnout-experiment")
     for (got, headers), (expected, alone_headers) in zip(batched, alone, strict=True):
         assert got["outputs"] == expected["outputs"] and got["id"] == expected["id"]

@@ -6,27 +6,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import grpc
 import numpy as np
-import orjson
 import pytest
-from aiohttp import web
 
 from inference_workers.grpc_codec import pb, pb_grpc
 from plugins.batching.member import Member
 from plugins.batching.payload import Payload
 from plugins.batching.sender import BATCH_MEMBERS, MAX_MEMBER_IDS_BYTES, batch_headers
 from tests.conftest import gateway_config
+from tests.grpc.batch_upstream import BATCHING, CALLS, EchoModel, serving
 from tests.support.processes import free_port
 
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
-# 8 calls sent together, a batch window wide enough for all of them on a busy machine.
-CALLS = 8
-BATCHING = {"batching": {"max_batch_size": CALLS, "max_queue_delay": "200ms"}}
 # The worker's load report on every answer: what the balancer should come to know.
 QUEUE_DEPTH = 7
 INFLIGHT = 3
@@ -34,76 +28,21 @@ INFLIGHT = 3
 PRIVATE = ("x-user-id", "authorization", "traceparent")
 
 
-@dataclass
-class _Upstream:
-    """One OIP v2 model over gRPC and REST, echoing its input; records what each call carried."""
-
-    grpc_port: int = 0
-    http_port: int = 0
-    received: list[dict[str, str]] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)
-
-    async def _infer(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        message = pb.ModelInferRequest.FromString(request)
-        self.received.append({key: str(value) for key, value in context.invocation_metadata() or ()})
-        self.rows.append(message.inputs[0].shape[0])
-        await context.send_initial_metadata(
-            (("x-turnout-queue-depth", str(QUEUE_DEPTH)), ("x-turnout-inflight", str(INFLIGHT)))
-        )
-        answer = pb.ModelInferResponse(model_name=message.model_name, id=message.id)
-        for tensor in message.inputs:
-            answer.outputs.add(name="y", datatype=tensor.datatype, shape=tensor.shape)
-        answer.raw_output_contents.extend(message.raw_input_contents)
-        return bytes(answer.SerializeToString())
-
-    def service(self, details: grpc.HandlerCallDetails) -> Any:
-        return grpc.unary_unary_rpc_method_handler(self._infer) if details.method == MODEL_INFER else None
-
-    async def _rest_infer(self, request: web.Request) -> web.Response:
-        self.received.append({key.lower(): value for key, value in request.headers.items()})
-        body = orjson.loads(await request.read())
-        tensor = body["inputs"][0]
-        self.rows.append(tensor["shape"][0])
-        output = {
-            "name": "y",
-            "datatype": tensor["datatype"],
-            "shape": tensor["shape"],
-            "data": tensor["data"],
-        }
-        return web.Response(
-            body=orjson.dumps({"model_name": "m", "outputs": [output]}), content_type="application/json"
-        )
-
-
 @pytest.fixture
-async def upstream() -> AsyncIterator[_Upstream]:
-    model = _Upstream()
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((model,))
-    model.grpc_port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    app = web.Application()
-    app.router.add_post("/v2/models/m/infer", model._rest_infer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    model.http_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", model.http_port).start()
-    try:
+async def upstream() -> AsyncIterator[EchoModel]:
+    load_report = (("x-turnout-queue-depth", str(QUEUE_DEPTH)), ("x-turnout-inflight", str(INFLIGHT)))
+    async with serving(EchoModel(initial=load_report)) as model:
         yield model
-    finally:
-        await runner.cleanup()
-        await server.stop(None)
 
 
-def _config(upstream: _Upstream, *, load_balancer: str | None = None) -> dict[str, Any]:
-    endpoint = {"address": f"127.0.0.1:{upstream.http_port}", "grpc_port": upstream.grpc_port}
+def _config(upstream: EchoModel, *, load_balancer: str | None = None) -> dict[str, Any]:
     config = gateway_config(
         [],
         routes=[{"name": "m", "match": {"model": "m"}, "backend": {"cluster": "up"}, "filters": [BATCHING]}],
         # Unsampled: the batch's attempt still sends a traceparent continuing a member's trace.
         tracing={"enabled": True, "sampling_ratio": 0.0, "endpoint": f"http://127.0.0.1:{free_port()}"},
     )
-    config["clusters"] = {"up": {"protocol": "oip_v2", "endpoints": [endpoint]}}
+    config["clusters"] = {"up": {"protocol": "oip_v2", "endpoints": [upstream.endpoint]}}
     if load_balancer is not None:
         config["clusters"]["up"]["balancer"] = load_balancer
     return config
@@ -151,7 +90,7 @@ async def _rest_calls(port: int, count: int) -> None:
         await asyncio.gather(*(one(session, index) for index in range(count)))
 
 
-def _check_merged_call(upstream: _Upstream) -> None:
+def _check_merged_call(upstream: EchoModel) -> None:
     """Every merged call names itself and its members, continues a member's trace, and carries
     nothing of one member's own."""
     assert len(upstream.received) < CALLS, "calls were merged"
@@ -176,21 +115,21 @@ def _check_merged_call(upstream: _Upstream) -> None:
 
 
 async def test_a_batched_grpc_call_sends_the_batchs_id_members_and_traceparent(
-    make_gateway: Any, upstream: _Upstream
+    make_gateway: Any, upstream: EchoModel
 ) -> None:
     async with make_gateway(_config(upstream)) as gw:
         await _grpc_calls(gw.data_port, CALLS)
     _check_merged_call(upstream)
 
 
-async def test_a_batched_rest_request_sends_the_same(make_gateway: Any, upstream: _Upstream) -> None:
+async def test_a_batched_rest_request_sends_the_same(make_gateway: Any, upstream: EchoModel) -> None:
     async with make_gateway(_config(upstream)) as gw:
         await _rest_calls(gw.data_port, CALLS)
     _check_merged_call(upstream)
 
 
 async def test_a_batched_grpc_calls_load_report_reaches_the_balancer(
-    make_gateway: Any, upstream: _Upstream
+    make_gateway: Any, upstream: EchoModel
 ) -> None:
     config = _config(upstream, load_balancer="least_queue")
     async with make_gateway(config) as gw:
