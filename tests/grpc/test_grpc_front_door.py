@@ -13,124 +13,55 @@ import grpc
 import pytest
 
 from inference_workers.grpc_codec import pb, pb_grpc
-from tests.conftest import gateway_config
+from tests.grpc.front_door_setup import (
+    OIP,
+    check_a_routed_call,
+    check_deadlines_and_bad_input,
+    front_door_config,
+    infer,
+    serving,
+)
 from tests.grpc.grpc_upstreams import Upstream
 from tests.support.processes import free_port
 
-# printf %s k1 | sha256sum
-KEY_K1_SHA256 = "6ab9f1eb8f7d3388f4f9d586f66e99fd54080df2c446f0e58668b09c08a16dd0"
-OIP = "/inference.GRPCInferenceService"
-
 
 @pytest.fixture
-async def upstreams() -> AsyncIterator[tuple[Upstream, Upstream]]:
-    async with Upstream("one") as one, Upstream("two") as two:
-        yield one, two
-
-
-def _config(one: Upstream, two: Upstream, tmp_path: Path, **listen: Any) -> dict[str, Any]:
-    keys = {"keys": [{"sha256": KEY_K1_SHA256, "principal": "alice"}]}
-    config = gateway_config(
-        [one.address],
-        listen={"grpc_port": free_port(), "max_body_bytes": 64 * 1024, **listen},
-        routes=[
-            {"name": "fraud", "match": {"model": "fraud"}, "backend": {"cluster": "two"}},
-            {
-                "name": "guarded",
-                "match": {"model": "guarded"},
-                "backend": {"cluster": "up"},
-                "filters": [
-                    {"auth_apikey": keys},
-                    {"rate_limit": {"limits": [{"key": "principal", "rate": "2/min", "burst": 2}]}},
-                ],
-            },
-            {"name": "ab", "match": {"model": "ab"}, "backend": {"experiment": "exp"}},
-            {
-                "name": "echo",
-                "match": {"grpc_service": "test.Echo"},
-                "backend": {"cluster": "two"},
-                "timeout": "2s",
-            },
-            {
-                "name": "oip",
-                "match": {"grpc_service": "inference.GRPCInferenceService"},
-                "backend": {"cluster": "up"},
-            },
-        ],
-    )
-    config["clusters"]["two"] = {"endpoints": [two.address]}
-    config["state"] = {"sqlite_path": str(tmp_path / "events.db")}
-    config["experiments"] = {
-        "exp": {
-            "kind": "ab",
-            "unit": ["header:x-user-id"],
-            "arms": {
-                "control": {"cluster": "up", "weight": 50},
-                "treatment": {"cluster": "two", "weight": 50},
-            },
-        }
-    }
-    return config
-
-
-def _infer(model: str, *, version: str = "", id: str = "r1") -> Any:
-    return pb.ModelInferRequest(
-        model_name=model, model_version=version, id=id, raw_input_contents=[b"\x00\x01\x02\x03" * 4]
-    )
+def config(upstreams: tuple[Upstream, Upstream], tmp_path: Path) -> dict[str, Any]:
+    return front_door_config(*upstreams, tmp_path)
 
 
 async def test_unary_calls_route_by_model_and_carry_metadata(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
-        assert gw.grpc is not None
-        async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel,
-            grpc.aio.insecure_channel(one.address) as direct_channel,
-        ):
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            direct = pb_grpc.GRPCInferenceServiceStub(direct_channel)
-            # model "risk" falls to the service route (cluster up = one); model "fraud" to cluster two
-            metadata = (("x-tenant", "acme"), ("x-trace-bin", b"\x00\xff"))
-            call = stub.ModelInfer(_infer("risk"), metadata=metadata)
-            answer = await call
-            seen = one.oip.seen_metadata[-1]
-            assert seen["x-tenant"] == "acme" and seen["x-trace-bin"] == b"\x00\xff"
-            assert answer == await direct.ModelInfer(_infer("risk"))
-            assert ("x-upstream", "one") in tuple(await call.initial_metadata())
-            assert ("x-upstream-trailer", "one") in tuple(await call.trailing_metadata())
-            assert (await stub.ModelInfer(_infer("fraud"))).model_version == "two"
-            assert (await stub.ModelReady(pb.ModelReadyRequest(name="risk"))).ready
-            assert (await stub.ServerLive(pb.ServerLiveRequest())).live
-            # an upstream's own error status reaches the client as it was sent
-            with pytest.raises(grpc.aio.AioRpcError) as failed:
-                await stub.ModelInfer(_infer("risk", id="bad"))
-            assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "wrong shape" in (failed.value.details() or "")
+    one, _ = upstreams
+    async with serving(make_gateway, config) as (_, channel):
+        await check_a_routed_call(channel, one)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert (await stub.ModelReady(pb.ModelReadyRequest(name="risk"))).ready
+        assert (await stub.ServerLive(pb.ServerLiveRequest())).live
+        # an upstream's own error status reaches the client as it was sent
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.ModelInfer(infer("risk", id="bad"))
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "wrong shape" in (failed.value.details() or "")
 
 
-async def test_filters_answer_with_grpc_codes(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
-) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
-        assert gw.grpc is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as no_key:
-                await stub.ModelInfer(_infer("guarded"))
-            assert no_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            with pytest.raises(grpc.aio.AioRpcError) as bad_key:
-                await stub.ModelInfer(_infer("guarded"), metadata=(("x-api-key", "k2"),))
-            assert bad_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            for _ in range(2):
-                await stub.ModelInfer(_infer("guarded"), metadata=(("authorization", "Bearer k1"),))
-            with pytest.raises(grpc.aio.AioRpcError) as limited:
-                await stub.ModelInfer(_infer("guarded"), metadata=(("x-api-key", "k1"),))
-            assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            trailers = dict(limited.value.trailing_metadata() or ())
-            assert int(trailers["retry-after"]) >= 1
+async def test_filters_answer_with_grpc_codes(make_gateway: Any, config: dict[str, Any]) -> None:
+    async with serving(make_gateway, config) as (gw, channel):
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as no_key:
+            await stub.ModelInfer(infer("guarded"))
+        assert no_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as bad_key:
+            await stub.ModelInfer(infer("guarded"), metadata=(("x-api-key", "k2"),))
+        assert bad_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for _ in range(2):
+            await stub.ModelInfer(infer("guarded"), metadata=(("authorization", "Bearer k1"),))
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await stub.ModelInfer(infer("guarded"), metadata=(("x-api-key", "k1"),))
+        assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailers = dict(limited.value.trailing_metadata() or ())
+        assert int(trailers["retry-after"]) >= 1
         calls = {
             (sample.labels["method"], sample.labels["code"]): sample.value
             for metric in gw.registry.collect()
@@ -146,105 +77,69 @@ async def test_filters_answer_with_grpc_codes(
 
 
 async def test_a_sticky_experiment_names_its_arm_in_initial_metadata(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
-        assert gw.grpc is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            arms: dict[str, set[str]] = {}
-            for user in range(40):
-                for _ in range(2):
-                    call = stub.ModelInfer(_infer("ab"), metadata=(("x-user-id", f"u{user}"),))
-                    answer = await call
-                    initial = dict(await call.initial_metadata())
-                    assert initial["x-turnout-experiment"] == "exp"
-                    arm = initial["x-turnout-arm"]
-                    assert answer.model_version == ("one" if arm == "control" else "two")
-                    arms.setdefault(f"u{user}", set()).add(arm)
-            assert all(len(seen) == 1 for seen in arms.values())
-            assert {next(iter(seen)) for seen in arms.values()} == {"control", "treatment"}
+    async with serving(make_gateway, config) as (_, channel):
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        arms: dict[str, set[str]] = {}
+        for user in range(40):
+            for _ in range(2):
+                call = stub.ModelInfer(infer("ab"), metadata=(("x-user-id", f"u{user}"),))
+                answer = await call
+                initial = dict(await call.initial_metadata())
+                assert initial["x-turnout-experiment"] == "exp"
+                arm = initial["x-turnout-arm"]
+                assert answer.model_version == ("one" if arm == "control" else "two")
+                arms.setdefault(f"u{user}", set()).add(arm)
+        assert all(len(seen) == 1 for seen in arms.values())
+        assert {next(iter(seen)) for seen in arms.values()} == {"control", "treatment"}
 
 
-async def test_every_call_shape_of_any_service_is_relayed(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
-) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
-        assert gw.grpc is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
-            assert await channel.unary_unary("/test.Echo/Unary")(b"hi") == b"echo:hi"
-            streamed = [m async for m in channel.unary_stream("/test.Echo/ServerStream")(b"5")]
-            assert streamed == [b"0", b"1", b"2", b"3", b"4"]
+async def test_every_call_shape_of_any_service_is_relayed(make_gateway: Any, config: dict[str, Any]) -> None:
+    async with serving(make_gateway, config) as (_, channel):
+        assert await channel.unary_unary("/test.Echo/Unary")(b"hi") == b"echo:hi"
+        streamed = [m async for m in channel.unary_stream("/test.Echo/ServerStream")(b"5")]
+        assert streamed == [b"0", b"1", b"2", b"3", b"4"]
 
-            async def three() -> AsyncIterator[bytes]:
-                for word in (b"a", b"b", b"c"):
-                    yield word
+        async def three() -> AsyncIterator[bytes]:
+            for word in (b"a", b"b", b"c"):
+                yield word
 
-            assert await channel.stream_unary("/test.Echo/ClientStream")(three()) == b"a+b+c"
-            bidi = channel.stream_stream("/test.Echo/Bidi")()
-            for word in (b"x", b"yz"):
-                await bidi.write(word)
-                assert await bidi.read() == word.upper()  # one answer per message, as they come
-            await bidi.done_writing()
-            assert await bidi.read() == grpc.aio.EOF
+        assert await channel.stream_unary("/test.Echo/ClientStream")(three()) == b"a+b+c"
+        bidi = channel.stream_stream("/test.Echo/Bidi")()
+        for word in (b"x", b"yz"):
+            await bidi.write(word)
+            assert await bidi.read() == word.upper()  # one answer per message, as they come
+        await bidi.done_writing()
+        assert await bidi.read() == grpc.aio.EOF
 
 
-async def test_deadlines_and_bad_input_get_clean_errors(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
-) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
-        assert gw.grpc is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
-            sleep = channel.unary_unary("/test.Echo/Sleep")
-            # the client's deadline goes upstream with the call
-            with pytest.raises(grpc.aio.AioRpcError) as late:
-                await sleep(b"1.0", timeout=0.2)
-            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            # the route's timeout (2 s) caps a longer deadline
-            with pytest.raises(grpc.aio.AioRpcError) as capped:
-                await sleep(b"3.0", timeout=10)
-            assert capped.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            # no route: an unknown service
-            with pytest.raises(grpc.aio.AioRpcError) as unknown:
-                await channel.unary_unary("/nobody.Knows/This")(b"")
-            assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
-            # a ModelInfer message that is not protobuf
-            with pytest.raises(grpc.aio.AioRpcError) as garbled:
-                await channel.unary_unary(f"{OIP}/ModelInfer")(b"\x0a\xff\xff")
-            assert garbled.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            # a message over listen.max_body_bytes (64 KiB here)
-            with pytest.raises(grpc.aio.AioRpcError) as oversize:
-                await channel.unary_unary("/test.Echo/Unary")(b"x" * (100 * 1024))
-            assert oversize.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            # and the gateway keeps serving
-            assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
+async def test_deadlines_and_bad_input_get_clean_errors(make_gateway: Any, config: dict[str, Any]) -> None:
+    async with serving(make_gateway, config) as (_, channel):
+        await check_deadlines_and_bad_input(channel)
+        # and the gateway keeps serving
+        assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
 
 
 async def test_a_cancelled_stream_cancels_the_upstream_call(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
-        assert gw.grpc is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
-            bidi = channel.stream_stream("/test.Echo/Bidi")()
-            await bidi.write(b"a")
-            assert await bidi.read() == b"A"
-            bidi.cancel()
-            await asyncio.sleep(0.2)
-            endpoint = gw.runtime.clusters["two"].endpoints.get(two.address)
-            assert endpoint is not None and endpoint.inflight == 0  # the call was finished once
-            assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
+    _, two = upstreams
+    async with serving(make_gateway, config) as (gw, channel):
+        bidi = channel.stream_stream("/test.Echo/Bidi")()
+        await bidi.write(b"a")
+        assert await bidi.read() == b"A"
+        bidi.cancel()
+        await asyncio.sleep(0.2)
+        endpoint = gw.runtime.clusters["two"].endpoints.get(two.address)
+        assert endpoint is not None and endpoint.inflight == 0  # the call was finished once
+        assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
 
 
 async def test_an_upstream_killed_under_load_is_retried_around_and_ejected(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    config = _config(one, two, tmp_path)
+    one, _ = upstreams
     async with Upstream("three") as three:
         config["clusters"]["up"]["endpoints"] = [one.address, three.address]
         async with make_gateway(config) as gw:
@@ -259,7 +154,7 @@ async def test_an_upstream_killed_under_load_is_retried_around_and_ejected(
                 for _ in range(60):
                     ejected = killed.is_set() and three.address not in {e.address for e in endpoints.eligible}
                     try:
-                        answer = await stub.ModelInfer(_infer("risk"))
+                        answer = await stub.ModelInfer(infer("risk"))
                         answered[answer.model_version] += 1
                         if answered.total() >= 100:
                             half_way.set()
@@ -281,26 +176,23 @@ async def test_an_upstream_killed_under_load_is_retried_around_and_ejected(
 
 
 async def test_calls_in_flight_finish_through_a_reload_and_a_drain(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
-        assert gw.grpc is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
-            sleep = channel.unary_unary("/test.Echo/Sleep")
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            slow = [asyncio.ensure_future(sleep(b"0.5")) for _ in range(10)]
-            fast = [asyncio.ensure_future(stub.ModelInfer(_infer("fraud"))) for _ in range(50)]
-            await asyncio.sleep(0.1)
-            assert await gw.reload("test") == []
-            assert all(answer.model_version == "two" for answer in await asyncio.gather(*fast))
-            more = [asyncio.ensure_future(sleep(b"0.5")) for _ in range(10)]
-            await asyncio.sleep(0.1)
-            await gw.shutdown(drain_timeout=5.0)  # what SIGTERM runs
-            assert await asyncio.gather(*slow, *more) == [b"slept"] * 20
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await channel.unary_unary("/test.Echo/Unary")(b"late", timeout=2)
-            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    async with serving(make_gateway, config) as (gw, channel):
+        sleep = channel.unary_unary("/test.Echo/Sleep")
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        slow = [asyncio.ensure_future(sleep(b"0.5")) for _ in range(10)]
+        fast = [asyncio.ensure_future(stub.ModelInfer(infer("fraud"))) for _ in range(50)]
+        await asyncio.sleep(0.1)
+        assert await gw.reload("test") == []
+        assert all(answer.model_version == "two" for answer in await asyncio.gather(*fast))
+        more = [asyncio.ensure_future(sleep(b"0.5")) for _ in range(10)]
+        await asyncio.sleep(0.1)
+        await gw.shutdown(drain_timeout=5.0)  # what SIGTERM runs
+        assert await asyncio.gather(*slow, *more) == [b"slept"] * 20
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await channel.unary_unary("/test.Echo/Unary")(b"late", timeout=2)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 @pytest.mark.parametrize(
@@ -308,10 +200,9 @@ async def test_calls_in_flight_finish_through_a_reload_and_a_drain(
     [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", bytes(range(256)) * 4],
 )
 async def test_a_garbled_preface_closes_that_connection_only(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path, garbage: bytes
+    make_gateway: Any, config: dict[str, Any], garbage: bytes
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
+    async with make_gateway(config) as gw:
         assert gw.grpc is not None
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.grpc.port)
         writer.write(garbage)
@@ -326,52 +217,42 @@ async def test_a_garbled_preface_closes_that_connection_only(
 
 
 async def test_model_stream_infer_is_routed_by_its_first_message(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
-        assert gw.grpc is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
-            for model, upstream in (("fraud", b"two"), ("risk", b"one")):
-                stream = channel.stream_stream(f"{OIP}/ModelStreamInfer")()
-                messages = [_infer(model, id=f"s{i}").SerializeToString() for i in range(3)]
-                for message in messages:
-                    await stream.write(message)
-                    assert await stream.read() == upstream + b":" + message
-                await stream.done_writing()
-                assert await stream.read() == grpc.aio.EOF
+    async with serving(make_gateway, config) as (_, channel):
+        for model, upstream in (("fraud", b"two"), ("risk", b"one")):
+            stream = channel.stream_stream(f"{OIP}/ModelStreamInfer")()
+            messages = [infer(model, id=f"s{i}").SerializeToString() for i in range(3)]
+            for message in messages:
+                await stream.write(message)
+                assert await stream.read() == upstream + b":" + message
+            await stream.done_writing()
+            assert await stream.read() == grpc.aio.EOF
 
 
 async def test_an_unreachable_cluster_is_unavailable_without_naming_its_addresses(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    config = _config(one, two, tmp_path)
     dead = f"127.0.0.1:{free_port()}"  # nobody listens there
     config["clusters"]["two"]["endpoints"] = [dead]
-    async with make_gateway(config) as gw:
-        assert gw.grpc is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as down:
-                await channel.unary_unary("/test.Echo/Unary")(b"x", timeout=5)
-            assert down.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert down.value.details() == "no upstream of cluster 'two' could take the call"
+    async with serving(make_gateway, config) as (_, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as down:
+            await channel.unary_unary("/test.Echo/Unary")(b"x", timeout=5)
+        assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert down.value.details() == "no upstream of cluster 'two' could take the call"
 
 
 async def test_grpc_calls_get_access_log_lines(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], config: dict[str, Any], tmp_path: Path
 ) -> None:
-    one, two = upstreams
-    config = _config(one, two, tmp_path)
+    _, two = upstreams
     log_path = tmp_path / "access.log"
     config["access_log"] = {"enabled": True, "path": str(log_path)}
-    async with make_gateway(config) as gw:
-        assert gw.grpc is not None
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc.port}") as channel:
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            await stub.ModelInfer(_infer("fraud"))
-            with pytest.raises(grpc.aio.AioRpcError):
-                await stub.ModelInfer(_infer("guarded"))
+    async with serving(make_gateway, config) as (_, channel):
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        await stub.ModelInfer(infer("fraud"))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.ModelInfer(infer("guarded"))
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [(line["method"], line["path"], line["route"], line["status"]) for line in lines] == [
         ("POST", f"{OIP}/ModelInfer", "fraud", 200),
@@ -381,10 +262,9 @@ async def test_grpc_calls_get_access_log_lines(
 
 
 async def test_a_dead_endpoint_behind_the_stream_relay_is_ejected(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    config = _config(one, two, tmp_path)
+    _, two = upstreams
     dead = f"127.0.0.1:{free_port()}"  # nobody listens there
     config["clusters"]["two"]["endpoints"] = [two.address, dead]
     async with make_gateway(config) as gw:

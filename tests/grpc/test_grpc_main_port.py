@@ -9,7 +9,6 @@ import json
 import signal
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,10 @@ from gateway.http.listener import H2_PREFACE
 from inference_workers.grpc_codec import pb, pb_grpc
 from tests.conftest import gateway_config
 from tests.gateway.test_tls import _pki
+from tests.grpc.front_door_setup import EMPTY_SETTINGS, front_door_config, infer
 from tests.grpc.grpc_upstreams import Upstream
-from tests.grpc.test_grpc_front_door import _config, _infer
 from tests.grpc.test_grpc_tls import _credentials
 from tests.support.processes import start_gateway, wait_until, wait_until_async
-
-# An empty SETTINGS frame (RFC 9113 6.5): length 0, type 4, no flags, stream 0.
-EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-
-
-@pytest.fixture
-async def upstreams() -> AsyncIterator[tuple[Upstream, Upstream]]:
-    async with Upstream("one") as one, Upstream("two") as two:
-        yield one, two
 
 
 def _http_get(host: str, port: int, path: str) -> bytes:
@@ -57,7 +47,7 @@ async def test_grpc_and_http_share_the_main_port(
     make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path, transport: str
 ) -> None:
     one, two = upstreams
-    config = _config(one, two, tmp_path, host="::1", grpc_transport=transport)
+    config = front_door_config(one, two, tmp_path, host="::1", grpc_transport=transport)
     del config["listen"]["grpc_port"]
     log_path = tmp_path / "access.log"
     config["access_log"] = {"enabled": True, "path": str(log_path)}
@@ -65,11 +55,11 @@ async def test_grpc_and_http_share_the_main_port(
         assert gw.grpc is not None and gw.grpc._private is None  # no private port before gRPC comes
         async with grpc.aio.insecure_channel(f"ipv6:[::1]:{gw.data_port}") as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            assert (await stub.ModelInfer(_infer("fraud"))).model_version == "two"
+            assert (await stub.ModelInfer(infer("fraud"))).model_version == "two"
             # spliced: grpcio's private listener opened at the first call; native: none at all
             assert (gw.grpc._private is not None) == (transport == "splice")
             assert (await stub.ServerLive(pb.ServerLiveRequest())).live
-            call = stub.ModelInfer(_infer("ab"), metadata=(("x-user-id", "u1"),))
+            call = stub.ModelInfer(infer("ab"), metadata=(("x-user-id", "u1"),))
             answer = await call
             arm = dict(await call.initial_metadata())["x-turnout-arm"]
             assert answer.model_version == ("one" if arm == "control" else "two")
@@ -108,7 +98,7 @@ async def test_a_preface_in_pieces_is_served_and_a_garbled_one_refused(
     make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
 ) -> None:
     one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path)) as gw:
+    async with make_gateway(front_door_config(one, two, tmp_path)) as gw:
 
         def exchange(*pieces: bytes) -> bytes:
             with socket.create_connection(("127.0.0.1", gw.data_port), timeout=10) as conn:

@@ -8,7 +8,6 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,117 +15,82 @@ import pytest
 
 from gateway.http.listener import H2_PREFACE
 from inference_workers.grpc_codec import pb, pb_grpc
+from tests.grpc.front_door_setup import (
+    EMPTY_SETTINGS,
+    check_a_routed_call,
+    check_deadlines_and_bad_input,
+    infer,
+    serving,
+)
 from tests.grpc.grpc_upstreams import Upstream
-from tests.grpc.test_grpc_front_door import _config, _infer
 from tests.support.processes import wait_until_async
-
-OIP = "/inference.GRPCInferenceService"
-NATIVE = {"grpc_transport": "native"}
-# An empty SETTINGS frame (RFC 9113 6.5): length 0, type 4, no flags, stream 0.
-EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-
-
-@pytest.fixture
-async def upstreams() -> AsyncIterator[tuple[Upstream, Upstream]]:
-    async with Upstream("one") as one, Upstream("two") as two:
-        yield one, two
 
 
 async def test_unary_and_streaming_calls_through_the_own_transport(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], native_config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw:
+    one, _ = upstreams
+    async with serving(make_gateway, native_config, main_port=True) as (gw, channel):
         assert gw.grpc is not None and gw.grpc.native is not None
-        async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel,
-            grpc.aio.insecure_channel(one.address) as direct_channel,
-        ):
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            metadata = (("x-tenant", "acme"), ("x-trace-bin", b"\x00\xff"))
-            call = stub.ModelInfer(_infer("risk"), metadata=metadata)
-            answer = await call
-            seen = one.oip.seen_metadata[-1]
-            assert seen["x-tenant"] == "acme" and seen["x-trace-bin"] == b"\x00\xff"
-            assert answer == await pb_grpc.GRPCInferenceServiceStub(direct_channel).ModelInfer(_infer("risk"))
-            assert dict(await call.initial_metadata())["x-upstream"] == "one"
-            assert dict(await call.trailing_metadata())["x-upstream-trailer"] == "one"
-            assert (await stub.ModelInfer(_infer("fraud"))).model_version == "two"
-            assert (await stub.ServerLive(pb.ServerLiveRequest())).live
-            ab = stub.ModelInfer(_infer("ab"), metadata=(("x-user-id", "u1"),))
-            arm = dict(await ab.initial_metadata())["x-turnout-arm"]
-            assert (await ab).model_version == ("one" if arm == "control" else "two")
-            # every call shape of any service, on the same connection
-            assert await channel.unary_unary("/test.Echo/Unary")(b"hi") == b"echo:hi"
-            streamed = [m async for m in channel.unary_stream("/test.Echo/ServerStream")(b"3")]
-            assert streamed == [b"0", b"1", b"2"]
+        await check_a_routed_call(channel, one)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert (await stub.ServerLive(pb.ServerLiveRequest())).live
+        ab = stub.ModelInfer(infer("ab"), metadata=(("x-user-id", "u1"),))
+        arm = dict(await ab.initial_metadata())["x-turnout-arm"]
+        assert (await ab).model_version == ("one" if arm == "control" else "two")
+        # every call shape of any service, on the same connection
+        assert await channel.unary_unary("/test.Echo/Unary")(b"hi") == b"echo:hi"
+        streamed = [m async for m in channel.unary_stream("/test.Echo/ServerStream")(b"3")]
+        assert streamed == [b"0", b"1", b"2"]
 
-            async def words() -> AsyncIterator[bytes]:
-                for word in (b"a", b"b", b"c"):
-                    yield word
+        async def words() -> AsyncIterator[bytes]:
+            for word in (b"a", b"b", b"c"):
+                yield word
 
-            assert await channel.stream_unary("/test.Echo/ClientStream")(words()) == b"a+b+c"
-            bidi = channel.stream_stream("/test.Echo/Bidi")()
-            big = bytes(range(256)) * 200  # 50 KiB each: windows refilled as the relay takes them
-            for word in (b"x", big, big, b"yz"):
-                await bidi.write(word)
-                assert await bidi.read() == word.upper()
-            await bidi.done_writing()
-            assert await bidi.read() == grpc.aio.EOF
-            # a compressed request is inflated
-            gzip = channel.unary_unary("/test.Echo/Unary")
-            assert await gzip(b"zipped", compression=grpc.Compression.Gzip) == b"echo:zipped"
+        assert await channel.stream_unary("/test.Echo/ClientStream")(words()) == b"a+b+c"
+        bidi = channel.stream_stream("/test.Echo/Bidi")()
+        big = bytes(range(256)) * 200  # 50 KiB each: windows refilled as the relay takes them
+        for word in (b"x", big, big, b"yz"):
+            await bidi.write(word)
+            assert await bidi.read() == word.upper()
+        await bidi.done_writing()
+        assert await bidi.read() == grpc.aio.EOF
+        # a compressed request is inflated
+        gzip = channel.unary_unary("/test.Echo/Unary")
+        assert await gzip(b"zipped", compression=grpc.Compression.Gzip) == b"echo:zipped"
         assert gw.grpc.splices.pairs == 0 and gw.grpc._private is None  # no grpcio server involved
 
 
 async def test_errors_limits_and_deadlines_on_the_own_transport(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], native_config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel:
-            stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
-                await stub.ModelInfer(_infer("guarded"))
-            assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            keyed = (("x-api-key", "k1"),)
-            for _ in range(2):
-                await stub.ModelInfer(_infer("guarded"), metadata=keyed)
-            with pytest.raises(grpc.aio.AioRpcError) as limited:
-                await stub.ModelInfer(_infer("guarded"), metadata=keyed)
-            assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "retry-after" in dict(limited.value.trailing_metadata() or ())
-            with pytest.raises(grpc.aio.AioRpcError) as upstream_error:
-                await stub.ModelInfer(_infer("risk", id="bad"))
-            assert upstream_error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert upstream_error.value.details() == "input 'x' has the wrong shape"
-            sleep = channel.unary_unary("/test.Echo/Sleep")
-            with pytest.raises(grpc.aio.AioRpcError) as late:
-                await sleep(b"1.0", timeout=0.2)
-            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            with pytest.raises(grpc.aio.AioRpcError) as capped:  # the route's 2 s timeout
-                await sleep(b"3.0", timeout=10)
-            assert capped.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            with pytest.raises(grpc.aio.AioRpcError) as unknown:
-                await channel.unary_unary("/nobody.Knows/This")(b"")
-            assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
-            with pytest.raises(grpc.aio.AioRpcError) as garbled:
-                await channel.unary_unary(f"{OIP}/ModelInfer")(b"\x0a\xff\xff")
-            assert garbled.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            with pytest.raises(grpc.aio.AioRpcError) as oversize:
-                await channel.unary_unary("/test.Echo/Unary")(b"x" * (100 * 1024))
-            assert oversize.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            # a stream cancelled mid-way cancels its upstream call, and the endpoint is freed
-            bidi = channel.stream_stream("/test.Echo/Bidi")()
-            await bidi.write(b"a")
-            assert await bidi.read() == b"A"
-            bidi.cancel()
-            endpoint = gw.runtime.clusters["two"].endpoints.get(two.address)
-            assert endpoint is not None
-            await wait_until_async(
-                lambda: endpoint.inflight == 0, message="the cancelled call's endpoint freed"
-            )
-            assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
+    _, two = upstreams
+    async with serving(make_gateway, native_config, main_port=True) as (gw, channel):
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+            await stub.ModelInfer(infer("guarded"))
+        assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        keyed = (("x-api-key", "k1"),)
+        for _ in range(2):
+            await stub.ModelInfer(infer("guarded"), metadata=keyed)
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await stub.ModelInfer(infer("guarded"), metadata=keyed)
+        assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "retry-after" in dict(limited.value.trailing_metadata() or ())
+        with pytest.raises(grpc.aio.AioRpcError) as upstream_error:
+            await stub.ModelInfer(infer("risk", id="bad"))
+        assert upstream_error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert upstream_error.value.details() == "input 'x' has the wrong shape"
+        await check_deadlines_and_bad_input(channel)
+        # a stream cancelled mid-way cancels its upstream call, and the endpoint is freed
+        bidi = channel.stream_stream("/test.Echo/Bidi")()
+        await bidi.write(b"a")
+        assert await bidi.read() == b"A"
+        bidi.cancel()
+        endpoint = gw.runtime.clusters["two"].endpoints.get(two.address)
+        assert endpoint is not None
+        await wait_until_async(lambda: endpoint.inflight == 0, message="the cancelled call's endpoint freed")
+        assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
 
         def broken_frame() -> bytes:
             with socket.create_connection(("127.0.0.1", gw.data_port), timeout=10) as conn:
@@ -202,12 +166,11 @@ async def test_an_idle_client_is_pinged_and_one_that_never_answers_is_closed() -
 
 
 async def test_rest_over_http2_is_refused_and_the_connection_serves_on(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, native_config: dict[str, Any]
 ) -> None:
     from hpack import Decoder, Encoder
 
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw:
+    async with make_gateway(native_config) as gw:
 
         def rest_request() -> tuple[dict[str, str], bytes]:
             block = Encoder().encode(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +14,18 @@ from hpack import Decoder, Encoder
 
 from gateway.grpc.h2_client import CallError, H2Clients
 from gateway.http.listener import H2_PREFACE
+from tests.grpc.front_door_setup import EMPTY_SETTINGS, NATIVE, front_door_config, serving
 from tests.grpc.grpc_upstreams import Upstream
-from tests.grpc.test_grpc_front_door import _config
 
-NATIVE = {"grpc_transport": "native"}
 ECHO = "/test.Echo/Unary"
 # Well over the 64 KiB the transport advertises as SETTINGS_MAX_HEADER_LIST_SIZE.
 HUGE = "v" * (100 * 1024)
-# An empty SETTINGS frame (RFC 9113 6.5): length 0, type 4, no flags, stream 0.
-EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-
-
-@pytest.fixture
-async def upstreams() -> AsyncIterator[tuple[Upstream, Upstream]]:
-    async with Upstream("one") as one, Upstream("two") as two:
-        yield one, two
 
 
 async def test_grpcio_client_with_huge_metadata_then_a_normal_call_on_the_same_channel(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, native_config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with (
-        make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw,
-        grpc.aio.insecure_channel(f"127.0.0.1:{gw.data_port}") as channel,
-    ):
+    async with serving(make_gateway, native_config, main_port=True) as (_, channel):
         echo = channel.unary_unary(ECHO)
         assert await echo(b"before", metadata=(("x-small", "s"),)) == b"echo:before"
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -89,10 +75,9 @@ def _answers(port: int, sent: bytes, last_stream: int) -> tuple[dict[int, dict[s
 
 
 async def test_an_oversized_header_list_keeps_the_hpack_table_in_step(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, native_config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw:
+    async with make_gateway(native_config) as gw:
         encoder = Encoder()
         head = [
             (":method", "POST"),
@@ -134,10 +119,9 @@ async def test_an_oversized_header_list_keeps_the_hpack_table_in_step(
 
 
 async def test_the_own_client_is_refused_on_its_stream_and_its_connection_serves_on(
-    make_gateway: Any, upstreams: tuple[Upstream, Upstream], tmp_path: Path
+    make_gateway: Any, native_config: dict[str, Any]
 ) -> None:
-    one, two = upstreams
-    async with make_gateway(_config(one, two, tmp_path, **NATIVE)) as gw:
+    async with make_gateway(native_config) as gw:
         clients = H2Clients(1 << 20)  # it does not hold back metadata over the server's setting
         address = f"127.0.0.1:{gw.data_port}"
         try:
@@ -160,7 +144,7 @@ async def test_the_metadata_limit_is_listen_max_header_bytes_on_both_grpc_listen
     # the main port's own transport and on grpcio's `listen.grpc_port`. Both sizes stay under the
     # test upstream's own limit (grpcio's 8 KiB), so a refusal is the gateway's.
     one, two = upstreams
-    config = _config(one, two, tmp_path, max_header_bytes=4 * 1024, **NATIVE)
+    config = front_door_config(one, two, tmp_path, max_header_bytes=4 * 1024, **NATIVE)
     async with make_gateway(config) as gw:
         target = gw.data_port if port == "main" else config["listen"]["grpc_port"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{target}") as channel:
