@@ -35,19 +35,17 @@ from gateway.grpc.h2_call import (
 )
 from gateway.grpc.metadata import Metadata
 from gateway.mesh.h2_frames import (
-    ACK,
     CONTINUATION,
     DATA,
     END_HEADERS,
     END_STREAM,
-    GOAWAY,
     HEADERS,
     PADDED,
-    PING,
     PREFACE,
     RST_STREAM,
     SETTINGS,
     WINDOW_UPDATE,
+    FrameReader,
     HeaderBlockReader,
     frame,
     split_frames,
@@ -76,7 +74,7 @@ _REQUEST_FIELDS = (
 )
 
 
-class H2Connection(asyncio.Protocol):
+class H2Connection(FrameReader, asyncio.Protocol):
     """One connection to an endpoint; `unary` starts a call on a new stream."""
 
     def __init__(self, authority: str, max_message: int) -> None:
@@ -268,7 +266,7 @@ class H2Connection(asyncio.Protocol):
         if self._buffer:
             data = self._buffer + data
         try:
-            offset = split_frames(data, self._frame)
+            offset = split_frames(data, self.feed_frame)
         except Exception:  # a server that broke HTTP/2 (or HPACK): its calls fail, the pool reconnects
             self._buffer = b""
             if self._transport is not None:
@@ -276,47 +274,26 @@ class H2Connection(asyncio.Protocol):
             return
         self._buffer = data[offset:]
 
-    def _frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
-        if self._block_reader.open and kind != CONTINUATION:
-            raise ConnectionError("a header block interrupted")
-        if kind == DATA:
-            self._data(flags, stream_id, payload)
-        elif kind == HEADERS:
-            block = self._block_reader.headers(flags, stream_id, payload)
-            if block is not None:
-                self._headers_done(*block)
-        elif kind == CONTINUATION:
-            block = self._block_reader.continuation(flags, stream_id, payload)
-            if block is not None:
-                self._headers_done(*block)
-        elif kind == RST_STREAM:
-            call = self._calls.pop(stream_id, None)
-            if call is not None:
-                code = int.from_bytes(payload, "big")
-                status = grpc.StatusCode.UNAVAILABLE if code == _REFUSED_STREAM else grpc.StatusCode.INTERNAL
-                if code == _CANCEL:
-                    status = grpc.StatusCode.CANCELLED
-                self._fail(call, CallError(status, f"the upstream reset the stream (HTTP/2 error {code})"))
-                self._closed_stream()
-        elif kind == SETTINGS:
-            if not flags & ACK:
-                self._settings(payload)
-                self._write(frame(SETTINGS, ACK, 0))
-        elif kind == PING:
-            if not flags & ACK:
-                self._write(frame(PING, ACK, 0, bytes(payload)))
-        elif kind == WINDOW_UPDATE:
-            increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
-            if stream_id == 0:
-                self._send_window += increment
-                self._send_blocked()
-            else:
-                call = self._calls.get(stream_id)
-                if call is not None:
-                    call.window += increment
-                    self._send(call)
-        elif kind == GOAWAY:
-            self._goaway(int.from_bytes(payload[:4], "big") & 0x7FFFFFFF)
+    _write_frame = _write
+
+    def _stream_reset(self, stream_id: int, code: int) -> None:
+        call = self._calls.pop(stream_id, None)
+        if call is not None:
+            status = grpc.StatusCode.UNAVAILABLE if code == _REFUSED_STREAM else grpc.StatusCode.INTERNAL
+            if code == _CANCEL:
+                status = grpc.StatusCode.CANCELLED
+            self._fail(call, CallError(status, f"the upstream reset the stream (HTTP/2 error {code})"))
+            self._closed_stream()
+
+    def _window_update(self, stream_id: int, increment: int) -> None:
+        if stream_id == 0:
+            self._send_window += increment
+            self._send_blocked()
+            return
+        call = self._calls.get(stream_id)
+        if call is not None:
+            call.window += increment
+            self._send(call)
 
     def _settings(self, payload: memoryview) -> None:
         for at in range(0, len(payload) - 5, 6):

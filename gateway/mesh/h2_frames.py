@@ -85,3 +85,61 @@ class HeaderBlockReader:
     def _check(self, size: int) -> None:
         if self._max_size is not None and size > self._max_size:
             raise ConnectionError(f"a header block over {self._max_size} bytes")
+
+
+class FrameReader:
+    """What both transports do with each frame read, in `feed_frame`: frames told apart by type, a
+    header block gathered (`_block_reader`, set by the subclass), SETTINGS and PING acknowledged
+    through `_write_frame`, WINDOW_UPDATE's increment and GOAWAY's last stream id read out; frame
+    types it does not know are ignored, as RFC 9113 allows. What each frame means is the side's own
+    (the methods below that raise)."""
+
+    _block_reader: HeaderBlockReader
+
+    def feed_frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
+        if self._block_reader.open and kind != CONTINUATION:
+            raise ConnectionError("a header block interrupted")
+        if kind == DATA:
+            self._data(flags, stream_id, payload)
+        elif kind == HEADERS:
+            block = self._block_reader.headers(flags, stream_id, payload)
+            if block is not None:
+                self._headers_done(*block)
+        elif kind == CONTINUATION:
+            block = self._block_reader.continuation(flags, stream_id, payload)
+            if block is not None:
+                self._headers_done(*block)
+        elif kind == RST_STREAM:
+            self._stream_reset(stream_id, int.from_bytes(payload, "big"))
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._settings(payload)
+                self._write_frame(frame(SETTINGS, ACK, 0))
+        elif kind == PING:
+            if not flags & ACK:
+                self._write_frame(frame(PING, ACK, 0, bytes(payload)))
+        elif kind == WINDOW_UPDATE:
+            self._window_update(stream_id, int.from_bytes(payload, "big") & 0x7FFFFFFF)
+        elif kind == GOAWAY:
+            self._goaway(int.from_bytes(payload[:4], "big") & 0x7FFFFFFF)
+
+    def _write_frame(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        raise NotImplementedError
+
+    def _headers_done(self, stream_id: int, flags: int, block: bytes) -> None:
+        raise NotImplementedError
+
+    def _stream_reset(self, stream_id: int, code: int) -> None:
+        raise NotImplementedError
+
+    def _settings(self, payload: memoryview) -> None:
+        raise NotImplementedError
+
+    def _window_update(self, stream_id: int, increment: int) -> None:
+        raise NotImplementedError
+
+    def _goaway(self, last_id: int) -> None:
+        raise NotImplementedError

@@ -50,7 +50,7 @@ from gateway.mesh.h2_frames import PRIORITY_FLAG as PRIORITY_FLAG
 from gateway.mesh.h2_frames import RST_STREAM as RST_STREAM
 from gateway.mesh.h2_frames import SETTINGS as SETTINGS
 from gateway.mesh.h2_frames import WINDOW_UPDATE as WINDOW_UPDATE
-from gateway.mesh.h2_frames import HeaderBlockReader
+from gateway.mesh.h2_frames import FrameReader, HeaderBlockReader
 from gateway.mesh.h2_frames import frame as frame
 from gateway.mesh.hpack_blocks import HeaderBlocks as HeaderBlocks
 from gateway.mesh.hpack_blocks import hpack_integer as hpack_integer
@@ -204,7 +204,7 @@ class ServerStream:
         self.conn.flush(self)
 
 
-class Http2Connection:
+class Http2Connection(FrameReader):
     """One client connection's HTTP/2 state; `feed` it bytes, it writes through `write`."""
 
     def __init__(
@@ -270,34 +270,15 @@ class Http2Connection:
 
     # ----- receiving -----
 
-    def feed_frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
-        if self._block_reader.open and kind != CONTINUATION:
-            raise ConnectionError("a header block interrupted")
-        if kind == DATA:
-            self._data(flags, stream_id, payload)
-        elif kind == HEADERS:
-            block = self._block_reader.headers(flags, stream_id, payload)
-            if block is not None:
-                self._headers_done(*block)
-        elif kind == CONTINUATION:
-            block = self._block_reader.continuation(flags, stream_id, payload)
-            if block is not None:
-                self._headers_done(*block)
-        elif kind == RST_STREAM:
-            entry = self._streams.pop(stream_id, None)
-            if entry is not None:
-                entry[1].reset()
-        elif kind == SETTINGS:
-            if not flags & ACK:
-                self._settings(payload)
-                self.write(frame(SETTINGS, ACK, 0))
-        elif kind == PING:
-            if not flags & ACK:
-                self.write(frame(PING, ACK, 0, bytes(payload)))
-        elif kind == WINDOW_UPDATE:
-            self._window_update(stream_id, int.from_bytes(payload, "big") & 0x7FFFFFFF)
-        elif kind == GOAWAY:
-            self.closed = True
+    _write_frame = write
+
+    def _stream_reset(self, stream_id: int, code: int) -> None:
+        entry = self._streams.pop(stream_id, None)
+        if entry is not None:
+            entry[1].reset()
+
+    def _goaway(self, last_id: int) -> None:
+        self.closed = True
 
     def _settings(self, payload: memoryview) -> None:
         for at in range(0, len(payload) - 5, 6):
