@@ -113,7 +113,7 @@ class Worker:
 
     async def direct(
         self, path: str, body: bytes, content_type: str = "application/json", headers: Mapping[str, str] = {}
-    ) -> UpstreamReply:
+    ) -> tuple[int, dict[str, str], bytes]:
         async with self.session.post(
             self.url + path, data=body, headers={"Content-Type": content_type, **headers}
         ) as response:
