@@ -35,12 +35,12 @@ from gateway.grpc.h2_call import (
 )
 from gateway.grpc.metadata import Metadata
 from gateway.mesh.h2_frames import (
+    CONNECTION_WINDOW,
     CONTINUATION,
     DATA,
     END_HEADERS,
     END_STREAM,
     HEADERS,
-    PADDED,
     PREFACE,
     RST_STREAM,
     SETTINGS,
@@ -58,9 +58,6 @@ _DEFAULT_WINDOW, _DEFAULT_FRAME = 65535, 16384
 # Our receive window per stream: 4 MiB lets a typical answer arrive in one flight (the loopback or
 # data-centre bandwidth-delay product is far below it); refilled once half is consumed.
 _STREAM_WINDOW = 4 << 20
-# The connection's: 16 MiB, refilled per MiB consumed (as the server transport does).
-_CONNECTION_WINDOW = 16 << 20
-_CONNECTION_REFILL = 1 << 20
 _CANCEL, _REFUSED_STREAM = 8, 7
 # Stream ids are 31 bits; a connection that used them all is replaced.
 _LAST_STREAM_ID = (1 << 31) - 1
@@ -116,7 +113,7 @@ class H2Connection(FrameReader, asyncio.Protocol):
         self._write(
             PREFACE
             + frame(SETTINGS, 0, 0, settings)
-            + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", _CONNECTION_WINDOW - _DEFAULT_WINDOW))
+            + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", CONNECTION_WINDOW - _DEFAULT_WINDOW))
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -335,13 +332,7 @@ class H2Connection(FrameReader, asyncio.Protocol):
         self._finish(call, head)
 
     def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
-        if flags & PADDED:
-            payload = payload[1 : len(payload) - payload[0]]
         size = len(payload)
-        self._consumed += size
-        if self._consumed >= _CONNECTION_REFILL:
-            self._write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._consumed)))
-            self._consumed = 0
         call = self._calls.get(stream_id)
         if call is None:
             return

@@ -17,6 +17,12 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEAD = struct.Struct(">BHBBI")
 _HEAD = FRAME_HEAD.size
 
+# The connection's receive window on both sides: raised to 16 MiB at once, refilled once 1 MiB of
+# it is consumed (one WINDOW_UPDATE per few messages of any size).
+CONNECTION_WINDOW = 16 << 20
+CONNECTION_REFILL = 1 << 20
+_INCREMENT = struct.Struct(">I")
+
 FrameHandler = Callable[[int, int, int, memoryview], None]
 """Told each frame: its type, flags, stream id (reserved bit cleared) and payload."""
 
@@ -91,15 +97,25 @@ class FrameReader:
     """What both transports do with each frame read, in `feed_frame`: frames told apart by type, a
     header block gathered (`_block_reader`, set by the subclass), SETTINGS and PING acknowledged
     through `_write_frame`, WINDOW_UPDATE's increment and GOAWAY's last stream id read out; frame
-    types it does not know are ignored, as RFC 9113 allows. What each frame means is the side's own
-    (the methods below that raise)."""
+    types it does not know are ignored, as RFC 9113 allows; DATA unpadded and counted against the
+    connection's receive window, refilled as it is consumed. What each frame means is the side's
+    own (the methods below that raise)."""
 
     _block_reader: HeaderBlockReader
+    _consumed: int
+    """DATA bytes received since the connection's window was last refilled."""
 
     def feed_frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
         if self._block_reader.open and kind != CONTINUATION:
             raise ConnectionError("a header block interrupted")
         if kind == DATA:
+            if flags & PADDED:
+                payload = payload[1 : len(payload) - payload[0]]
+            consumed = self._consumed + len(payload)
+            if consumed >= CONNECTION_REFILL:
+                self._write_frame(frame(WINDOW_UPDATE, 0, 0, _INCREMENT.pack(consumed)))
+                consumed = 0
+            self._consumed = consumed
             self._data(flags, stream_id, payload)
         elif kind == HEADERS:
             block = self._block_reader.headers(flags, stream_id, payload)
@@ -127,6 +143,7 @@ class FrameReader:
         raise NotImplementedError
 
     def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        """A DATA frame's payload, its padding dropped."""
         raise NotImplementedError
 
     def _headers_done(self, stream_id: int, flags: int, block: bytes) -> None:

@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 # Imported from here before they had modules of their own (the `as` keeps them exported).
 from gateway.mesh.h2_frames import ACK as ACK
+from gateway.mesh.h2_frames import CONNECTION_WINDOW, FrameReader, HeaderBlockReader
 from gateway.mesh.h2_frames import CONTINUATION as CONTINUATION
 from gateway.mesh.h2_frames import DATA as DATA
 from gateway.mesh.h2_frames import END_HEADERS as END_HEADERS
@@ -50,7 +51,6 @@ from gateway.mesh.h2_frames import PRIORITY_FLAG as PRIORITY_FLAG
 from gateway.mesh.h2_frames import RST_STREAM as RST_STREAM
 from gateway.mesh.h2_frames import SETTINGS as SETTINGS
 from gateway.mesh.h2_frames import WINDOW_UPDATE as WINDOW_UPDATE
-from gateway.mesh.h2_frames import FrameReader, HeaderBlockReader
 from gateway.mesh.h2_frames import frame as frame
 from gateway.mesh.hpack_blocks import HeaderBlocks as HeaderBlocks
 from gateway.mesh.hpack_blocks import hpack_integer as hpack_integer
@@ -65,8 +65,6 @@ _DEFAULT_FRAME = 16384
 # connection's (raised to 16 MiB at once) once 1 MiB is: one WINDOW_UPDATE per few messages of any
 # size, never a stall on a body Envoy streams.
 _STREAM_REFILL = _DEFAULT_WINDOW // 2
-_CONNECTION_WINDOW = 16 << 20
-_CONNECTION_REFILL = 1 << 20
 # What a holding handler may have been given and not consumed before its stream's window stops
 # being refilled: one default window, so the client is at most two windows ahead of the handler.
 _HOLD_LIMIT = _DEFAULT_WINDOW
@@ -265,7 +263,7 @@ class Http2Connection(FrameReader):
             settings += struct.pack(">HI", _SETTINGS_MAX_HEADER_LIST_SIZE, self._max_header_list)
         self.write(
             frame(SETTINGS, 0, 0, settings)
-            + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", _CONNECTION_WINDOW - _DEFAULT_WINDOW))
+            + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", CONNECTION_WINDOW - _DEFAULT_WINDOW))
         )
 
     # ----- receiving -----
@@ -337,13 +335,7 @@ class Http2Connection(FrameReader):
             self.write(frame(RST_STREAM, 0, stream.id, struct.pack(">I", _NO_ERROR)))
 
     def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
-        if flags & PADDED:
-            payload = payload[1 : len(payload) - payload[0]]
         size = len(payload)
-        self._consumed += size
-        if self._consumed >= _CONNECTION_REFILL:
-            self.write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._consumed)))
-            self._consumed = 0
         entry = self._streams.get(stream_id)
         if entry is None:
             return
