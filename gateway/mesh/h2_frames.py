@@ -98,8 +98,8 @@ class FrameReader:
     header block gathered (`_block_reader`, set by the subclass), SETTINGS and PING acknowledged
     through `_write_frame`, WINDOW_UPDATE's increment and GOAWAY's last stream id read out; frame
     types it does not know are ignored, as RFC 9113 allows; DATA unpadded and counted against the
-    connection's receive window, refilled as it is consumed. What each frame means is the side's
-    own (the methods below that raise)."""
+    connection's receive window (padding too, its share given back to the stream at once), refilled as
+    it is consumed. What each frame means is the side's own (the methods below that raise)."""
 
     _block_reader: HeaderBlockReader
     _consumed: int
@@ -109,9 +109,16 @@ class FrameReader:
         if self._block_reader.open and kind != CONTINUATION:
             raise ConnectionError("a header block interrupted")
         if kind == DATA:
-            if flags & PADDED:
-                payload = payload[1 : len(payload) - payload[0]]
+            # Flow control counts the whole payload, padding included (RFC 9113, 6.9.1): the padding
+            # carries nothing, so its share goes back to the stream's window at once.
             consumed = self._consumed + len(payload)
+            if flags & PADDED:
+                padding = payload[0] + 1 if payload else 1
+                if padding > len(payload):
+                    raise ConnectionError("DATA padding longer than its frame")
+                payload = payload[1 : len(payload) - padding + 1]
+                if not flags & END_STREAM:
+                    self._write_frame(frame(WINDOW_UPDATE, 0, stream_id, _INCREMENT.pack(padding)))
             if consumed >= CONNECTION_REFILL:
                 self._write_frame(frame(WINDOW_UPDATE, 0, 0, _INCREMENT.pack(consumed)))
                 consumed = 0

@@ -4,6 +4,8 @@ CONTINUATION frames, padding and priority dropped, broken sequences refused."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from gateway.mesh.h2_frames import (
@@ -14,6 +16,8 @@ from gateway.mesh.h2_frames import (
     PADDED,
     PING,
     PRIORITY_FLAG,
+    WINDOW_UPDATE,
+    FrameReader,
     HeaderBlockReader,
     frame,
     split_frames,
@@ -86,3 +90,40 @@ def test_a_block_over_the_limit_is_refused_as_it_arrives() -> None:
         reader.continuation(0, 1, memoryview(b"6789"))
     with pytest.raises(ConnectionError):
         HeaderBlockReader(max_size=8).headers(END_HEADERS, 1, memoryview(b"123456789"))
+
+
+class _Reader(FrameReader):
+    """The shared frame dispatch with what a side does recorded: frames written, DATA handed on."""
+
+    def __init__(self) -> None:
+        self._block_reader = HeaderBlockReader()
+        self._consumed = 0
+        self.written: list[Frame] = []
+        self.data: list[tuple[int, bytes]] = []
+
+    def _write_frame(self, data: bytes) -> None:
+        self.written.extend(_split(data)[0])
+
+    def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        self.data.append((stream_id, bytes(payload)))
+
+
+def test_padded_data_counts_its_padding_against_the_windows_and_gives_that_share_back() -> None:
+    """RFC 9113, 6.9.1: a DATA frame's whole payload is flow-controlled, padding included. Counting
+    only the data would leave the peer's windows shrinking by the padding of every frame."""
+    reader = _Reader()
+    payload = bytes([9]) + b"hello" + bytes(9)  # pad length 9, then the data, then 9 bytes of padding
+    reader.feed_frame(DATA, PADDED, 3, memoryview(payload))
+    assert reader.data == [(3, b"hello")]
+    assert reader._consumed == len(payload)
+    # The stream's window gets the padding and its length byte back at once.
+    assert reader.written == [(WINDOW_UPDATE, 0, 3, struct.pack(">I", 10))]
+    reader.feed_frame(DATA, PADDED | END_STREAM, 3, memoryview(payload))
+    assert reader.data[-1] == (3, b"hello")
+    assert len(reader.written) == 1  # the stream is ending: nothing more to give back to it
+
+
+@pytest.mark.parametrize("payload", [b"", bytes([5]) + b"abcd"])
+def test_padding_longer_than_its_frame_is_refused(payload: bytes) -> None:
+    with pytest.raises(ConnectionError):
+        _Reader().feed_frame(DATA, PADDED, 1, memoryview(payload))
