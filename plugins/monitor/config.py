@@ -38,7 +38,7 @@ class MonitorConfig(StrictModel):
         min_length=1, description="The models to monitor, by the model name the route sees."
     )
     # 10%: at 1,000 requests/s that is 100 samples/s, a window of 1,000 rows in 10 s; the gateway's
-    # CPU per request rises by about 7.5% (bench/monitor_cost.py, docs/monitoring.md#cost).
+    # CPU per request rises by about 5% (bench/monitor_cost.py, docs/monitoring.md#cost).
     sample_rate: float = Field(default=0.1, gt=0, le=1, description="The share of answered requests sampled.")
     protocol: Literal["auto", "oip_v2", "kserve_v1", "openai"] = Field(
         default="auto", description="How bodies are read; auto tells OIP v2, KServe v1 and OpenAI apart."
