@@ -57,9 +57,9 @@ def _take(monitor: Any) -> list[Any]:
 
 
 async def _measure(batch: int, features: int) -> dict[str, float]:
+    from monitor_cost import ANSWER
     from prometheus_client import CollectorRegistry
 
-    from bench.monitor_cost import ANSWER
     from gateway.core.context import RequestContext
     from gateway.core.filters import BuildContext, Response
     from plugins.monitor import FACTORY, MonitorConfig, MonitorFilter

@@ -44,7 +44,7 @@ def learn(body: bytes, data: list[Any]) -> Pieces | None:
             if closer == -1 or len(pieces) == len(data):
                 return None
             span = body[opener + 1 : closer]
-            if not _flat(span) or orjson.loads(b"[" + span + b"]") != data[len(pieces)]:
+            if not _flat(span) or _parsed(span) != data[len(pieces)]:
                 return None
             pieces.append(body[start : opener + 1])
             start = position = closer
@@ -79,6 +79,15 @@ def spans(body: bytes, pieces: Pieces) -> list[bytes] | None:
         taken.append(span)
         start = end + len(piece)
     return taken if start == len(body) else None
+
+
+def _parsed(span: bytes) -> Any:
+    """An array's values from its text; None when they are not JSON (never so in a body orjson
+    read whole, but a failure here must not reach the background task)."""
+    try:
+        return orjson.loads(b"[" + span + b"]")
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _flat(span: bytes) -> bool:
