@@ -22,7 +22,7 @@ from tests.grpc.front_door_setup import (
     serving,
 )
 from tests.grpc.grpc_upstreams import Upstream
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_until_async
 
 
 @pytest.fixture
@@ -130,9 +130,10 @@ async def test_a_cancelled_stream_cancels_the_upstream_call(
         await bidi.write(b"a")
         assert await bidi.read() == b"A"
         bidi.cancel()
-        await asyncio.sleep(0.2)
         endpoint = gw.runtime.clusters["two"].endpoints.get(two.address)
-        assert endpoint is not None and endpoint.inflight == 0  # the call was finished once
+        assert endpoint is not None
+        await wait_until_async(lambda: endpoint.inflight <= 0, message="the cancelled call to end")
+        assert endpoint.inflight == 0  # the call was finished once, not twice
         assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
 
 
