@@ -17,7 +17,7 @@ import pytest
 from inference_workers.grpc_codec import pb, pb_grpc
 from tests.conftest import gateway_config
 from tests.grpc.grpc_upstreams import Upstream
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_until_async
 
 # printf %s k1 | sha256sum
 KEY_K1_SHA256 = "6ab9f1eb8f7d3388f4f9d586f66e99fd54080df2c446f0e58668b09c08a16dd0"
@@ -132,3 +132,19 @@ async def check_a_routed_call(channel: grpc.aio.Channel, one: Upstream) -> None:
     assert ("x-upstream", "one") in tuple(await call.initial_metadata())
     assert ("x-upstream-trailer", "one") in tuple(await call.trailing_metadata())
     assert (await stub.ModelInfer(infer("fraud"))).model_version == "two"
+
+
+async def check_a_cancelled_stream_frees_its_endpoint(
+    gw: Any, channel: grpc.aio.Channel, address: str
+) -> None:
+    """A bidi stream cancelled mid-way cancels its upstream call on cluster `two`: the endpoint's call
+    ends once (in flight back to zero, never below), and the gateway keeps serving."""
+    bidi = channel.stream_stream("/test.Echo/Bidi")()
+    await bidi.write(b"a")
+    assert await bidi.read() == b"A"
+    bidi.cancel()
+    endpoint = gw.runtime.clusters["two"].endpoints.get(address)
+    assert endpoint is not None
+    await wait_until_async(lambda: endpoint.inflight <= 0, message="the cancelled call to end")
+    assert endpoint.inflight == 0
+    assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"

@@ -15,6 +15,7 @@ import pytest
 from inference_workers.grpc_codec import pb, pb_grpc
 from tests.grpc.front_door_setup import (
     OIP,
+    check_a_cancelled_stream_frees_its_endpoint,
     check_a_routed_call,
     check_deadlines_and_bad_input,
     front_door_config,
@@ -22,7 +23,7 @@ from tests.grpc.front_door_setup import (
     serving,
 )
 from tests.grpc.grpc_upstreams import Upstream
-from tests.support.processes import free_port, wait_until_async
+from tests.support.processes import free_port
 
 
 @pytest.fixture
@@ -126,15 +127,7 @@ async def test_a_cancelled_stream_cancels_the_upstream_call(
 ) -> None:
     _, two = upstreams
     async with serving(make_gateway, config) as (gw, channel):
-        bidi = channel.stream_stream("/test.Echo/Bidi")()
-        await bidi.write(b"a")
-        assert await bidi.read() == b"A"
-        bidi.cancel()
-        endpoint = gw.runtime.clusters["two"].endpoints.get(two.address)
-        assert endpoint is not None
-        await wait_until_async(lambda: endpoint.inflight <= 0, message="the cancelled call to end")
-        assert endpoint.inflight == 0  # the call was finished once, not twice
-        assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
+        await check_a_cancelled_stream_frees_its_endpoint(gw, channel, two.address)
 
 
 async def test_an_upstream_killed_under_load_is_retried_around_and_ejected(

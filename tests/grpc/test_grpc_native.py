@@ -17,13 +17,13 @@ from gateway.http.listener import H2_PREFACE
 from inference_workers.grpc_codec import pb, pb_grpc
 from tests.grpc.front_door_setup import (
     EMPTY_SETTINGS,
+    check_a_cancelled_stream_frees_its_endpoint,
     check_a_routed_call,
     check_deadlines_and_bad_input,
     infer,
     serving,
 )
 from tests.grpc.grpc_upstreams import Upstream
-from tests.support.processes import wait_until_async
 
 
 async def test_unary_and_streaming_calls_through_the_own_transport(
@@ -83,14 +83,7 @@ async def test_errors_limits_and_deadlines_on_the_own_transport(
         assert upstream_error.value.details() == "input 'x' has the wrong shape"
         await check_deadlines_and_bad_input(channel)
         # a stream cancelled mid-way cancels its upstream call, and the endpoint is freed
-        bidi = channel.stream_stream("/test.Echo/Bidi")()
-        await bidi.write(b"a")
-        assert await bidi.read() == b"A"
-        bidi.cancel()
-        endpoint = gw.runtime.clusters["two"].endpoints.get(two.address)
-        assert endpoint is not None
-        await wait_until_async(lambda: endpoint.inflight == 0, message="the cancelled call's endpoint freed")
-        assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"echo:ok"
+        await check_a_cancelled_stream_frees_its_endpoint(gw, channel, two.address)
 
         def broken_frame() -> bytes:
             with socket.create_connection(("127.0.0.1", gw.data_port), timeout=10) as conn:
