@@ -49,6 +49,8 @@ class _Echo(grpc.GenericRpcHandler):  # type: ignore[misc]
         self.name = name.encode()
         self.sleeping = 0
         """`Sleep` calls in progress: a test waits on it instead of on time."""
+        self.slept = 0
+        """`Sleep` calls received in all."""
 
     async def _model_stream(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -61,6 +63,7 @@ class _Echo(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     async def _sleep(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         self.sleeping += 1
+        self.slept += 1
         try:
             await asyncio.sleep(float(request.decode()))
         finally:

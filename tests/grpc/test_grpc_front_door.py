@@ -23,7 +23,7 @@ from tests.grpc.front_door_setup import (
     serving,
 )
 from tests.grpc.grpc_upstreams import Upstream
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_until_async
 
 
 @pytest.fixture
@@ -170,18 +170,19 @@ async def test_an_upstream_killed_under_load_is_retried_around_and_ejected(
 
 
 async def test_calls_in_flight_finish_through_a_reload_and_a_drain(
-    make_gateway: Any, config: dict[str, Any]
+    make_gateway: Any, upstreams: tuple[Upstream, Upstream], config: dict[str, Any]
 ) -> None:
+    _, two = upstreams  # serves test.Echo
     async with serving(make_gateway, config) as (gw, channel):
         sleep = channel.unary_unary("/test.Echo/Sleep")
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         slow = [asyncio.ensure_future(sleep(b"0.5")) for _ in range(10)]
         fast = [asyncio.ensure_future(stub.ModelInfer(infer("fraud"))) for _ in range(50)]
-        await asyncio.sleep(0.1)
+        await wait_until_async(lambda: two.echo.slept == 10, message="10 slow calls upstream")
         assert await gw.reload("test") == []
         assert all(answer.model_version == "two" for answer in await asyncio.gather(*fast))
         more = [asyncio.ensure_future(sleep(b"0.5")) for _ in range(10)]
-        await asyncio.sleep(0.1)
+        await wait_until_async(lambda: two.echo.slept == 20, message="10 more slow calls upstream")
         await gw.shutdown(drain_timeout=5.0)  # what SIGTERM runs
         assert await asyncio.gather(*slow, *more) == [b"slept"] * 20
         with pytest.raises(grpc.aio.AioRpcError) as refused:
